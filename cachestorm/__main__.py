@@ -1,0 +1,3 @@
+from cachestorm.cli.main import main
+
+main()

@@ -1,0 +1,88 @@
+"""The `cachestorm` command: a thin Typer shell over library functions.
+
+Sub-apps live one per file and are listed here by import string (like uvicorn's
+name -> import-string tables), so adding one is one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from cachestorm.errors import CachestormError
+
+# name -> "module:attribute" of a Typer app (sub-command groups)
+SUB_APPS: dict[str, str] = {
+    "proxy": "cachestorm.cli.proxy_cmd:app",
+    "chaos": "cachestorm.cli.chaos_cmd:app",
+    "bench": "cachestorm.cli.bench_cmd:app",
+}
+# name -> "module:attribute" of a plain function (single commands)
+COMMANDS: dict[str, str] = {
+    "up": "cachestorm.cli.stack_cmd:up",
+    "status": "cachestorm.cli.stack_cmd:status",
+    "down": "cachestorm.cli.stack_cmd:down",
+    "run": "cachestorm.cli.run_cmd:run",
+    "demo": "cachestorm.cli.demo_cmd:demo",
+    "report": "cachestorm.cli.report_cmd:report",
+    "compare": "cachestorm.cli.report_cmd:compare",
+    "matrix": "cachestorm.cli.matrix_cmd:matrix",
+    "gate": "cachestorm.cli.gate_cmd:gate",
+    "capacity": "cachestorm.cli.capacity_cmd:capacity",
+}
+
+app = typer.Typer(
+    name="cachestorm",
+    help="Load-testing and chaos toolkit for caches.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _load(spec: str):
+    module_name, attribute = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:  # not written yet: leave the command out
+            return None
+        raise
+    return getattr(module, attribute)
+
+
+def build_app() -> typer.Typer:
+    for name, spec in COMMANDS.items():
+        function = _load(spec)
+        if function is not None:
+            app.command(name)(function)
+    for name, spec in SUB_APPS.items():
+        sub_app = _load(spec)
+        if sub_app is not None:
+            app.add_typer(sub_app, name=name)
+    return app
+
+
+def main() -> None:
+    try:
+        build_app()(standalone_mode=False)
+    except CachestormError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: everything started was stopped and every fault reverted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
