@@ -1,1 +1,239 @@
-"""cachestorm/stack"""
+"""The stack: Redis, PostgreSQL and the chaos proxy in front of each.
+
+Embedded by default (child processes on free loopback ports), or adopted from URLs
+(`--redis-url`, `--postgres-url`, `--toxiproxy-url`), e.g. the docker-compose topology.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cachestorm.errors import CachestormError
+from cachestorm.stack.processes import pid_alive, spawn, stop_pid, wait_until
+from cachestorm.stack.servers import Server, start_postgres, start_redis
+
+STATE_DIR = ".cachestorm"
+STATE_FILE = "stack.json"
+REDIS_PROXY = "redis"
+POSTGRES_PROXY = "postgres"
+
+
+@dataclass
+class StackSettings:
+    redis_url: str | None = None
+    postgres_url: str | None = None
+    toxiproxy_url: str | None = None
+
+
+@dataclass
+class StackState:
+    redis_url: str
+    redis_proxy_url: str
+    postgres_url: str
+    postgres_proxy_url: str
+    proxy_api_url: str
+    servers: list[dict] = field(default_factory=list)   # the processes we own, as Server dicts
+    base_dir: str | None = None                          # temporary data we own
+    started_at: float = 0.0
+
+    def endpoints(self) -> dict[str, str]:
+        return {"redis": self.redis_url, "redis (proxied)": self.redis_proxy_url,
+                "postgres": self.postgres_url, "postgres (proxied)": self.postgres_proxy_url,
+                "proxy api": self.proxy_api_url}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StackState:
+        return cls(**data)
+
+
+# ---------------------------------------------------------------- URL checks
+
+def check_url(url: str, schemes: tuple[str, ...], flag: str) -> str:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in schemes or not parts.hostname or port is None:
+        raise CachestormError(f"{flag} {url!r} is not a valid URL: expected {schemes[0]}://HOST:PORT...")
+    return url
+
+
+def host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 0
+
+
+def with_host_port(url: str, host: str, port: int) -> str:
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return parts._replace(netloc=f"{userinfo}{host}:{port}").geturl()
+
+
+# ---------------------------------------------------------------- start / stop
+
+def start_stack(settings: StackSettings) -> StackState:
+    """Start (or adopt) every part; on any failure stop what was started and re-raise."""
+    if settings.redis_url:
+        check_url(settings.redis_url, ("redis",), "--redis-url")
+    if settings.postgres_url:
+        check_url(settings.postgres_url, ("postgresql", "postgres"), "--postgres-url")
+    if settings.toxiproxy_url:
+        check_url(settings.toxiproxy_url, ("http",), "--toxiproxy-url")
+    base_dir = tempfile.mkdtemp(prefix="cachestorm-stack-")
+    os.chmod(base_dir, 0o755)  # PostgreSQL runs as an unprivileged user when we are root
+    owned: list[Server] = []
+    try:
+        redis_url = settings.redis_url or _own(owned, start_redis(base_dir)).url
+        _check_redis(redis_url)
+        postgres_url = settings.postgres_url or _own(owned, start_postgres(base_dir)).url
+        _check_postgres(postgres_url)
+        proxy_api_url = settings.toxiproxy_url or _own(owned, start_proxy(base_dir)).url
+        redis_proxy_url = _ensure_proxy(proxy_api_url, REDIS_PROXY, redis_url)
+        postgres_proxy_url = _ensure_proxy(proxy_api_url, POSTGRES_PROXY, postgres_url)
+    except BaseException:
+        for server in reversed(owned):
+            server.stop()
+        shutil.rmtree(base_dir, ignore_errors=True)
+        raise
+    return StackState(redis_url, redis_proxy_url, postgres_url, postgres_proxy_url, proxy_api_url,
+                      [s.as_dict() for s in owned], base_dir, time.time())
+
+
+def stop_stack(state: StackState) -> list[str]:
+    """Stop what we started, delete our temporary data. Safe twice. Returns what was stopped."""
+    stopped = []
+    for data in reversed(state.servers):
+        server = Server.from_dict(data)
+        if server.pid and pid_alive(server.pid):
+            stopped.append(server.kind)
+        server.stop()
+    if state.base_dir:
+        shutil.rmtree(state.base_dir, ignore_errors=True)
+    return stopped
+
+
+def _own(owned: list[Server], server: Server) -> Server:
+    owned.append(server)
+    return server
+
+
+def start_proxy(base_dir: str) -> Server:
+    """Our Toxiproxy-compatible proxy; it picks its own port and writes it to a ready file."""
+    ready_file = Path(base_dir) / "proxy-ready.json"
+    log_path = Path(base_dir) / "proxy.log"
+    argv = [sys.executable, "-m", "chaos.proxy", "--host", "127.0.0.1", "--port", "0",
+            "--ready-file", str(ready_file)]
+    process = spawn(argv, log_path)
+    try:
+        wait_until(ready_file.exists, process, "the chaos proxy", log_path, timeout_s=30)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    ready = json.loads(ready_file.read_text())
+    return Server("proxy", ready["api_url"], process.pid, "chaos.proxy", None, str(log_path), sys.executable)
+
+
+def _ensure_proxy(api_url: str, name: str, upstream_url: str) -> str:
+    """Return the proxied URL for `name`, creating the proxy unless it already exists (compose)."""
+    from chaos.toxiproxy import ToxiproxyClient
+
+    client = ToxiproxyClient(api_url)
+    proxies = client.proxies()
+    if name in proxies:
+        proxy = proxies[name]
+    else:
+        host, port = host_port(upstream_url)
+        proxy = client.create_proxy(name, listen="127.0.0.1:0", upstream=f"{host}:{port}")
+    listen_port = int(proxy["listen"].rsplit(":", 1)[1])
+    api_host = urlsplit(api_url).hostname or "127.0.0.1"
+    return with_host_port(upstream_url, api_host, listen_port)
+
+
+def _check_redis(url: str) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001
+        raise CachestormError(f"Redis at {url} does not answer PING ({exc.__class__.__name__}: "
+                              f"{str(exc)[:120]}); check --redis-url or that the server runs") from exc
+
+
+def _check_postgres(url: str) -> None:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise CachestormError(f"PostgreSQL at {url} refused a connection ({first[:160]}); "
+                              "check --postgres-url or that the server runs") from exc
+
+
+# ---------------------------------------------------------------- the state file of `up`
+
+def state_path(workdir: str | Path = ".") -> Path:
+    return Path(workdir) / STATE_DIR / STATE_FILE
+
+
+def save_state(state: StackState, workdir: str | Path = ".") -> Path:
+    path = state_path(workdir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.to_json())
+    os.replace(tmp, path)
+    return path
+
+
+def load_state(workdir: str | Path = ".") -> StackState | None:
+    path = state_path(workdir)
+    if not path.exists():
+        return None
+    try:
+        return StackState.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise CachestormError(f"{path} is not a cachestorm state file ({exc}); delete it and stop "
+                              "leftover servers by hand") from exc
+
+
+def clear_state(workdir: str | Path = ".") -> None:
+    state_path(workdir).unlink(missing_ok=True)
+
+
+def health(state: StackState) -> dict[str, tuple[bool, str]]:
+    """Each part's health: name -> (healthy, detail)."""
+    results: dict[str, tuple[bool, str]] = {}
+    for name, url, check in (("redis", state.redis_url, _check_redis),
+                             ("redis (proxied)", state.redis_proxy_url, _check_redis),
+                             ("postgres", state.postgres_url, _check_postgres),
+                             ("postgres (proxied)", state.postgres_proxy_url, _check_postgres)):
+        try:
+            check(url)
+            results[name] = (True, url)
+        except CachestormError as exc:
+            results[name] = (False, str(exc))
+    try:
+        from chaos.toxiproxy import ToxiproxyClient
+
+        results["proxy api"] = (True, f"{state.proxy_api_url} (version {ToxiproxyClient(state.proxy_api_url).version()})")
+    except CachestormError as exc:
+        results["proxy api"] = (False, str(exc))
+    return results
+
+
+__all__ = ["StackSettings", "StackState", "start_stack", "stop_stack", "save_state", "load_state",
+           "clear_state", "health", "state_path", "stop_pid"]

@@ -1,0 +1,74 @@
+"""`cachestorm up | status | down`: the embedded stack that later commands use."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cachestorm.errors import CachestormError
+from cachestorm.stack import (StackSettings, clear_state, health, load_state, save_state, start_stack,
+                              state_path, stop_stack)
+
+console = Console()
+
+
+def up(
+    redis_url: str = typer.Option(None, "--redis-url", help="Adopt this Redis instead of starting Valkey."),
+    postgres_url: str = typer.Option(None, "--postgres-url", help="Adopt this PostgreSQL instead of starting one."),
+    toxiproxy_url: str = typer.Option(None, "--toxiproxy-url", help="Use this Toxiproxy instead of ours."),
+    as_json: bool = typer.Option(False, "--json", help="Print the endpoints as JSON."),
+) -> None:
+    """Start Redis, PostgreSQL and the chaos proxy on free loopback ports."""
+    existing = load_state()
+    if existing is not None:
+        raise CachestormError(f"a stack is already up ({state_path()}); run `cachestorm down` first")
+    state = start_stack(StackSettings(redis_url, postgres_url, toxiproxy_url))
+    try:
+        save_state(state)
+    except BaseException:
+        stop_stack(state)
+        raise
+    if as_json:
+        typer.echo(json.dumps(state.endpoints()))
+        return
+    table = Table(title="cachestorm stack is up", show_header=True)
+    table.add_column("endpoint")
+    table.add_column("url")
+    for name, url in state.endpoints().items():
+        table.add_row(name, url)
+    console.print(table)
+    console.print(f"state: {state_path()}   stop with: cachestorm down")
+
+
+def status(as_json: bool = typer.Option(False, "--json", help="Print health as JSON.")) -> None:
+    """Check each part of the stack started by `cachestorm up`."""
+    state = load_state()
+    if state is None:
+        raise CachestormError("no stack is up in this folder; start one with `cachestorm up`", exit_code=1)
+    results = health(state)
+    if as_json:
+        typer.echo(json.dumps({name: {"healthy": ok, "detail": detail} for name, (ok, detail) in results.items()}))
+    else:
+        table = Table(title="cachestorm stack")
+        table.add_column("part")
+        table.add_column("health")
+        table.add_column("detail")
+        for name, (ok, detail) in results.items():
+            table.add_row(name, "[green]ok[/]" if ok else "[red]down[/]", detail)
+        console.print(table)
+    if not all(ok for ok, _ in results.values()):
+        raise typer.Exit(1)
+
+
+def down() -> None:
+    """Stop what `up` started (graceful, then forced) and delete its data. Safe to run twice."""
+    state = load_state()
+    if state is None:
+        console.print("nothing to stop: no stack is up in this folder")
+        return
+    stopped = stop_stack(state)
+    clear_state()
+    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was still running'}")

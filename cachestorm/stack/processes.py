@@ -1,0 +1,128 @@
+"""Child processes of the stack: start detached, wait for readiness, stop by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cachestorm.errors import CachestormError
+
+
+def free_port() -> int:
+    """A port that was free a moment ago; callers retry on a bind collision."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def spawn(argv: list[str], log_path: Path, **popen_kwargs) -> subprocess.Popen:
+    """Start a server in its own session so a terminal's Ctrl-C reaches only us; we stop it."""
+    log = open(log_path, "ab")  # noqa: SIM115 - the child keeps the descriptor
+    try:
+        return subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True, **popen_kwargs,
+        )
+    except FileNotFoundError as exc:
+        raise CachestormError(f"cannot run {argv[0]}: not found") from exc
+    finally:
+        log.close()
+
+
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen | None, what: str,
+               log_path: Path | None, timeout_s: float = 30.0) -> None:
+    """Poll `ready` until it is true; fail fast if the process died."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        if process is not None and process.poll() is not None:
+            raise CachestormError(f"{what} exited with code {process.returncode} before it was ready"
+                                  f"{_log_hint(log_path)}")
+        try:
+            if ready():
+                return
+        except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+            pass
+        if time.monotonic() > deadline:
+            raise CachestormError(f"{what} did not become ready within {timeout_s:.0f} s{_log_hint(log_path)}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _log_hint(log_path: Path | None) -> str:
+    if log_path is None or not log_path.exists():
+        return ""
+    lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else ""
+    return f" (last log line: {last[:200]}; full log: {log_path})" if last else f" (log: {log_path})"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours still answers kill(0); treat it as gone
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def pid_matches(pid: int, needle: str) -> bool:
+    """Guard against PID reuse: only signal a process whose command line names what we started."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return needle in cmdline
+
+
+def stop_pid(pid: int, needle: str, graceful: int = signal.SIGTERM, timeout_s: float = 10.0) -> bool:
+    """Graceful signal, then SIGKILL after `timeout_s`. True if a process was stopped."""
+    if not pid_alive(pid) or not pid_matches(pid, needle):
+        return False
+    try:
+        os.kill(pid, graceful)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + 5
+    while pid_alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.02)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

