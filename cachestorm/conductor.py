@@ -1,0 +1,483 @@
+"""The conductor: one run = stack + target instances + Locust + chaos + scraping -> one run folder.
+
+Everything started here is stopped here, whatever happens (errors, Ctrl-C): the `finally`
+blocks revert faults first, then stop load, targets and the stack, in that order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from cachestorm import __version__
+from cachestorm.errors import CachestormError
+from cachestorm.runfolder import Journal, new_run_dir, write_run_meta
+from cachestorm.scrape import Scraper
+from cachestorm.stack import StackSettings, StackState, health, load_state, start_stack, stop_stack
+from cachestorm.stack.processes import free_port, spawn, stop_pid, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOMAINS = ("profiles", "catalog", "counters", "permissions")
+DOMAIN_TABLES = {"profiles": "profiles", "catalog": "products", "counters": "counters",
+                 "permissions": "permissions"}
+
+
+@dataclass
+class RunSettings:
+    strategy: str = "cache-aside"
+    domain: str = "profiles"
+    duration_s: float = 30.0
+    users: int = 50
+    spawn_rate: float = 50.0
+    rate: float | None = None            # open model (requests/s); None = closed model
+    shape: str | None = None
+    shape_args: str | None = None
+    experiment: str | None = None
+    out: str = "runs"
+    label: str | None = None
+    instances: int = 1
+    rows: int = 10_000
+    keys: int = 1_000
+    key_model: str = "zipf"
+    alpha: float = 1.0
+    celebrity_share: float = 0.0
+    hot_keys: int = 10
+    write_ratio: float = 0.05
+    retry: str = "none"
+    ttl_s: float = 300.0
+    recompute_ms: float = 50.0
+    pool_size: int = 10
+    pool_timeout_s: float = 1.0
+    seed: int = 42
+    target_args: list[str] = field(default_factory=list)
+    locust_args: list[str] = field(default_factory=list)
+    stack: StackSettings = field(default_factory=StackSettings)
+    render: bool = True
+
+    def validate(self) -> None:
+        if self.domain not in DOMAINS:
+            raise CachestormError(f"unknown domain {self.domain!r}; choose one of {', '.join(DOMAINS)}")
+        if self.duration_s <= 0:
+            raise CachestormError("--duration must be positive, e.g. 30s")
+        if self.users < 1:
+            raise CachestormError("--users must be at least 1")
+        if self.instances < 1 or self.instances > 16:
+            raise CachestormError("--instances must be between 1 and 16")
+        if self.rate is not None and self.rate <= 0:
+            raise CachestormError("--rate must be a positive number of requests per second")
+        validate_strategy(self.strategy)
+
+
+def parse_duration(text: str | float | int, flag: str = "--duration") -> float:
+    """`30`, `30s`, `2m`, `1h`, `500ms` -> seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    value = str(text).strip().lower()
+    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+    for suffix, factor in units:
+        if value.endswith(suffix) and not (suffix == "s" and value.endswith("ms")):
+            number = value[: -len(suffix)]
+            break
+    else:
+        number, factor = value, 1.0
+    try:
+        seconds = float(number) * factor
+    except ValueError:
+        raise CachestormError(f"{flag} {text!r} is not a duration; use e.g. 30s, 2m or 500ms") from None
+    if seconds < 0:
+        raise CachestormError(f"{flag} {text!r} must not be negative")
+    return seconds
+
+
+def validate_strategy(spec: str) -> None:
+    try:
+        from targets.registry import validate_spec
+    except ImportError:
+        return
+    validate_spec(spec)
+
+
+def resolve_experiment(name_or_path: str | None):
+    if not name_or_path:
+        return None
+    from chaos.experiment import load_experiment
+
+    return load_experiment(name_or_path)
+
+
+# ---------------------------------------------------------------- targets
+
+@dataclass
+class TargetProcess:
+    name: str
+    port: int
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.process = spawn(self.argv, self.log_path, cwd=str(REPO_ROOT), env=_child_env())
+        wait_until(self._healthy, self.process, f"target {self.name}", self.log_path, timeout_s=timeout_s)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _healthy(self) -> bool:
+        return httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            stop_pid(self.process.pid, "targets", graceful=signal.SIGTERM, timeout_s=10)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def target_argv(settings: RunSettings, stack: StackState, port: int, instance: str) -> list[str]:
+    return [sys.executable, "-m", "targets", "--domain", settings.domain, "--strategy", settings.strategy,
+            "--host", "127.0.0.1", "--port", str(port),
+            "--redis-url", stack.redis_proxy_url, "--postgres-url", stack.postgres_proxy_url,
+            "--rows", str(settings.rows), "--ttl", str(settings.ttl_s),
+            "--recompute-ms", str(settings.recompute_ms), "--pool-size", str(settings.pool_size),
+            "--pool-timeout", str(settings.pool_timeout_s), "--hot-keys", str(settings.hot_keys),
+            "--instance-id", instance, *settings.target_args]
+
+
+def start_targets(settings: RunSettings, stack: StackState, run_dir: Path) -> list[TargetProcess]:
+    targets: list[TargetProcess] = []
+    logs = run_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    try:
+        for index in range(settings.instances):
+            name = f"target-{index + 1}"
+            for attempt in range(5):  # a port taken between probe and bind: try another
+                port = free_port()
+                target = TargetProcess(name, port, target_argv(settings, stack, port, name),
+                                       logs / f"{name}.log")
+                try:
+                    target.start()
+                    break
+                except CachestormError:
+                    target.stop()
+                    if attempt < 4 and "address already in use" in target.log_path.read_text(errors="replace").lower():
+                        continue
+                    raise
+            targets.append(target)
+    except BaseException:
+        for target in targets:
+            target.stop()
+        raise
+    return targets
+
+
+# ---------------------------------------------------------------- Locust
+
+def locust_argv(settings: RunSettings, targets: list[TargetProcess], run_dir: Path) -> list[str]:
+    locust_dir = run_dir / "locust"
+    locust_dir.mkdir(exist_ok=True)
+    argv = [sys.executable, "-m", "locust", "-f", str(REPO_ROOT / "locustfiles" / f"{settings.domain}.py"),
+            "--headless", "-u", str(settings.users), "-r", str(settings.spawn_rate),
+            "-t", f"{int(round(settings.duration_s))}s", "--stop-timeout", "5",
+            "--host", targets[0].base_url,
+            "--csv", str(locust_dir / "stats"), "--csv-full-history",
+            "--json-file", str(locust_dir / "stats"), "--only-summary",
+            "--loglevel", "WARNING",
+            "--run-dir", str(run_dir),
+            "--key-model", settings.key_model, "--alpha", str(settings.alpha), "--keys", str(settings.keys),
+            "--hot-keys", str(settings.hot_keys), "--celebrity-share", str(settings.celebrity_share),
+            "--write-ratio", str(settings.write_ratio), "--retry", settings.retry,
+            "--seed", str(settings.seed)]
+    if len(targets) > 1:
+        argv += ["--hosts", ",".join(t.base_url for t in targets)]
+    if settings.rate is not None:
+        argv += ["--rate", str(settings.rate)]
+    if settings.shape:
+        argv += ["--shape", settings.shape]
+        if settings.shape_args:
+            argv += ["--shape-args", settings.shape_args]
+    return argv + settings.locust_args
+
+
+# ---------------------------------------------------------------- the run
+
+def run(settings: RunSettings, on_event=None) -> Path:
+    """Run once and return the run folder. `on_event(name, **kw)` reports progress (optional)."""
+    settings.validate()
+    experiment = resolve_experiment(settings.experiment)
+    _check_locust_args(settings)
+    label = settings.label or f"{settings.domain}-{settings.strategy}" + (
+        f"-{Path(settings.experiment).stem}" if settings.experiment else "")
+    run_dir = new_run_dir(settings.out, label)
+    t0_wall = time.time()
+    t0_mono = time.monotonic_ns()
+    journal = Journal(run_dir, t0_wall)
+    meta = {"cachestorm_version": __version__, "run_id": run_dir.name, "label": label,
+            "settings": _jsonable(settings), "started_at": t0_wall, "t0_monotonic_ns": t0_mono,
+            "experiment": getattr(experiment, "name", settings.experiment)}
+    write_run_meta(run_dir, meta)
+    notify = on_event or (lambda *a, **k: None)
+
+    owned_stack: StackState | None = None
+    targets: list[TargetProcess] = []
+    scraper: Scraper | None = None
+    runner = None
+    locust: subprocess.Popen | None = None
+    outcome = "failed"
+    try:
+        with journal.step("stack", "stack") as info:
+            stack = _existing_stack(settings.stack)
+            if stack is None:
+                stack = owned_stack = start_stack(settings.stack)
+            info.update(owned=owned_stack is not None, endpoints=stack.endpoints())
+        meta["stack"] = stack.endpoints()
+        notify("stack", stack=stack)
+        with journal.step("reset cache and faults", "stack"):
+            _reset_between_runs(stack)
+        with journal.step("start targets", "target", strategy=settings.strategy,
+                          instances=settings.instances) as info:
+            targets = start_targets(settings, stack, run_dir)
+            info["targets"] = {t.name: t.base_url for t in targets}
+        meta["targets"] = {t.name: t.base_url for t in targets}
+        write_run_meta(run_dir, meta)
+        notify("targets", targets=targets)
+
+        scraper = Scraper(run_dir, t0_wall, {t.name: t.base_url for t in targets}, stack.postgres_url).start()
+        load_start = time.time()
+        log = open(run_dir / "logs" / "locust.log", "ab")  # noqa: SIM115
+        try:
+            locust = subprocess.Popen(locust_argv(settings, targets, run_dir), stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=_child_env(),
+                                      start_new_session=True)
+        finally:
+            log.close()
+        meta["load_started_at"] = load_start
+        write_run_meta(run_dir, meta)
+        notify("load", duration_s=settings.duration_s)
+        if experiment is not None:
+            runner = _start_experiment(experiment, settings, stack, targets, run_dir, journal, load_start)
+        returncode = _wait_for_locust(locust, settings, runner)
+        journal.record("load", "load", load_start, time.time(),
+                       "ok" if returncode in (0, 1) else f"exit {returncode}",
+                       {"users": settings.users, "rate": settings.rate, "returncode": returncode})
+        if returncode not in (0, 1):  # 1 = some requests failed, which is what we measure
+            raise CachestormError(f"Locust exited with code {returncode}; see {run_dir / 'logs' / 'locust.log'}")
+        outcome = "ok"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+        raise
+    finally:
+        previous_handler = _ignore_sigint()  # a second Ctrl-C must not cut the clean-up short
+        _stop_quietly(runner, journal)
+        if locust is not None and locust.poll() is None:
+            _stop_locust(locust)
+        if scraper is not None:
+            scraper.stop()
+        if targets and outcome == "ok":
+            _finalise(settings, targets, stack, run_dir, journal)
+        for target in targets:
+            target.stop()
+        if owned_stack is not None:
+            with journal.step("stop stack", "stack"):
+                stop_stack(owned_stack)
+        meta["ended_at"] = time.time()
+        meta["outcome"] = outcome
+        write_run_meta(run_dir, meta)
+        _restore_sigint(previous_handler)
+    _merge_recordings(run_dir, journal)
+    if settings.render:
+        render_run(run_dir, journal)
+    return run_dir
+
+
+def _ignore_sigint():
+    try:
+        return signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to shield
+        return None
+
+
+def _restore_sigint(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _existing_stack(settings: StackSettings) -> StackState | None:
+    """Use the stack of `cachestorm up` when it is healthy and no URL was given."""
+    if settings.redis_url or settings.postgres_url or settings.toxiproxy_url:
+        return None
+    state = load_state()
+    if state is None:
+        return None
+    if not all(ok for ok, _ in health(state).values()):
+        raise CachestormError("the stack from `cachestorm up` is not healthy (see `cachestorm status`); "
+                              "run `cachestorm down` and try again")
+    return state
+
+
+def _reset_between_runs(stack: StackState) -> None:
+    """Every run starts cold and fault-free: flush Redis, reset proxy toxics, reset pg counters."""
+    import psycopg
+    import redis
+
+    from chaos.toxiproxy import ToxiproxyClient
+
+    redis.Redis.from_url(stack.redis_url, socket_timeout=5).flushall()
+    ToxiproxyClient(stack.proxy_api_url).reset()
+    with psycopg.connect(stack.postgres_url, autocommit=True) as conn:
+        try:
+            conn.execute("SELECT pg_stat_statements_reset()")
+        except psycopg.Error:
+            pass
+
+
+def _start_experiment(experiment, settings, stack, targets, run_dir, journal, load_start):
+    from chaos.context import ChaosContext, TargetHandle
+    from chaos.runner import ExperimentRunner
+
+    context = ChaosContext(
+        redis_url=stack.redis_url, postgres_url=stack.postgres_url, proxy_api_url=stack.proxy_api_url,
+        domain=settings.domain, hot_keys=settings.hot_keys, key_space=settings.keys,
+        targets=[TargetHandle(t.name, t.pid, t.base_url, t.restart) for t in targets],
+        run_dir=str(run_dir), ledger_path=str(Path(".cachestorm") / "active-faults.jsonl"),
+    )
+    runner = ExperimentRunner(experiment, context, journal)
+    runner.start()
+    return runner
+
+
+def _wait_for_locust(locust: subprocess.Popen, settings: RunSettings, runner) -> int:
+    deadline = time.monotonic() + settings.duration_s + 60  # Locust stops itself; this is the backstop
+    while True:
+        try:
+            return locust.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+        if runner is not None and runner.abort_event.is_set():
+            _stop_locust(locust)
+            return locust.wait()
+        if time.monotonic() > deadline:
+            _stop_locust(locust)
+            raise CachestormError("Locust did not stop by itself within 60 s of the run's end; stopped it")
+
+
+def _stop_locust(locust: subprocess.Popen) -> None:
+    """SIGINT lets Locust write its final stats; then force."""
+    for sig, wait_s in ((signal.SIGINT, 15), (signal.SIGKILL, 5)):
+        if locust.poll() is not None:
+            return
+        try:
+            os.killpg(locust.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            locust.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _stop_quietly(runner, journal: Journal) -> None:
+    if runner is None:
+        return
+    start = time.time()
+    try:
+        runner.stop()
+    except Exception as exc:  # noqa: BLE001 - keep stopping the rest; the journal says what failed
+        journal.record("revert faults", "fault", start, time.time(), "failed", {"error": str(exc)})
+
+
+def _finalise(settings: RunSettings, targets, stack: StackState, run_dir: Path, journal: Journal) -> None:
+    """Final flush (write-behind) and the truth from PostgreSQL, for the consistency checker."""
+    with journal.step("final flush", "target") as info:
+        flushed = {}
+        for target in targets:
+            try:
+                response = httpx.post(f"{target.base_url}/counters/flush", timeout=30)
+                if response.status_code == 200:
+                    flushed[target.name] = response.json()
+            except httpx.HTTPError as exc:
+                flushed[target.name] = {"error": str(exc)}
+        info["flushed"] = flushed
+    with journal.step("truth from postgres", "target"):
+        truth = read_truth(stack.postgres_url, settings.domain)
+        (run_dir / "truth.json").write_text(json.dumps(truth))
+
+
+def read_truth(postgres_url: str, domain: str) -> dict:
+    import psycopg
+
+    table = DOMAIN_TABLES[domain]
+    versions: dict[str, int] = {}
+    counters: dict[str, int] = {}
+    with psycopg.connect(postgres_url, connect_timeout=5) as conn:
+        try:
+            if domain == "permissions":
+                rows = conn.execute(f"SELECT user_id, perm, version FROM {table}").fetchall()
+                versions = {f"{u}:{p}": v for u, p, v in rows}
+            else:
+                rows = conn.execute(f"SELECT id, version FROM {table}").fetchall()
+                versions = {str(i): v for i, v in rows}
+            if domain == "counters":
+                counters = {str(i): v for i, v in conn.execute(f"SELECT id, value FROM {table}").fetchall()}
+        except psycopg.Error:
+            pass
+    return {"domain": domain, "versions": versions, "counters": counters}
+
+
+def _merge_recordings(run_dir: Path, journal: Journal) -> None:
+    try:
+        from locustfiles.recording import merge_run
+    except ImportError:
+        return
+    with journal.step("merge latency and histories", "report"):
+        merge_run(run_dir)
+
+
+def render_run(run_dir: Path, journal: Journal | None = None) -> list[Path]:
+    try:
+        import reports
+    except ImportError:
+        return []
+    if not hasattr(reports, "render_run"):
+        return []
+    if journal is None:
+        return reports.render_run(run_dir)
+    with journal.step("render report", "report"):
+        return reports.render_run(run_dir)
+
+
+def _check_locust_args(settings: RunSettings) -> None:
+    if not (REPO_ROOT / "locustfiles" / f"{settings.domain}.py").exists():
+        raise CachestormError(f"no locustfile for domain {settings.domain!r} in {REPO_ROOT / 'locustfiles'}")
+    if shutil.which(sys.executable) is None:
+        raise CachestormError("cannot find the Python interpreter to run Locust")
+
+
+def _jsonable(settings: RunSettings) -> dict:
+    data = asdict(settings)
+    return json.loads(json.dumps(data, default=str))
