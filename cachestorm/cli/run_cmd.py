@@ -1,0 +1,58 @@
+"""`cachestorm run`: one strategy, one traffic model, optionally one experiment -> one run folder."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from cachestorm.conductor import RunSettings, parse_duration, run as run_once
+from cachestorm.stack import StackSettings
+from cachestorm.summary import print_summary
+
+console = Console()
+
+
+def run(
+    strategy: str = typer.Option("cache-aside", "--strategy", "-s", help="NAME[+PROTECTION...], e.g. cache-aside+coalescing"),
+    domain: str = typer.Option("profiles", "--domain", help="profiles | catalog | counters | permissions"),
+    duration: str = typer.Option("30s", "--duration", "-d", help="How long the load runs (30s, 2m)."),
+    users: int = typer.Option(50, "--users", "-u", help="Locust users (closed model)."),
+    spawn_rate: float = typer.Option(50.0, "--spawn-rate", help="Users started per second."),
+    rate: float = typer.Option(None, "--rate", help="Open model: target arrivals per second."),
+    shape: str = typer.Option(None, "--shape", help="steady | ramp | step | spike | diurnal"),
+    shape_args: str = typer.Option(None, "--shape-args", help="Shape parameters, e.g. 'step=200,hold=10s'."),
+    experiment: str = typer.Option(None, "--experiment", "-e", help="A ready experiment name or a YAML file."),
+    out: str = typer.Option("runs", "--out", help="Folder for run folders."),
+    label: str = typer.Option(None, "--label", help="Name of the run folder (default: domain-strategy)."),
+    instances: int = typer.Option(1, "--instances", help="Target processes side by side."),
+    rows: int = typer.Option(10_000, "--rows", help="Rows seeded in PostgreSQL."),
+    keys: int = typer.Option(1_000, "--keys", help="Key space the traffic draws from."),
+    key_model: str = typer.Option("zipf", "--key-model", help="zipf | hotspot | latest | uniform"),
+    alpha: float = typer.Option(1.0, "--alpha", help="Zipf exponent."),
+    celebrity_share: float = typer.Option(0.0, "--celebrity-share", help="Share of requests for key 1."),
+    hot_keys: int = typer.Option(10, "--hot-keys", help="Keys 1..N count as hot."),
+    write_ratio: float = typer.Option(0.05, "--write-ratio", help="Share of writes."),
+    retry: str = typer.Option("none", "--retry", help="none | naive:N | backoff:N | budget:R"),
+    ttl: str = typer.Option("300s", "--ttl", help="Cache TTL."),
+    recompute: str = typer.Option("50ms", "--recompute", help="DB cost of one recompute (pg_sleep)."),
+    pool_size: int = typer.Option(10, "--pool-size", help="DB pool size per target."),
+    pool_timeout: str = typer.Option("1s", "--pool-timeout", help="DB pool acquire timeout."),
+    seed: int = typer.Option(42, "--seed", help="Seed of the traffic models."),
+    redis_url: str = typer.Option(None, "--redis-url", help="Adopt this Redis."),
+    postgres_url: str = typer.Option(None, "--postgres-url", help="Adopt this PostgreSQL."),
+    toxiproxy_url: str = typer.Option(None, "--toxiproxy-url", help="Use this Toxiproxy."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip rendering the report."),
+) -> None:
+    """Run targets + Locust (+ chaos) once and write a run folder."""
+    settings = RunSettings(
+        strategy=strategy, domain=domain, duration_s=parse_duration(duration), users=users,
+        spawn_rate=spawn_rate, rate=rate, shape=shape, shape_args=shape_args, experiment=experiment,
+        out=out, label=label, instances=instances, rows=rows, keys=keys, key_model=key_model, alpha=alpha,
+        celebrity_share=celebrity_share, hot_keys=hot_keys, write_ratio=write_ratio, retry=retry,
+        ttl_s=parse_duration(ttl, "--ttl"), recompute_ms=parse_duration(recompute, "--recompute") * 1000,
+        pool_size=pool_size, pool_timeout_s=parse_duration(pool_timeout, "--pool-timeout"), seed=seed,
+        stack=StackSettings(redis_url, postgres_url, toxiproxy_url), render=not no_report,
+    )
+    with console.status(f"running {strategy} for {settings.duration_s:.0f} s ..."):
+        run_dir = run_once(settings)
+    print_summary(run_dir, console)

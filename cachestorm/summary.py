@@ -1,0 +1,46 @@
+"""A terminal summary of one run folder, read from its records (never from live state)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def headline(run_dir: str | Path) -> dict:
+    """The numbers a person looks at first; from report.json when rendered, else Locust's CSV."""
+    run_dir = Path(run_dir)
+    report = run_dir / "report.json"
+    if report.exists():
+        data = json.loads(report.read_text())
+        return data.get("headline", {}) | {"source": "report.json"}
+    stats = run_dir / "locust" / "stats_stats.csv"
+    if not stats.exists():
+        return {}
+    with open(stats) as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("Name") == "Aggregated"]
+    if not rows:
+        return {}
+    row = rows[0]
+    requests = int(row["Request Count"])
+    return {"requests": requests, "failures": int(row["Failure Count"]),
+            "p50_ms": float(row["50%"]), "p99_ms": float(row["99%"]),
+            "rps": float(row["Requests/s"]), "source": "locust stats (closed model)"}
+
+
+def print_summary(run_dir: str | Path, console: Console | None = None) -> None:
+    console = console or Console()
+    numbers = headline(run_dir)
+    table = Table(title=f"run {Path(run_dir).name}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in numbers.items():
+        if key == "source":
+            continue
+        table.add_row(key, f"{value:,.2f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    if numbers.get("source"):
+        console.print(f"[dim]from {numbers['source']}; run folder: {run_dir}[/]")
