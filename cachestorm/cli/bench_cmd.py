@@ -1,0 +1,52 @@
+"""`cachestorm bench ...`: benchmarks that print ratios measured side by side in one run."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from cachestorm.errors import CachestormError
+
+app = typer.Typer(help="Benchmarks: each prints ratios measured side by side in one run.", no_args_is_help=True)
+
+
+def _call(spec: str, **kwargs) -> None:
+    module_name, function = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise CachestormError(f"this benchmark is not available ({exc.name} is missing)") from exc
+    getattr(module, function)(**kwargs)
+
+
+@app.command("proxy")
+def proxy(requests: int = typer.Option(200_000, help="GETs per redis-benchmark round."),
+          clients: int = typer.Option(8, help="redis-benchmark -c")) -> None:
+    """Redis GETs through our proxy vs direct (redis-benchmark): throughput and p50/p99 ratios."""
+    _call("cachestorm.bench.proxy:main", requests=requests, clients=clients)
+
+
+@app.command("target")
+def target(seconds: int = typer.Option(10, help="Seconds per round."),
+           connections: int = typer.Option(10, help="Concurrent connections.")) -> None:
+    """Cache-hit GETs/s of a target vs a bare Starlette endpoint doing one Redis GET."""
+    _call("cachestorm.bench.target:main", seconds=seconds, connections=connections)
+
+
+@app.command("locust")
+def locust(seconds: int = typer.Option(15, help="Seconds per Locust run.")) -> None:
+    """cachestorm's Locust user (skewed keys + history) vs a bare FastHttpUser, requests/s."""
+    _call("cachestorm.bench.locust:main", seconds=seconds)
+
+
+@app.command("open-model")
+def open_model() -> None:
+    """Open model holds its rate; a 2 s server pause shows in its p99 but not in a closed model's."""
+    _call("cachestorm.bench.open_model:main")
+
+
+@app.command("checker")
+def checker(operations: int = typer.Option(1_000_000, help="Operations in the synthetic history.")) -> None:
+    """Consistency checker speed on a synthetic history."""
+    _call("reports.bench_checker:main", operations=operations)
