@@ -1,0 +1,55 @@
+"""Read the plain files of a run folder (JSON, JSON lines, CSV); reports touch nothing else."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from cachestorm.errors import CachestormError
+
+
+def read_json(path: str | Path, default=None):
+    path = Path(path)
+    if not path.exists():
+        return {} if default is None else default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CachestormError(f"{path}: not valid JSON ({exc}); was the run interrupted while writing it?") from None
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a JSON-lines file; a torn last line (a run killed mid-write) is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):
+                break
+            raise CachestormError(f"{path}: line {number} is not JSON; the file is damaged") from None
+    return records
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def require_run_dir(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CachestormError(f"{run_dir}: no such run folder; pass a runs/<run-id>/ directory")
+    if not (run_dir / "run.json").exists() and not (run_dir / "histories").is_dir():
+        raise CachestormError(f"{run_dir}: not a run folder (no run.json); pass a runs/<run-id>/ directory")
+    return run_dir
