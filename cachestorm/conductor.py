@@ -226,8 +226,11 @@ def locust_argv(settings: RunSettings, targets: list[TargetProcess], run_dir: Pa
 
 # ---------------------------------------------------------------- the run
 
-def run(settings: RunSettings, on_event=None) -> Path:
-    """Run once and return the run folder. `on_event(name, **kw)` reports progress (optional)."""
+def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -> Path:
+    """Run once and return the run folder. `on_event(name, **kw)` reports progress (optional).
+
+    `stack`: a stack the caller owns (a matrix shares one); else `up`'s, else one for this run.
+    """
     settings.validate()
     experiment = resolve_experiment(settings.experiment)
     _check_locust_args(settings)
@@ -251,7 +254,7 @@ def run(settings: RunSettings, on_event=None) -> Path:
     outcome = "failed"
     try:
         with journal.step("stack", "stack") as info:
-            stack = _existing_stack(settings.stack)
+            stack = stack or _existing_stack(settings.stack)
             if stack is None:
                 stack = owned_stack = start_stack(settings.stack)
             info.update(owned=owned_stack is not None, endpoints=stack.endpoints())

@@ -1,0 +1,61 @@
+"""A matrix: every strategy x every experiment, same traffic, one shared stack, one comparison."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cachestorm.conductor import RunSettings, resolve_experiment, run, validate_strategy
+from cachestorm.errors import CachestormError
+from cachestorm.stack import StackState, start_stack, stop_stack
+
+
+@dataclasses.dataclass
+class MatrixResult:
+    out_dir: Path
+    run_dirs: list[Path]
+    report_paths: list[Path]
+
+
+def run_matrix(base: RunSettings, strategies: list[str], experiments: list[str | None], out: str,
+               name: str = "matrix", on_progress: Callable[[str, int, int], None] | None = None) -> MatrixResult:
+    if not strategies:
+        raise CachestormError("give at least one strategy")
+    for strategy in strategies:
+        validate_strategy(strategy)
+    for experiment in experiments:
+        resolve_experiment(experiment)  # fail on a bad name before anything starts
+    out_dir = Path(out) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir.mkdir(parents=True, exist_ok=False)
+    combos = [(s, e) for e in experiments for s in strategies]
+    stack: StackState | None = None
+    run_dirs: list[Path] = []
+    try:
+        from cachestorm.conductor import _existing_stack
+
+        stack = _existing_stack(base.stack)
+        owned = stack is None
+        if owned:
+            stack = start_stack(base.stack)
+        for index, (strategy, experiment) in enumerate(combos):
+            if on_progress:
+                on_progress(f"{strategy} × {experiment or 'no fault'}", index, len(combos))
+            settings = dataclasses.replace(base, strategy=strategy, experiment=experiment, out=str(out_dir),
+                                           label=f"{strategy}-{experiment or 'steady'}")
+            run_dirs.append(run(settings, stack=stack))
+        if on_progress:
+            on_progress("report", len(combos), len(combos))
+    finally:
+        if stack is not None and owned:
+            stop_stack(stack)
+    return MatrixResult(out_dir, run_dirs, render_comparison(run_dirs, out_dir))
+
+
+def render_comparison(run_dirs: list[Path], out_dir: Path) -> list[Path]:
+    try:
+        from reports import render_comparison as render
+    except ImportError:
+        return []
+    return [Path(p) for p in render(run_dirs, out_dir)]
