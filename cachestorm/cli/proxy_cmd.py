@@ -1,0 +1,24 @@
+"""`cachestorm proxy serve`: run the Toxiproxy-compatible chaos proxy in the foreground."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="cachestorm's Toxiproxy-compatible fault proxy.", no_args_is_help=True)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="API address (keep it on loopback unless you mean it)."),
+    port: int = typer.Option(8474, help="API port (0 = any free port)."),
+    config: str = typer.Option(None, "--config", help="Populate JSON file: a list of {name, listen, upstream}."),
+) -> None:
+    """Serve the Toxiproxy v2 API (plus /metrics) until Ctrl-C."""
+    from chaos.proxy.server import run
+
+    def announce(server) -> None:
+        names = ", ".join(sorted(server.app.proxies)) or "none yet"
+        typer.echo(f"cachestorm proxy API on {server.api_url} (proxies: {names}); Ctrl-C stops")
+
+    run(host, port, config, on_ready=announce)
+    typer.echo("proxy stopped")

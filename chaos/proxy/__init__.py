@@ -1,0 +1,1 @@
+"""cachestorm's Toxiproxy-compatible fault proxy (API server, proxies, toxics)."""

@@ -1,0 +1,32 @@
+"""`python -m chaos.proxy --host 127.0.0.1 --port 0 --ready-file PATH`: the proxy as a child process.
+
+Once listening it writes {"api_url": ..., "pid": ...} to PATH (atomically), so a parent polls for the
+file instead of racing for a port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cachestorm.errors import CachestormError
+from chaos.proxy.server import run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos.proxy", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8474)
+    parser.add_argument("--config", default=None, help="populate JSON file (a list of proxies)")
+    parser.add_argument("--ready-file", default=None)
+    args = parser.parse_args(argv)
+    try:
+        run(args.host, args.port, args.config, args.ready_file)
+    except CachestormError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The Toxiproxy v2 HTTP API over a collection of proxies (routes, statuses, error bodies as in
+Toxiproxy's api.go), plus cachestorm's /metrics and per-proxy "stats"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from chaos.proxy import metrics
+from chaos.proxy.errors import (
+    BAD_REQUEST_BODY,
+    MISSING_FIELD,
+    PROXY_ALREADY_EXISTS,
+    PROXY_NOT_FOUND,
+    TOXIC_NOT_FOUND,
+    ApiError,
+)
+from chaos.proxy.http import Request, Response
+from chaos.proxy.proxy import Proxy
+
+TOXIPROXY_VERSION = "2.12.0"  # the API version we mirror
+CACHESTORM_PROXY_VERSION = "0.1.0"
+
+_ROUTES = [
+    (re.compile(r"^/reset$"), {"POST": "reset"}),
+    (re.compile(r"^/version$"), {"GET": "version"}),
+    (re.compile(r"^/metrics$"), {"GET": "metrics"}),
+    (re.compile(r"^/populate$"), {"POST": "populate"}),
+    (re.compile(r"^/proxies$"), {"GET": "proxy_index", "POST": "proxy_create"}),
+    (re.compile(r"^/proxies/([^/]+)$"),
+     {"GET": "proxy_show", "POST": "proxy_update", "PATCH": "proxy_update", "DELETE": "proxy_delete"}),
+    (re.compile(r"^/proxies/([^/]+)/toxics$"), {"GET": "toxic_index", "POST": "toxic_create"}),
+    (re.compile(r"^/proxies/([^/]+)/toxics/([^/]+)$"),
+     {"GET": "toxic_show", "POST": "toxic_update", "PATCH": "toxic_update", "DELETE": "toxic_delete"}),
+]  # fmt: skip
+
+
+def _json(status: int, value: Any) -> Response:
+    return Response(status, json.dumps(value).encode())
+
+
+def _error(err: ApiError) -> Response:
+    # Go's http.Error: text/plain content type, JSON text, trailing newline
+    body = json.dumps({"error": err.message, "status": err.status}) + "\n"
+    return Response(err.status, body.encode(), "text/plain; charset=utf-8", {"X-Content-Type-Options": "nosniff"})
+
+
+def _decode(body: bytes) -> Any:
+    if not body.strip():
+        raise BAD_REQUEST_BODY.joined("EOF")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise BAD_REQUEST_BODY.joined(f"invalid JSON: {exc.msg}") from None
+
+
+def _string_field(data: dict, key: str, default: str = "") -> str:
+    value = data.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise BAD_REQUEST_BODY.joined(
+            f"json: cannot unmarshal {type(value).__name__} into Go struct field Proxy.{key} of type string"
+        )
+    return value
+
+
+def _bool_field(data: dict, key: str, default: bool) -> bool:
+    value = data.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {type(value).__name__} into Go struct field Proxy.{key} of type bool")
+    return value
+
+
+class ApiApp:
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.proxies: dict[str, Proxy] = {}
+        self.lock = asyncio.Lock()  # API changes one at a time; the data path never takes it
+
+    async def __call__(self, request: Request) -> Response:
+        if request.headers.get("user-agent", "").startswith("Mozilla/"):
+            return Response(403, b"User agent not allowed\n", "text/plain; charset=utf-8")
+        for pattern, methods in _ROUTES:
+            match = pattern.match(request.path)
+            if match is None:
+                continue
+            handler_name = methods.get(request.method)
+            if handler_name is None:
+                return Response(405, b"", "text/plain; charset=utf-8")
+            try:
+                async with self.lock:
+                    return await getattr(self, handler_name)(request, *match.groups())
+            except ApiError as err:
+                return _error(err)
+        return Response(404, b"404 page not found\n", "text/plain; charset=utf-8")
+
+    # -- helpers ------------------------------------------------------------------
+    def _get(self, name: str) -> Proxy:
+        proxy = self.proxies.get(name)
+        if proxy is None:
+            raise PROXY_NOT_FOUND
+        return proxy
+
+    async def add_proxy(self, name: str, listen: str, upstream: str, enabled: bool) -> Proxy:
+        if name in self.proxies:
+            raise PROXY_ALREADY_EXISTS
+        proxy = Proxy(self.loop, name, listen, upstream)
+        if enabled:
+            await proxy.start()
+        self.proxies[name] = proxy
+        return proxy
+
+    def close(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.stop()
+
+    # -- routes -------------------------------------------------------------------
+    async def version(self, request: Request) -> Response:
+        body = {"version": TOXIPROXY_VERSION, "cachestorm": CACHESTORM_PROXY_VERSION}
+        return Response(200, (json.dumps(body) + "\n").encode(), "application/json;charset=utf-8")
+
+    async def metrics(self, request: Request) -> Response:
+        text = metrics.render(self.proxies.values())
+        return Response(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+
+    async def reset(self, request: Request) -> Response:
+        for proxy in list(self.proxies.values()):
+            if not proxy.enabled:
+                await proxy.start()
+            proxy.reset_toxics()
+        return Response(204)
+
+    async def proxy_index(self, request: Request) -> Response:
+        return _json(200, {name: proxy.to_json() for name, proxy in self.proxies.items()})
+
+    async def proxy_create(self, request: Request) -> Response:
+        data = _decode(request.body)
+        if not isinstance(data, dict):
+            raise BAD_REQUEST_BODY.joined("json: cannot unmarshal array into Go value of type toxiproxy.Proxy")
+        name = _string_field(data, "name")
+        listen = _string_field(data, "listen")
+        upstream = _string_field(data, "upstream")
+        enabled = _bool_field(data, "enabled", True)
+        if not name:
+            raise MISSING_FIELD.joined("name")
+        if not upstream:
+            raise MISSING_FIELD.joined("upstream")
+        proxy = await self.add_proxy(name, listen, upstream, enabled)
+        return _json(201, proxy.to_json())
+
+    async def populate(self, request: Request) -> Response:
+        try:
+            data = _decode(request.body)
+            if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+                raise BAD_REQUEST_BODY.joined("json: cannot unmarshal object into Go value of type []toxiproxy.Proxy")
+            wanted = []
+            for index, item in enumerate(data, start=1):
+                name, upstream = _string_field(item, "name"), _string_field(item, "upstream")
+                if not name:
+                    raise MISSING_FIELD.joined(f"name at proxy {index}")
+                if not upstream:
+                    raise MISSING_FIELD.joined(f"upstream at proxy {index}")
+                wanted.append((name, _string_field(item, "listen"), upstream, _bool_field(item, "enabled", True)))
+        except ApiError as err:
+            return _json(err.status, {"error": err.message, "status": err.status, "proxies": None})
+        done: list[Proxy] = []
+        for name, listen, upstream, enabled in wanted:
+            existing = self.proxies.get(name)
+            if existing is not None:
+                if existing.listen == listen and existing.upstream == upstream:
+                    done.append(existing)
+                    continue
+                existing.stop()
+                del self.proxies[name]
+            try:
+                done.append(await self.add_proxy(name, listen, upstream, enabled))
+            except ApiError as err:
+                listed = [p.to_json() for p in done] or None
+                return _json(err.status, {"error": err.message, "status": err.status, "proxies": listed})
+        return _json(201, {"proxies": [p.to_json() for p in done] or None})
+
+    async def proxy_show(self, request: Request, name: str) -> Response:
+        return _json(200, self._get(name).to_json())
+
+    async def proxy_update(self, request: Request, name: str) -> Response:
+        proxy = self._get(name)
+        data = _decode(request.body)
+        if not isinstance(data, dict):
+            raise BAD_REQUEST_BODY.joined("json: cannot unmarshal array into Go value of type toxiproxy.Proxy")
+        await proxy.update(
+            _string_field(data, "listen", proxy.listen),
+            _string_field(data, "upstream", proxy.upstream),
+            _bool_field(data, "enabled", proxy.enabled),
+        )
+        return _json(200, proxy.to_json())
+
+    async def proxy_delete(self, request: Request, name: str) -> Response:
+        proxy = self._get(name)
+        proxy.stop()
+        proxy.reset_toxics()
+        del self.proxies[name]
+        return Response(204)
+
+    async def toxic_index(self, request: Request, name: str) -> Response:
+        return _json(200, [t.to_json() for t in self._get(name).toxics])
+
+    async def toxic_create(self, request: Request, name: str) -> Response:
+        proxy = self._get(name)
+        data = _decode(request.body)
+        if not isinstance(data, dict):
+            raise BAD_REQUEST_BODY.joined("json: cannot unmarshal array into Go value of type toxics.ToxicWrapper")
+        return _json(200, proxy.add_toxic(data).to_json())
+
+    async def toxic_show(self, request: Request, name: str, toxic_name: str) -> Response:
+        toxic = self._get(name).find_toxic(toxic_name)
+        if toxic is None:
+            raise TOXIC_NOT_FOUND
+        return _json(200, toxic.to_json())
+
+    async def toxic_update(self, request: Request, name: str, toxic_name: str) -> Response:
+        proxy = self._get(name)
+        data = _decode(request.body)
+        if not isinstance(data, dict):
+            raise BAD_REQUEST_BODY.joined("json: cannot unmarshal array into Go value of type toxics.ToxicWrapper")
+        return _json(200, proxy.update_toxic(toxic_name, data).to_json())
+
+    async def toxic_delete(self, request: Request, name: str, toxic_name: str) -> Response:
+        self._get(name).remove_toxic(toxic_name)
+        return Response(204)

@@ -1,0 +1,426 @@
+"""One proxied TCP connection: two sockets, two links (upstream = client→server, downstream).
+
+Fast path: with no toxic applying to a link, bytes read from one transport are written straight
+to the other from `data_received` (no queue, no coroutine) with flow control: when a transport's
+write buffer is full, reading from its peer pauses. When a toxic starts applying, the link switches
+to a queue + one task that runs each chunk through the toxic chain in order; when the chain is empty
+again and the queue drained, it switches back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chaos.proxy.proxy import Proxy
+    from chaos.proxy.toxics.base import Toxic
+
+QUEUE_HIGH = 1 << 20  # pause reading the source when this much waits in the toxic queue
+QUEUE_LOW = 1 << 18
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Link:
+    """One direction of a connection."""
+
+    def __init__(self, conn: Connection, stream: str):
+        self.conn = conn
+        self.stream = stream
+        self.loop = conn.loop
+        self.source: Side | None = None  # protocol we read from
+        self.sink_transport: asyncio.Transport | None = None
+        self.sink_write: Any = None  # callable(bytes) writing to the far end
+        self.pending: list[bytes] = []  # read before the sink was connected
+        self.entries: dict[Toxic, tuple[Any, bool]] = {}  # toxic -> (state, applies)
+        self.chain: tuple[tuple[Toxic, Any], ...] = ()
+        self.slow = False
+        self.queue: deque = deque()
+        self.queued = 0
+        self.task: asyncio.Task | None = None
+        self.wakeup: asyncio.Future | None = None
+        self.sink_blocked: asyncio.Future | None = None
+        self.paused_for: set[str] = set()
+        self.arrival = 0.0  # arrival time of the chunk being processed
+        self.sleeping: tuple[Toxic, asyncio.Future] | None = None
+        self.eof_queued = False
+
+    # -- wiring ------------------------------------------------------------
+    def now(self) -> float:
+        return self.loop.time()
+
+    def update_forward(self) -> None:
+        if self.source is None:
+            return
+        if self.sink_write is None:
+            self.source.forward = self.pending.append
+        elif self.slow:
+            self.source.forward = self.feed
+        else:
+            self.source.forward = self.sink_write
+
+    def set_sink(self, transport: asyncio.Transport, write: Any) -> None:
+        self.sink_transport = transport
+        self.sink_write = write
+        pending, self.pending = self.pending, []
+        for data in pending:
+            self.feed(data) if self.slow else write(data)
+        self.update_forward()
+
+    def set_sink_write(self, write: Any) -> None:
+        """Swap the final writer (e.g. insert a Redis reply sequencer)."""
+        self.sink_write = write
+        self.update_forward()
+
+    # -- flow control --------------------------------------------------------
+    def pause_source(self, reason: str) -> None:
+        if not self.paused_for and self.source is not None and self.source.transport is not None:
+            try:
+                self.source.transport.pause_reading()
+            except (RuntimeError, AttributeError):
+                pass
+        self.paused_for.add(reason)
+
+    def resume_source(self, reason: str) -> None:
+        if reason not in self.paused_for:
+            return
+        self.paused_for.discard(reason)
+        if not self.paused_for and self.source is not None and self.source.transport is not None:
+            try:
+                self.source.transport.resume_reading()
+            except (RuntimeError, AttributeError):
+                pass
+
+    def sink_paused(self) -> None:
+        self.pause_source("sink")
+        if self.sink_blocked is None:
+            self.sink_blocked = self.loop.create_future()
+
+    def sink_resumed(self) -> None:
+        self.resume_source("sink")
+        if self.sink_blocked is not None:
+            _wake(self.sink_blocked)
+            self.sink_blocked = None
+
+    # -- toxics --------------------------------------------------------------
+    def attach(self, toxic: Toxic) -> None:
+        state = toxic.new_state()
+        applies = random.random() < toxic.toxicity
+        self.entries[toxic] = (state, applies)
+        if applies:
+            self.conn.proxy.stats.toxic_applied(toxic.type_name)
+            toxic.attach(self, state)
+        self.rebuild()
+
+    def detach(self, toxic: Toxic) -> None:
+        entry = self.entries.pop(toxic, None)
+        if entry is None:
+            return
+        state, applies = entry
+        if applies:
+            if self.sleeping is not None and self.sleeping[0] is toxic:
+                _wake(self.sleeping[1])
+            toxic.detach(self, state)
+        self.rebuild()
+
+    def redraw(self, toxic: Toxic) -> None:
+        entry = self.entries.get(toxic)
+        if entry is None:
+            return
+        applies_now = random.random() < toxic.toxicity
+        if applies_now != entry[1]:
+            self.detach(toxic)
+            self.entries[toxic] = (toxic.new_state(), applies_now)
+            if applies_now:
+                self.conn.proxy.stats.toxic_applied(toxic.type_name)
+                toxic.attach(self, self.entries[toxic][0])
+            self.rebuild()
+
+    def rebuild(self) -> None:
+        order = self.conn.proxy.toxic_order()
+        chain = [(t, self.entries[t][0]) for t in order if t in self.entries and self.entries[t][1]]
+        self.chain = tuple(chain)
+        if self.chain and not self.slow:
+            self.slow = True
+            self.update_forward()
+        elif not self.chain and self.slow and self.task is None and not self.queue:
+            self.slow = False
+            self.update_forward()
+        elif self.task is not None and self.wakeup is not None:
+            _wake(self.wakeup)  # let an idle task notice it can return to the fast path
+
+    # -- slow path -----------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        self.queue.append((self.loop.time(), data))
+        self.queued += len(data)
+        if self.queued > QUEUE_HIGH:
+            self.pause_source("queue")
+        self._kick()
+
+    def requeue_front(self, data: bytes) -> None:
+        self.queue.appendleft((self.loop.time(), data))
+        self.queued += len(data)
+        if not self.slow:
+            self.slow = True
+            self.update_forward()
+        self._kick()
+
+    def feed_eof(self) -> None:
+        if self.eof_queued:
+            return
+        self.eof_queued = True
+        if not self.slow:
+            self.conn.close()
+            return
+        self.queue.append((self.loop.time(), None))
+        self._kick()
+
+    def _kick(self) -> None:
+        if self.task is None:
+            self.task = self.loop.create_task(self._run())
+        elif self.wakeup is not None:
+            _wake(self.wakeup)
+
+    async def _run(self) -> None:
+        try:
+            while not self.conn.closed:
+                if not self.queue:
+                    if not self.chain:
+                        self.slow = False
+                        self.update_forward()
+                        return
+                    self.wakeup = self.loop.create_future()
+                    await self.wakeup
+                    self.wakeup = None
+                    continue
+                arrival, data = self.queue.popleft()
+                if data is None:
+                    for toxic, state in self.chain:
+                        await toxic.on_eof(self, state)
+                    self.conn.close()
+                    return
+                self.queued -= len(data)
+                if self.queued < QUEUE_LOW:
+                    self.resume_source("queue")
+                self.arrival = arrival
+                await self._emit(self.chain, 0, data)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.task = None
+
+    async def _emit(self, chain: tuple, index: int, data: bytes) -> None:
+        if index == len(chain):
+            await self._write(data)
+            return
+        toxic, state = chain[index]
+
+        async def emit(chunk: bytes) -> None:
+            await self._emit(chain, index + 1, chunk)
+
+        await toxic.process(self, state, data, emit)
+
+    async def _write(self, data: bytes) -> None:
+        while self.sink_blocked is not None and not self.conn.closed:
+            await self.sink_blocked
+        if not self.conn.closed and data:
+            self.sink_write(data)
+
+    async def sleep_until(self, when: float, toxic: Toxic) -> None:
+        """Sleep until loop time `when`; cut short if `toxic` is removed from this link."""
+        if when <= self.loop.time():
+            return
+        future = self.loop.create_future()
+        handle = self.loop.call_at(when, _wake, future)
+        self.sleeping = (toxic, future)
+        try:
+            await future
+        finally:
+            handle.cancel()
+            self.sleeping = None
+
+    def stop(self) -> None:
+        for state, applies in list(self.entries.values()):
+            if applies and hasattr(state, "timer") and state.timer is not None:
+                state.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+
+
+class Side(asyncio.Protocol):
+    """One socket of a proxied connection. `forward` is rebound by the link for speed."""
+
+    def __init__(self, conn: Connection, out_link: Link, in_link: Link):
+        self.conn = conn
+        self.out_link = out_link  # carries what this socket reads
+        self.in_link = in_link  # carries what this socket is written
+        self.transport: asyncio.Transport | None = None
+        self.nbytes = 0
+        self.forward: Any = out_link.pending.append
+
+    def data_received(self, data: bytes) -> None:
+        self.nbytes += len(data)
+        self.forward(data)
+
+    def eof_received(self) -> bool:
+        self.out_link.feed_eof()
+        return True  # we close both sides ourselves (after slow_close & co.)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn.closed:
+            return
+        if self.out_link.slow and not self.out_link.eof_queued:
+            self.out_link.feed_eof()
+        else:
+            self.conn.close()
+
+    def pause_writing(self) -> None:
+        self.in_link.sink_paused()
+
+    def resume_writing(self) -> None:
+        self.in_link.sink_resumed()
+
+
+class ClientSide(Side):
+    """The accepted socket; creating it starts the connection."""
+
+    def __init__(self, proxy: Proxy):
+        conn = Connection(proxy)
+        super().__init__(conn, conn.up, conn.down)
+        conn.client = self
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.conn.up.source = self
+        self.conn.start()
+
+
+class Connection:
+    def __init__(self, proxy: Proxy):
+        self.proxy = proxy
+        self.loop = proxy.loop
+        self.up = Link(self, "upstream")
+        self.down = Link(self, "downstream")
+        self.client: ClientSide | None = None
+        self.server: Side | None = None
+        self.closed = False
+        self.replies: Any = None  # a Redis reply sequencer while redis_write_fail acts
+        self._connect_task: asyncio.Task | None = None
+        self._open_timer: asyncio.TimerHandle | None = None
+
+    def link_for(self, stream: str) -> Link:
+        return self.up if stream == "upstream" else self.down
+
+    def start(self) -> None:
+        self.proxy.connection_opened(self)
+        delay = 0.0
+        for toxic in self.proxy.toxic_order():
+            if toxic.affects_data:
+                self.link_for(toxic.stream).attach(toxic)
+            elif random.random() < toxic.toxicity:  # slow_open
+                self.proxy.stats.toxic_applied(toxic.type_name)
+                delay += toxic.attrs.get("delay", 0) / 1000.0
+        if delay > 0:
+            self._open_timer = self.loop.call_later(delay, self._begin_connect)
+        else:
+            self._begin_connect()
+
+    def _begin_connect(self) -> None:
+        if not self.closed:
+            self._connect_task = self.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        host, port = self.proxy.upstream_address()
+        server = Side(self, self.down, self.up)
+        try:
+            transport, _ = await self.loop.create_connection(lambda: server, host, port)
+        except (OSError, ValueError):
+            self.reset()  # like Toxiproxy: accept, then reset the client
+            return
+        except asyncio.CancelledError:
+            return
+        if self.closed:
+            transport.abort()
+            return
+        self.server = server
+        server.transport = transport
+        self.down.source = server
+        self.down.update_forward()
+        self.down.set_sink(self.client.transport, self.client.transport.write)
+        if self.replies is not None:
+            self.down.set_sink_write(self.replies.server_data)
+        self.up.set_sink(transport, transport.write)
+
+    def ensure_sequencer(self, factory: Any) -> None:
+        if self.replies is None:
+            self.replies = factory(self)
+            self.replies.users = 0
+            if self.server is not None:
+                self.down.set_sink_write(self.replies.server_data)
+        self.replies.users += 1
+        self.replies.detached = False
+
+    def release_sequencer(self) -> None:
+        replies = self.replies
+        if replies is None:
+            return
+        replies.users -= 1
+        if replies.users <= 0:
+            replies.detached = True  # keep ordering until injected replies are delivered
+            if not replies.queue and not replies.buf:
+                self.drop_sequencer()
+
+    def drop_sequencer(self) -> None:
+        self.replies = None
+        if self.client is not None and self.client.transport is not None and self.server is not None:
+            self.down.set_sink_write(self.client.transport.write)
+
+    def _transports(self) -> list[asyncio.Transport]:
+        sides = (self.client, self.server)
+        return [s.transport for s in sides if s is not None and s.transport is not None]
+
+    def _finish(self) -> None:
+        self.closed = True
+        self.up.stop()
+        self.down.stop()
+        if self._open_timer is not None:
+            self._open_timer.cancel()
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+        self.proxy.connection_closed(self)
+
+    def close(self) -> None:
+        """Graceful close of both sockets (pending writes are flushed first)."""
+        if self.closed:
+            return
+        self._finish()
+        for transport in self._transports():
+            transport.close()
+
+    def abort(self) -> None:
+        if self.closed:
+            return
+        self._finish()
+        for transport in self._transports():
+            transport.abort()
+
+    def reset(self) -> None:
+        """Close both sockets with TCP RST (SO_LINGER 0)."""
+        if self.closed:
+            return
+        self._finish()
+        for transport in self._transports():
+            sock = transport.get_extra_info("socket")
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except (OSError, AttributeError):
+                pass
+            transport.abort()

@@ -1,0 +1,230 @@
+"""A proxy: a listener, its live connections and its toxics (API semantics of Toxiproxy)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from typing import Any
+
+from chaos.proxy.errors import (
+    INVALID_STREAM,
+    INVALID_TOXIC_TYPE,
+    TOXIC_ALREADY_EXISTS,
+    TOXIC_NOT_FOUND,
+    ApiError,
+)
+from chaos.proxy.link import ClientSide, Connection
+from chaos.proxy.stats import ProxyStats
+from chaos.proxy.toxics import TOXIC_TYPES
+from chaos.proxy.toxics.base import Toxic
+
+
+class ListenError(ApiError):
+    """Binding failed; Toxiproxy answers these with 500 and Go's net error text."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 500)
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        raise ValueError(f"address {address}: missing port in address")
+    host = host.strip("[]")
+    return host, int(port or 0)
+
+
+def join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Proxy:
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str, listen: str, upstream: str):
+        self.loop = loop
+        self.name = name
+        self.listen = listen or "127.0.0.1:0"
+        self.upstream = upstream
+        self.enabled = False
+        self.server: asyncio.AbstractServer | None = None
+        self.connections: set[Connection] = set()
+        self.toxics: list[Toxic] = []  # creation order = chain order
+        self.stats = ProxyStats()
+        self._expiry: dict[Toxic, asyncio.TimerHandle] = {}
+
+    # -- JSON ---------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "listen": self.listen,
+            "upstream": self.upstream,
+            "enabled": self.enabled,
+            "toxics": [t.to_json() for t in self.toxics],
+            "stats": self.stats_json(),  # cachestorm extra
+        }
+
+    def stats_json(self) -> dict[str, Any]:
+        up, down = self.bytes_moved()
+        return {
+            "connections_total": self.stats.connections_total,
+            "connections_active": len(self.connections),
+            "bytes_upstream": up,
+            "bytes_downstream": down,
+            "toxics_applied": sum(self.stats.toxics_applied.values()),
+            "writes_failed": self.stats.writes_failed,
+        }
+
+    def bytes_moved(self) -> tuple[int, int]:
+        up = self.stats.closed_bytes_upstream
+        down = self.stats.closed_bytes_downstream
+        for conn in self.connections:
+            up += conn.client.nbytes if conn.client else 0
+            down += conn.server.nbytes if conn.server else 0
+        return up, down
+
+    # -- listener -------------------------------------------------------------
+    def upstream_address(self) -> tuple[str, int]:
+        return split_host_port(self.upstream)
+
+    async def start(self) -> None:
+        if self.enabled:
+            return
+        try:
+            host, port = split_host_port(self.listen)
+        except ValueError as exc:
+            raise ListenError(f"listen tcp {self.listen}: {exc}") from None
+        host = host or "127.0.0.1"  # Toxiproxy binds all interfaces here; loopback is safer
+        if host == "localhost":
+            host = "127.0.0.1"
+        try:
+            self.server = await self.loop.create_server(
+                lambda: ClientSide(self), host, port, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
+            raise ListenError(f"listen tcp {join_host_port(host, port)}: bind: {reason}") from None
+        sock = self.server.sockets[0]
+        bound_host, bound_port = sock.getsockname()[:2]
+        if sock.family == socket.AF_INET6 and bound_host == "::":
+            bound_host = "[::]"
+        self.listen = join_host_port(bound_host, bound_port)
+        self.enabled = True
+
+    def stop(self) -> None:
+        """Close the listener and drop every live connection."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        self.enabled = False
+        for conn in list(self.connections):
+            conn.abort()
+
+    async def update(self, listen: str, upstream: str, enabled: bool) -> None:
+        """Toxiproxy's Proxy.Update: a new address restarts the listener (dropping connections)."""
+        if listen != self.listen or upstream != self.upstream:
+            self.stop()
+            self.listen, self.upstream = listen or "127.0.0.1:0", upstream
+        if enabled and not self.enabled:
+            await self.start()
+        elif not enabled and self.enabled:
+            self.stop()
+
+    # -- connections ------------------------------------------------------------
+    def connection_opened(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        self.stats.connections_total += 1
+
+    def connection_closed(self, conn: Connection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.stats.closed_bytes_upstream += conn.client.nbytes if conn.client else 0
+            self.stats.closed_bytes_downstream += conn.server.nbytes if conn.server else 0
+
+    # -- toxics ------------------------------------------------------------------
+    def toxic_order(self) -> list[Toxic]:
+        return self.toxics
+
+    def find_toxic(self, name: str) -> Toxic | None:
+        for toxic in self.toxics:
+            if toxic.name == name:
+                return toxic
+        return None
+
+    def add_toxic(self, body: dict[str, Any]) -> Toxic:
+        """Create a toxic from its API JSON, in Toxiproxy's order of checks."""
+        stream = body.get("stream", "downstream")
+        if not isinstance(stream, str) or stream.lower() not in ("upstream", "downstream"):
+            raise INVALID_STREAM
+        stream = stream.lower()
+        toxic_type = body.get("type", "")
+        name = body.get("name") or f"{toxic_type}_{stream}"
+        cls = TOXIC_TYPES.get(toxic_type) if isinstance(toxic_type, str) else None
+        if cls is None:
+            raise INVALID_TOXIC_TYPE
+        if self.find_toxic(name) is not None:
+            raise TOXIC_ALREADY_EXISTS
+        toxicity = _toxicity(body.get("toxicity", 1.0))
+        toxic = cls(name, cls.fixed_stream or stream, toxicity, body.get("attributes") or {})
+        self.toxics.append(toxic)
+        for conn in list(self.connections):
+            if toxic.affects_data:
+                conn.link_for(toxic.stream).attach(toxic)
+        self._schedule_expiry(toxic)
+        return toxic
+
+    def update_toxic(self, name: str, body: dict[str, Any]) -> Toxic:
+        toxic = self.find_toxic(name)
+        if toxic is None:
+            raise TOXIC_NOT_FOUND
+        new_toxicity = _toxicity(body["toxicity"]) if body.get("toxicity") is not None else toxic.toxicity
+        toxic.merge_attributes(body.get("attributes"))  # the live toxic reads attrs on each chunk
+        if new_toxicity != toxic.toxicity:
+            toxic.toxicity = new_toxicity
+            for conn in list(self.connections):
+                conn.link_for(toxic.stream).redraw(toxic)
+        self._schedule_expiry(toxic)
+        return toxic
+
+    def remove_toxic(self, name: str) -> None:
+        toxic = self.find_toxic(name)
+        if toxic is None:
+            raise TOXIC_NOT_FOUND
+        self._drop(toxic)
+
+    def reset_toxics(self) -> None:
+        for toxic in list(self.toxics):
+            self._drop(toxic)
+
+    def _drop(self, toxic: Toxic) -> None:
+        self.toxics.remove(toxic)
+        handle = self._expiry.pop(toxic, None)
+        if handle is not None:
+            handle.cancel()
+        for conn in list(self.connections):
+            conn.link_for(toxic.stream).detach(toxic)
+
+    def _schedule_expiry(self, toxic: Toxic) -> None:
+        """cachestorm extra: attribute `duration` (ms) removes the toxic by itself after that long."""
+        handle = self._expiry.pop(toxic, None)
+        if handle is not None:
+            handle.cancel()
+        duration = toxic.attrs.get("duration", 0)
+        if duration > 0:
+            self._expiry[toxic] = self.loop.call_later(duration / 1000.0, self._expire, toxic)
+
+    def _expire(self, toxic: Toxic) -> None:
+        self._expiry.pop(toxic, None)
+        if toxic in self.toxics:
+            self._drop(toxic)
+
+
+def _toxicity(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ApiError(
+            "bad request body: json: cannot unmarshal "
+            f"{'string' if isinstance(value, str) else 'value'} into Go struct field "
+            "ToxicWrapper.toxicity of type float32",
+            400,
+        )
+    return float(value)
+

@@ -1,0 +1,98 @@
+"""Run the proxy's API server (and so its proxies) on one uvloop event loop, in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+from cachestorm.errors import CachestormError
+from chaos.proxy.api import ApiApp
+from chaos.proxy.http import Request, serve_connection
+
+
+class ProxyServer:
+    """A started API server; `api_url` is its real address (port 0 resolved)."""
+
+    def __init__(self, app: ApiApp, server: asyncio.AbstractServer):
+        self.app = app
+        self.server = server
+        host, port = server.sockets[0].getsockname()[:2]
+        self.api_url = f"http://{host}:{port}"
+
+    async def close(self) -> None:
+        self.server.close()
+        self.app.close()
+        await self.server.wait_closed()
+
+
+def load_config(path: str | os.PathLike) -> bytes:
+    """A populate file: a JSON list of {name, listen, upstream[, enabled]}."""
+    try:
+        raw = Path(path).read_bytes()
+        data = json.loads(raw)
+    except OSError as exc:
+        raise CachestormError(f"cannot read proxy config {path}: {exc.strerror}; pass an existing JSON file") from None
+    except ValueError as exc:
+        raise CachestormError(f"proxy config {path} is not JSON ({exc}); it must be a list of proxies") from None
+    if not isinstance(data, list):
+        raise CachestormError(f"proxy config {path} must be a JSON list of {{name, listen, upstream}} objects")
+    return raw
+
+
+async def start(host: str = "127.0.0.1", port: int = 8474, config: bytes | None = None) -> ProxyServer:
+    loop = asyncio.get_running_loop()
+    app = ApiApp(loop)
+    if config is not None:
+        answer = await app(Request("POST", "/populate", {}, config))
+        if answer.status != 201:
+            app.close()
+            raise CachestormError(f"proxy config rejected: {json.loads(answer.body)['error']}")
+    try:
+        server = await asyncio.start_server(lambda r, w: serve_connection(r, w, app), host, port, reuse_address=True)
+    except OSError as exc:
+        app.close()
+        raise CachestormError(
+            f"cannot listen on {host}:{port} for the proxy API ({exc.strerror}); choose another --port"
+        ) from None
+    return ProxyServer(app, server)
+
+
+def write_ready_file(path: str | os.PathLike, api_url: str) -> None:
+    """Write {"api_url", "pid"} atomically, so a parent polling for the file never reads half of it."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"api_url": api_url, "pid": os.getpid()}))
+    os.replace(tmp, target)
+
+
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8474,
+    config_path: str | None = None,
+    ready_file: str | None = None,
+    on_ready=None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; then close every listener and connection."""
+    import uvloop
+
+    config = load_config(config_path) if config_path else None
+
+    async def main() -> None:
+        server = await start(host, port, config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready_file:
+            write_ready_file(ready_file, server.api_url)
+        if on_ready is not None:
+            on_ready(server)
+        try:
+            await stop.wait()
+        finally:
+            await server.close()
+
+    uvloop.run(main())

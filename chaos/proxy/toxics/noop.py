@@ -1,0 +1,10 @@
+"""noop: does nothing (useful to test the plumbing)."""
+
+from __future__ import annotations
+
+from chaos.proxy.toxics.base import Toxic
+
+
+class NoopToxic(Toxic):
+    type_name = "noop"
+    go_struct = "NoopToxic"
