@@ -428,6 +428,7 @@ def _finalise(settings: RunSettings, targets, stack: StackState, run_dir: Path, 
         info["flushed"] = flushed
     with journal.step("truth from postgres", "target"):
         truth = read_truth(stack.postgres_url, settings.domain)
+        truth["declared_staleness_bound_s"] = _declared_bound(targets[0], settings)
         (run_dir / "truth.json").write_text(json.dumps(truth))
 
 
@@ -441,15 +442,26 @@ def read_truth(postgres_url: str, domain: str) -> dict:
         try:
             if domain == "permissions":
                 rows = conn.execute(f"SELECT user_id, perm, version FROM {table}").fetchall()
-                versions = {f"{u}:{p}": v for u, p, v in rows}
+                versions = {f"{domain}:{u}:{p}": v for u, p, v in rows}
             else:
                 rows = conn.execute(f"SELECT id, version FROM {table}").fetchall()
-                versions = {str(i): v for i, v in rows}
+                versions = {f"{domain}:{i}": v for i, v in rows}
             if domain == "counters":
                 counters = {str(i): v for i, v in conn.execute(f"SELECT id, value FROM {table}").fetchall()}
         except psycopg.Error:
             pass
     return {"domain": domain, "versions": versions, "counters": counters}
+
+
+def _declared_bound(target: TargetProcess, settings: RunSettings) -> float | None:
+    """The strategy's own promise about staleness, as the target states it (else the TTL)."""
+    try:
+        info = httpx.get(f"{target.base_url}/healthz", timeout=5).json()
+        if isinstance(info, dict) and "staleness_bound_s" in info:
+            return info["staleness_bound_s"]
+    except (httpx.HTTPError, ValueError):
+        pass
+    return None if settings.strategy.startswith("no-cache") else settings.ttl_s
 
 
 def _merge_recordings(run_dir: Path, journal: Journal) -> None:
