@@ -1,0 +1,43 @@
+"""`cachestorm matrix`: every strategy under every experiment, then one comparative report."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cachestorm.conductor import RunSettings, parse_duration
+from cachestorm.matrix import run_matrix
+
+console = Console()
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def matrix(
+    strategies: str = typer.Option(..., "--strategies", help="Comma-separated, e.g. cache-aside,cache-aside+coalescing"),
+    experiments: str = typer.Option("hot-key-expiry", "--experiments", help="Comma-separated names or files; 'none' for no fault."),
+    duration: str = typer.Option("30s", "--duration", help="Load per combination."),
+    users: int = typer.Option(40, "--users", help="Locust users."),
+    domain: str = typer.Option("profiles", "--domain"),
+    recompute: str = typer.Option("100ms", "--recompute", help="DB cost of one recompute."),
+    celebrity_share: float = typer.Option(0.2, "--celebrity-share"),
+    out: str = typer.Option("runs", "--out"),
+) -> None:
+    """Run every strategy x experiment combination with the same traffic, one shared stack."""
+    base = RunSettings(domain=domain, duration_s=parse_duration(duration), users=users, spawn_rate=users,
+                       recompute_ms=parse_duration(recompute, "--recompute") * 1000,
+                       celebrity_share=celebrity_share)
+    names = [None if e.lower() == "none" else e for e in _split(experiments)]
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("matrix", total=len(_split(strategies)) * len(names))
+
+        def on_progress(what: str, index: int, total: int) -> None:
+            progress.update(task, completed=index, description=what)
+
+        result = run_matrix(base, _split(strategies), names, out, name="matrix", on_progress=on_progress)
+    for path in result.report_paths:
+        console.print(f"[bold]report:[/] {path}")
