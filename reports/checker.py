@@ -71,7 +71,7 @@ def check_run(run_dir: str | Path, within_s: tuple[float, ...] = DEFAULT_WITHIN_
     run = read_json(run_dir / "run.json")
     truth = load_truth(run_dir)
     if staleness_bound_s is None:
-        staleness_bound_s = _declared_bound(run, truth)
+        staleness_bound_s = declared_bound(run, truth)
     settings = run.get("settings") or {}
     return check_history(read_run_history(run_dir), truth, staleness_bound_s=staleness_bound_s,
                          within_s=within_s, t0_ns=run.get("t0_monotonic_ns"),
@@ -188,9 +188,23 @@ def _stale_reads(h: History, index: _Index, bound_s: float | None, within_s, exa
         "staleness_s": {"p50": _percentile(ages, 50), "p99": _percentile(ages, 99),
                         "max": ages[-1] if ages else None},
         "examples": worst,
+        "series": _stale_series(stale, starts, example.t0_ns),
     }
     nines = [_nines_row(m, total, len(ages) - bisect_right(ages, m)) for m in within_s]
     return {"finding": finding, "nines": nines}
+
+
+def _stale_series(stale: list[tuple[int, int]], starts, t0_ns: int | None) -> list[dict]:
+    """Per second of read start: how many stale reads and the worst staleness (for charts)."""
+    if not stale:
+        return []
+    t0 = t0_ns if t0_ns is not None else min(starts[i] for _, i in stale)
+    seconds: dict[int, list[float]] = {}
+    for ns, i in stale:
+        row = seconds.setdefault((starts[i] - t0) // 1_000_000_000, [0, 0.0])
+        row[0] += 1
+        row[1] = max(row[1], ns / 1e9)
+    return [{"t": int(t), "stale_reads": n, "max_staleness_s": round(m, 6)} for t, (n, m) in sorted(seconds.items())]
 
 
 def _newest_before(found: tuple[list[int], list[int]], start: int) -> int | None:
@@ -390,7 +404,7 @@ def _percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank - 1]
 
 
-def _declared_bound(run: dict, truth: Truth | None) -> float | None:
+def declared_bound(run: dict, truth: Truth | None) -> float | None:
     if truth is not None and truth.declared_staleness_bound_s is not None:
         return truth.declared_staleness_bound_s
     settings = run.get("settings") or {}

@@ -1,0 +1,94 @@
+"""`analyze_run(run_dir)`: everything a report shows, from the run folder alone (schema: docs/report-schema.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reports.cachestats import analyze_cache
+from reports.checker import DEFAULT_WITHIN_S, check_history, declared_bound, load_truth
+from reports.dbload import analyze_db
+from reports.errors import analyze_errors
+from reports.headline import build_headline
+from reports.history import history_files, read_run_history
+from reports.latency import analyze_latency
+from reports.metrics import CounterSeries
+from reports.phases import fault_windows, load_window, split_phases
+from reports.runfolder import read_csv, read_json, read_jsonl, require_run_dir
+
+SCHEMA = "cachestorm-report/1"
+
+
+def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WITHIN_S,
+                expiry_window_s: float = 5.0) -> dict:
+    """Analyse one run folder into the JSON-serialisable dict written as report.json."""
+    run_dir = require_run_dir(run_dir)
+    run = read_json(run_dir / "run.json")
+    journal = read_jsonl(run_dir / "journal.jsonl")
+    metrics = CounterSeries.from_metrics(read_jsonl(run_dir / "metrics.jsonl"))
+    pg = CounterSeries.from_pg_stats(read_jsonl(run_dir / "pg_stats.jsonl"))
+    started_at = run.get("started_at")
+    run_end = _run_end(run, journal) or _data_end(metrics, pg)
+    windows = fault_windows(journal, run_end)
+    t_begin, t_finish = load_window(journal, (0.0, run_end))
+    phases = split_phases(windows, t_begin, t_finish)
+
+    latency = analyze_latency(run_dir, phases, started_at)
+    p99_series = [(p["t"], p["p99_ms"]) for p in latency["series"] if p.get("p99_ms") is not None]
+    history = read_run_history(run_dir)
+    t0_ns = run.get("t0_monotonic_ns")
+    locust_totals = next((row for row in read_csv(run_dir / "locust" / "stats.csv")
+                          if row.get("Name") == "Aggregated"), None)
+    truth = load_truth(run_dir)
+    settings = run.get("settings") or {}
+    consistency = None
+    if history_files(run_dir):
+        consistency = check_history(history, truth, staleness_bound_s=declared_bound(run, truth),
+                                    within_s=within_s, t0_ns=t0_ns, domain=settings.get("domain"))
+        consistency["torn_lines"] = history.torn_lines
+    analysis = {
+        "schema": SCHEMA,
+        "run": _run_info(run_dir, run, run_end),
+        "phases": [phase.to_dict() for phase in phases],
+        "faults": [{"name": w.name, "t_start": w.t_start, "t_end": w.t_end, "details": w.details}
+                   for w in windows],
+        "latency": latency,
+        "errors": analyze_errors(history, t0_ns, read_csv(run_dir / "locust" / "failures.csv"), metrics,
+                                 locust_totals),
+        "db": analyze_db(metrics, pg, phases, windows, p99_series, expiry_window_s),
+        "cache": analyze_cache(metrics, phases),
+        "consistency": consistency,
+    }
+    analysis["headline"] = build_headline(analysis)
+    return analysis
+
+
+def _run_info(run_dir: Path, run: dict, run_end: float) -> dict:
+    settings = run.get("settings") or {}
+    experiment = run.get("experiment") or settings.get("experiment")
+    return {
+        "run_id": run.get("run_id") or run_dir.name,
+        "label": run.get("label") or run_dir.name,
+        "path": str(run_dir),
+        "strategy": settings.get("strategy") or run.get("strategy"),
+        "domain": settings.get("domain") or run.get("domain"),
+        "experiment": None if experiment is None else Path(str(experiment)).stem,
+        "started_at": run.get("started_at"),
+        "ended_at": run.get("ended_at"),
+        "duration_s": run_end,
+        "cachestorm_version": run.get("cachestorm_version"),
+        "settings": settings,
+    }
+
+
+def _data_end(*series: CounterSeries) -> float:
+    """Without run times, the last scrape says how long the run lasted."""
+    return max((t for s in series for samples in s.samples.values() for t, _ in samples), default=0.0)
+
+
+def _run_end(run: dict, journal: list[dict]) -> float:
+    """Seconds from run start to its end: run.json's times, else the journal's last step."""
+    started, ended = run.get("started_at"), run.get("ended_at")
+    if started is not None and ended is not None:
+        return float(ended) - float(started)
+    ends = [r.get("t_end") for r in journal if r.get("t_end") is not None]
+    return float(max(ends)) if ends else 0.0

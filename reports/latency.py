@@ -1,0 +1,163 @@
+"""Latency: merge HDR histograms losslessly (per second, per phase, overall), or fall back to Locust.
+
+Sources, best first: `latency/merged.jsonl`, then `latency/*.jsonl` (per worker),
+then Locust's `stats_history.csv` (per-second percentiles rounded to ~2 digits,
+which cannot be merged, so a phase's percentile there is the worst second's).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from hdrh.histogram import HdrHistogram
+
+from reports.phases import Phase
+from reports.runfolder import read_csv, read_jsonl
+
+LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS = 1, 60_000_000, 3
+PERCENTILES = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
+_LOCUST_COLUMNS = (("p50_ms", "50%"), ("p90_ms", "90%"), ("p99_ms", "99%"), ("p999_ms", "99.9%"),
+                   ("max_ms", "100%"))
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def summarize(histogram: HdrHistogram | None) -> dict | None:
+    """Percentiles in milliseconds of a histogram of microseconds."""
+    if histogram is None or histogram.get_total_count() == 0:
+        return None
+    values = histogram.get_percentile_to_value_dict([q for _, q in PERCENTILES])
+    summary = {"count": histogram.get_total_count()}
+    for name, q in PERCENTILES:
+        summary[name] = round(values[q] / 1000.0, 3)
+    summary["max_ms"] = round(histogram.get_max_value() / 1000.0, 3)
+    summary["mean_ms"] = round(histogram.get_mean_value() / 1000.0, 3)
+    return summary
+
+
+def latency_files(run_dir: Path) -> list[Path]:
+    merged = run_dir / "latency" / "merged.jsonl"
+    if merged.exists():
+        return [merged]
+    return sorted(p for p in (run_dir / "latency").glob("*.jsonl") if p.name != "merged.jsonl")
+
+
+def analyze_latency(run_dir: str | Path, phases: list[Phase], started_at: float | None) -> dict:
+    run_dir = Path(run_dir)
+    files = latency_files(run_dir)
+    if files:
+        result = _from_hdr(files, phases)
+        if result is not None:
+            result["files"] = [str(p.relative_to(run_dir)) for p in files]
+            return result
+    return _from_locust(run_dir, phases, started_at)
+
+
+def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
+    per_second: dict[str, dict[int, HdrHistogram]] = defaultdict(dict)  # kind -> second -> merged
+    for path in files:
+        for record in read_jsonl(path):
+            encoded, t = record.get("hist"), record.get("t")
+            if not encoded or t is None:
+                continue
+            kind = str(record.get("kind") or "all")
+            second = int(math.floor(float(t)))
+            decoded = HdrHistogram.decode(encoded)
+            bucket = per_second[kind].get(second)
+            if bucket is None:
+                bucket = per_second[kind][second] = new_histogram()
+            bucket.add(decoded)
+    if not per_second:
+        return None
+    # "all" records already contain reads and writes; merge kinds only when there are none
+    overall_seconds = per_second.get("all") or _merge_kinds(per_second)
+    series = []
+    for second in sorted(overall_seconds):
+        summary = summarize(overall_seconds[second])
+        if summary:
+            series.append({"t": second, **summary})
+    return {
+        "source": "hdr",
+        "approximate": False,
+        "overall": summarize(_merge(overall_seconds.values())),
+        "by_kind": {kind: summarize(_merge(seconds.values()))
+                    for kind, seconds in sorted(per_second.items()) if kind != "all"},
+        "by_phase": {phase.name: summarize(_merge(h for s, h in overall_seconds.items() if phase.contains(s)))
+                     for phase in phases},
+        "during_fault": summarize(_merge(h for s, h in overall_seconds.items()
+                                         if any(p.kind == "during" and p.contains(s) for p in phases))),
+        "series": series,
+    }
+
+
+def _merge_kinds(per_second: dict[str, dict[int, HdrHistogram]]) -> dict[int, HdrHistogram]:
+    merged: dict[int, HdrHistogram] = {}
+    for seconds in per_second.values():
+        for second, histogram in seconds.items():
+            merged.setdefault(second, new_histogram()).add(histogram)
+    return merged
+
+
+def _merge(histograms) -> HdrHistogram | None:
+    total = None
+    for histogram in histograms:
+        if total is None:
+            total = new_histogram()
+        total.add(histogram)
+    return total
+
+
+def _from_locust(run_dir: Path, phases: list[Phase], started_at: float | None) -> dict:
+    history = [row for row in read_csv(run_dir / "locust" / "stats_history.csv")
+               if row.get("Name") == "Aggregated"]
+    totals = next((row for row in read_csv(run_dir / "locust" / "stats.csv") if row.get("Name") == "Aggregated"),
+                  None)
+    if not history and totals is None:
+        return {"source": None, "approximate": False, "overall": None, "by_kind": {}, "by_phase": {},
+                "during_fault": None, "series": []}
+    start = started_at if started_at is not None else min((_float(r.get("Timestamp")) or 0) for r in history)
+    series = []
+    for row in history:
+        stamp = _float(row.get("Timestamp"))
+        point = {name: _float(row.get(column)) for name, column in _LOCUST_COLUMNS}
+        if stamp is None or point["p99_ms"] is None:
+            continue
+        point["count"] = None
+        series.append({"t": int(stamp - start), **point})
+    overall = None
+    if totals is not None:
+        overall = {name: _float(totals.get(column)) for name, column in _LOCUST_COLUMNS}
+        overall["count"] = int(_float(totals.get("Request Count")) or 0)
+        overall["mean_ms"] = _float(totals.get("Average Response Time"))
+    return {
+        "source": "locust",
+        "approximate": True,
+        "overall": overall,
+        "by_kind": {},
+        "by_phase": {phase.name: _worst(p for p in series if phase.contains(p["t"])) for phase in phases},
+        "during_fault": _worst(p for p in series if any(ph.kind == "during" and ph.contains(p["t"]) for ph in phases)),
+        "series": series,
+    }
+
+
+def _worst(points) -> dict | None:
+    """Locust's per-second percentiles cannot be merged: a phase gets its worst second."""
+    points = list(points)
+    if not points:
+        return None
+    worst = {name: max((p[name] for p in points if p[name] is not None), default=None)
+             for name, _ in _LOCUST_COLUMNS}
+    worst["count"] = None
+    return worst
+
+
+def _float(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

@@ -1,0 +1,127 @@
+"""analyze_run on synthetic run folders with known answers (HDR histograms made with hdrhistogram)."""
+
+import json
+
+import pytest
+from hdrh.histogram import HdrHistogram
+
+from cachestorm.errors import CachestormError
+from reports.analysis import analyze_run
+from reports.dbload import recovery_time
+from reports.metrics import CounterSeries, parse_series_name
+from reports.synthetic import write_synthetic_run
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return write_synthetic_run(tmp_path / "run-a")
+
+
+def test_report_is_strict_json_with_run_metadata(run_dir):
+    analysis = analyze_run(run_dir)
+    json.dumps(analysis, allow_nan=False)
+    assert analysis["schema"] == "cachestorm-report/1"
+    assert analysis["run"]["strategy"] == "cache-aside" and analysis["run"]["duration_s"] == 30
+    assert [p["kind"] for p in analysis["phases"]] == ["before", "during", "after"]
+    assert analysis["phases"][1]["t_start"] == 10 and analysis["phases"][1]["t_end"] == 12
+
+
+def test_latency_is_merged_losslessly_from_hdr(run_dir):
+    latency = analyze_run(run_dir)["latency"]
+    assert latency["source"] == "hdr" and not latency["approximate"]
+    # 2 workers x 100 values x 30 s
+    assert latency["overall"]["count"] == 6000
+    assert latency["by_phase"]["before"] == pytest.approx(
+        {"count": 2000, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "p999_ms": 1.0, "max_ms": 1.0, "mean_ms": 1.0})
+    assert latency["during_fault"]["p99_ms"] == pytest.approx(100.0, rel=1e-3)
+    assert len(latency["series"]) == 30 and latency["series"][12]["p99_ms"] == pytest.approx(50.5, rel=1e-3)
+
+
+def test_latency_prefers_merged_file(run_dir):
+    merged = HdrHistogram(1, 60_000_000, 3)
+    merged.record_value(7000, 10)
+    (run_dir / "latency" / "merged.jsonl").write_text(json.dumps(
+        {"t": 0.0, "wall": 0, "interval_s": 1.0, "worker": "merged", "kind": "all", "hist": merged.encode().decode()}))
+    latency = analyze_run(run_dir)["latency"]
+    assert latency["files"] == ["latency/merged.jsonl"] and latency["overall"]["count"] == 10
+    assert latency["overall"]["p99_ms"] == pytest.approx(7.0, rel=1e-3)
+
+
+def test_latency_falls_back_to_locust_stats_history(run_dir):
+    for path in (run_dir / "latency").glob("*.jsonl"):
+        path.unlink()
+    header = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%\n"
+    rows = [f"{1_700_000_000 + t},10,,Aggregated,100,0,2,3,3,3,4,5,6,{90 if 10 <= t < 12 else 8},95,99,99\n"
+            for t in range(30)]
+    (run_dir / "locust" / "stats_history.csv").write_text(header + "".join(rows))
+    latency = analyze_run(run_dir)["latency"]
+    assert latency["source"] == "locust" and latency["approximate"]
+    assert latency["during_fault"]["p99_ms"] == 90 and latency["by_phase"]["before"]["p99_ms"] == 8
+
+
+def test_db_amplification_hot_key_loads_and_recovery(run_dir):
+    db = analyze_run(run_dir)["db"]
+    assert db["source"] == "target_reads"
+    assert db["steady_queries_per_s"] == pytest.approx(10.0)
+    # 200 q/s of other keys plus 15 hot-key reads in the fault's first second
+    assert db["amplification"] == pytest.approx(21.5)
+    fault = db["faults"][0]
+    assert fault["hot_key_expiry"] == pytest.approx({"keys_expired": 10, "window_s": 5.0, "db_reads": 15.0,
+                                                     "recomputes": 10.0, "db_reads_per_key": 1.5,
+                                                     "recomputes_per_key": 1.0})
+    assert fault["recovery_s"] == 2.0
+    pg = {p["t"]: p["per_s"] for p in db["series"]["pg_xact_commit"]}
+    assert pg[5] == 12.0 and pg[10] == 202.0
+
+
+def test_errors_attempts_and_cache(run_dir):
+    analysis = analyze_run(run_dir)
+    errors = analysis["errors"]
+    assert errors["by_kind"] == {"http_5xx": 1, "timeout": 1}
+    assert errors["locust_failures_by_kind"] == {"pool_exhausted": 3}
+    assert errors["attempts"]["retried_requests"] == 1 and errors["attempts"]["max_attempts"] == 2
+    cache = analysis["cache"]
+    assert cache["hit_ratio_by_phase"]["before"] == pytest.approx(0.9)
+    assert cache["hit_ratio_by_phase"]["during expire hot keys"] == pytest.approx(0.1)
+    assert cache["recomputes"] == 300.0
+
+
+def test_consistency_and_headline(run_dir):
+    analysis = analyze_run(run_dir)
+    headline = analysis["headline"]
+    assert headline["stale_reads"] == 1 and headline["stale_reads_over_bound"] == 1
+    assert headline["max_staleness_s"] == pytest.approx(19.0)
+    assert headline["lost_writes"] == 0 and headline["nines_within_60s"] == "all"
+    assert headline["p99_ms_during_fault"] == pytest.approx(100.0, rel=1e-3)
+
+
+def test_recovery_needs_both_signals_settled():
+    p99 = [(t, 1.0) for t in range(10)] + [(10, 50.0), (11, 1.0), (12, 1.0), (13, 1.0)]
+    db = [(t, 10.0) for t in range(11)] + [(11, 30.0), (12, 10.5), (13, 10.0)]
+    assert recovery_time(10.0, p99, db, 1.0, 10.0) == 2.0
+    assert recovery_time(10.0, p99, [(11, 30.0), (12, 30.0), (13, 30.0)], 1.0, 10.0) is None
+
+
+def test_counter_series_sums_instances_and_survives_resets():
+    records = [{"t": float(t), "instance": "a", "metrics": {'x_total{kind="read"}': v}}
+               for t, v in enumerate([0, 10, 20, 5, 15])]  # restart between t=2 and t=3
+    records += [{"t": float(t), "instance": "b", "metrics": {'x_total{kind="read"}': 2.0 * t}} for t in range(5)]
+    series = CounterSeries.from_metrics(records)
+    assert series.rate("x_total", kind="read") == [(0, 12.0), (1, 12.0), (2, 7.0), (3, 12.0)]
+    assert series.increase("x_total") == 43.0 and series.rate("x_total", kind="write") == [
+        (0, 0.0), (1, 0.0), (2, 0.0), (3, 0.0)]
+    assert parse_series_name('m{a="x,y",b="2"}') == ("m", frozenset({("a", "x,y"), ("b", "2")}))
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(CachestormError, match="no such run folder"):
+        analyze_run(tmp_path / "missing")
+    with pytest.raises(CachestormError, match="not a run folder"):
+        analyze_run(tmp_path)
+
+
+def test_empty_run_folder_still_analyzes(tmp_path):
+    (tmp_path / "run.json").write_text("{}")
+    analysis = analyze_run(tmp_path)
+    json.dumps(analysis, allow_nan=False)
+    assert analysis["latency"]["source"] is None and analysis["consistency"] is None
