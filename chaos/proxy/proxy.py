@@ -157,10 +157,10 @@ class Proxy:
             raise INVALID_STREAM
         stream = stream.lower()
         toxic_type = body.get("type", "")
-        name = body.get("name") or f"{toxic_type}_{stream}"
         cls = TOXIC_TYPES.get(toxic_type) if isinstance(toxic_type, str) else None
         if cls is None:
             raise INVALID_TOXIC_TYPE
+        name = body.get("name") or f"{toxic_type}_{cls.fixed_stream or stream}"
         if self.find_toxic(name) is not None:
             raise TOXIC_ALREADY_EXISTS
         toxicity = _toxicity(body.get("toxicity", 1.0))

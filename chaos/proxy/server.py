@@ -85,7 +85,10 @@ def run(
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (ValueError, RuntimeError):  # not the main thread (embedded in tests): no signals
+                break
         if ready_file:
             write_ready_file(ready_file, server.api_url)
         if on_ready is not None:
