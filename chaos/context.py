@@ -1,0 +1,99 @@
+"""What a fault needs to know about the world: where Redis, PostgreSQL and the proxy are, the targets.
+
+The conductor builds one `ChaosContext` per run; the CLI builds one from `cachestorm up`'s state.
+Only the plain fields (no callbacks) are written to the fault ledger, so `chaos heal` can revert
+a fault without the process that applied it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cachestorm.errors import CachestormError
+
+DEFAULT_LEDGER = Path(".cachestorm") / "active-faults.jsonl"
+
+
+@dataclass
+class TargetHandle:
+    """One running target instance; `restart` (from the conductor) starts it again after a kill."""
+
+    name: str
+    pid: int | None = None
+    base_url: str = ""
+    restart: Callable[[], object] | None = None
+
+
+@dataclass
+class ChaosContext:
+    redis_url: str = ""            # direct, for admin commands
+    postgres_url: str = ""         # direct
+    proxy_api_url: str = ""
+    redis_proxy: str = "redis"     # proxy names on the Toxiproxy API
+    postgres_proxy: str = "postgres"
+    domain: str = "profiles"
+    hot_keys: int = 10
+    key_space: int = 10_000
+    targets: list[TargetHandle] = field(default_factory=list)
+    restart_redis: Callable[[], object] | None = None
+    run_dir: str | None = None
+    ledger_path: str | Path = DEFAULT_LEDGER
+    allow_remote: bool = False
+    t0_monotonic: float | None = None   # timeline origin; None = the runner's start time
+
+    def proxy_name(self, which: str) -> str:
+        """"redis" / "postgres" name the stack's proxies; anything else is a proxy name as is."""
+        return {"redis": self.redis_proxy, "postgres": self.postgres_proxy}.get(which, which)
+
+    def plain(self) -> dict:
+        """The fields a ledger entry keeps (no callbacks, no targets' restart functions)."""
+        return {"redis_url": self.redis_url, "postgres_url": self.postgres_url,
+                "proxy_api_url": self.proxy_api_url, "redis_proxy": self.redis_proxy,
+                "postgres_proxy": self.postgres_proxy, "domain": self.domain,
+                "hot_keys": self.hot_keys, "key_space": self.key_space,
+                "allow_remote": self.allow_remote,
+                "targets": [{"name": t.name, "pid": t.pid, "base_url": t.base_url} for t in self.targets]}
+
+    @classmethod
+    def from_plain(cls, data: dict, ledger_path: str | Path = DEFAULT_LEDGER) -> ChaosContext:
+        targets = [TargetHandle(t["name"], t.get("pid"), t.get("base_url", "")) for t in data.get("targets", [])]
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "targets"}
+        return cls(**known, targets=targets, ledger_path=ledger_path)
+
+    def check_local(self, url: str, what: str) -> None:
+        """Refuse an address that is not this host unless `allow_remote`."""
+        if not url or self.allow_remote:
+            return
+        host = urlsplit(url).hostname or ""
+        if not is_loopback(host):
+            raise CachestormError(f"{what} {url} is not a loopback address; chaos refuses to touch remote "
+                                  "hosts unless allowed (--allow-remote / ChaosContext.allow_remote=True)")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:  # a name: every address it resolves to must be loopback
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def context_from_stack(state, **overrides) -> ChaosContext:
+    """A context for the stack started by `cachestorm up` (a `StackState`)."""
+    ctx = ChaosContext(redis_url=state.redis_url, postgres_url=state.postgres_url,
+                       proxy_api_url=state.proxy_api_url)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(ctx, key, value)
+    return ctx

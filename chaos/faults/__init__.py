@@ -1,0 +1,48 @@
+"""The fault library: registry name -> "module:Class" (imported on use)."""
+
+from __future__ import annotations
+
+import importlib
+
+from cachestorm.errors import CachestormError
+
+FAULTS: dict[str, str] = {
+    # hot keys and expiry
+    "hot-key-expiry": "chaos.faults.hot_key_expiry:HotKeyExpiry",
+    "key-pattern-expiry": "chaos.faults.key_pattern_expiry:KeyPatternExpiry",
+    "synchronized-expiry": "chaos.faults.synchronized_expiry:SynchronizedExpiry",
+    "flush-cache": "chaos.faults.flush_cache:FlushCache",
+    "lfu-tracking": "chaos.faults.lfu_tracking:LfuTracking",
+    # Redis partition through the proxy
+    "redis-down": "chaos.faults.proxy_down:ProxyDown",
+    "redis-blackhole": "chaos.faults.proxy_blackhole:ProxyBlackhole",
+    "redis-reset": "chaos.faults.proxy_reset:ProxyReset",
+    "redis-latency": "chaos.faults.proxy_latency:ProxyLatency",
+    "redis-bandwidth": "chaos.faults.proxy_bandwidth:ProxyBandwidth",
+    # failed cache writes
+    "redis-write-fail": "chaos.faults.redis_write_fail:RedisWriteFail",
+    "cache-delete-fail": "chaos.faults.cache_delete_fail:CacheDeleteFail",
+    "redis-oom": "chaos.faults.redis_oom:RedisOom",
+    "redis-acl-readonly": "chaos.faults.redis_acl_readonly:RedisAclReadonly",
+    # database trouble
+    "db-latency": "chaos.faults.db_latency:DatabaseLatency",
+    "db-down": "chaos.faults.db_down:DatabaseDown",
+    "db-slow-recompute": "chaos.faults.db_slow_recompute:DatabaseSlowRecompute",
+    # processes
+    "target-kill": "chaos.faults.target_kill:TargetKill",
+    "target-pause": "chaos.faults.target_pause:TargetPause",
+    "redis-restart": "chaos.faults.redis_restart:RedisRestart",
+}
+
+
+def fault_class(name: str):
+    spec = FAULTS.get(name)
+    if spec is None:
+        raise CachestormError(f"unknown fault {name!r}; known faults: {', '.join(sorted(FAULTS))}")
+    module_name, class_name = spec.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def make_fault(name: str, settings: dict | None = None):
+    """A fault with its settings parsed and checked (SettingError on a bad one)."""
+    return fault_class(name).from_settings(settings)

@@ -1,0 +1,182 @@
+"""What every fault shares: typed public settings, the prepare / apply / revert life cycle, clients.
+
+A fault is a dataclass whose fields are its public settings. Its life cycle:
+- `prepare()` reads whatever `revert()` will need (previous values, generated names) into
+  `self.state`. The runner writes settings + state to the ledger *before* `apply()`.
+- `apply()` makes the fault take effect; returns details for the journal.
+- `revert()` undoes it; safe twice, safe before `apply()`, and works on a fault rebuilt from a
+  ledger entry in another process (`chaos heal`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, ClassVar
+
+from cachestorm.errors import CachestormError
+
+
+class SettingError(CachestormError):
+    """A bad fault setting; `field` names it so an experiment file can point at the line."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any, what: str = "duration") -> float:
+    """Seconds from a number (seconds) or a string "250ms", "30s", "2m", "1h"."""
+    if isinstance(value, bool):
+        raise SettingError(f"{what}: expected seconds or a string like '30s', got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise SettingError(f"{what}: must not be negative (got {value})")
+        return float(value)
+    match = _DURATION.match(str(value)) if isinstance(value, str) else None
+    if not match:
+        raise SettingError(f"{what}: expected seconds or a string like '250ms', '30s', '2m', got {value!r}")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _coerce(name: str, kind: str, value: Any, fault: str) -> Any:
+    where = f"setting {name!r} of fault {fault!r}"
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise SettingError(f"{where}: expected true/false, got {value!r}", name)
+    if kind in ("int", "float"):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise SettingError(f"{where}: expected a number, got {value!r}", name) from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingError(f"{where}: expected a number, got {value!r}", name)
+        if kind == "int":
+            if float(value) != int(value):
+                raise SettingError(f"{where}: expected a whole number, got {value!r}", name)
+            return int(value)
+        return float(value)
+    if kind == "list[str]":
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and all(isinstance(v, str | int) for v in value):
+            return [str(v) for v in value]
+        raise SettingError(f"{where}: expected a list of strings, got {value!r}", name)
+    if kind == "str":
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise SettingError(f"{where}: expected a string, got {value!r}", name)
+    raise SettingError(f"{where}: unsupported type {kind}", name)
+
+
+class Fault:
+    """Base class; subclasses are `@dataclass`es whose fields are the public settings."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    touches: ClassVar[tuple[str, ...]] = ()   # "redis", "proxy", "postgres", "targets"
+    one_shot: ClassVar[bool] = False           # the effect is instant (nothing to undo)
+
+    context: Any = None
+    state: dict | None = None
+    window_s: float | None = None              # how long the fault lasts (None: until the run ends)
+    _reverted: bool = False
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def setting_fields(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any] | None) -> Fault:
+        known = {f.name: f for f in cls.setting_fields()}
+        parsed = {}
+        for key, value in (settings or {}).items():
+            field = known.get(key)
+            if field is None:
+                raise SettingError(f"unknown setting {key!r} for fault {cls.name!r} "
+                                   f"(known: {', '.join(known) or 'none'})", key)
+            parsed[key] = _coerce(key, str(field.type), value, cls.name)
+        fault = cls(**parsed)
+        fault.validate()
+        return fault
+
+    def settings(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in self.setting_fields()}
+
+    def validate(self) -> None:
+        """Check settings that have a range; raise SettingError(field=...)."""
+
+    def bind(self, context, window_s: float | None = None, state: dict | None = None) -> Fault:
+        self.context = context
+        self.window_s = window_s
+        if state is not None:
+            self.state = dict(state)
+        return self
+
+    # -- safety ----------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuse a non-loopback address unless the context allows it."""
+        ctx = self.context
+        urls = {"redis": ("Redis", ctx.redis_url), "proxy": ("the proxy API", ctx.proxy_api_url),
+                "postgres": ("PostgreSQL", ctx.postgres_url)}
+        for part in self.touches:
+            if part in urls:
+                what, url = urls[part]
+                if not url:
+                    raise CachestormError(f"fault {self.name!r} needs {what}'s URL but the context has none")
+                ctx.check_local(url, what)
+        if "targets" in self.touches:
+            for target in ctx.targets:
+                ctx.check_local(target.base_url, f"target {target.name}")
+
+    # -- life cycle ------------------------------------------------------------------
+    def prepare(self) -> None:
+        self.state = self._prepare() or {}
+
+    def apply(self) -> dict:
+        if self.state is None:
+            self.prepare()
+        self._reverted = False
+        return self._apply() or {}
+
+    def revert(self) -> dict:
+        """Undo; a second call (or a call before prepare) does nothing."""
+        if self._reverted or self.state is None:
+            return {"skipped": True}
+        details = self._revert() or {}
+        self._reverted = True
+        return details
+
+    def _prepare(self) -> dict:
+        return {}
+
+    def _apply(self) -> dict:
+        raise NotImplementedError
+
+    def _revert(self) -> dict:
+        return {}
+
+    # -- clients ---------------------------------------------------------------------
+    def redis_admin(self):
+        import redis
+
+        return redis.Redis.from_url(self.context.redis_url, decode_responses=True,
+                                    socket_connect_timeout=3, socket_timeout=5)
+
+    def toxiproxy(self):
+        from chaos.toxiproxy import ToxiproxyClient
+
+        return ToxiproxyClient(self.context.proxy_api_url)
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in self.settings().items())
+        return f"{self.name}({shown})"

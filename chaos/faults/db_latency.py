@@ -1,0 +1,16 @@
+"""Latency between the targets and PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chaos.faults.proxy_latency import ProxyLatency
+
+
+@dataclass
+class DatabaseLatency(ProxyLatency):
+    name = "db-latency"
+    summary = "latency/jitter toxic on the PostgreSQL proxy"
+
+    latency_ms: int = 50
+    proxy: str = "postgres"

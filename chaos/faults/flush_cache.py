@@ -1,0 +1,24 @@
+"""A cold start: the whole cache is emptied (FLUSHDB)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chaos.faults.base import Fault
+
+
+@dataclass
+class FlushCache(Fault):
+    name = "flush-cache"
+    summary = "FLUSHDB: every cached key is gone (cold start)"
+    touches = ("redis",)
+    one_shot = True
+
+    def _apply(self) -> dict:
+        client = self.redis_admin()
+        try:
+            keys = client.dbsize()
+            client.flushdb()
+        finally:
+            client.close()
+        return {"keys": int(keys)}

@@ -1,0 +1,46 @@
+"""A service is unreachable: its proxy is disabled (listener closed, connections dropped).
+
+"Down" is not a toxic, so it has no proxy-side self-expiry; the ledger + `chaos heal` cover a
+crashed controller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chaos.faults.base import Fault
+
+
+@dataclass
+class ProxyDown(Fault):
+    name = "redis-down"
+    summary = "disable the Redis proxy: new connections refused, open ones closed"
+    touches = ("proxy",)
+
+    proxy: str = "redis"
+
+    def _prepare(self) -> dict:
+        proxy = self.context.proxy_name(self.proxy)
+        client = self.toxiproxy()
+        try:
+            enabled = bool(client.get_proxy(proxy).get("enabled", True))
+        finally:
+            client.close()
+        return {"proxy": proxy, "was_enabled": enabled}
+
+    def _apply(self) -> dict:
+        client = self.toxiproxy()
+        try:
+            client.update_proxy(self.state["proxy"], enabled=False)
+        finally:
+            client.close()
+        return {"proxy": self.state["proxy"]}
+
+    def _revert(self) -> dict:
+        client = self.toxiproxy()
+        try:
+            if self.state.get("was_enabled", True):
+                client.update_proxy(self.state["proxy"], enabled=True)
+        finally:
+            client.close()
+        return {"proxy": self.state["proxy"], "enabled": self.state.get("was_enabled", True)}

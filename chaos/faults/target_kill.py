@@ -1,0 +1,43 @@
+"""A target instance crashes (SIGKILL) and is restarted at the end by the conductor's callback."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+
+from chaos.faults.base import Fault
+from chaos.faults.process_signals import signal_if_same, start_time
+from chaos.faults.target_select import select_targets
+
+
+@dataclass
+class TargetKill(Fault):
+    name = "target-kill"
+    summary = "SIGKILL a target instance; restart it at the end (conductor's callback)"
+    touches = ("targets",)
+
+    target: str = ""     # a target name, "*" for all; "": the first
+    restart: bool = True
+
+    def _prepare(self) -> dict:
+        chosen = select_targets(self.context.targets, self.target, self.name, need_pid=True)
+        return {"processes": [{"name": t.name, "pid": t.pid, "started": start_time(t.pid)} for t in chosen]}
+
+    def _apply(self) -> dict:
+        killed = [p["name"] for p in self.state["processes"]
+                  if signal_if_same(p["pid"], p["started"], signal.SIGKILL)]
+        return {"killed": killed}
+
+    def _revert(self) -> dict:
+        if not self.restart:
+            return {"restarted": []}
+        handles = {t.name: t for t in self.context.targets}
+        restarted, missing = [], []
+        for proc in self.state["processes"]:
+            handle = handles.get(proc["name"])
+            if handle is not None and handle.restart is not None:
+                handle.restart()
+                restarted.append(proc["name"])
+            else:
+                missing.append(proc["name"])
+        return {"restarted": restarted, "not_restartable": missing}

@@ -1,0 +1,81 @@
+"""Faults made of Toxiproxy toxics on one proxy: named toxics added at apply, removed at revert.
+
+Toxic names start with `cachestorm-chaos-` so `chaos heal` can find leftovers. On our own proxy
+every toxic also carries `duration` (ms): it removes itself when its window ends even if the
+controller died.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import ClassVar
+
+from chaos.faults.base import Fault, SettingError
+
+TOXIC_PREFIX = "cachestorm-chaos-"
+SELF_EXPIRY_GRACE_MS = 500   # our own revert normally comes first; the proxy's timer is the safety net
+
+
+@dataclass
+class ToxicFault(Fault):
+    touches = ("proxy",)
+    toxic_type: ClassVar[str] = ""
+    default_streams: ClassVar[tuple[str, ...]] = ("downstream",)
+
+    def attributes(self) -> dict:
+        return {}
+
+    def streams(self) -> list[str]:
+        streams = getattr(self, "stream", "") or ",".join(self.default_streams)
+        chosen = [s.strip() for s in streams.split(",") if s.strip()]
+        if streams == "both":
+            chosen = ["upstream", "downstream"]
+        for stream in chosen:
+            if stream not in ("upstream", "downstream"):
+                raise SettingError(f"fault {self.name!r}: stream must be upstream, downstream or both, "
+                                   f"got {stream!r}", "stream")
+        return chosen
+
+    def validate(self) -> None:
+        self.streams()
+        toxicity = getattr(self, "toxicity", 1.0)
+        if not 0 <= toxicity <= 1:
+            raise SettingError(f"fault {self.name!r}: toxicity must be within 0..1", "toxicity")
+
+    def _prepare(self) -> dict:
+        client = self.toxiproxy()
+        try:
+            ours = client.is_ours()
+            proxy = self.context.proxy_name(getattr(self, "proxy", "redis"))
+            client.get_proxy(proxy)  # a clear error now if it does not exist
+        finally:
+            client.close()
+        tag = secrets.token_hex(3)
+        names = {stream: f"{TOXIC_PREFIX}{self.name}-{stream}-{tag}" for stream in self.streams()}
+        return {"proxy": proxy, "toxics": names, "ours": ours}
+
+    def _apply(self) -> dict:
+        attributes = self.attributes()
+        if self.state["ours"] and self.window_s:
+            attributes["duration"] = int(self.window_s * 1000) + SELF_EXPIRY_GRACE_MS
+        client = self.toxiproxy()
+        try:
+            for stream, name in self.state["toxics"].items():
+                client.add_toxic(self.state["proxy"], self.toxic_type, attributes, name=name, stream=stream,
+                                 toxicity=getattr(self, "toxicity", 1.0))
+        finally:
+            client.close()
+        return {"proxy": self.state["proxy"], "toxics": list(self.state["toxics"].values()),
+                "attributes": attributes}
+
+    def _revert(self) -> dict:
+        client = self.toxiproxy()
+        removed = []
+        try:
+            for name in self.state["toxics"].values():
+                if client.remove_toxic(self.state["proxy"], name):
+                    removed.append(name)
+        finally:
+            client.close()
+        return {"removed": removed}
