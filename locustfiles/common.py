@@ -1,0 +1,354 @@
+"""Shared Locust code for every domain's locustfile: options, per-process recording, the user base
+class (closed and open model, retries, histories, HDR latency), the load shape, run-folder merge.
+
+Imported only by locustfiles (it imports locust).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import gevent
+import gevent.pool
+from locust import LoadTestShape, events, task
+from locust.contrib.fasthttp import FastHttpUser
+from locust.runners import MasterRunner, WorkerRunner
+
+from cachestorm.errors import CachestormError
+from locustfiles.models.keys import write_key
+from locustfiles.recording import HistorySampler, HistoryWriter, LatencyRecorder, merge_run, summarize
+from locustfiles.settings import ARGUMENTS, Settings, build_settings
+
+log = logging.getLogger("cachestorm")
+PADDING = "x" * 100_000  # value bodies are slices of this: no per-request allocation of random data
+WRITE_OPS = frozenset({"write", "delete", "incr", "grant", "revoke"})
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser):
+    for flag, kind, default, help_text in ARGUMENTS:
+        if parser._option_string_actions.get(flag):  # two locustfiles in one run register once
+            continue
+        parser.add_argument(flag, type=kind, default=default, help=help_text, include_in_web_ui=True)
+
+
+class Process:
+    """Per-process state: settings, models and recorders, shared by all users of this process."""
+
+    domain = ""
+    settings: Settings | None = None
+    worker = ""
+    history: HistoryWriter | None = None
+    latency: LatencyRecorder | None = None
+    sampler: HistorySampler | None = None
+    sequence = 0
+    test_start_mono = 0.0
+    flusher = None
+    expected_workers = 0
+
+
+def fail(message: str):
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    os._exit(2)  # a clean exit from inside gevent/locust startup; the message is one line
+
+
+@events.init.add_listener
+def _validate(environment, **_kwargs):
+    if not Process.domain or environment.parsed_options is None:
+        return
+    try:
+        build_settings(environment.parsed_options, Process.domain)
+    except CachestormError as exc:
+        fail(str(exc))
+    settings = build_settings(environment.parsed_options, Process.domain)
+    # a class attribute read when each user's client is created
+    CachestormUser.network_timeout = CachestormUser.connection_timeout = settings.request_timeout
+    if settings.open_model:
+        CachestormUser.concurrency = min(settings.max_inflight, 1000)
+    options = environment.parsed_options
+    if settings.open_model and not isinstance(environment.runner, WorkerRunner):
+        options.open_users = settings.open_users  # sent to workers with the spawn message
+
+
+def worker_name(environment) -> str:
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        return f"w{max(runner.worker_index, 0)}-{os.getpid()}"
+    return f"local-{os.getpid()}"
+
+
+@events.test_start.add_listener
+def _test_start(environment, **_kwargs):
+    if not Process.domain or isinstance(environment.runner, MasterRunner):
+        if isinstance(environment.runner, MasterRunner):
+            Process.expected_workers = environment.runner.worker_count
+        return
+    salt = max(getattr(environment.runner, "worker_index", 0), 0)
+    try:
+        settings = build_settings(environment.parsed_options, Process.domain, salt=salt)
+    except CachestormError as exc:
+        fail(str(exc))
+    Process.settings = settings
+    Process.worker = worker_name(environment)
+    Process.sampler = HistorySampler(settings.hot_keys, settings.history_sample)
+    Process.test_start_mono = time.monotonic()
+    run_dir = settings.run_dir
+    if run_dir:
+        from locustfiles.recording import run_start_wall
+
+        Process.history = HistoryWriter(Path(run_dir), Process.worker)
+        Process.latency = LatencyRecorder(Path(run_dir), Process.worker, run_start_wall(Path(run_dir)))
+    else:
+        Process.history = None
+        Process.latency = _MemoryLatency(Process.worker)
+    Process.flusher = gevent.spawn(_flush_every_second)
+
+
+class _MemoryLatency(LatencyRecorder):
+    """Without --run-dir: the same per-second HDR bookkeeping, written nowhere (summary only)."""
+
+    def __init__(self, worker):  # noqa: D401 - no file
+        self.file = open(os.devnull, "w")  # noqa: SIM115
+        self.worker, self.start_wall, self.second = worker, None, None
+        self.hists, self.counts, self.totals, self.total_counts = {}, {}, {}, {}
+
+
+def _flush_every_second():
+    while True:
+        gevent.sleep(1.0)
+        if Process.latency is not None:
+            second = int(time.time())
+            if Process.latency.second is not None and second != Process.latency.second:
+                Process.latency.roll(second)
+        if Process.history is not None:
+            Process.history.flush()
+
+
+@events.test_stop.add_listener
+def _test_stop(environment, **_kwargs):
+    if isinstance(environment.runner, MasterRunner) or Process.settings is None:
+        return
+    if Process.flusher is not None:
+        Process.flusher.kill(block=False)
+        Process.flusher = None
+    latency = Process.latency
+    if latency is not None:
+        latency.close()
+        summary = {kind: summarize(h) for kind, h in latency.totals.items()}
+        summary["counts"] = latency.total_counts
+        sys.stderr.write(f"cachestorm {Process.worker} latency (µs, HDR): {json.dumps(summary)}\n")
+    if Process.history is not None:
+        Process.history.close()
+    run_dir = Process.settings.run_dir
+    if run_dir:
+        (Path(run_dir) / "latency" / f"{Process.worker}.done").write_text("done\n")
+        if not isinstance(environment.runner, WorkerRunner):
+            merge_run(run_dir)
+    Process.settings = None
+
+
+@events.quitting.add_listener
+def _merge_on_master(environment, **_kwargs):
+    """The master merges after every worker has written its ``.done`` marker (bounded wait)."""
+    if not isinstance(environment.runner, MasterRunner):
+        return
+    run_dir = getattr(environment.parsed_options, "run_dir", "")
+    if not run_dir:
+        return
+    folder = Path(run_dir) / "latency"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(list(folder.glob("*.done"))) < max(Process.expected_workers, 1):
+        gevent.sleep(0.1)
+    result = merge_run(run_dir)
+    sys.stderr.write(f"cachestorm merged latency (µs, HDR, all workers): {json.dumps(result)}\n")
+
+
+class CachestormUser(FastHttpUser):
+    """Base user: one ``operation()`` per task run in the closed model; in the open model each user is a
+    scheduler issuing arrivals at intended times. Subclasses implement ``perform(op, key, intended_ns)``."""
+
+    abstract = True
+    network_timeout = 10.0
+    connection_timeout = 10.0
+
+    def wait_time(self):
+        settings = Process.settings
+        if settings is None or settings.open_model:
+            return 0
+        low, high = settings.think_time
+        return low if low == high else random.uniform(low, high)
+
+    @task
+    def step(self):
+        settings = Process.settings
+        if settings is None:
+            gevent.sleep(0.1)
+            return
+        if settings.open_model:
+            self.run_open_model(settings)
+        else:
+            self.operation(settings, None)
+
+    # --- one logical operation -------------------------------------------------------------
+    def operation(self, settings: Settings, intended_ns: int | None):
+        op = settings.mix()
+        if op == "write" or op == "delete":
+            key = write_key(settings.key_model)
+        else:
+            key = settings.key_model()
+        if op == "scan":
+            for offset in range(random.randint(1, 10)):
+                self.perform("read", key + offset, intended_ns)
+        elif op == "rmw":
+            self.perform("read", key, intended_ns)
+            self.perform("write", key, None)
+        else:
+            self.perform(op, key, intended_ns)
+
+    def perform(self, op: str, key: int, intended_ns: int | None):  # pragma: no cover - per domain
+        raise NotImplementedError
+
+    def value_body(self) -> str:
+        return PADDING[: Process.settings.value_size()]
+
+    def call(self, op: str, key: int, method: str, path: str, name: str, intended_ns: int | None,
+             body=None, headers: dict | None = None, user: str = "", value: str = "", read_granted=False):
+        """One logical request with the retry policy. Records one history line per attempt (sampled
+        keys) and one HDR value: from the intended send time (open model) or the first attempt's start
+        to the last attempt's end. Returns (status, version, json body or None)."""
+        settings = Process.settings
+        Process.sequence += 1
+        request_id = f"{Process.worker}-{Process.sequence}"
+        headers = dict(headers) if headers else {}
+        headers["X-Request-Id"] = request_id
+        retry = settings.retry
+        retry.on_request()
+        record_history = Process.history is not None and Process.sampler(key)
+        latency = Process.latency
+        is_write = op in WRITE_OPS
+        attempt = 0
+        first_start_ns = None
+        while True:
+            attempt += 1
+            start_ns = time.monotonic_ns()
+            start_wall = time.time()
+            if first_start_ns is None:
+                first_start_ns = start_ns
+                if intended_ns is not None:
+                    lag = start_ns - intended_ns
+                    latency.record("send_lag", lag / 1000.0, start_wall)
+                    latency.count("sent", 1, start_wall)
+                    if lag > settings.late_ns:
+                        latency.count("late", 1, start_wall)
+            status, version, source, data = self._send(method, path, name, body, headers, read_granted)
+            end_ns = time.monotonic_ns()
+            if record_history:
+                if read_granted and data is not None:
+                    value = "1" if data.get("granted") else "0"
+                Process.history.record(key, op, start_ns, end_ns, start_wall, status, version,
+                                       "" if is_write else source, user, request_id, value, attempt)
+            pause = retry.delay(attempt, status in ("timeout", "conn_error") or (isinstance(status, int) and status >= 500))
+            if pause is None:
+                break
+            if pause > 0:
+                gevent.sleep(pause)
+        now_wall = time.time()
+        begin = intended_ns if intended_ns is not None else first_start_ns
+        latency.record("write" if is_write else "read", (end_ns - begin) / 1000.0, now_wall)
+        latency.count("requests", 1, now_wall)
+        latency.count("attempts", attempt, now_wall)
+        return status, version, data
+
+    def _send(self, method, path, name, body, headers, want_json):
+        with self.client.request(method, path, name=name, json=body, headers=headers, catch_response=True) as resp:
+            status = resp.status_code
+            if status == 0:
+                error = getattr(resp, "error", None)
+                text = f"{type(error).__name__} {error}".lower()
+                status = "timeout" if "timeout" in text or "timed out" in text else "conn_error"
+                return status, "", "", None
+            if status == 404:
+                resp.success()  # an answer, not a failure: missing keys are part of the workload
+            response_headers = resp.headers
+            version = response_headers.get("X-Version", "") if response_headers else ""
+            source = response_headers.get("X-Cache", "") if response_headers else ""
+            data = None
+            if want_json and status == 200:
+                try:
+                    data = resp.json()
+                except ValueError:
+                    data = None
+            return status, version, source, data
+
+    # --- open model -------------------------------------------------------------------------
+    def run_open_model(self, settings: Settings):
+        """Issue arrivals at intended times (constant or Poisson spacing) whatever the server does.
+
+        Each arrival runs in its own greenlet, so a stalled server cannot hold back the next one;
+        at ``--max-inflight`` greenlets an arrival is dropped and counted. Runs until the test stops.
+        """
+        pool = gevent.pool.Pool(settings.max_inflight)
+        rng = random.Random(None if settings.seed is None else settings.seed + 23)
+        latency = Process.latency
+        share = 1.0 / settings.open_users
+        next_s = time.monotonic() + rng.random() / max(settings.rate * share, 1e-9)  # random phase per scheduler
+        while Process.settings is settings:
+            level = settings.shape.level(time.monotonic() - Process.test_start_mono)
+            if level is None:
+                break
+            rate = level * settings.rate * share
+            now = time.monotonic()
+            if rate <= 0:
+                gevent.sleep(0.05)
+                next_s = time.monotonic()
+                continue
+            if next_s > now:
+                gevent.sleep(next_s - now)
+            intended_ns = int(next_s * 1e9)
+            if pool.full():
+                latency.count("dropped", 1)
+            else:
+                pool.spawn(self.operation, settings, intended_ns)
+            next_s += rng.expovariate(rate) if settings.arrivals == "poisson" else 1.0 / rate
+        pool.join(timeout=settings.request_timeout)
+
+
+class CachestormShape(LoadTestShape):
+    """The load shape for every locustfile (``--shape``; steady until -t by default).
+
+    Closed model: users = level x -u. Open model: a fixed number of scheduler users (--open-users)
+    whose arrival rate follows level x --rate; the shape only decides when the test ends.
+    """
+
+    use_common_options = True
+
+    def __init__(self):
+        super().__init__()
+        self._settings = None
+
+    def tick(self):
+        options = self.runner.environment.parsed_options
+        if self._settings is None:
+            try:
+                self._settings = build_settings(options, Process.domain or "profiles")
+            except CachestormError as exc:
+                fail(str(exc))
+        settings = self._settings
+        elapsed = self.get_run_time()
+        if options.run_time and elapsed >= options.run_time:
+            return None  # with a shape class, locust applies -t only after the shape ends: honour it here
+        level = settings.shape.level(elapsed)
+        if level is None:
+            return None
+        if settings.open_model:
+            return settings.open_users, float(settings.open_users)
+        users = max(0, round(level * (options.num_users or 1)))
+        spawn_rate = options.spawn_rate or max(users, 1)
+        return users, float(spawn_rate)

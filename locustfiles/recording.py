@@ -1,0 +1,233 @@
+"""Recording to the run folder: operation histories, per-second HDR latency files, and their merge.
+
+No locust import here: the conductor and reports call ``merge_run`` directly.
+Formats: docs/design.md ("Latency files", "History files").
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from hdrh.histogram import HdrHistogram
+
+LOWEST_US, HIGHEST_US, SIGNIFICANT = 1, 60_000_000, 3
+HISTORY_MAGIC = "# cachestorm-history v1"
+HISTORY_COLUMNS = (
+    "key", "op", "start_ns", "end_ns", "start_wall", "status", "version", "source", "user", "request_id", "value", "attempt",
+)
+KINDS = ("read", "write", "all")
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT)
+
+
+def run_start_wall(run_dir: Path) -> float | None:
+    """``started_at`` from the conductor's run.json, if there is one."""
+    try:
+        return float(json.loads((Path(run_dir) / "run.json").read_text())["started_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class HistorySampler:
+    """Which keys get a history: always ids 1..hot_keys, plus a fixed pseudo-random ``fraction`` of all ids.
+
+    The choice depends only on the key id (a multiplicative hash), so every worker samples the same keys.
+    """
+
+    def __init__(self, hot_keys: int, fraction: float):
+        self.hot_keys = hot_keys
+        self.threshold = int(fraction * 2**32)
+
+    def __call__(self, key: int) -> bool:
+        return key <= self.hot_keys or (key * 2654435761) % 2**32 < self.threshold
+
+
+class HistoryWriter:
+    """Streams history lines to ``histories/<worker>.tsv`` through a 1 MiB buffer (flushed each second)."""
+
+    def __init__(self, run_dir: Path, worker: str):
+        folder = Path(run_dir) / "histories"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{worker}.tsv"
+        self.file = open(self.path, "w", buffering=1 << 20)  # noqa: SIM115 - closed in close()
+        self.file.write(HISTORY_MAGIC + "\n" + "\t".join(HISTORY_COLUMNS) + "\n")
+        self.lines = 0
+
+    def record(self, key, op, start_ns, end_ns, start_wall, status, version, source, user, request_id, value, attempt):
+        self.file.write(
+            f"{key}\t{op}\t{start_ns}\t{end_ns}\t{start_wall:.6f}\t{status}\t{version}\t{source}\t{user}\t{request_id}\t{value}\t{attempt}\n"
+        )
+        self.lines += 1
+
+    def flush(self):
+        if not self.file.closed:
+            self.file.flush()
+
+    def close(self):
+        if not self.file.closed:
+            self.file.close()
+
+
+def read_history(path: Path) -> list[dict[str, str]]:
+    """Parse a history file (for tests and reports); checks the magic line and the header."""
+    lines = Path(path).read_text().splitlines()
+    if not lines or lines[0] != HISTORY_MAGIC:
+        raise ValueError(f"{path}: not a cachestorm history (first line {lines[:1]})")
+    header = lines[1].split("\t")
+    return [dict(zip(header, line.split("\t"), strict=True)) for line in lines[2:]]
+
+
+class LatencyRecorder:
+    """HDR histograms per wall-clock second (interval of completion) per kind, to ``latency/<worker>.jsonl``.
+
+    ``counts`` are per-interval counters (requests, attempts, sent, late, dropped) written on the
+    ``all`` line. Open-model send lag (actual minus intended send time) goes to kind ``send_lag``.
+    """
+
+    def __init__(self, run_dir: Path, worker: str, start_wall: float | None = None):
+        folder = Path(run_dir) / "latency"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{worker}.jsonl"
+        self.file = open(self.path, "a", buffering=1 << 16)  # noqa: SIM115 - closed in close()
+        self.worker = worker
+        self.start_wall = start_wall
+        self.second: int | None = None
+        self.hists: dict[str, HdrHistogram] = {}
+        self.counts: dict[str, int] = {}
+        self.totals: dict[str, HdrHistogram] = {}
+        self.total_counts: dict[str, int] = {}
+
+    def record(self, kind: str, micros: float, now_wall: float | None = None):
+        now_wall = time.time() if now_wall is None else now_wall
+        second = int(now_wall)
+        if second != self.second:
+            self.roll(second)
+        value = min(HIGHEST_US, max(LOWEST_US, int(micros)))
+        for k in (kind, "all") if kind != "send_lag" else (kind,):
+            hist = self.hists.get(k)
+            if hist is None:
+                hist = self.hists[k] = new_histogram()
+            hist.record_value(value)
+
+    def count(self, name: str, n: int = 1, now_wall: float | None = None):
+        second = int(time.time() if now_wall is None else now_wall)
+        if second != self.second:
+            self.roll(second)
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def roll(self, new_second: int | None = None):
+        """Write the finished interval (if any) and start ``new_second``."""
+        if self.second is not None and (self.hists or self.counts):
+            if self.start_wall is None:
+                self.start_wall = float(self.second)
+            t = self.second - self.start_wall
+            for kind, hist in sorted(self.hists.items()):
+                record = {"t": t, "wall": self.second, "interval_s": 1.0, "worker": self.worker, "kind": kind,
+                          "hist": hist.encode().decode("ascii")}
+                if kind == "all" and self.counts:
+                    record["counts"] = self.counts
+                self.file.write(json.dumps(record) + "\n")
+                total = self.totals.get(kind)
+                if total is None:
+                    total = self.totals[kind] = new_histogram()
+                total.add(hist)
+            if self.counts and "all" not in self.hists:
+                self.file.write(json.dumps({"t": t, "wall": self.second, "interval_s": 1.0, "worker": self.worker,
+                                            "kind": "all", "hist": new_histogram().encode().decode("ascii"),
+                                            "counts": self.counts}) + "\n")
+            for name, n in self.counts.items():
+                self.total_counts[name] = self.total_counts.get(name, 0) + n
+            self.file.flush()
+        self.second = new_second
+        self.hists = {}
+        self.counts = {}
+
+    def close(self):
+        self.roll(None)
+        if not self.file.closed:
+            self.file.close()
+
+
+def summarize(hist: HdrHistogram) -> dict[str, float]:
+    if hist.get_total_count() == 0:
+        return {"count": 0}
+    return {
+        "count": hist.get_total_count(),
+        "p50_us": hist.get_value_at_percentile(50),
+        "p99_us": hist.get_value_at_percentile(99),
+        "p999_us": hist.get_value_at_percentile(99.9),
+        "max_us": hist.get_max_value(),
+        "mean_us": round(hist.get_mean_value(), 1),
+    }
+
+
+def merge_run(run_dir: str | Path) -> dict:
+    """Merge every worker's ``latency/*.jsonl`` into ``latency/merged.jsonl`` (lossless HDR adds).
+
+    One line per (second, kind), ``worker: "merged"``, with summed ``counts``; returns whole-run
+    totals: ``{"kinds": {kind: summary}, "counts": {...}, "workers": n, "intervals": n}``.
+    Idempotent: the master calls it at test stop and the conductor may call it again.
+    """
+    folder = Path(run_dir) / "latency"
+    merged: dict[tuple[int, str], HdrHistogram] = {}
+    counts: dict[int, dict[str, int]] = {}
+    workers = set()
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        if path.name == "merged.jsonl":
+            continue
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a worker killed mid-line: its last line is lost, the rest still counts
+            workers.add(record["worker"])
+            key = (int(record["wall"]), record["kind"])
+            hist = merged.get(key)
+            if hist is None:
+                merged[key] = HdrHistogram.decode(record["hist"])
+            else:
+                hist.decode_and_add(record["hist"])
+            for name, n in record.get("counts", {}).items():
+                bucket = counts.setdefault(key[0], {})
+                bucket[name] = bucket.get(name, 0) + n
+    start = run_start_wall(Path(run_dir))
+    if start is None:
+        start = float(min((wall for wall, _ in merged), default=0))
+    totals: dict[str, HdrHistogram] = {}
+    if folder.is_dir():
+        tmp = folder / "merged.jsonl.tmp"
+        with open(tmp, "w") as out:
+            for (wall, kind), hist in sorted(merged.items()):
+                record = {"t": wall - start, "wall": wall, "interval_s": 1.0, "worker": "merged", "kind": kind,
+                          "hist": hist.encode().decode("ascii")}
+                if kind == "all" and wall in counts:
+                    record["counts"] = counts[wall]
+                out.write(json.dumps(record) + "\n")
+                total = totals.get(kind)
+                if total is None:
+                    total = totals[kind] = new_histogram()
+                total.add(hist)
+        tmp.replace(folder / "merged.jsonl")
+    total_counts: dict[str, int] = {}
+    for bucket in counts.values():
+        for name, n in bucket.items():
+            total_counts[name] = total_counts.get(name, 0) + n
+    return {
+        "kinds": {kind: summarize(h) for kind, h in sorted(totals.items())},
+        "counts": total_counts,
+        "workers": len(workers),
+        "intervals": len({wall for wall, _ in merged}),
+    }
+
+
+def micros_since(start_ns: int, end_ns: int) -> float:
+    return max(0.0, (end_ns - start_ns) / 1000.0)
+
+
+__all__ = ["HistorySampler", "HistoryWriter", "LatencyRecorder", "merge_run", "read_history", "summarize"]
