@@ -1,0 +1,130 @@
+"""Redis-native faults against the real (embedded) Valkey, each checked by its effect."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from chaos.context import ChaosContext, context_from_stack
+from chaos.faults import make_fault
+from chaos.ledger import Ledger, heal
+
+
+@pytest.fixture()
+def ctx(stack, tmp_path) -> ChaosContext:
+    return context_from_stack(stack, ledger_path=str(tmp_path / "ledger.jsonl"))
+
+
+def fill(client, domain: str, n: int) -> None:
+    client.mset({f"{domain}:{i}": f"v{i}" for i in range(1, n + 1)})
+
+
+def test_hot_key_expiry_deletes_exactly_the_hot_keys(ctx, redis_client):
+    fill(redis_client, "profiles", 50)
+    fill(redis_client, "products", 5)
+    fault = make_fault("hot-key-expiry", {"count": 10}).bind(ctx)
+    details = fault.apply()
+    assert details["keys"] == 10 and details["key_ids"] == [str(i) for i in range(1, 11)]
+    remaining = {k.decode() for k in redis_client.keys("profiles:*")}
+    assert remaining == {f"profiles:{i}" for i in range(11, 51)}
+    assert redis_client.exists(*[f"products:{i}" for i in range(1, 6)]) == 5
+    assert fault.revert() == {} and fault.revert() == {"skipped": True}
+
+
+def test_hot_key_expiry_by_lfu_frequency(ctx, redis_client):
+    fill(redis_client, "profiles", 30)
+    tracking = make_fault("lfu-tracking").bind(ctx)
+    tracking.apply()
+    try:
+        for _ in range(200):  # keys 7, 8, 9 are the hot ones
+            redis_client.get("profiles:7"), redis_client.get("profiles:8"), redis_client.get("profiles:9")
+        details = make_fault("hot-key-expiry", {"count": 3, "source": "lfu"}).bind(ctx).apply()
+    finally:
+        tracking.revert()
+    assert sorted(details["key_ids"]) == ["7", "8", "9"]
+    assert redis_client.exists("profiles:7", "profiles:8", "profiles:9") == 0
+    assert redis_client.dbsize() == 27
+    assert redis_client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+
+
+def test_pattern_synchronized_expiry_and_flush(ctx, redis_client):
+    fill(redis_client, "profiles", 20)
+    fill(redis_client, "products", 20)
+    assert make_fault("key-pattern-expiry", {"pattern": "products:*"}).bind(ctx).apply()["keys"] == 20
+    assert redis_client.dbsize() == 20
+    details = make_fault("synchronized-expiry", {"ttl_ms": 300}).bind(ctx).apply()
+    assert details["keys"] == 20
+    expiries = {redis_client.pexpiretime(f"profiles:{i}") for i in range(1, 21)}
+    assert len(expiries) == 1 and expiries.pop() == details["expire_at_ms"]
+    deadline = time.monotonic() + 5
+    while redis_client.dbsize() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert redis_client.dbsize() == 0
+    fill(redis_client, "profiles", 5)
+    assert make_fault("flush-cache").bind(ctx).apply() == {"keys": 5}
+    assert redis_client.dbsize() == 0
+
+
+def test_oom_fails_writes_reads_work_and_revert_restores(ctx, redis_client):
+    redis_client.set("profiles:1", "x")
+    before = redis_client.config_get("maxmemory*")
+    fault = make_fault("redis-oom").bind(ctx)
+    try:
+        fault.apply()
+        with pytest.raises(redis.exceptions.OutOfMemoryError, match="maxmemory"):
+            redis_client.set("profiles:2", "y")
+        assert redis_client.get("profiles:1") == b"x"
+    finally:
+        fault.revert()
+    fault.revert()  # safe twice
+    redis_client.set("profiles:2", "y")
+    assert redis_client.get("profiles:2") == b"y"
+    after = redis_client.config_get("maxmemory*")
+    assert (after["maxmemory"], after["maxmemory-policy"]) == (before["maxmemory"], before["maxmemory-policy"])
+
+
+def test_acl_denies_writes_to_default_user_and_revert_restores(ctx, redis_client):
+    redis_client.set("profiles:1", "x")
+    acl_before = redis_client.acl_list()
+    fault = make_fault("redis-acl-readonly").bind(ctx)
+    try:
+        fault.apply()
+        target = redis.Redis.from_url(ctx.redis_url)  # connects as `default`, like the targets
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            target.set("profiles:2", "y")
+        assert target.get("profiles:1") == b"x"
+        target.close()
+    finally:
+        fault.revert()
+    fault.revert()
+    redis_client.set("profiles:2", "y")
+    assert redis_client.acl_list() == acl_before  # no admin user left, default's rules as before
+
+
+def test_heal_reverts_a_fault_left_by_a_dead_controller(ctx, redis_client):
+    before = redis_client.config_get("maxmemory*")
+    fault = make_fault("redis-oom").bind(ctx)
+    fault.prepare()
+    ledger = Ledger(ctx.ledger_path)
+    ledger.add(fault, ctx)
+    fault.apply()
+    del fault  # the controller is gone; only the ledger remains
+    assert len(ledger.active()) == 1
+    results = heal(ctx.ledger_path)
+    assert [r["outcome"] for r in results] == ["reverted"]
+    assert ledger.active() == []
+    after = redis_client.config_get("maxmemory*")
+    assert (after["maxmemory"], after["maxmemory-policy"]) == (before["maxmemory"], before["maxmemory-policy"])
+    redis_client.set("k", "v")
+
+
+def test_remote_addresses_are_refused_unless_allowed(tmp_path):
+    ctx = ChaosContext(redis_url="redis://10.20.30.40:6379/0", ledger_path=tmp_path / "l")
+    fault = make_fault("flush-cache").bind(ctx)
+    with pytest.raises(Exception, match="not a loopback address"):
+        fault.check()
+    ctx.allow_remote = True
+    fault.check()
+    ChaosContext(redis_url="redis://localhost:1/0").check_local("redis://[::1]:1/0", "Redis")
