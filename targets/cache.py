@@ -1,0 +1,170 @@
+"""The Redis side of every strategy: entries, fills (plain, NX, lease- or lock-guarded), invalidation.
+
+Every call goes through a circuit breaker and short socket timeouts, so a slow or dead Redis costs
+a request at most one timeout, and nothing while the breaker is open. Failures raise
+CacheUnavailable and are counted in cachestorm_cache_errors_total{op}.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from targets.breaker import CircuitBreaker
+from targets.errors import CacheUnavailable
+from targets.metrics import Metrics
+
+# Set only while the caller's lease/lock token is still the current one. A lease or lock that was
+# deleted (invalidation) or taken over (expiry) makes the fill a no-op: a late fill cannot install
+# a value read before a write.
+GUARDED_SET = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+if ARGV[4] == 'release' then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+# Meta-style lease get: the value if present and fresh (ARGV[2] = now; ARGV[3] = '1' skips this for a
+# refresh); else a fresh token if nobody holds the lease; else wait.
+LEASE_GET = """
+if ARGV[3] ~= '1' then
+  local v = redis.call('GET', KEYS[1])
+  if v then
+    local x = cjson.decode(v)['x']
+    if x == 0 or x > tonumber(ARGV[2]) then return {'value', v} end
+  end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'wait', ''} end
+local token = tostring(redis.call('INCR', KEYS[3]))
+redis.call('SET', KEYS[2], token, 'PX', ARGV[1])
+return {'token', token}
+"""
+RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+NO_TTL_MS = 0
+
+
+@dataclass(slots=True)
+class Entry:
+    """A cached read: the record (None = known not to exist), its logical expiry (wall s, 0 = never)
+    and delta, the seconds its recompute took (XFetch needs it)."""
+
+    record: dict | None
+    expires_at: float
+    delta: float = 0.0
+
+    def encode(self) -> str:
+        return json.dumps({"r": self.record, "x": self.expires_at, "d": self.delta}, separators=(",", ":"))
+
+    @staticmethod
+    def decode(raw: bytes | str) -> Entry:
+        obj = json.loads(raw)
+        return Entry(obj["r"], obj["x"], obj.get("d", 0.0))
+
+    def fresh(self, now: float) -> bool:
+        return self.expires_at == 0 or now < self.expires_at
+
+
+class Cache:
+    def __init__(self, url: str, metrics: Metrics, timeout_ms: float = 250.0,
+                 breaker: CircuitBreaker | None = None):
+        timeout = timeout_ms / 1000.0
+        self.client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0,
+        )
+        self.metrics = metrics
+        self.breaker = breaker or CircuitBreaker()
+        self._guarded_set = self.client.register_script(GUARDED_SET)
+        self._lease_get = self.client.register_script(LEASE_GET)
+        self._release = self.client.register_script(RELEASE_IF_OWNER)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def call(self, op: str, awaitable):
+        """Run one Redis operation behind the breaker; map every failure to CacheUnavailable."""
+        if not self.breaker.allow():
+            awaitable.close()
+            self.metrics.cache_errors.labels(op).inc()
+            raise CacheUnavailable("circuit open")
+        try:
+            result = await awaitable
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            self.breaker.failure()
+            self.metrics.cache_errors.labels(op).inc()
+            raise CacheUnavailable(f"{op}: {exc.__class__.__name__}") from exc
+        self.breaker.success()
+        return result
+
+    # ---------------------------------------------------------------- reads and fills
+
+    async def get(self, key: str) -> Entry | None:
+        raw = await self.call("get", self.client.get(key))
+        return None if raw is None else Entry.decode(raw)
+
+    async def fill(self, key: str, entry: Entry, px_ms: int, *, nx: bool = False,
+                   guard: tuple[str, str] | None = None) -> bool:
+        """Install an entry. guard=(guard_key, token): only while that token is current."""
+        px = int(px_ms) if px_ms else None
+        if guard is not None:
+            guard_key, token = guard
+            ok = await self.call("fill", self._guarded_set(
+                keys=[key, guard_key], args=[token, entry.encode(), px or 2**31, "release"]))
+            return bool(ok)
+        return bool(await self.call("fill", self.client.set(key, entry.encode(), px=px, nx=nx)))
+
+    async def overwrite(self, key: str, entry: Entry, px_ms: int) -> None:
+        """A write's new value replaces the cached one; any outstanding lease is void."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(key, entry.encode(), px=int(px_ms) if px_ms else None)
+        pipe.delete(lease_key(key))
+        await self.call("overwrite", pipe.execute())
+
+    async def invalidate(self, key: str) -> None:
+        """Delete the value and its lease, so a fill that started before this write is refused."""
+        await self.call("invalidate", self.client.delete(key, lease_key(key)))
+
+    # ---------------------------------------------------------------- leases and locks
+
+    async def lease_get(self, key: str, lease_ms: float, ignore_value: bool = False) -> tuple[str, object]:
+        kind, payload = await self.call("lease", self._lease_get(
+            keys=[key, lease_key(key), "cachestorm:lease-seq"],
+            args=[int(lease_ms), repr(time.time()), "1" if ignore_value else "0"]))
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind == "value":
+            return "value", Entry.decode(payload)
+        return kind, (payload.decode() if isinstance(payload, bytes) else payload)
+
+    async def lease_release(self, key: str, token: str) -> None:
+        await self.call("lease", self._release(keys=[lease_key(key)], args=[token]))
+
+    async def lock_acquire(self, key: str, lock_ms: float) -> str | None:
+        """SET NX PX with a fencing token from a global sequence; None if someone else holds it."""
+        token = str(await self.call("lock", self.client.incr("cachestorm:fence-seq")))
+        ok = await self.call("lock", self.client.set(lock_key(key), token, nx=True, px=int(lock_ms)))
+        return token if ok else None
+
+    async def lock_held(self, key: str) -> bool:
+        return bool(await self.call("lock", self.client.exists(lock_key(key))))
+
+    async def lock_release(self, key: str, token: str) -> None:
+        await self.call("lock", self._release(keys=[lock_key(key)], args=[token]))
+
+
+def lease_key(key: str) -> str:
+    return key + ":lease"
+
+
+def lock_key(key: str) -> str:
+    return key + ":lock"
+
+
+def now() -> float:
+    return time.time()

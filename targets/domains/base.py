@@ -1,0 +1,90 @@
+"""What every domain service shares: keys, the read and write paths through the strategy, responses."""
+
+from __future__ import annotations
+
+import json
+
+from psycopg.types.json import Jsonb
+from starlette.requests import Request
+from starlette.responses import Response
+
+from targets.strategies.base import Change, Key, ReadResult
+
+
+class Domain:
+    name = ""
+    table = ""
+    default_strategy = "cache-aside"
+    default_ttl = 30.0
+    seed_sql = "jsonb_build_object('n', g)"   # SQL for the data of row g
+
+    def __init__(self, service):
+        self.service = service
+
+    def routes(self) -> list[tuple[str, object, list[str]]]:
+        raise NotImplementedError
+
+    def key(self, key_id: int) -> Key:
+        return Key(key_id, f"{self.name}:{key_id}", "hot" if key_id <= self.service.settings.hot_keys else "rest")
+
+    async def read(self, key_id: int, bypass_cache: bool = False) -> ReadResult:
+        service = self.service
+        key = self.key(key_id)
+        db, table = service.db, self.table
+
+        async def loader():
+            return await db.read(table, key_id)
+
+        if bypass_cache:
+            result = ReadResult(await loader(), "bypass")
+        else:
+            result = await service.strategy.read(key, loader)
+        service.metrics.result(result.source, key.klass)
+        return result
+
+    async def write(self, key_id: int, mode: str, payload: dict, set_sql: str, params: tuple,
+                    request_id: str | None) -> dict | None:
+        service = self.service
+        db, table = service.db, self.table
+
+        async def commit():
+            return await db.write(table, set_sql, params, key_id, request_id)
+
+        async def load_current():
+            return await db.read(table, key_id, recompute=False)
+
+        change = Change(mode, payload, commit, load_current, request_id)
+        return await service.strategy.write(self.key(key_id), change)
+
+    # ---------------------------------------------------------------- request/response helpers
+
+    @staticmethod
+    async def json_body(request: Request) -> dict:
+        from targets.app import BadRequest
+
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError as exc:
+            raise BadRequest("body is not JSON") from exc
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        return body
+
+    @staticmethod
+    def record_response(record: dict | None, source: str | None, extra: dict | None = None) -> Response:
+        headers = {"X-Version": str(record["version"]) if record else "0"}
+        if source:
+            headers["X-Cache"] = source
+        if record is None:
+            body = {"error": "not_found", "version": 0}
+            status = 404
+        else:
+            body = {"id": record["id"], "version": record["version"], "data": record["data"]}
+            status = 200
+        if extra and record is not None:
+            body.update(extra)
+        return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
+
+
+def jsonb(value) -> Jsonb:
+    return Jsonb(value)

@@ -1,0 +1,34 @@
+"""profiles: read-through with explicit invalidation + TTL by default. The owner reads their own
+writes: `X-User-Id` equal to the profile id routes the read past the cache."""
+
+from __future__ import annotations
+
+from targets.domains.base import Domain, jsonb
+
+
+class Profiles(Domain):
+    name = "profiles"
+    table = "profiles"
+    default_strategy = "read-through"
+    default_ttl = 30.0
+    seed_sql = "jsonb_build_object('name', 'user-' || g, 'bio', repeat('x', 64))"
+
+    def routes(self):
+        return [("/profiles/{id:int}", self.get, ["GET"]), ("/profiles/{id:int}", self.put, ["PUT"])]
+
+    async def get(self, request):
+        key_id = request.path_params["id"]
+        owner = request.headers.get("x-user-id") == str(key_id)
+        result = await self.read(key_id, bypass_cache=owner)
+        return self.record_response(result.record, result.source)
+
+    async def put(self, request):
+        from targets.app import BadRequest
+
+        key_id = request.path_params["id"]
+        data = (await self.json_body(request)).get("data")
+        if not isinstance(data, dict):
+            raise BadRequest('body must be {"data": {...}}')
+        record = await self.write(key_id, "replace", data, "data = %s", (jsonb(data),),
+                                  request.headers.get("x-request-id"))
+        return self.record_response(record, None)

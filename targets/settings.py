@@ -1,0 +1,115 @@
+"""Settings of one target process, parsed from `python -m targets` arguments and checked."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from cachestorm.errors import CachestormError
+
+
+@dataclass
+class TargetSettings:
+    domain: str = "profiles"
+    strategy: str = "default"          # NAME[+PROTECTION...]; "default" = the domain's recommendation
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432/cachestorm"
+    rows: int = 10_000
+    ttl: float | None = None           # seconds; None = the domain's default
+    recompute_ms: float = 50.0         # pg_sleep on every DB read: the cost a cache saves
+    pool_size: int = 5
+    pool_timeout: float = 1.0
+    hot_keys: int = 10
+    instance_id: str = ""
+    redis_timeout_ms: float = 250.0    # socket timeout of every Redis call
+    breaker_failures: int = 5          # consecutive Redis failures that open the breaker
+    breaker_cooldown_s: float = 1.0
+    lock_ms: float = 3000.0            # TTL of a recompute lock or lease
+    max_stale: float = 30.0            # stale-while-revalidate: seconds past expiry still served
+    negative_ttl: float = 5.0
+    jitter: float = 0.1                # ±fraction of the TTL
+    xfetch_beta: float = 1.0
+    stale_if_error_s: float = 300.0    # how long past expiry a value may serve as fallback
+    flush_interval: float = 1.0        # write-behind flush period (0 = only POST /counters/flush)
+    revoke_bound: float | None = None  # permissions: grant after revoke+bound is a violation (default ttl+1)
+
+    def effective_ttl(self, domain_default: float) -> float:
+        return self.ttl if self.ttl is not None else domain_default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m targets", description="A reference cached web service.")
+    d = TargetSettings()
+    p.add_argument("--domain", default=d.domain, help="profiles|catalog|counters|permissions")
+    p.add_argument("--strategy", default=d.strategy, help="NAME[+PROTECTION...], or 'default'")
+    p.add_argument("--host", default=d.host)
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--redis-url", default=d.redis_url)
+    p.add_argument("--postgres-url", default=d.postgres_url)
+    p.add_argument("--rows", type=int, default=d.rows)
+    p.add_argument("--ttl", type=float, default=None, help="cache TTL in s (default: per domain)")
+    p.add_argument("--recompute-ms", type=float, default=d.recompute_ms)
+    p.add_argument("--pool-size", type=int, default=d.pool_size)
+    p.add_argument("--pool-timeout", type=float, default=d.pool_timeout)
+    p.add_argument("--hot-keys", type=int, default=d.hot_keys)
+    p.add_argument("--instance-id", default=d.instance_id)
+    p.add_argument("--redis-timeout-ms", type=float, default=d.redis_timeout_ms)
+    p.add_argument("--breaker-failures", type=int, default=d.breaker_failures)
+    p.add_argument("--breaker-cooldown", type=float, default=d.breaker_cooldown_s, dest="breaker_cooldown_s")
+    p.add_argument("--lock-ms", type=float, default=d.lock_ms)
+    p.add_argument("--max-stale", type=float, default=d.max_stale)
+    p.add_argument("--negative-ttl", type=float, default=d.negative_ttl)
+    p.add_argument("--jitter", type=float, default=d.jitter)
+    p.add_argument("--xfetch-beta", type=float, default=d.xfetch_beta)
+    p.add_argument("--stale-if-error", type=float, default=d.stale_if_error_s, dest="stale_if_error_s")
+    p.add_argument("--flush-interval", type=float, default=d.flush_interval)
+    p.add_argument("--revoke-bound", type=float, default=None)
+    return p
+
+
+def parse_settings(argv: list[str] | None = None) -> TargetSettings:
+    parser = build_parser()
+
+    def fail(message: str):  # argparse prints usage + exits 2; we want one line and our error type
+        raise CachestormError(f"{message} (see python -m targets --help)")
+
+    parser.error = fail  # type: ignore[method-assign]
+    args = parser.parse_args(argv)
+    settings = TargetSettings(**vars(args))
+    validate(settings)
+    return settings
+
+
+def validate(s: TargetSettings) -> None:
+    from targets.domains import DOMAINS
+    from targets.strategies import parse_spec
+
+    if s.domain not in DOMAINS:
+        raise CachestormError(f"--domain {s.domain!r} is unknown; choose one of {', '.join(DOMAINS)}")
+    parse_spec(s.strategy if s.strategy != "default" else "no-cache")
+    _check_url(s.redis_url, ("redis",), "--redis-url")
+    _check_url(s.postgres_url, ("postgresql", "postgres"), "--postgres-url")
+    if not 0 < s.port < 65536:
+        raise CachestormError(f"--port {s.port} is out of range 1..65535")
+    for name in ("rows", "pool_size", "hot_keys", "breaker_failures"):
+        if getattr(s, name) < (0 if name == "hot_keys" else 1):
+            raise CachestormError(f"--{name.replace('_', '-')} must be positive")
+    for name in ("recompute_ms", "pool_timeout", "redis_timeout_ms", "lock_ms", "max_stale", "negative_ttl",
+                 "jitter", "flush_interval"):
+        if getattr(s, name) < 0:
+            raise CachestormError(f"--{name.replace('_', '-')} must not be negative")
+    if s.ttl is not None and s.ttl <= 0:
+        raise CachestormError("--ttl must be positive")
+
+
+def _check_url(url: str, schemes: tuple[str, ...], flag: str) -> None:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in schemes or not parts.hostname or port is None:
+        raise CachestormError(f"{flag} {url!r} is not a valid URL: expected {schemes[0]}://HOST:PORT/...")

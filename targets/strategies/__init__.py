@@ -1,0 +1,50 @@
+"""Caching strategies, picked by name. Adding one = one file + one line in STRATEGIES."""
+
+from __future__ import annotations
+
+import importlib
+
+from cachestorm.errors import CachestormError
+
+# name -> "module:Class"
+STRATEGIES: dict[str, str] = {
+    "no-cache": "targets.strategies.no_cache:NoCache",
+    "cache-aside": "targets.strategies.cache_aside:CacheAside",
+    "read-through": "targets.strategies.read_through:ReadThrough",
+    "write-through": "targets.strategies.write_through:WriteThrough",
+    "write-behind": "targets.strategies.write_behind:WriteBehind",
+    "invalidate-on-write": "targets.strategies.invalidate_on_write:InvalidateOnWrite",
+    "stale-while-revalidate": "targets.strategies.stale_while_revalidate:StaleWhileRevalidate",
+}
+
+
+def parse_spec(spec: str) -> tuple[str, list[str]]:
+    """'read-through+lease+jitter' -> ('read-through', ['lease', 'jitter']); raises on unknown names."""
+    from targets.protections import PROTECTIONS
+
+    name, *protections = [part.strip() for part in spec.split("+")]
+    if name not in STRATEGIES:
+        raise CachestormError(f"unknown strategy {name!r} in --strategy {spec!r}; choose one of "
+                              f"{', '.join(STRATEGIES)} (or 'default')")
+    for protection in protections:
+        if protection not in PROTECTIONS:
+            raise CachestormError(f"unknown protection {protection!r} in --strategy {spec!r}; choose from "
+                                  f"{', '.join(PROTECTIONS)}")
+    if len(set(protections)) != len(protections):
+        raise CachestormError(f"--strategy {spec!r} names a protection twice")
+    if protections and name == "no-cache":
+        raise CachestormError(f"--strategy {spec!r}: protections need a caching strategy, not no-cache")
+    return name, protections
+
+
+def load(import_string: str):
+    module_name, attribute = import_string.split(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def build_strategy(spec: str, service):
+    from targets.protections import PROTECTIONS
+
+    name, protection_names = parse_spec(spec)
+    protections = [load(PROTECTIONS[p])(service) for p in protection_names]
+    return load(STRATEGIES[name])(service, protections)
