@@ -107,8 +107,10 @@ class LiveNumbers:
         self._prune()
 
     def _prune(self) -> None:
-        latest = max([s[-1][0] for s in self._counters.values() if s] + [t for t, *_ in self._latency[-1:]],
-                     default=0.0)
+        ends = [s[-1][0] for s in self._counters.values() if s]
+        if self._latency:
+            ends.append(self._latency[-1][0])
+        latest = max(ends, default=0.0)
         horizon = latest - self.keep_s
         for samples in self._counters.values():
             while len(samples) > 2 and samples[1][0] < horizon:

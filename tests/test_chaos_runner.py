@@ -1,0 +1,112 @@
+"""The experiment runner end to end against the real stack, with synthetic probe numbers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from cachestorm.runfolder import Journal, read_journal
+from chaos.context import context_from_stack
+from chaos.experiment import parse_experiment
+from chaos.ledger import Ledger
+from chaos.runner import ExperimentRunner
+
+EXPERIMENT = """\
+name: e2e
+steady_state:
+  interval: 250ms
+  settle: 1s
+  probes:
+    - {name: db load bounded, metric: db_queries_per_s, max: 100, window: 1s}
+method:
+  - {fault: hot-key-expiry, at: 0.5s, settings: {count: 10}}
+  - {fault: redis-latency, at: 0.5s, for: 1.5s, settings: {latency_ms: 20}}
+deviation: DEVIATION
+"""
+
+
+def synthetic_metrics(run_dir, storm_from: float, storm_to: float) -> None:
+    """Scrapes for t = -5..10 s: 10 DB queries/s, 1,000/s inside the storm."""
+    total, lines = 0.0, []
+    for tenth in range(-50, 100):
+        t = tenth / 10
+        total += (1000 if storm_from <= t < storm_to else 10) / 10
+        lines.append(json.dumps({"t": t, "wall": 0, "instance": "a",
+                                 "metrics": {'cachestorm_db_queries_total{kind="read",key_class="hot"}': total}}))
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def make_runner(stack, tmp_path, deviation: str):
+    journal = Journal(tmp_path / "run", t0_wall=time.time())
+    ctx = context_from_stack(stack, ledger_path=str(tmp_path / "ledger.jsonl"), run_dir=str(tmp_path / "run"))
+    ctx.t0_monotonic = time.monotonic()
+    experiment = parse_experiment(EXPERIMENT.replace("DEVIATION", deviation), "e2e.yaml")
+    return ExperimentRunner(experiment, ctx, journal), journal, ctx
+
+
+def test_timeline_probes_and_journal(stack, tmp_path, redis_client, proxy_client):
+    redis_client.mset({f"profiles:{i}": "v" for i in range(1, 31)})
+    runner, journal, ctx = make_runner(stack, tmp_path, "continue")
+    synthetic_metrics(tmp_path / "run", storm_from=0.5, storm_to=1.5)
+    runner.start()
+    deadline = time.monotonic() + 3
+    while not proxy_client.toxics("redis") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(proxy_client.toxics("redis")) == 1       # the latency window is open
+    assert runner.wait(timeout=10)
+    runner.stop()
+    runner.stop()                                        # idempotent
+    assert proxy_client.toxics("redis") == [] and Ledger(ctx.ledger_path).active() == []
+    assert redis_client.dbsize() == 20
+    summary = runner.summary()
+    assert summary["hypothesis"] == "deviated" and not summary["aborted"] and summary["errors"] == []
+    phases = {(p["details"]["phase"], p["outcome"]) for p in summary["probes"]}
+    assert ("before", "ok") in phases and ("during", "deviated") in phases and ("after", "ok") in phases
+    records = read_journal(tmp_path / "run")
+    faults = {r["details"]["fault"]: r for r in records if r["kind"] == "fault"}
+    assert faults["hot-key-expiry"]["details"]["keys"] == 10
+    assert faults["hot-key-expiry"]["details"]["key_ids"] == [str(i) for i in range(1, 11)]
+    latency = faults["redis-latency"]
+    assert latency["outcome"] == "ok" and latency["details"]["ended_by"] == "end of window"
+    assert 1.3 <= latency["t_end"] - latency["t_start"] <= 2.0
+    assert 0.4 <= latency["t_start"] <= 0.9
+    assert any(r["kind"] == "probe" for r in records)
+
+
+def test_deviation_abort_rolls_back_early_and_sets_the_event(stack, tmp_path, redis_client, proxy_client):
+    runner, journal, ctx = make_runner(stack, tmp_path, "abort")
+    synthetic_metrics(tmp_path / "run", storm_from=0.0, storm_to=10.0)   # deviates at the first check
+    aborted = []
+    runner.on_abort = lambda: aborted.append(True)
+    runner.start()
+    assert runner.abort_event.wait(timeout=5)
+    runner.stop()
+    assert aborted == [True] and proxy_client.toxics("redis") == []
+    latency = [r for r in read_journal(tmp_path / "run") if r["details"].get("fault") == "redis-latency"]
+    if latency:  # the abort can land before the window opens (before: the storm is already on)
+        assert latency[0]["details"]["ended_by"] == "hypothesis deviated (abort)"
+        assert latency[0]["t_end"] < 1.9
+    assert Ledger(ctx.ledger_path).active() == []
+
+
+def test_stop_mid_fault_reverts_everything(stack, tmp_path, redis_client, proxy_client):
+    runner, journal, ctx = make_runner(stack, tmp_path, "continue")
+    runner.start()
+    deadline = time.monotonic() + 3
+    while not proxy_client.toxics("redis") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proxy_client.toxics("redis")
+    runner.stop()
+    assert proxy_client.toxics("redis") == [] and Ledger(ctx.ledger_path).active() == []
+    ended = [r["details"]["ended_by"] for r in read_journal(tmp_path / "run") if r["kind"] == "fault"]
+    assert "end of run" in ended
+
+
+def test_a_remote_address_is_refused_before_anything_runs(stack, tmp_path):
+    journal = Journal(tmp_path / "run")
+    ctx = context_from_stack(stack, ledger_path=str(tmp_path / "l"), redis_url="redis://192.0.2.1:6379/0")
+    experiment = parse_experiment(EXPERIMENT.replace("DEVIATION", "continue"), "e2e.yaml")
+    with pytest.raises(Exception, match="not a loopback address"):
+        ExperimentRunner(experiment, ctx, journal)
