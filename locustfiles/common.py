@@ -21,6 +21,7 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from cachestorm.errors import CachestormError
+from locustfiles.models.arrivals import Gaps
 from locustfiles.models.keys import write_key
 from locustfiles.recording import HistorySampler, HistoryWriter, LatencyRecorder, merge_run, summarize
 from locustfiles.settings import ARGUMENTS, Settings, build_settings
@@ -295,28 +296,29 @@ class CachestormUser(FastHttpUser):
         at ``--max-inflight`` greenlets an arrival is dropped and counted. Runs until the test stops.
         """
         pool = gevent.pool.Pool(settings.max_inflight)
-        rng = random.Random(None if settings.seed is None else settings.seed + 23)
+        seed = None if settings.seed is None else settings.seed + 23
         latency = Process.latency
         share = 1.0 / settings.open_users
-        next_s = time.monotonic() + rng.random() / max(settings.rate * share, 1e-9)  # random phase per scheduler
+        gaps = Gaps(settings.arrivals, seed)
+        next_s = time.monotonic() + random.random() / (settings.rate * share)  # random phase per scheduler
         while Process.settings is settings:
             level = settings.shape.level(time.monotonic() - Process.test_start_mono)
             if level is None:
                 break
             rate = level * settings.rate * share
-            now = time.monotonic()
-            if rate <= 0:
+            if rate <= 0:  # a shape at level 0: no arrivals, restart the schedule when it rises
                 gevent.sleep(0.05)
                 next_s = time.monotonic()
                 continue
+            now = time.monotonic()
             if next_s > now:
                 gevent.sleep(next_s - now)
-            intended_ns = int(next_s * 1e9)
+            intended_ns = int(next_s * 1e9)  # the schedule is absolute: oversleeping does not slow it
             if pool.full():
                 latency.count("dropped", 1)
             else:
                 pool.spawn(self.operation, settings, intended_ns)
-            next_s += rng.expovariate(rate) if settings.arrivals == "poisson" else 1.0 / rate
+            next_s += gaps(rate)
         pool.join(timeout=settings.request_timeout)
 
 

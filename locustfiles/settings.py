@@ -38,7 +38,7 @@ ARGUMENTS: list[tuple[str, type, Any, str]] = [
     ("--arrivals", str, "constant", "open model schedule: constant | poisson"),
     ("--max-inflight", int, 1000, "open model: in-flight bound per process; arrivals beyond it are dropped and counted"),
     ("--open-users", int, 0, "open model: scheduler users sharing --rate (0 = -u, at least 1; use one per worker)"),
-    ("--late-ms", float, 1.0, "open model: a send later than this after its intended time counts as late"),
+    ("--late-ms", float, 2.0, "open model: a send later than this after its intended time counts as late"),
     ("--shape", str, "", "steady | ramp | step | spike | diurnal | stages file .json/.yaml (default steady until -t)"),
     ("--shape-args", str, "", "shape parameters k=v,k=v (levels are fractions of -u or --rate)"),
     ("--retry", str, "none", "none | naive:N | backoff:N | budget:R"),

@@ -4,7 +4,9 @@ Raw asyncio HTTP/1.1 with keep-alive (uvloop when installed) so the load generat
 server, is the bottleneck. In-memory versions; ids 1..--keys exist from the start (version 1).
 Not a cache: X-Cache says "hit" for a key read before, "miss" the first time, "negative" for 404.
 
-    python -m locustfiles.stub_server --port 8089 [--keys 10000] [--delay-ms 0]
+    python -m locustfiles.stub_server --port 8089 [--keys 10000] [--delay-ms 0] [--error-share 0]
+
+``--error-share F`` answers a fraction F of requests 503 {"error": "db_unavailable"} (retry tests).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import re
 
 ROUTE = re.compile(rb"^/(profiles|products|counters|permissions)/(\d+)(?:/(incr|\d+|\w+))?$")
@@ -82,12 +85,13 @@ class Store:
         return 405, {"error": "method"}, {}
 
 
-REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
+REASONS = {503: b"Service Unavailable", 200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
 
 
 class HttpProtocol(asyncio.Protocol):
-    def __init__(self, store: Store, delay: float):
+    def __init__(self, store: Store, delay: float, error_share: float = 0.0):
         self.store, self.delay, self.buffer = store, delay, b""
+        self.error_share = error_share
 
     def connection_made(self, transport):
         self.transport = transport
@@ -109,7 +113,10 @@ class HttpProtocol(asyncio.Protocol):
             body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
             method, path, _ = head[0].split(b" ", 2)
-            status, data, extra = self.store.handle(method, path, body, headers)
+            if self.error_share and path != b"/healthz" and random.random() < self.error_share:
+                status, data, extra = 503, {"error": "db_unavailable"}, {}
+            else:
+                status, data, extra = self.store.handle(method, path, body, headers)
             payload = json.dumps(data).encode()
             lines = [b"HTTP/1.1 %d %s" % (status, REASONS.get(status, b"X")), b"Content-Type: application/json",
                      b"Content-Length: %d" % len(payload)]
@@ -125,10 +132,10 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.write(response)
 
 
-async def serve(port: int, keys: int, delay: float):
+async def serve(port: int, keys: int, delay: float, error_share: float = 0.0):
     store = Store(keys)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: HttpProtocol(store, delay), "127.0.0.1", port, backlog=1024)
+    server = await loop.create_server(lambda: HttpProtocol(store, delay, error_share), "127.0.0.1", port, backlog=1024)
     async with server:
         await server.serve_forever()
 
@@ -138,6 +145,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--keys", type=int, default=10000)
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--error-share", type=float, default=0.0)
     args = parser.parse_args(argv)
     try:
         import uvloop
@@ -145,8 +153,70 @@ def main(argv=None):
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(args.port, args.keys, args.delay_ms / 1000.0))
+    asyncio.run(serve(args.port, args.keys, args.delay_ms / 1000.0, args.error_share))
 
 
 if __name__ == "__main__":
     main()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class StubProcess:
+    """Run the stub server as a subprocess on a free port; ``url``; ``stop()``; a context manager."""
+
+    def __init__(self, *args: str, python: str | None = None, deadline_s: float = 10.0):
+        import http.client
+        import subprocess
+        import sys
+        import time
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [python or sys.executable, "-m", "locustfiles.stub_server", "--port", str(self.port), *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + deadline_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"stub server exited: {self.process.stderr.read().decode()[-500:]}")
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                connection.request("GET", "/healthz")
+                if connection.getresponse().status == 200:
+                    connection.close()
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("stub server did not answer /healthz in time") from None
+                time.sleep(0.02)  # poll interval while waiting for the port, bounded by the deadline
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self):
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server must be able to die
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except Exception:  # noqa: BLE001
+                self.process.kill()
+                self.process.wait(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

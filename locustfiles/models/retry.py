@@ -67,7 +67,7 @@ class Budget(NoRetry):
     def delay(self, attempt, retryable):
         if not retryable or attempt > self.max_retries:
             return None
-        if self.tokens < 1.0:
+        if self.tokens < 1.0 - 1e-9:  # 10 x 0.1 deposits must buy one retry despite rounding
             self.refused += 1
             return None
         self.tokens -= 1.0

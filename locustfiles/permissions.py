@@ -1,0 +1,28 @@
+"""Permissions traffic: checks GET /permissions/{user}/{perm} (history op "check", value 1/0 = granted),
+grants/revokes PUT /permissions/{user}/{perm} {"granted": bool}. The key id is the user; each user has
+permissions "read", "write", "admin" (read most often checked).
+"""
+
+import random
+
+from locustfiles.common import CachestormShape, CachestormUser, Process
+
+Process.domain = "permissions"
+__all__ = ["PermissionsUser", "CachestormShape"]
+PERMISSIONS = ("read", "read", "read", "write", "write", "admin")
+
+
+class PermissionsUser(CachestormUser):
+    def perform(self, op, key, intended_ns):
+        perm = random.choice(PERMISSIONS)
+        path = f"/permissions/{key}/{perm}"
+        name = "/permissions/[user]/[perm]"
+        if op == "read":
+            return self.call("check", key, "GET", path, name, intended_ns, read_granted=True)
+        if op == "write":
+            grant = random.random() < 0.5
+            return self.call("grant" if grant else "revoke", key, "PUT", path, name, intended_ns,
+                             body={"granted": grant}, value="1" if grant else "0")
+        if op == "delete":
+            return self.call("revoke", key, "PUT", path, name, intended_ns, body={"granted": False}, value="0")
+        raise ValueError(f"permissions has no operation {op!r}")
