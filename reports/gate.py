@@ -1,0 +1,159 @@
+"""SLO gate: evaluate a YAML list of SLOs over analysed runs.
+
+    slos:
+      - name: p99 under a hot-key expiry
+        metric: p99_ms_during_fault        # any headline metric (docs/report-schema.md)
+        max: 250                           # and/or min:
+        where: {strategy: xfetch, experiment: hot-key-expiry}   # optional filter on the run
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cachestorm.errors import CachestormError
+from reports.compare import as_analysis
+from reports.headline import CATALOG, comparable
+
+WHERE_FIELDS = ("strategy", "experiment", "domain", "label", "run_id")
+
+
+@dataclass(frozen=True)
+class Slo:
+    name: str
+    metric: str
+    max: float | None = None
+    min: float | None = None
+    where: dict = field(default_factory=dict)
+
+
+@dataclass
+class SloResult:
+    name: str
+    metric: str
+    run: str | None
+    run_dir: str | None
+    value: float | str | None
+    limit: float | None
+    bound: str  # "max" | "min"
+    passed: bool
+    excess: float | None = None  # how far past the limit (positive = violated), in the metric's unit
+    skipped: bool = False
+    message: str = ""
+
+
+@dataclass
+class GateResult:
+    config: str
+    results: list[SloResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(result.passed for result in self.results)
+
+    @property
+    def failures(self) -> list[SloResult]:
+        return [result for result in self.results if not result.passed]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "passed": self.passed, "results": [asdict(r) for r in self.results]}
+
+
+def load_slos(config_path: str | Path) -> list[Slo]:
+    path = Path(config_path)
+    if not path.exists():
+        raise CachestormError(f"{path}: no such gate config; pass a YAML file with a `slos:` list")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CachestormError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("slos"), list) or not data["slos"]:
+        raise CachestormError(f"{path}: field `slos` must be a non-empty list of {{name, metric, max|min, where}}")
+    return [_parse_slo(path, n, item) for n, item in enumerate(data["slos"])]
+
+
+def _parse_slo(path: Path, n: int, item) -> Slo:
+    where = f"{path}: slos[{n}]"
+    if not isinstance(item, dict):
+        raise CachestormError(f"{where}: must be a mapping with name, metric and max or min")
+    unknown = set(item) - {"name", "metric", "max", "min", "where"}
+    if unknown:
+        raise CachestormError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
+                              "allowed: name, metric, max, min, where")
+    metric = item.get("metric")
+    if not isinstance(metric, str) or not (metric in CATALOG or metric.startswith("nines_within_")):
+        raise CachestormError(f"{where}.metric: {metric!r} is not a known metric; use one of "
+                              f"{', '.join(CATALOG)} or nines_within_<M>s")
+    limits = {}
+    for bound in ("max", "min"):
+        value = item.get(bound)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise CachestormError(f"{where}.{bound}: {value!r} is not a number")
+        limits[bound] = None if value is None else float(value)
+    if limits["max"] is None and limits["min"] is None:
+        raise CachestormError(f"{where}: needs `max` or `min` (a number)")
+    filters = item.get("where") or {}
+    if not isinstance(filters, dict) or any(k not in WHERE_FIELDS for k in filters):
+        raise CachestormError(f"{where}.where: must map {', '.join(WHERE_FIELDS)} to a value or a list of values")
+    name = item.get("name", metric)
+    if not isinstance(name, str) or not name:
+        raise CachestormError(f"{where}.name: must be a non-empty string")
+    return Slo(name=name, metric=metric, max=limits["max"], min=limits["min"], where=dict(filters))
+
+
+def evaluate_gate(config_path: str | Path, run_dirs: list) -> GateResult:
+    """Evaluate the SLOs in `config_path` over runs (run folders, or analysis dicts already computed)."""
+    slos = load_slos(config_path)
+    if not run_dirs:
+        raise CachestormError("no runs to gate; pass one or more run folders")
+    analyses = [as_analysis(run) for run in run_dirs]
+    return GateResult(str(config_path), [r for slo in slos for r in evaluate_slo(slo, analyses)])
+
+
+def evaluate_slo(slo: Slo, analyses: list[dict]) -> list[SloResult]:
+    matching = [a for a in analyses if _matches(slo.where, a.get("run") or {})]
+    if not matching:
+        return [SloResult(slo.name, slo.metric, None, None, None, slo.max if slo.max is not None else slo.min,
+                          "max" if slo.max is not None else "min", True, skipped=True,
+                          message=f"no run matched where {slo.where}")]
+    results = []
+    for analysis in matching:
+        run = analysis.get("run") or {}
+        raw = (analysis.get("headline") or {}).get(slo.metric)
+        value = comparable(raw)
+        base = {"name": slo.name, "metric": slo.metric, "run": run.get("label"), "run_dir": run.get("path"),
+                "value": raw}
+        if value is None:
+            results.append(SloResult(**base, limit=slo.max if slo.max is not None else slo.min,
+                                     bound="max" if slo.max is not None else "min", passed=False,
+                                     message=f"{slo.metric} was not measured in this run"))
+            continue
+        for bound, limit in (("max", slo.max), ("min", slo.min)):
+            if limit is None:
+                continue
+            excess = value - limit if bound == "max" else limit - value
+            passed = excess <= 0
+            shown = raw if isinstance(raw, str) else round(value, 6)
+            message = (f"{slo.metric} = {shown} {'<=' if bound == 'max' else '>='} {limit:g}" if passed else
+                       f"{slo.metric} = {shown} is {'over' if bound == 'max' else 'under'} the {bound} {limit:g}"
+                       f" by {abs(excess):.6g}")
+            results.append(SloResult(**base, limit=limit, bound=bound, passed=passed,
+                                     excess=excess if excess not in (float("inf"), float("-inf")) else None,
+                                     message=message))
+    return results
+
+
+def _matches(where: dict, run: dict) -> bool:
+    for key, wanted in where.items():
+        actual = run.get(key)
+        options = wanted if isinstance(wanted, list) else [wanted]
+        if str(actual) not in {str(o) for o in options}:
+            return False
+    return True

@@ -1,0 +1,355 @@
+"""Self-contained HTML reports (one run, or a comparison): inline CSS, inline SVG, a little inline JS.
+
+Nothing is fetched: the files open offline. The script only makes tables sortable and marks
+<body data-render-ok="<charts>"> when it finished, or data-render-error when anything threw.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+
+from reports.compare import compare_runs, metric_names, winners
+from reports.headline import metric_info
+from reports.svg import Chart, Line, render
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f23;max-width:1200px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.meta{color:#586069;margin-bottom:12px}table{border-collapse:collapse;margin:6px 0 12px}
+th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;vertical-align:top}
+th{background:#f6f8fa;cursor:pointer;user-select:none}td:first-child,th:first-child{text-align:left}
+td.winner{background:#dafbe1;font-weight:600}td.regression{background:#ffebe9;color:#a40e26;font-weight:600}
+td.improvement{background:#dafbe1}.bad{color:#a40e26;font-weight:600}.good{color:#1a7f37}
+.charts{display:flex;flex-wrap:wrap;gap:8px}svg.chart{background:#fff;border:1px solid #e1e4e8}
+svg .chart-title{font-weight:600;font-size:13px}svg .tick,svg .legend,svg .axis-label,svg .note{font-size:11px;fill:#444}
+svg .grid{stroke:#eee}svg .axis{stroke:#888}svg rect.fault{fill:#d62728;fill-opacity:.12}
+code{font-size:12px}details{margin:4px 0 10px}.note{color:#586069}
+"""
+
+_SCRIPT = """
+(function(){
+  function cellValue(cell){
+    var text=(cell.getAttribute('data-sort')||cell.textContent||'').trim();
+    var number=parseFloat(text.replace(/[^0-9eE+.-]/g,''));
+    return isNaN(number)?text.toLowerCase():number;
+  }
+  function sortBy(table,column,ascending){
+    var body=table.tBodies[0]; if(!body){return;}
+    var rows=Array.prototype.slice.call(body.rows);
+    rows.sort(function(a,b){
+      var x=cellValue(a.cells[column]),y=cellValue(b.cells[column]);
+      if(typeof x!==typeof y){x=String(x);y=String(y);}
+      return (x<y?-1:x>y?1:0)*(ascending?1:-1);
+    });
+    rows.forEach(function(row){body.appendChild(row);});
+  }
+  var tables=document.querySelectorAll('table.sortable');
+  Array.prototype.forEach.call(tables,function(table){
+    var head=table.tHead; if(!head){return;}
+    Array.prototype.forEach.call(head.rows[0].cells,function(th,column){
+      th.title='click to sort';
+      th.addEventListener('click',function(){
+        var ascending=th.getAttribute('data-ascending')!=='true';
+        th.setAttribute('data-ascending',String(ascending));
+        sortBy(table,column,ascending);
+      });
+    });
+  });
+  var charts=document.querySelectorAll('svg.chart').length;
+  document.body.setAttribute('data-render-ok',String(charts));
+})();
+"""
+
+
+def fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "∞"
+        if unit == "" and 0 < abs(value) < 1:
+            text = f"{value:.4g}"
+        elif value == int(value) and abs(value) < 1e15:
+            text = f"{int(value):,}"
+        else:
+            text = f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    else:
+        text = f"{value:,}"
+    return f"{text} {unit}".strip()
+
+
+def _page(title: str, body: str) -> str:
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
+            "<script>window.onerror=function(message){document.body.setAttribute('data-render-error',"
+            "String(message));};</script>"
+            f"{body}<script>{_SCRIPT}</script></body></html>")
+
+
+def _table(headers: list[str], rows: list[list[str]], sortable: bool = True) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(cell if cell.startswith("<td") else f"<td>{cell}</td>" for cell in row)
+                   + "</tr>" for row in rows)
+    return (f'<table class="{"sortable" if sortable else ""}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>")
+
+
+def _shaded(analysis: dict) -> list[tuple[float, float, str]]:
+    return [(f["t_start"], f["t_end"], f["name"]) for f in analysis.get("faults") or []]
+
+
+def _series(points: list[dict], field: str) -> list[tuple[float, float | None]]:
+    return [(p["t"], p.get(field)) for p in points]
+
+
+# ---------------------------------------------------------------- one run
+
+def run_charts(analysis: dict) -> list[Chart]:
+    shaded = _shaded(analysis)
+    latency = analysis.get("latency") or {}
+    series = latency.get("series") or []
+    source = latency.get("source") or "no latency data"
+    charts = [Chart(f"Latency percentiles per second ({source})", "ms", [
+        Line("p50", _series(series, "p50_ms")), Line("p99", _series(series, "p99_ms")),
+        Line("p99.9", _series(series, "p999_ms"))], shaded, chart_id="latency")]
+    db = (analysis.get("db") or {}).get("series") or {}
+    names = {"target_reads": "DB reads (targets)", "target_all": "all DB queries (targets)",
+             "pg_calls": "statements (PostgreSQL)", "pg_xact_commit": "commits (PostgreSQL)"}
+    charts.append(Chart("DB queries per second", "queries/s",
+                        [Line(label, [(p["t"], p["per_s"]) for p in db.get(name) or []], dashed=name.startswith("pg"))
+                         for name, label in names.items() if db.get(name)], shaded, chart_id="db"))
+    cache = (analysis.get("cache") or {}).get("series") or []
+    charts.append(Chart("Cache hit ratio", "hits / lookups", [Line("hit ratio", _series(cache, "hit_ratio"))],
+                        shaded, y_max=1.0, chart_id="hit-ratio"))
+    errors = (analysis.get("errors") or {}).get("series") or []
+    kinds = sorted({kind for p in errors for kind in p.get("by_kind") or {}})
+    error_lines = [Line("errors", [(p["t"], p["errors"]) for p in errors])]
+    error_lines += [Line(kind, [(p["t"], (p.get("by_kind") or {}).get(kind, 0)) for p in errors]) for kind in kinds]
+    charts.append(Chart("Errors per second", "errors/s", error_lines, shaded, chart_id="errors"))
+    consistency = analysis.get("consistency") or {}
+    stale = (consistency.get("findings") or {}).get("stale_reads") or {}
+    stale_points = stale.get("series") or []
+    lines = [Line("worst staleness", _series(stale_points, "max_staleness_s"), color="#d62728")]
+    bound = consistency.get("staleness_bound_s")
+    if bound is not None and stale_points:
+        span = [p["t"] for p in (latency.get("series") or errors or stale_points)]
+        lines.append(Line("declared bound", [(min(span), bound), (max(span), bound)], color="#555", dashed=True))
+    charts.append(Chart("Stale reads: staleness per second", "seconds", lines, shaded, chart_id="staleness"))
+    return charts
+
+
+def render_run_html(analysis: dict) -> str:
+    run = analysis.get("run") or {}
+    title = f"cachestorm report: {run.get('label')}"
+    parts = [f"<h1>{escape(title)}</h1>",
+             f'<div class="meta">strategy <b>{escape(str(run.get("strategy")))}</b> · domain '
+             f'{escape(str(run.get("domain")))} · experiment {escape(str(run.get("experiment")))} · '
+             f'{fmt(run.get("duration_s"), "s")} · run <code>{escape(str(run.get("run_id")))}</code></div>']
+    parts.append('<h2>Charts</h2><div class="charts">' + "".join(render(c) for c in run_charts(analysis)) + "</div>")
+    headline = analysis.get("headline") or {}
+    rows = [[escape(metric_info(name).label), f'<td data-sort="{_sort_key(headline.get(name))}">'
+             f"{escape(fmt(headline.get(name), metric_info(name).unit))}</td>"]
+            for name in metric_names([headline])]
+    parts.append("<h2>Headline</h2>" + _table(["metric", "value"], rows))
+    parts.append(_latency_section(analysis))
+    parts.append(_faults_section(analysis))
+    parts.append(_errors_section(analysis))
+    parts.append(_consistency_section(analysis))
+    return _page(title, "".join(parts))
+
+
+def _sort_key(value) -> str:
+    if value == "all":
+        return "1e308"
+    return "" if value is None or isinstance(value, str) else str(value)
+
+
+def _latency_section(analysis: dict) -> str:
+    latency = analysis.get("latency") or {}
+    rows = []
+    for name, summary in [("whole run", latency.get("overall")), ("during faults", latency.get("during_fault")),
+                          *(latency.get("by_phase") or {}).items(), *(
+                              (f"kind: {k}", v) for k, v in (latency.get("by_kind") or {}).items())]:
+        summary = summary or {}
+        rows.append([escape(name)] + [escape(fmt(summary.get(f), "" if f == "count" else "ms"))
+                                      for f in ("count", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms")])
+    note = " (Locust's rounded per-second percentiles; a phase shows its worst second)" if latency.get(
+        "approximate") else ""
+    return (f"<h2>Latency</h2><p class=\"note\">source: {escape(str(latency.get('source')))}{escape(note)}</p>"
+            + _table(["phase", "count", "p50", "p90", "p99", "p99.9", "max"], rows))
+
+
+def _faults_section(analysis: dict) -> str:
+    db = analysis.get("db") or {}
+    latency = analysis.get("latency") or {}
+    rows = []
+    for fault, phase in zip(db.get("faults") or [], [p for p in analysis.get("phases") or []
+                                                     if p["kind"] == "during"], strict=False):
+        hot = fault.get("hot_key_expiry") or {}
+        during = (latency.get("by_phase") or {}).get(phase["name"]) or {}
+        rows.append([escape(fault["fault"]), escape(f"{fault['t_start']:g}–{fault['t_end']:g} s"),
+                     escape(fmt(during.get("p99_ms"), "ms")), escape(fmt(fault.get("peak_queries_per_s"), "q/s")),
+                     escape(fmt(fault.get("amplification"), "x")),
+                     escape(fmt(hot.get("db_reads_per_key"))), escape(fmt(hot.get("recomputes_per_key"))),
+                     escape(fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
+                            else "not recovered")])
+    steady = (f"steady state (median before the first fault): {fmt(db.get('steady_queries_per_s'), 'q/s')}, "
+              f"p99 {fmt(db.get('steady_p99_ms'), 'ms')}; DB source: {db.get('source')}")
+    if not rows:
+        return f"<h2>Faults</h2><p class=\"note\">no faults in this run; {escape(steady)}</p>"
+    return ("<h2>Faults</h2>" + f"<p class=\"note\">{escape(steady)}</p>"
+            + _table(["fault", "window", "p99", "DB peak", "amplification", "DB reads / expired key",
+                      "recomputes / expired key", "recovery"], rows))
+
+
+def _errors_section(analysis: dict) -> str:
+    errors = analysis.get("errors") or {}
+    rows = [[escape(kind), escape(fmt(count))] for kind, count in (errors.get("by_kind") or {}).items()]
+    rows += [[escape(f"locust: {kind}"), escape(fmt(count))]
+             for kind, count in (errors.get("locust_failures_by_kind") or {}).items()]
+    rows.append(["pool timeouts (targets)", escape(fmt(errors.get("pool_timeouts_reported_by_targets")))])
+    attempts = errors.get("attempts")
+    text = (f"error rate {fmt(errors.get('error_rate'))} of {fmt(errors.get('operations'))} operations"
+            f" (source: {errors.get('error_rate_source')})")
+    if attempts:
+        text += (f"; {fmt(attempts['logical_requests'])} logical requests, {fmt(attempts['mean_attempts'])} "
+                 f"attempts each on average, {fmt(attempts['retried_requests'])} retried")
+    return f"<h2>Errors</h2><p class=\"note\">{escape(text)}</p>" + _table(["kind", "count"], rows)
+
+
+_EXAMPLE_FIELDS = ("key", "op", "t_start", "t_end", "version", "source", "user", "request_id", "status")
+
+
+def _examples(examples: list[dict]) -> str:
+    if not examples:
+        return ""
+    extra = sorted({k for e in examples for k in e if k not in _EXAMPLE_FIELDS and k not in (
+        "start_ns", "end_ns", "start_wall", "operation")})
+    rows = [[escape(fmt(e.get(f))) for f in _EXAMPLE_FIELDS + tuple(extra)] for e in examples]
+    return "<details><summary>examples</summary>" + _table(list(_EXAMPLE_FIELDS) + extra, rows, False) + "</details>"
+
+
+def _consistency_section(analysis: dict) -> str:
+    consistency = analysis.get("consistency")
+    if not consistency:
+        return "<h2>Consistency</h2><p class=\"note\">no histories in this run: nothing checked</p>"
+    findings = consistency["findings"]
+    stale = findings["stale_reads"]
+    counters = findings["counters"]
+    parts = ["<h2>Consistency</h2>", f"<p class=\"note\">{fmt(consistency['operations'])} operations, "
+             f"{fmt(consistency['reads_checked'])} reads checked; declared staleness bound "
+             f"{escape(fmt(consistency.get('staleness_bound_s'), 's'))}</p>"]
+    spread = stale.get("staleness_s") or {}
+    rows = [
+        ["stale reads", _count(stale["count"]), escape(
+            f"p50 {fmt(spread.get('p50'), 's')}, p99 {fmt(spread.get('p99'), 's')}, max {fmt(spread.get('max'), 's')}; "
+            f"over bound: {fmt(stale.get('over_bound'))}")],
+        ["read-your-writes violations", _count(findings["read_your_writes"]["count"]),
+         escape(f"{fmt(findings['read_your_writes']['reads_checked'])} own reads checked")],
+        ["lost writes", _count(findings["lost_writes"]["count"]) if findings["lost_writes"]["checked"] else "–",
+         escape(findings["lost_writes"].get("note", "acknowledged, absent from PostgreSQL at the end"))],
+        ["counters: lost increments", _count(counters["lost"]["count"]) if counters["checked"] else "–",
+         escape(counters.get("note") or f"amount {fmt(counters['lost']['amount'])}")],
+        ["counters: duplicated increments", _count(counters["duplicated"]["count"]) if counters["checked"] else "–",
+         escape(f"indeterminate (timeouts): {fmt(counters['indeterminate_total'])}")],
+        ["granted after revoke", _count(findings["revoked_granted"]["count"]),
+         escape(f"bound {fmt(findings['revoked_granted']['bound_s'], 's')}")],
+    ]
+    parts.append(_table(["finding", "count", "detail"], rows, False))
+    for title, examples in (("stale reads (worst first)", stale["examples"]),
+                            ("read-your-writes", findings["read_your_writes"]["examples"]),
+                            ("lost writes", findings["lost_writes"]["examples"]),
+                            ("granted after revoke", findings["revoked_granted"]["examples"])):
+        if examples:
+            parts.append(f"<h3>{escape(title)}</h3>{_examples(examples)}")
+    for title in ("lost", "duplicated"):
+        if counters[title]["examples"]:
+            rows = [[escape(str(e["key"])), fmt(e["acked"]), fmt(e["indeterminate"]), fmt(e["db"]),
+                     fmt(e["difference"])] for e in counters[title]["examples"]]
+            parts.append(f"<h3>counters: {title}</h3>"
+                         + _table(["key", "acked", "indeterminate", "db", "difference"], rows, False))
+    nines = [[escape(fmt(r["within_s"], "s")), escape(fmt(r["consistent"])), escape(fmt(r["total"])),
+              escape(r["display"])] for r in findings["consistency_nines"]]
+    parts.append("<h3>Reads consistent within M seconds</h3>"
+                 + _table(["within", "consistent reads", "reads", "nines"], nines, False))
+    return "".join(parts)
+
+
+def _count(count: int) -> str:
+    return f'<td class="{"bad" if count else "good"}">{fmt(count)}</td>'
+
+
+# ---------------------------------------------------------------- several runs
+
+def render_comparison_html(analyses: list[dict]) -> str:
+    labels = [str((a.get("run") or {}).get("label")) for a in analyses]
+    headlines = [a.get("headline") or {} for a in analyses]
+    names = metric_names(headlines)
+    best = winners(headlines)
+    title = f"cachestorm comparison: {len(analyses)} runs"
+    parts = [f"<h1>{escape(title)}</h1>", '<div class="meta">best value per column highlighted '
+             "(lower p99 wins, fewer DB loads wins, higher hit ratio wins, …)</div>"]
+    header = ["run", "strategy", "experiment"] + [
+        f"{metric_info(n).label}" + (f" ({metric_info(n).unit})" if metric_info(n).unit else "") for n in names]
+    rows = []
+    for index, (analysis, headline) in enumerate(zip(analyses, headlines, strict=True)):
+        run = analysis.get("run") or {}
+        row = [escape(labels[index]), escape(str(run.get("strategy"))), escape(str(run.get("experiment")))]
+        for name in names:
+            css = ' class="winner"' if index in best.get(name, []) else ""
+            row.append(f'<td{css} data-sort="{_sort_key(headline.get(name))}">'
+                       f"{escape(fmt(headline.get(name)))}</td>")
+        rows.append(row)
+    parts.append("<h2>Side by side</h2>" + _table(header, rows))
+    parts.append('<h2>Charts</h2><div class="charts">' + "".join(
+        render(c) for c in comparison_charts(analyses, labels)) + "</div>")
+    for analysis, label in zip(analyses[1:], labels[1:], strict=True):
+        parts.append(_delta_section(compare_runs(analyses[0], analysis), labels[0], label))
+    return _page(title, "".join(parts))
+
+
+def comparison_charts(analyses: list[dict], labels: list[str]) -> list[Chart]:
+    def lines(extract) -> list[Line]:
+        return [Line(label, extract(a)) for a, label in zip(analyses, labels, strict=True)]
+
+    shaded = _shaded(analyses[0]) if analyses else []
+    db_source = lambda a: (a.get("db") or {}).get("source")  # noqa: E731 - tiny accessor
+    return [
+        Chart("p99 latency per second", "ms",
+              lines(lambda a: _series((a.get("latency") or {}).get("series") or [], "p99_ms")), shaded,
+              chart_id="cmp-p99"),
+        Chart("DB queries per second (each run's headline source)", "queries/s",
+              lines(lambda a: [(p["t"], p["per_s"]) for p in
+                               ((a.get("db") or {}).get("series") or {}).get(db_source(a) or "", [])]), shaded,
+              chart_id="cmp-db"),
+        Chart("Cache hit ratio", "hits / lookups",
+              lines(lambda a: _series((a.get("cache") or {}).get("series") or [], "hit_ratio")), shaded,
+              y_max=1.0, chart_id="cmp-hit"),
+        Chart("Errors per second", "errors/s",
+              lines(lambda a: [(p["t"], p["errors"]) for p in (a.get("errors") or {}).get("series") or []]),
+              shaded, chart_id="cmp-errors"),
+        Chart("Worst staleness per second", "seconds",
+              lines(lambda a: _series((((a.get("consistency") or {}).get("findings") or {}).get("stale_reads")
+                                       or {}).get("series") or [], "max_staleness_s")), shaded,
+              chart_id="cmp-staleness"),
+    ]
+
+
+def _delta_section(comparison: dict, baseline: str, candidate: str) -> str:
+    rows = []
+    for row in comparison["metrics"]:
+        css = "regression" if row["regression"] else "improvement" if row["improvement"] else ""
+        relative = "" if row["relative"] is None else f"{row['relative'] * 100:+.1f}%"
+        delta = fmt(row["delta"], row["unit"]) if row["delta"] is not None else ""
+        rows.append([escape(row["label"]), escape(fmt(row["baseline"], row["unit"])),
+                     escape(fmt(row["candidate"], row["unit"])),
+                     f'<td class="{css}">{escape(delta)} {escape(relative)}</td>',
+                     escape("regression" if row["regression"] else "better" if row["improvement"] else "")])
+    return (f"<h2>{escape(candidate)} vs {escape(baseline)}</h2>"
+            + _table(["metric", baseline, candidate, "delta", "verdict"], rows))

@@ -1,0 +1,83 @@
+"""Markdown summaries that fit a GitHub job summary or a PR comment."""
+
+from __future__ import annotations
+
+from reports.compare import compare_runs, metric_names, winners
+from reports.headline import metric_info
+from reports.html import fmt
+
+_RUN_METRICS = ("requests", "p99_ms", "p99_ms_before_fault", "p99_ms_during_fault", "error_rate",
+                "db_amplification", "db_loads_per_expiry", "recovery_s", "hit_ratio", "stale_reads",
+                "max_staleness_s", "ryw_violations", "lost_writes", "counter_lost", "counter_duplicated",
+                "revoked_granted")
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_run_markdown(analysis: dict, gate=None) -> str:
+    run = analysis.get("run") or {}
+    headline = analysis.get("headline") or {}
+    lines = [f"### cachestorm: {_cell(run.get('label'))}", "",
+             f"strategy **{_cell(run.get('strategy'))}** · domain {_cell(run.get('domain'))} · experiment "
+             f"{_cell(run.get('experiment'))} · {fmt(run.get('duration_s'), 's')}", "",
+             "| metric | value |", "| --- | ---: |"]
+    for name in _RUN_METRICS:
+        if headline.get(name) is not None:
+            info = metric_info(name)
+            lines.append(f"| {info.label} | {_cell(fmt(headline[name], info.unit))} |")
+    nines = [n for n in metric_names([headline]) if n.startswith("nines_within_")]
+    if nines:
+        lines.append("| reads consistent within M s (nines) | "
+                     + ", ".join(f"{n.removeprefix('nines_within_')}: {_cell(fmt(headline[n]))}" for n in nines)
+                     + " |")
+    faults = (analysis.get("db") or {}).get("faults") or []
+    if faults:
+        lines += ["", "| fault | window | DB peak | amplification | recovery |", "| --- | --- | ---: | ---: | ---: |"]
+        for fault in faults:
+            recovery = fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None else "not recovered"
+            lines.append(f"| {_cell(fault['fault'])} | {fault['t_start']:g}–{fault['t_end']:g} s | "
+                         f"{fmt(fault.get('peak_queries_per_s'), 'q/s')} | {fmt(fault.get('amplification'), 'x')} | "
+                         f"{recovery} |")
+    if gate is not None:
+        lines += ["", render_gate_markdown(gate)]
+    return "\n".join(lines) + "\n"
+
+
+def render_comparison_markdown(analyses: list[dict]) -> str:
+    headlines = [a.get("headline") or {} for a in analyses]
+    names = [n for n in metric_names(headlines) if n in _RUN_METRICS]
+    best = winners(headlines)
+    labels = [str((a.get("run") or {}).get("label")) for a in analyses]
+    lines = [f"### cachestorm comparison ({len(analyses)} runs)", "", "best value per column in **bold**", "",
+             "| run | " + " | ".join(metric_info(n).label for n in names) + " |",
+             "| --- |" + " ---: |" * len(names)]
+    for index, headline in enumerate(headlines):
+        cells = []
+        for name in names:
+            text = _cell(fmt(headline.get(name), metric_info(name).unit))
+            cells.append(f"**{text}**" if index in best.get(name, []) else text)
+        lines.append(f"| {_cell(labels[index])} | " + " | ".join(cells) + " |")
+    for analysis, label in zip(analyses[1:], labels[1:], strict=True):
+        comparison = compare_runs(analyses[0], analysis)
+        if comparison["regressions"]:
+            lines += ["", f"**Regressions of {_cell(label)} vs {_cell(labels[0])}:** " + ", ".join(
+                _delta_text(row) for row in comparison["metrics"] if row["regression"])]
+    return "\n".join(lines) + "\n"
+
+
+def _delta_text(row: dict) -> str:
+    relative = "" if row["relative"] is None else f" ({row['relative'] * 100:+.0f}%)"
+    return f"{row['label']} {fmt(row['baseline'], row['unit'])} → {fmt(row['candidate'], row['unit'])}{relative}"
+
+
+def render_gate_markdown(gate) -> str:
+    verdict = "passed" if gate.passed else f"**failed** ({len(gate.failures)} of {len(gate.results)})"
+    lines = [f"#### SLO gate: {verdict}", "", "| | SLO | run | value | limit | detail |",
+             "| --- | --- | --- | ---: | ---: | --- |"]
+    for result in gate.results:
+        mark = "skipped" if result.skipped else ("✅" if result.passed else "❌")
+        lines.append(f"| {mark} | {_cell(result.name)} | {_cell(result.run or '–')} | {_cell(fmt(result.value))} | "
+                     f"{result.bound} {fmt(result.limit)} | {_cell(result.message)} |")
+    return "\n".join(lines) + "\n"

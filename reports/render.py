@@ -1,0 +1,42 @@
+"""Write a run's (or a comparison's) report files: HTML, Markdown and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reports.analysis import analyze_run
+from reports.html import render_comparison_html, render_run_html
+from reports.jsonout import write_json
+from reports.markdown import render_comparison_markdown, render_run_markdown
+
+
+def render_run(run_dir: str | Path) -> list[Path]:
+    """Analyse a run folder and write report.html, summary.md and report.json into it."""
+    run_dir = Path(run_dir)
+    analysis = analyze_run(run_dir)
+    return write_run_reports(analysis, run_dir)
+
+
+def write_run_reports(analysis: dict, run_dir: str | Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    html = run_dir / "report.html"
+    html.write_text(render_run_html(analysis), encoding="utf-8")
+    markdown = run_dir / "summary.md"
+    markdown.write_text(render_run_markdown(analysis), encoding="utf-8")
+    return [html, markdown, write_json(analysis, run_dir / "report.json")]
+
+
+def render_comparison(run_dirs: list, out_dir: str | Path) -> list[Path]:
+    """Analyse several runs and write comparison.html, comparison.md and comparison.json into out_dir."""
+    from reports.compare import as_analysis, compare_runs
+
+    analyses = [as_analysis(run) for run in run_dirs]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html = out_dir / "comparison.html"
+    html.write_text(render_comparison_html(analyses), encoding="utf-8")
+    markdown = out_dir / "comparison.md"
+    markdown.write_text(render_comparison_markdown(analyses), encoding="utf-8")
+    summary = {"runs": [a.get("run") for a in analyses], "headlines": [a.get("headline") for a in analyses],
+               "deltas": [compare_runs(analyses[0], a) for a in analyses[1:]]}
+    return [html, markdown, write_json(summary, out_dir / "comparison.json")]
