@@ -11,7 +11,7 @@ class Catalog(Domain):
     table = "products"
     default_strategy = "stale-while-revalidate"
     default_ttl = 300.0
-    seed_sql = "jsonb_build_object('name', 'product-' || g, 'price_cents', 100 + g % 9900)"
+    seed_sql = "jsonb_build_object('name', 'product-' || g, 'price_cents', 100 + mod(g, 9900))"
 
     def routes(self):
         return [("/products/{id:int}", self.get, ["GET"]), ("/products/{id:int}", self.put, ["PUT"])]

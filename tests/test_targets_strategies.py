@@ -1,0 +1,161 @@
+"""Each strategy's defining property, in-process against real Valkey and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+import pytest
+import redis
+
+from targets.settings import TargetSettings
+from targets.testing import in_process
+
+
+@pytest.fixture()
+def settings(stack, redis_client) -> TargetSettings:
+    return TargetSettings(domain="profiles", redis_url=stack.redis_url, postgres_url=stack.postgres_url,
+                          rows=200, recompute_ms=0, ttl=30, flush_interval=0)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def put(client, key_id: int, name: str):
+    return client.put(f"/profiles/{key_id}", json={"data": {"name": name}})
+
+
+def test_read_through_invalidates_on_write(settings):
+    settings.strategy = "read-through"
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, _):
+            await client.get("/profiles/4")
+            assert (await client.get("/profiles/4")).headers["x-cache"] == "hit"
+            assert (await put(client, 4, "b")).json()["version"] == 2
+            after = await client.get("/profiles/4")
+            assert (after.headers["x-cache"], after.json()["version"]) == ("miss", 2)
+
+    run(scenario())
+
+
+def test_write_through_overwrites_cache(settings):
+    settings.strategy = "write-through"
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, _):
+            await client.get("/profiles/4")
+            await put(client, 4, "b")
+            after = await client.get("/profiles/4")
+            assert (after.headers["x-cache"], after.json()["version"], after.json()["data"]) == ("hit", 2, {"name": "b"})
+
+    run(scenario())
+
+
+def test_invalidate_on_write_new_version_unless_delete_failed(stack, settings):
+    """The delete is the only thing that ends a cached value (no TTL). A Redis user that may not
+    DEL makes every invalidation fail for real: the old version is then served on and on."""
+    settings.strategy = "invalidate-on-write"
+    admin = redis.Redis.from_url(stack.redis_url)
+    admin.execute_command("ACL", "SETUSER", "nodel", "on", ">pw", "~*", "&*", "+@all", "-del", "-unlink")
+    port = stack.redis_url.rsplit(":", 1)[1].split("/")[0]
+
+    async def scenario(redis_url: str, expect_version: int, expect_source: str):
+        settings.redis_url = redis_url
+        async with in_process(settings, reset=True) as (client, service):
+            await client.get("/profiles/8")
+            write = await put(client, 8, "new")
+            assert write.status_code == 200 and write.json()["version"] == 2
+            after = await client.get("/profiles/8")
+            assert (after.json()["version"], after.headers["x-cache"]) == (expect_version, expect_source)
+            return service.metrics.value("cachestorm_cache_errors_total", {"op": "invalidate"})
+
+    assert run(scenario(stack.redis_url, 2, "miss")) == 0
+    assert redis.Redis.from_url(stack.redis_url).pttl("profiles:8") == -1, "entries have no TTL"
+    errors = run(scenario(f"redis://nodel:pw@127.0.0.1:{port}/0", 1, "hit"))
+    assert errors == 1, "the lost invalidation is counted, not hidden"
+    admin.execute_command("ACL", "DELUSER", "nodel")
+
+
+def test_stale_while_revalidate_serves_stale_fast_with_one_refresh(settings):
+    settings.domain, settings.strategy = "catalog", "stale-while-revalidate"
+    settings.ttl, settings.recompute_ms, settings.max_stale = 0.3, 400, 30
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, service):
+            assert (await client.get("/products/2")).headers["x-cache"] == "miss"
+            await asyncio.sleep(0.35)  # the value's TTL passes
+            started = time.perf_counter()
+            stale = await asyncio.gather(*(client.get("/products/2") for _ in range(20)))
+            elapsed = time.perf_counter() - started
+            assert {r.headers["x-cache"] for r in stale} == {"stale"}
+            assert elapsed < 0.2, f"20 stale answers took {elapsed:.3f}s; the refresh costs 0.4 s"
+            deadline = time.monotonic() + 5
+            while service.metrics.value("cachestorm_recomputes_total", {"key_class": "hot"}) < 2:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
+            assert service.metrics.value("cachestorm_recomputes_total", {"key_class": "hot"}) == 2
+            assert (await client.get("/products/2")).headers["x-cache"] == "hit"
+            # writes overwrite the cache, never evict
+            await client.put("/products/2", json={"data": {"name": "x"}})
+            after = await client.get("/products/2")
+            assert (after.headers["x-cache"], after.json()["version"]) == ("hit", 2)
+
+    run(scenario())
+
+
+def counter_in_db(url: str, key_id: int) -> tuple[int, int]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT (data->>'count')::bigint, version FROM counters WHERE id = %s", (key_id,)).fetchone()
+    return row[0], row[1]
+
+
+def test_write_behind_flush_holds_exactly_the_acknowledged_increments(settings):
+    settings.domain, settings.strategy = "counters", "write-behind"
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, service):
+            acked = 0
+            for i in range(60):
+                r = await client.post(f"/counters/{1 + i % 3}/incr", json={"by": 2}, headers={"X-Request-Id": f"r{i}"})
+                assert r.status_code == 200
+                acked += 2
+            dup = await client.post("/counters/1/incr", json={"by": 2}, headers={"X-Request-Id": "r0"})
+            assert dup.status_code == 200  # retried request: acknowledged, applied once
+            assert (await client.get("/counters/1")).json()["count"] == 40
+            assert counter_in_db(settings.postgres_url, 1) == (0, 1), "nothing reaches PostgreSQL before a flush"
+            assert (await client.get("/counters/pending")).json()["pending"] == 3
+            # the flush commits, then "times out" before Redis learns it: retried with the same id
+            failed = await client.post("/counters/flush?fail=after_commit")
+            assert failed.status_code == 503 and failed.json()["error"] == "db_unavailable"
+            retry = (await client.post("/counters/flush")).json()
+            assert retry["applied"] is False and retry["pending"] == 0
+            total = sum(counter_in_db(settings.postgres_url, k)[0] for k in (1, 2, 3))
+            assert total == acked == 120, "a retried flush must not double-apply"
+            assert counter_in_db(settings.postgres_url, 1) == (40, 21)
+            # after the flush the value gets its TTL back and reads still see it
+            assert (await client.get("/counters/1")).json()["count"] == 40
+            await client.post("/counters/1/incr", json={"by": 5}, headers={"X-Request-Id": "last"})
+            assert (await client.post("/counters/flush")).json()["flushed"] == 1
+            assert counter_in_db(settings.postgres_url, 1)[0] == 45
+            assert service.metrics.value("cachestorm_write_behind_backlog") == 0
+
+    run(scenario())
+
+
+def test_write_behind_periodic_flush(settings):
+    settings.domain, settings.strategy, settings.flush_interval = "counters", "write-behind", 0.1
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, _):
+            for i in range(10):
+                await client.post("/counters/9/incr", json={"by": 1}, headers={"X-Request-Id": f"p{i}"})
+            deadline = time.monotonic() + 5
+            while counter_in_db(settings.postgres_url, 9)[0] != 10:
+                assert time.monotonic() < deadline, "the periodic flush never applied the increments"
+                await asyncio.sleep(0.05)
+
+    run(scenario())
