@@ -1,0 +1,127 @@
+"""Real Locust runs as subprocesses against a real HTTP server (the stub in locustfiles/stub_server.py,
+which follows design.md's target API): files produced and parseable, --processes 2 merged, open-model
+rate, retries recorded per attempt, bad options exit 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hdrh.histogram import HdrHistogram
+
+from locustfiles.recording import read_history
+from locustfiles.stub_server import StubProcess
+
+REPO = Path(__file__).resolve().parent.parent
+LOCUST = str(Path(sys.executable).parent / "locust")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server():
+    with StubProcess("--keys", "1000") as stub:
+        yield stub
+
+
+def run_locust(domain: str, host: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [LOCUST, "-f", str(REPO / "locustfiles" / f"{domain}.py"), "--headless", "--host", host, "--only-summary", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env,
+    )
+
+
+def latency_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_closed_model_writes_histories_and_latency(server, tmp_path):
+    result = run_locust("profiles", server.url, "-u", "5", "-r", "5", "-t", "4s", "--run-dir", str(tmp_path),
+                        "--keys", "1000", "--hot-keys", "5", "--history-sample", "0.02", "--celebrity-share", "0.2",
+                        "--seed", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    histories = list((tmp_path / "histories").glob("*.tsv"))
+    assert len(histories) == 1
+    rows = read_history(histories[0])
+    assert len(rows) > 200
+    ops = Counter(r["op"] for r in rows)
+    assert set(ops) == {"read", "write"} and ops["write"] < ops["read"]
+    keys = Counter(int(r["key"]) for r in rows)
+    assert set(range(1, 6)) <= set(keys) and keys.most_common(1)[0][0] == 1  # hot keys always; celebrity id 1 first
+    assert all(r["attempt"] == "1" and r["status"] == "200" and r["version"] for r in rows)
+    assert {r["source"] for r in rows if r["op"] == "read"} <= {"hit", "miss"} and all(r["source"] == "" for r in rows if r["op"] == "write")
+    assert all(int(r["end_ns"]) >= int(r["start_ns"]) for r in rows)
+    worker_files = [p for p in (tmp_path / "latency").glob("*.jsonl") if p.name != "merged.jsonl"]
+    assert len(worker_files) == 1
+    merged = latency_lines(tmp_path / "latency" / "merged.jsonl")
+    assert {line["kind"] for line in merged} == {"read", "write", "all"}
+    requests = sum(line.get("counts", {}).get("requests", 0) for line in merged)
+    hdr_total = sum(HdrHistogram.decode(line["hist"]).get_total_count() for line in merged if line["kind"] == "all")
+    assert requests == hdr_total > 1000
+    process_total = int(result.stderr.split('"requests": ')[1].split("}")[0].split(",")[0])
+    assert process_total == requests  # the process summary printed at test stop agrees with the files
+
+
+def test_processes_2_are_merged_exactly(server, tmp_path):
+    result = run_locust("catalog", server.url, "--processes", "2", "-u", "4", "-r", "4", "-t", "4s",
+                        "--run-dir", str(tmp_path), "--seed", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    workers = [p for p in (tmp_path / "latency").glob("*.jsonl") if p.name != "merged.jsonl"]
+    assert len(workers) == 2 and all(p.name.startswith("w") for p in workers)
+    assert len(list((tmp_path / "histories").glob("w*.tsv"))) == 2
+
+    def total(lines):
+        return sum(HdrHistogram.decode(x["hist"]).get_total_count() for x in lines if x["kind"] == "all")
+
+    per_worker = sum(total(latency_lines(p)) for p in workers)
+    merged = latency_lines(tmp_path / "latency" / "merged.jsonl")
+    assert per_worker == total(merged) > 500
+    assert len({x["wall"] for x in merged}) == len([x for x in merged if x["kind"] == "all"])  # one line per second
+
+
+def test_open_model_rate_is_accurate(server, tmp_path):
+    rate = 300
+    result = run_locust("profiles", server.url, "-u", "1", "-r", "1", "-t", "6s", "--rate", str(rate),
+                        "--run-dir", str(tmp_path), "--seed", "3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [x for x in latency_lines(tmp_path / "latency" / "merged.jsonl") if x["kind"] == "all"]
+    sent = [x["counts"].get("sent", 0) for x in sorted(lines, key=lambda x: x["wall"])]
+    full_seconds = sent[1:-1]  # the first and last seconds are partial
+    assert len(full_seconds) >= 3
+    achieved = sum(full_seconds) / len(full_seconds)
+    assert achieved == pytest.approx(rate, rel=0.02), sent
+    assert "send_lag" in {x["kind"] for x in latency_lines(tmp_path / "latency" / "merged.jsonl")}
+
+
+def test_naive_retries_are_recorded_per_attempt(tmp_path):
+    with StubProcess("--error-share", "0.5") as flaky:
+        result = run_locust("counters", flaky.url, "-u", "2", "-r", "2", "-t", "3s", "--run-dir", str(tmp_path),
+                            "--retry", "naive:2", "--keys", "20", "--hot-keys", "20", "--seed", "4")
+    assert result.returncode in (0, 1), result.stderr[-2000:]  # 503s are Locust failures (exit 1)
+    rows = read_history(next((tmp_path / "histories").glob("*.tsv")))
+    by_request: dict[str, list[dict]] = {}
+    for row in rows:
+        by_request.setdefault(row["request_id"], []).append(row)
+    attempts = Counter(len(v) for v in by_request.values())
+    assert set(attempts) == {1, 2, 3}  # 0.5 failure rate: retried once and twice, never a 4th attempt
+    for lines in by_request.values():
+        assert [int(r["attempt"]) for r in lines] == list(range(1, len(lines) + 1))
+        assert all(r["status"] == "503" for r in lines[:-1])
+    incr = [r for r in rows if r["op"] == "incr"]
+    assert incr and all(r["value"] in {"1", "2", "3", "4", "5"} for r in incr)
+    assert "cachestorm counters flush" in result.stderr
+    mean = sum(len(v) for v in by_request.values()) / len(by_request)
+    assert mean == pytest.approx(1.75, abs=0.1)  # 1 + 0.5 + 0.25 expected attempts per request
+
+
+@pytest.mark.parametrize("option, value", [("--alpha", "0"), ("--shape", "zigzag"), ("--preset", "nope")])
+def test_bad_option_exits_2_with_one_line(server, option, value):
+    result = run_locust("permissions", server.url, "-u", "1", "-t", "2s", option, value, timeout=30)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and option in errors[0]
