@@ -97,3 +97,9 @@ def context_from_stack(state, **overrides) -> ChaosContext:
         if value is not None:
             setattr(ctx, key, value)
     return ctx
+
+
+def remote_addresses(ctx: ChaosContext) -> list[str]:
+    """The context's URLs that are not on this host (a game day asks before touching them)."""
+    urls = [ctx.redis_url, ctx.postgres_url, ctx.proxy_api_url] + [t.base_url for t in ctx.targets]
+    return [url for url in urls if url and not is_loopback(urlsplit(url).hostname or "")]

@@ -16,7 +16,7 @@ do on deviation. Validated on load, with `file:line: field: problem` errors, bef
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,18 @@ class Experiment:
     interval_s: float = 1.0
     settle_s: float = 5.0
     path: str = ""
+
+    def shifted(self, first_at_s: float) -> Experiment:
+        """The same experiment with its timeline moved so the first fault starts at `first_at_s`."""
+        offset = first_at_s - min((s.at_s for s in self.method), default=0.0)
+        steps = [replace(s, at_s=max(0.0, s.at_s + offset)) for s in self.method]
+        return replace(self, method=steps)
+
+    @classmethod
+    def single(cls, fault: str, settings: dict, for_s: float | None, at_s: float = 0.0) -> Experiment:
+        """A one-fault timeline (what `chaos apply` runs); settings are checked here."""
+        fault_class(fault).from_settings(settings)
+        return cls(name=f"apply {fault}", method=[Step(fault, at_s, for_s, dict(settings))], settle_s=0.0)
 
     def duration_s(self) -> float:
         """When the last timed fault ends (one-shot faults count at their `at`)."""

@@ -1,0 +1,115 @@
+"""`cachestorm chaos` as a subprocess: rollback on Ctrl-C, heal after SIGKILL, status, list, run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cachestorm.stack import save_state
+from chaos.ledger import Ledger
+
+
+@pytest.fixture()
+def workdir(stack, tmp_path, redis_client, proxy_client):
+    save_state(stack, tmp_path)   # what `cachestorm up` leaves behind
+    return tmp_path
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cachestorm", *args]
+
+
+def wait_for(condition, timeout: float = 15.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the CLI exited early: {process.communicate()}")
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def clean(redis_client, proxy_client, config_before, acl_before) -> None:
+    for name, proxy in proxy_client.proxies().items():
+        assert proxy["enabled"] and proxy["toxics"] == [], name
+    config = redis_client.config_get("maxmemory*")
+    assert (config["maxmemory"], config["maxmemory-policy"]) == config_before
+    assert redis_client.acl_list() == acl_before
+
+
+FAULTS = {  # fault -> (extra CLI args, "is it active?")
+    "redis-latency": (["--set", "latency_ms=30"], lambda r, p: bool(p.toxics("redis"))),
+    "redis-oom": ([], lambda r, p: r.config_get("maxmemory")["maxmemory"] != "0"),
+    "redis-acl-readonly": ([], lambda r, p: any("-@write" in line for line in r.acl_list())),
+    "redis-down": ([], lambda r, p: not p.get_proxy("redis")["enabled"]),
+}
+
+
+@pytest.mark.parametrize("fault", ["redis-latency", "redis-oom"])
+def test_ctrl_c_mid_fault_reverts_it(fault, workdir, cli_env, redis_client, proxy_client):
+    config_before = tuple(redis_client.config_get("maxmemory*")[k] for k in ("maxmemory", "maxmemory-policy"))
+    acl_before = redis_client.acl_list()
+    extra, active = FAULTS[fault]
+    process = subprocess.Popen(cli("chaos", "apply", fault, *extra, "--for", "60s"), cwd=workdir, env=cli_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: active(redis_client, proxy_client), process=process)
+        assert len(Ledger(workdir / ".cachestorm" / "active-faults.jsonl").active()) == 1
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, (out, err)
+    clean(redis_client, proxy_client, config_before, acl_before)
+    assert Ledger(workdir / ".cachestorm" / "active-faults.jsonl").active() == []
+
+
+@pytest.mark.parametrize("fault", ["redis-acl-readonly", "redis-down"])
+def test_heal_after_sigkill_of_the_controller(fault, workdir, cli_env, redis_client, proxy_client):
+    config_before = tuple(redis_client.config_get("maxmemory*")[k] for k in ("maxmemory", "maxmemory-policy"))
+    acl_before = redis_client.acl_list()
+    extra, active = FAULTS[fault]
+    process = subprocess.Popen(cli("chaos", "apply", fault, *extra, "--for", "60s"), cwd=workdir, env=cli_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: active(redis_client, proxy_client), process=process)
+    finally:
+        process.kill()
+        process.wait()
+    assert active(redis_client, proxy_client)   # the fault outlived its controller
+    status = subprocess.run(cli("chaos", "status", "--json"), cwd=workdir, env=cli_env, capture_output=True,
+                            text=True, timeout=30)
+    assert [e["fault"] for e in json.loads(status.stdout)["active_faults"]] == [fault]
+    healed = subprocess.run(cli("chaos", "heal"), cwd=workdir, env=cli_env, capture_output=True, text=True,
+                            timeout=30)
+    assert healed.returncode == 0, healed
+    assert "reverted" in healed.stdout
+    clean(redis_client, proxy_client, config_before, acl_before)
+    again = subprocess.run(cli("chaos", "heal"), cwd=workdir, env=cli_env, capture_output=True, text=True,
+                           timeout=30)
+    assert "nothing to heal" in again.stdout
+
+
+def test_apply_runs_out_its_window_and_run_reports_the_hypothesis(workdir, cli_env, redis_client, proxy_client):
+    done = subprocess.run(cli("chaos", "apply", "redis-latency", "--set", "latency_ms=10", "--for", "0.5s"),
+                          cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done
+    assert "end of window" in done.stdout and proxy_client.toxics("redis") == []
+    bad = subprocess.run(cli("chaos", "apply", "redis-latency", "--set", "latency=10", "--for", "1s"),
+                         cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown setting 'latency'")
+    experiment = workdir / "short.yaml"
+    experiment.write_text("name: short\nmethod:\n  - {fault: hot-key-expiry, at: 0.2s}\n")
+    redis_client.mset({f"profiles:{i}": "v" for i in range(1, 21)})
+    ran = subprocess.run(cli("chaos", "run", str(experiment), "--run-dir", str(workdir / "run")),
+                         cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 0, ran
+    assert "hypothesis: not_checked" in ran.stdout and redis_client.dbsize() == 10
+    listed = subprocess.run(cli("chaos", "list"), cwd=workdir, env=cli_env, capture_output=True, text=True,
+                            timeout=30)
+    assert "hot-key-expiry" in listed.stdout and "invalidation-lost" in listed.stdout
