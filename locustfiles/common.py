@@ -52,6 +52,8 @@ class Process:
     test_start_mono = 0.0
     flusher = None
     expected_workers = 0
+    host_turn = 0
+    pool: gevent.pool.Pool | None = None  # open model: all in-flight arrivals of this process
 
 
 def fail(message: str):
@@ -109,6 +111,7 @@ def _test_start(environment, **_kwargs):
     else:
         Process.history = None
         Process.latency = _MemoryLatency(Process.worker)
+    Process.pool = gevent.pool.Pool(settings.max_inflight)
     Process.flusher = gevent.spawn(_flush_every_second)
 
 
@@ -139,14 +142,18 @@ def _test_stop(environment, **_kwargs):
     if Process.flusher is not None:
         Process.flusher.kill(block=False)
         Process.flusher = None
-    latency = Process.latency
+    if Process.pool is not None:  # open model: let in-flight arrivals finish briefly, then cut them off
+        Process.pool.join(timeout=2.0)
+        Process.pool.kill(block=True, timeout=2.0)
+    latency, Process.latency = Process.latency, None
     if latency is not None:
         latency.close()
         summary = {kind: summarize(h) for kind, h in latency.totals.items()}
         summary["counts"] = latency.total_counts
         sys.stderr.write(f"cachestorm {Process.worker} latency (µs, HDR): {json.dumps(summary)}\n")
-    if Process.history is not None:
-        Process.history.close()
+    history, Process.history = Process.history, None
+    if history is not None:
+        history.close()
     run_dir = Process.settings.run_dir
     if run_dir:
         (Path(run_dir) / "latency" / f"{Process.worker}.done").write_text("done\n")
@@ -225,6 +232,8 @@ class CachestormUser(FastHttpUser):
         keys) and one HDR value: from the intended send time (open model) or the first attempt's start
         to the last attempt's end. Returns (status, version, json body or None)."""
         settings = Process.settings
+        if settings is None or Process.latency is None:  # the test has stopped under this greenlet
+            raise gevent.GreenletExit
         Process.sequence += 1
         request_id = f"{Process.worker}-{Process.sequence}"
         headers = dict(headers) if headers else {}
@@ -250,7 +259,7 @@ class CachestormUser(FastHttpUser):
                         latency.count("late", 1, start_wall)
             status, version, source, data = self._send(method, path, name, body, headers, read_granted)
             end_ns = time.monotonic_ns()
-            if record_history:
+            if record_history and Process.history is not None:
                 if read_granted and data is not None:
                     value = "1" if data.get("granted") else "0"
                 Process.history.record(key, op, start_ns, end_ns, start_wall, status, version,
@@ -260,6 +269,8 @@ class CachestormUser(FastHttpUser):
                 break
             if pause > 0:
                 gevent.sleep(pause)
+        if Process.latency is None:
+            return status, version, data
         now_wall = time.time()
         begin = intended_ns if intended_ns is not None else first_start_ns
         latency.record("write" if is_write else "read", (end_ns - begin) / 1000.0, now_wall)
@@ -268,6 +279,10 @@ class CachestormUser(FastHttpUser):
         return status, version, data
 
     def _send(self, method, path, name, body, headers, want_json):
+        hosts = Process.settings.hosts
+        if hosts:  # several target instances: spread requests round-robin, like a load balancer
+            Process.host_turn += 1
+            path = hosts[Process.host_turn % len(hosts)] + path
         with self.client.request(method, path, name=name, json=body, headers=headers, catch_response=True) as resp:
             status = resp.status_code
             if status == 0:
@@ -295,7 +310,7 @@ class CachestormUser(FastHttpUser):
         Each arrival runs in its own greenlet, so a stalled server cannot hold back the next one;
         at ``--max-inflight`` greenlets an arrival is dropped and counted. Runs until the test stops.
         """
-        pool = gevent.pool.Pool(settings.max_inflight)
+        pool = Process.pool
         seed = None if settings.seed is None else settings.seed + 23
         latency = Process.latency
         share = 1.0 / settings.open_users
@@ -319,7 +334,6 @@ class CachestormUser(FastHttpUser):
             else:
                 pool.spawn(self.operation, settings, intended_ns)
             next_s += gaps(rate)
-        pool.join(timeout=settings.request_timeout)
 
 
 class CachestormShape(LoadTestShape):

@@ -21,6 +21,7 @@ from locustfiles.models.sizes import build_value_size
 # (flag, type, default, help). None defaults mean "from --preset, else the domain default".
 ARGUMENTS: list[tuple[str, type, Any, str]] = [
     ("--run-dir", str, "", "run folder to record histories/ and latency/ into (empty: no files, summary only)"),
+    ("--hosts", str, "", "several target instances, comma-separated base URLs: requests go round-robin (default --host)"),
     ("--preset", str, "", "ycsb-a..ycsb-f, twitter-median, meta-etc (sets key model, alpha, mix, value size)"),
     ("--key-model", str, None, "zipf | hotspot | latest | uniform (default zipf)"),
     ("--alpha", float, None, "Zipf exponent for zipf/latest, > 0 (default 0.99)"),
@@ -74,6 +75,7 @@ class Settings:
     request_timeout: float
     think_time: tuple[float, float]
     owner_read_share: float
+    hosts: tuple[str, ...] = ()
     preset: str = ""
     description: dict = field(default_factory=dict)
 
@@ -169,6 +171,15 @@ def build_settings(options, domain: str, salt: int = 0) -> Settings:
         request_timeout=timeout,
         think_time=(low, high),
         owner_read_share=_fraction("--owner-read-share", _get(options, "--owner-read-share")),
+        hosts=_hosts(_get(options, "--hosts")),
         preset=preset_name,
         description={"key_model": key_model_name, "alpha": alpha, "mix": mix.probabilities},
     )
+
+
+def _hosts(text: str | None) -> tuple[str, ...]:
+    hosts = tuple(h.strip().rstrip("/") for h in (text or "").split(",") if h.strip())
+    for host in hosts:
+        if not host.startswith(("http://", "https://")):
+            raise CachestormError(f"--hosts: {host!r} is not a base URL like http://127.0.0.1:8001")
+    return hosts
