@@ -58,6 +58,14 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
         "cache": analyze_cache(metrics, phases),
         "consistency": consistency,
     }
+    counts = latency.get("counts") or {}
+    if counts.get("requests"):
+        # the locustfiles count every attempt, sampled keys or not: the whole run's retry factor
+        analysis["errors"]["attempts_per_request"] = counts.get("attempts", counts["requests"]) / counts["requests"]
+    elif analysis["errors"]["attempts"]:
+        analysis["errors"]["attempts_per_request"] = analysis["errors"]["attempts"]["mean_attempts"]
+    else:
+        analysis["errors"]["attempts_per_request"] = None
     analysis["headline"] = build_headline(analysis)
     return analysis
 

@@ -80,9 +80,17 @@ def check_run(run_dir: str | Path, within_s: tuple[float, ...] = DEFAULT_WITHIN_
 
 def check_history(history: History, truth: Truth | None = None, *, staleness_bound_s: float | None = None,
                   within_s: tuple[float, ...] = DEFAULT_WITHIN_S, t0_ns: int | None = None,
-                  domain: str | None = None, max_examples: int = MAX_EXAMPLES) -> dict:
-    """All findings as a JSON-serialisable dict (schema in docs/report-schema.md, `consistency`)."""
-    index = _Index(history)
+                  domain: str | None = None, owner_is_key: bool | None = None,
+                  max_examples: int = MAX_EXAMPLES) -> dict:
+    """All findings as a JSON-serialisable dict (schema in docs/report-schema.md, `consistency`).
+
+    `owner_is_key`: a write without a user counts as written by the user whose id is the key
+    (profiles: the owner edits their profile and reads it with X-User-Id = id). Default: on for
+    the profiles domain.
+    """
+    if owner_is_key is None:
+        owner_is_key = domain == "profiles"
+    index = _Index(history, owner_is_key)
     example = _Examples(history, t0_ns, max_examples)
     stale = _stale_reads(history, index, staleness_bound_s, within_s, example)
     findings = {
@@ -103,6 +111,7 @@ def check_history(history: History, truth: Truth | None = None, *, staleness_bou
         "writes_acknowledged": index.acked_writes,
         "staleness_bound_s": staleness_bound_s,
         "truth_available": truth is not None,
+        "owner_is_key": owner_is_key,
         "anomalies": anomalies,
         "findings": findings,
     }
@@ -111,7 +120,7 @@ def check_history(history: History, truth: Truth | None = None, *, staleness_bou
 class _Index:
     """Positions of the operations each check needs (list comprehensions: several fast passes)."""
 
-    def __init__(self, h: History):
+    def __init__(self, h: History, owner_is_key: bool = False):
         self.classes = {status: status_class(status) for status in set(h.status)}
         ok = [self.classes[status] == "ok" for status in h.status]
         versions = h.version
@@ -130,8 +139,9 @@ class _Index:
         for i in self.acked_write_positions:
             key, end, version = keys[i], ends[i], versions[i]
             self.writes_by_key[key].append((version, end))
-            if users[i]:
-                self.own_writes[key][users[i]].append((end, version))
+            writer = users[i] or (key if owner_is_key else "")
+            if writer:
+                self.own_writes[key][writer].append((end, version))
 
 
 class _Examples:

@@ -70,8 +70,12 @@ def analyze_latency(run_dir: str | Path, phases: list[Phase], started_at: float 
 
 def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
     per_second: dict[str, dict[int, HdrHistogram]] = defaultdict(dict)  # kind -> second -> merged
+    counts: dict[str, int] = defaultdict(int)  # requests, attempts, sent, late, dropped (locustfiles)
     for path in files:
         for record in read_jsonl(path):
+            for name, n in (record.get("counts") or {}).items():
+                if isinstance(n, int | float):
+                    counts[name] += n
             encoded, t = record.get("hist"), record.get("t")
             if not encoded or t is None:
                 continue
@@ -84,8 +88,10 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
             bucket.add(decoded)
     if not per_second:
         return None
-    # "all" records already contain reads and writes; merge kinds only when there are none
-    overall_seconds = per_second.get("all") or _merge_kinds(per_second)
+    # "all" records already contain reads and writes; merge kinds only when there are none.
+    # send_lag (open model: actual minus intended send time) is not a response time.
+    overall_seconds = per_second.get("all") or _merge_kinds(
+        {kind: seconds for kind, seconds in per_second.items() if kind != "send_lag"})
     series = []
     for second in sorted(overall_seconds):
         summary = summarize(overall_seconds[second])
@@ -102,6 +108,7 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
         "during_fault": summarize(_merge(h for s, h in overall_seconds.items()
                                          if any(p.kind == "during" and p.contains(s) for p in phases))),
         "series": series,
+        "counts": dict(counts),
     }
 
 
@@ -129,7 +136,7 @@ def _from_locust(run_dir: Path, phases: list[Phase], started_at: float | None) -
                   None)
     if not history and totals is None:
         return {"source": None, "approximate": False, "overall": None, "by_kind": {}, "by_phase": {},
-                "during_fault": None, "series": []}
+                "during_fault": None, "series": [], "counts": {}}
     start = started_at if started_at is not None else min((_float(r.get("Timestamp")) or 0) for r in history)
     series = []
     for row in history:
@@ -152,6 +159,7 @@ def _from_locust(run_dir: Path, phases: list[Phase], started_at: float | None) -
         "by_phase": {phase.name: _worst(p for p in series if phase.contains(p["t"])) for phase in phases},
         "during_fault": _worst(p for p in series if any(ph.kind == "during" and ph.contains(p["t"]) for ph in phases)),
         "series": series,
+        "counts": {},
     }
 
 

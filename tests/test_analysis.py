@@ -125,3 +125,19 @@ def test_empty_run_folder_still_analyzes(tmp_path):
     analysis = analyze_run(tmp_path)
     json.dumps(analysis, allow_nan=False)
     assert analysis["latency"]["source"] is None and analysis["consistency"] is None
+
+
+def test_latency_counts_and_send_lag_from_locustfiles(run_dir):
+    lag = HdrHistogram(1, 60_000_000, 3)
+    lag.record_value(50_000_000, 5)  # 50 s of send lag must not count as latency
+    with (run_dir / "latency" / "w0-100.jsonl").open("a") as handle:
+        handle.write(json.dumps({"t": 3.0, "wall": 0, "interval_s": 1.0, "worker": "w0", "kind": "send_lag",
+                                 "hist": lag.encode().decode()}) + "\n")
+        empty = HdrHistogram(1, 60_000_000, 3).encode().decode()
+        handle.write(json.dumps({"t": 3.0, "wall": 0, "interval_s": 1.0, "worker": "w0", "kind": "all",
+                                 "hist": empty, "counts": {"requests": 100, "attempts": 150}}) + "\n")
+    analysis = analyze_run(run_dir)
+    assert analysis["latency"]["overall"]["max_ms"] < 1000
+    assert analysis["latency"]["by_kind"]["send_lag"]["count"] == 5
+    assert analysis["latency"]["counts"] == {"requests": 100, "attempts": 150}
+    assert analysis["headline"]["attempts_per_request"] == 1.5

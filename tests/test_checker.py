@@ -191,3 +191,11 @@ def test_benchmark_command_runs_small(capsys):
     result = bench_main(20_000)
     assert result["operations"] == 20_000 and result["stale_reads"] > 0
     assert "20,000 operations" in capsys.readouterr().out
+
+
+def test_profiles_owner_reads_check_writes_without_a_user(tmp_path):
+    # locustfiles write profiles without a user; the owner (user id == key) reads with X-User-Id
+    ops = [op("7", "write", 0, 0.1, 1), op("7", "write", 1, 1.1, 2),
+           op("7", "read", 2, 2.1, 1, user="7", rid="owner"), op("7", "read", 2, 2.1, 1, user="8")]
+    assert check(tmp_path, ops, domain="profiles")["findings"]["read_your_writes"]["count"] == 1
+    assert check(tmp_path, ops, domain="catalog")["findings"]["read_your_writes"]["count"] == 0
