@@ -81,6 +81,7 @@ class Database:
                     self.metrics.pool_waits.inc()
                 yield conn
         except PoolTimeout as exc:
+            self.metrics.pool_waits.inc()
             if time.monotonic() - self.last_connection_error < DB_DOWN_MEMORY_S:
                 raise TargetError(DB_UNAVAILABLE, "no connection to PostgreSQL") from exc
             self.metrics.pool_timeouts.inc()

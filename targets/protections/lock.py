@@ -42,6 +42,10 @@ class Lock(Protection):
                     token = await self.cache.lock_acquire(key.redis, lock_ms)
         ctx.guard = (lock_key(key.redis), token)
         try:
+            if not ctx.refresh:  # double-check: the previous holder may have filled since our miss
+                entry = await self.cache.get(key.redis)
+                if entry is not None and entry.fresh(time.time()):
+                    return ReadResult(entry.record, "hit" if entry.record is not None else "negative")
             return await next_load(ctx)
         finally:
             try:

@@ -1,0 +1,122 @@
+"""Each protection's defining property, in-process against real Valkey and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+
+from targets.settings import TargetSettings
+from targets.testing import in_process
+
+
+@pytest.fixture()
+def settings(stack, redis_client) -> TargetSettings:
+    return TargetSettings(domain="profiles", redis_url=stack.redis_url, postgres_url=stack.postgres_url,
+                          rows=200, recompute_ms=0, ttl=30)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def db_reads(service) -> float:
+    return sum(service.metrics.value("cachestorm_db_queries_total", {"kind": "read", "key_class": c})
+               for c in ("hot", "rest"))
+
+
+def test_negative_caching_answers_404_from_cache(settings):
+    async def scenario(strategy: str):
+        settings.strategy = strategy
+        async with in_process(settings, reset=True) as (client, service):
+            answers = [await client.get("/profiles/5000") for _ in range(5)]
+            assert all(r.status_code == 404 for r in answers)
+            return [r.headers["x-cache"] for r in answers], db_reads(service)
+
+    sources, reads = run(scenario("cache-aside+negative"))
+    assert sources == ["miss"] + ["negative"] * 4 and reads == 1
+    sources, reads = run(scenario("cache-aside"))
+    assert sources == ["miss"] * 5 and reads == 5
+
+
+def test_lease_refuses_a_late_fill(settings):
+    """A fill reads v1 (slow recompute), a write commits v2 and invalidates, then the fill lands.
+    Without a lease the old value is installed (set after invalidate); with one it is refused."""
+    settings.recompute_ms = 300
+
+    async def scenario(strategy: str):
+        settings.strategy = strategy
+        async with in_process(settings, reset=True) as (client, service):
+            slow_read = asyncio.create_task(client.get("/profiles/6"))
+            await asyncio.sleep(0.1)  # the read's query is running (300 ms of pg_sleep)
+            assert (await client.put("/profiles/6", json={"data": {"n": 2}})).json()["version"] == 2
+            assert (await slow_read).json()["version"] == 1
+            after = await client.get("/profiles/6")
+            return after.json()["version"], after.headers["x-cache"], service.metrics.value(
+                "cachestorm_lease_refused_total")
+
+    assert run(scenario("read-through")) == (1, "hit", 0), "plain fill installs the stale value"
+    assert run(scenario("read-through+lease")) == (2, "miss", 1)
+
+
+def test_xfetch_refreshes_before_expiry(settings):
+    """delta = 0.3 s, TTL 1 s: XFetch recomputes before the value expires; cache-aside never does."""
+    settings.recompute_ms, settings.ttl = 300, 1.0
+
+    async def scenario(strategy: str):
+        settings.strategy = strategy
+        async with in_process(settings, reset=True) as (client, service):
+            await client.get("/profiles/3")
+            filled = time.time()
+            early = None
+            while time.time() < filled + 0.95:
+                r = await client.get("/profiles/3")
+                if r.headers["x-cache"] == "miss":
+                    early = time.time() - filled
+                    break
+                await asyncio.sleep(0.01)
+            return early
+
+    assert run(scenario("cache-aside")) is None
+    early = run(scenario("cache-aside+xfetch"))
+    assert early is not None and early < 0.95, early
+
+
+def test_jitter_spreads_ttls(stack, settings):
+    settings.strategy, settings.ttl, settings.jitter = "cache-aside+jitter", 100, 0.1
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, _):
+            for key_id in range(1, 41):
+                await client.get(f"/profiles/{key_id}")
+
+    run(scenario())
+    direct = redis.Redis.from_url(stack.redis_url)
+    ttls = [direct.pttl(f"profiles:{k}") / 1000 for k in range(1, 41)]
+    assert all(89 <= t <= 110.1 for t in ttls), ttls
+    assert max(ttls) - min(ttls) > 8, "±10% jitter should spread 40 TTLs by more than 8 s of 100"
+
+
+def test_stale_if_error_serves_fallback_when_db_is_unreachable(stack, settings, proxy_client):
+    settings.postgres_url = stack.postgres_proxy_url
+    settings.ttl, settings.pool_timeout = 0.2, 0.5
+
+    async def scenario(strategy: str):
+        settings.strategy = strategy
+        async with in_process(settings, reset=True) as (client, _):
+            assert (await client.get("/profiles/11")).status_code == 200
+            await asyncio.sleep(0.25)  # expired: the next read needs PostgreSQL
+            proxy_client.update_proxy("postgres", enabled=False)
+            try:
+                started = time.perf_counter()
+                r = await client.get("/profiles/11")
+                return r.status_code, r.headers.get("x-cache"), r.json(), time.perf_counter() - started
+            finally:
+                proxy_client.update_proxy("postgres", enabled=True)
+
+    status, source, body, elapsed = run(scenario("cache-aside+stale-if-error"))
+    assert (status, source, body["version"]) == (200, "fallback", 1)
+    status, _, body, elapsed = run(scenario("cache-aside"))
+    assert status == 503 and body["error"] in ("db_unavailable", "pool_timeout") and elapsed < 3
