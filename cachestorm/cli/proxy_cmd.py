@@ -12,6 +12,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="API address (keep it on loopback unless you mean it)."),
     port: int = typer.Option(8474, help="API port (0 = any free port)."),
     config: str = typer.Option(None, "--config", help="Populate JSON file: a list of {name, listen, upstream}."),
+    busy_poll_us: int = typer.Option(0, help="Busy-poll this long after the last chunk (lower latency, burns CPU)."),
 ) -> None:
     """Serve the Toxiproxy v2 API (plus /metrics) until Ctrl-C."""
     from chaos.proxy.server import run
@@ -20,5 +21,5 @@ def serve(
         names = ", ".join(sorted(server.app.proxies)) or "none yet"
         typer.echo(f"cachestorm proxy API on {server.api_url} (proxies: {names}); Ctrl-C stops")
 
-    run(host, port, config, on_ready=announce)
+    run(host, port, config, on_ready=announce, busy_poll_us=busy_poll_us)
     typer.echo("proxy stopped")

@@ -19,9 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8474)
     parser.add_argument("--config", default=None, help="populate JSON file (a list of proxies)")
     parser.add_argument("--ready-file", default=None)
+    parser.add_argument("--busy-poll-us", type=int, default=0,
+                        help="keep polling this long after the last chunk instead of sleeping (0 = off)")
     args = parser.parse_args(argv)
     try:
-        run(args.host, args.port, args.config, args.ready_file)
+        run(args.host, args.port, args.config, args.ready_file, busy_poll_us=args.busy_poll_us)
     except CachestormError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

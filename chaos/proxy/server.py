@@ -11,6 +11,7 @@ from pathlib import Path
 from cachestorm.errors import CachestormError
 from chaos.proxy.api import ApiApp
 from chaos.proxy.http import Request, serve_connection
+from chaos.proxy.link import BUSY_POLL
 
 
 class ProxyServer:
@@ -42,8 +43,11 @@ def load_config(path: str | os.PathLike) -> bytes:
     return raw
 
 
-async def start(host: str = "127.0.0.1", port: int = 8474, config: bytes | None = None) -> ProxyServer:
+async def start(
+    host: str = "127.0.0.1", port: int = 8474, config: bytes | None = None, busy_poll_us: int = 0
+) -> ProxyServer:
     loop = asyncio.get_running_loop()
+    BUSY_POLL.configure(loop, busy_poll_us / 1_000_000)
     app = ApiApp(loop)
     if config is not None:
         answer = await app(Request("POST", "/populate", {}, config))
@@ -74,6 +78,7 @@ def run(
     config_path: str | None = None,
     ready_file: str | None = None,
     on_ready=None,
+    busy_poll_us: int = 0,
 ) -> None:
     """Serve until SIGINT/SIGTERM; then close every listener and connection."""
     import uvloop
@@ -81,7 +86,7 @@ def run(
     config = load_config(config_path) if config_path else None
 
     async def main() -> None:
-        server = await start(host, port, config)
+        server = await start(host, port, config, busy_poll_us)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
