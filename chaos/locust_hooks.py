@@ -1,0 +1,133 @@
+"""Chaos experiments inside Locust: `import chaos.locust_hooks  # noqa: F401` in a locustfile.
+
+Adds `--experiment NAME|FILE` (plus `--experiment-at`, `--proxy-api-url`, `--redis-admin-url`,
+`--postgres-admin-url`, `--run-dir`, `--chaos-domain`, `--chaos-ledger`, `--allow-remote-chaos`).
+The experiment runs once per test, on the master or local runner (never on workers), starts
+with the test and is rolled back when the test stops or Locust quits; so it works headless, with
+the web UI and distributed. When the hypothesis deviates with `deviation: abort`, the test is
+stopped (headless: Locust quits).
+
+This is the only chaos module that imports locust.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import gevent
+from locust import events
+from locust.runners import WorkerRunner
+
+from cachestorm.errors import CachestormError
+
+log = logging.getLogger("cachestorm.chaos")
+REDIS_KEY_PREFIX = {"profiles": "profiles", "catalog": "products", "counters": "counters",
+                    "permissions": "permissions"}
+_current = {"runner": None}
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser):
+    options = [
+        ("--experiment", "", "Chaos experiment to run with the test: a ready name (see `cachestorm chaos list`) "
+                             "or a YAML file"),
+        ("--experiment-at", "", "Move the experiment's timeline so its first fault starts at this second"),
+        ("--proxy-api-url", "", "Chaos proxy / Toxiproxy API (default: from `cachestorm up`)"),
+        ("--redis-admin-url", "", "Redis, direct, for admin commands (default: from `cachestorm up`)"),
+        ("--postgres-admin-url", "", "PostgreSQL, direct (default: from `cachestorm up`)"),
+        ("--run-dir", "", "Run folder: probes read its metrics/latency files; the journal goes there"),
+        ("--chaos-domain", "", "Redis key prefix of the hot keys (default: from the locustfile's name)"),
+        ("--chaos-ledger", ".cachestorm/active-faults.jsonl", "Ledger of applied faults (for `chaos heal`)"),
+    ]
+    for flag, default, help_text in options:
+        if not parser._option_string_actions.get(flag):  # locustfiles register --run-dir too
+            parser.add_argument(flag, type=str, default=default, help=help_text, include_in_web_ui=True)
+    if not parser._option_string_actions.get("--allow-remote-chaos"):
+        parser.add_argument("--allow-remote-chaos", action="store_true", default=False,
+                            help="Allow faults on non-loopback addresses")
+
+
+def _journal_t0(run_dir: Path) -> float:
+    try:
+        return float(json.loads((run_dir / "run.json").read_text())["started_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return time.time()
+
+
+def build_runner(environment):
+    """The experiment runner for this test, from Locust's options (and `cachestorm up`'s state)."""
+    from cachestorm.runfolder import Journal, new_run_dir
+    from cachestorm.stack import load_state
+    from chaos.context import ChaosContext, TargetHandle
+    from chaos.experiment import load_experiment
+    from chaos.faults.base import parse_duration
+    from chaos.runner import ExperimentRunner
+
+    options = environment.parsed_options
+    experiment = load_experiment(options.experiment)
+    if options.experiment_at:
+        experiment = experiment.shifted(parse_duration(options.experiment_at, "--experiment-at"))
+    state = load_state()
+    ctx = ChaosContext(
+        redis_url=options.redis_admin_url or (state.redis_url if state else ""),
+        postgres_url=options.postgres_admin_url or (state.postgres_url if state else ""),
+        proxy_api_url=options.proxy_api_url or (state.proxy_api_url if state else ""),
+        ledger_path=options.chaos_ledger, allow_remote=bool(options.allow_remote_chaos),
+        hot_keys=int(getattr(options, "hot_keys", 10) or 10), key_space=int(getattr(options, "keys", 10_000) or 10_000),
+    )
+    locustfile = Path(str(getattr(options, "locustfile", "") or "")).stem
+    ctx.domain = options.chaos_domain or REDIS_KEY_PREFIX.get(locustfile, ctx.domain)
+    if environment.host:
+        ctx.targets = [TargetHandle("host", None, environment.host)]
+    run_dir = Path(options.run_dir) if options.run_dir else new_run_dir(Path(".cachestorm") / "chaos",
+                                                                      f"locust-{experiment.name}")
+    ctx.run_dir = str(run_dir)
+    journal = Journal(run_dir, t0_wall=_journal_t0(run_dir))
+
+    def stop_the_load():
+        log.error("chaos: the steady-state hypothesis of %s deviated; every fault is rolled back, stopping "
+                  "the test", experiment.name)
+        runner = environment.runner
+        gevent.spawn(runner.quit if options.headless else runner.stop)
+
+    return ExperimentRunner(experiment, ctx, journal, on_abort=stop_the_load)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kwargs):
+    if isinstance(environment.runner, WorkerRunner) or not getattr(environment.parsed_options, "experiment", ""):
+        return
+    _stop_current()  # the web UI can start a new test after a stop
+    try:
+        runner = build_runner(environment)
+    except CachestormError as exc:
+        log.error("chaos: %s", exc)
+        environment.process_exit_code = 2
+        gevent.spawn(environment.runner.quit)
+        return
+    _current["runner"] = runner
+    runner.start()
+    log.info("chaos: experiment %s started (%d faults)", runner.experiment.name, len(runner.experiment.method))
+
+
+def _stop_current() -> None:
+    runner, _current["runner"] = _current["runner"], None
+    if runner is None:
+        return
+    runner.stop()
+    summary = runner.summary()
+    log.info("chaos: experiment %s rolled back; hypothesis %s%s", summary["experiment"], summary["hypothesis"],
+             " (aborted)" if summary["aborted"] else "")
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment, **_kwargs):
+    _stop_current()
+
+
+@events.quitting.add_listener
+def _on_quitting(environment, **_kwargs):
+    _stop_current()
