@@ -45,6 +45,7 @@ class ChaosContext:
     ledger_path: str | Path = DEFAULT_LEDGER
     allow_remote: bool = False
     t0_monotonic: float | None = None   # timeline origin; None = the runner's start time
+    redis_admin_auth: tuple[str, str] | None = None   # set while an ACL fault restricts `default`
 
     def proxy_name(self, which: str) -> str:
         """"redis" / "postgres" name the stack's proxies; anything else is a proxy name as is."""

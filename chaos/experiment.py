@@ -104,8 +104,9 @@ class Experiment:
         return cls(name=f"apply {fault}", method=[Step(fault, at_s, for_s, dict(settings))], settle_s=0.0)
 
     def duration_s(self) -> float:
-        """When the last timed fault ends (one-shot faults count at their `at`)."""
-        return max([s.end_s if s.end_s is not None else s.at_s for s in self.method], default=0.0)
+        """When the last timed fault ends (one-shot faults, and faults without `for`, at their `at`)."""
+        ends = [s.at_s if s.end_s is None or fault_class(s.fault).one_shot else s.end_s for s in self.method]
+        return max(ends, default=0.0)
 
 
 # ---------------------------------------------------------------- loading

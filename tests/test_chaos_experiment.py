@@ -75,3 +75,10 @@ def test_unknown_name_lists_the_ready_ones(tmp_path):
         load_experiment("no-such-experiment")
     with pytest.raises(CachestormError, match="does not exist"):
         load_experiment(str(tmp_path / "missing.yaml"))
+
+
+def test_one_shot_faults_end_the_timeline_at_their_start():
+    from chaos.experiment import Experiment
+
+    assert Experiment.single("hot-key-expiry", {}, 30.0).duration_s() == 0.0
+    assert Experiment.single("redis-latency", {}, 30.0).duration_s() == 30.0

@@ -128,3 +128,14 @@ def test_remote_addresses_are_refused_unless_allowed(tmp_path):
     ctx.allow_remote = True
     fault.check()
     ChaosContext(redis_url="redis://localhost:1/0").check_local("redis://[::1]:1/0", "Redis")
+
+
+def test_admin_commands_keep_working_while_the_acl_fault_is_active(ctx, redis_client):
+    fill(redis_client, "profiles", 15)
+    acl = make_fault("redis-acl-readonly").bind(ctx)
+    try:
+        acl.apply()
+        assert make_fault("hot-key-expiry", {"count": 10}).bind(ctx).apply()["keys"] == 10
+    finally:
+        acl.revert()
+    assert redis_client.dbsize() == 5 and ctx.redis_admin_auth is None

@@ -137,6 +137,10 @@ class Fault:
         if "targets" in self.touches:
             for target in ctx.targets:
                 ctx.check_local(target.base_url, f"target {target.name}")
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        """Checks that need the context (e.g. a named target exists); before anything runs."""
 
     # -- life cycle ------------------------------------------------------------------
     def prepare(self) -> None:
@@ -167,10 +171,12 @@ class Fault:
 
     # -- clients ---------------------------------------------------------------------
     def redis_admin(self):
+        """An admin connection; while an ACL fault restricts `default`, as that fault's admin user."""
         import redis
 
-        return redis.Redis.from_url(self.context.redis_url, decode_responses=True,
-                                    socket_connect_timeout=3, socket_timeout=5)
+        username, password = getattr(self.context, "redis_admin_auth", None) or (None, None)
+        return redis.Redis.from_url(self.context.redis_url, decode_responses=True, username=username,
+                                    password=password, socket_connect_timeout=3, socket_timeout=5)
 
     def toxiproxy(self):
         from chaos.toxiproxy import ToxiproxyClient

@@ -45,6 +45,8 @@ class RedisAclReadonly(Fault):
             client.execute_command("ACL", "SETUSER", self.user, "-@write")
         finally:
             client.close()
+        # other faults' admin commands (e.g. DEL of hot keys) go through our admin user meanwhile
+        self.context.redis_admin_auth = (ADMIN_USER, self.state["admin_password"])
         return {"user": self.user}
 
     def _admin_client(self):
@@ -57,6 +59,7 @@ class RedisAclReadonly(Fault):
     def _revert(self) -> dict:
         import redis
 
+        self.context.redis_admin_auth = None
         client = self._admin_client()
         try:
             try:

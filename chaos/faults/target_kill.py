@@ -19,6 +19,9 @@ class TargetKill(Fault):
     target: str = ""     # a target name, "*" for all; "": the first
     restart: bool = True
 
+    def check_settings(self) -> None:
+        select_targets(self.context.targets, self.target, self.name, need_pid=True)
+
     def _prepare(self) -> dict:
         chosen = select_targets(self.context.targets, self.target, self.name, need_pid=True)
         return {"processes": [{"name": t.name, "pid": t.pid, "started": start_time(t.pid)} for t in chosen]}

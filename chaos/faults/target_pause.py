@@ -18,6 +18,9 @@ class TargetPause(Fault):
 
     target: str = ""     # a target name, "*" for all; "": the first
 
+    def check_settings(self) -> None:
+        select_targets(self.context.targets, self.target, self.name, need_pid=True)
+
     def _prepare(self) -> dict:
         chosen = select_targets(self.context.targets, self.target, self.name, need_pid=True)
         return {"processes": [{"name": t.name, "pid": t.pid, "started": start_time(t.pid)} for t in chosen]}
