@@ -273,9 +273,7 @@ class CachestormUser(FastHttpUser):
             return status, version, data
         now_wall = time.time()
         begin = intended_ns if intended_ns is not None else first_start_ns
-        latency.record("write" if is_write else "read", (end_ns - begin) / 1000.0, now_wall)
-        latency.count("requests", 1, now_wall)
-        latency.count("attempts", attempt, now_wall)
+        latency.request_done("write" if is_write else "read", (end_ns - begin) / 1000.0, attempt, now_wall)
         return status, version, data
 
     def _send(self, method, path, name, body, headers, want_json):

@@ -113,6 +113,22 @@ class LatencyRecorder:
                 hist = self.hists[k] = new_histogram()
             hist.record_value(value)
 
+    def request_done(self, kind: str, micros: float, attempts: int, now_wall: float):
+        """The hot path: one logical request's latency into ``kind`` and ``all``, plus its counters."""
+        second = int(now_wall)
+        if second != self.second:
+            self.roll(second)
+        value = min(HIGHEST_US, max(LOWEST_US, int(micros)))
+        hists = self.hists
+        for k in (kind, "all"):
+            hist = hists.get(k)
+            if hist is None:
+                hist = hists[k] = new_histogram()
+            hist.record_value(value)
+        counts = self.counts
+        counts["requests"] = counts.get("requests", 0) + 1
+        counts["attempts"] = counts.get("attempts", 0) + attempts
+
     def count(self, name: str, n: int = 1, now_wall: float | None = None):
         second = int(time.time() if now_wall is None else now_wall)
         if second != self.second:
