@@ -51,6 +51,9 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
         "phases": [phase.to_dict() for phase in phases],
         "faults": [{"name": w.name, "t_start": w.t_start, "t_end": w.t_end, "details": w.details}
                    for w in windows],
+        "probes": [{"name": r.get("what"), "t": r.get("t_start"), "outcome": r.get("outcome"),
+                    **{k: (r.get("details") or {}).get(k) for k in ("phase", "metric", "value", "min", "max")}}
+                   for r in journal if r.get("kind") == "probe"],
         "latency": latency,
         "errors": analyze_errors(history, t0_ns, read_csv(run_dir / "locust" / "failures.csv"), metrics,
                                  locust_totals),

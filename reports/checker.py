@@ -29,7 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cachestorm.errors import CachestormError
-from reports.history import NO_TIME, NO_VERSION, READ_OPS, WRITE_OPS, History, read_run_history, status_class
+from reports.history import (
+    NO_TIME,
+    NO_VERSION,
+    READ_OPS,
+    WRITE_OPS,
+    History,
+    gc_paused,
+    read_run_history,
+    status_class,
+)
 from reports.runfolder import read_json
 
 DEFAULT_WITHIN_S = (0.0, 1.0, 5.0, 10.0, 60.0)
@@ -90,6 +99,12 @@ def check_history(history: History, truth: Truth | None = None, *, staleness_bou
     """
     if owner_is_key is None:
         owner_is_key = domain == "profiles"
+    with gc_paused():
+        return _check(history, truth, staleness_bound_s, within_s, t0_ns, domain, owner_is_key, max_examples)
+
+
+def _check(history: History, truth: Truth | None, staleness_bound_s: float | None, within_s, t0_ns: int | None,
+           domain: str | None, owner_is_key: bool, max_examples: int) -> dict:
     index = _Index(history, owner_is_key)
     example = _Examples(history, t0_ns, max_examples)
     stale = _stale_reads(history, index, staleness_bound_s, within_s, example)
@@ -101,6 +116,12 @@ def check_history(history: History, truth: Truth | None = None, *, staleness_bou
         "counters": _counters(history, index, truth, domain, example),
         "revoked_granted": _revoked_granted(history, index, staleness_bound_s, example),
     }
+    warnings = []
+    if domain == "permissions" and index.permission_ops and not any(
+            ":" in history.key[i] for i in index.permission_ops[:1000]):
+        warnings.append("permission history keys have no permission name (expected '<user>:<perm>', as in "
+                        "truth.json): different permissions of one user share a key, so stale reads and "
+                        "granted-after-revoke may be false alarms")
     anomalies = sum(findings[name]["count"] for name in
                     ("read_your_writes", "lost_writes", "revoked_granted"))
     anomalies += findings["stale_reads"]["count"] + findings["counters"]["lost"]["count"]
@@ -113,6 +134,7 @@ def check_history(history: History, truth: Truth | None = None, *, staleness_bou
         "truth_available": truth is not None,
         "owner_is_key": owner_is_key,
         "anomalies": anomalies,
+        "warnings": warnings,
         "findings": findings,
     }
 

@@ -7,8 +7,10 @@ the checker indexes them by position.
 
 from __future__ import annotations
 
+import gc
 import sys
 from array import array
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,9 +84,23 @@ def read_run_history(run_dir: str | Path) -> History:
 def read_histories(paths: list[Path] | list[str]) -> History:
     history = History()
     interned: dict[str, str] = {}
-    for path in paths:
-        _read_file(Path(path), history, interned)
+    with gc_paused():
+        for path in paths:
+            _read_file(Path(path), history, interned)
     return history
+
+
+@contextmanager
+def gc_paused():
+    """Millions of new strings and tuples make the cyclic GC rescan everything again and again;
+    these objects hold no cycles, so pause it (a third of the time at 1M operations)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _read_file(path: Path, history: History, interned: dict[str, str]) -> None:
@@ -134,8 +150,8 @@ def _raise_bad_line(path: Path, text: str, width: int, line_number: int) -> None
 
 
 def _intern(column: list[str], interned: dict[str, str]) -> list[str]:
-    get = interned.setdefault
-    return [get(value, value) for value in column]
+    """One string object per distinct value: keys, sources and users repeat a lot."""
+    return list(map(interned.setdefault, column, column))
 
 
 def _append_columns(history: History, columns: list[list[str]], interned: dict[str, str], path: Path) -> None:

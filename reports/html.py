@@ -161,7 +161,21 @@ def render_run_html(analysis: dict) -> str:
     parts.append(_faults_section(analysis))
     parts.append(_errors_section(analysis))
     parts.append(_consistency_section(analysis))
+    parts.append(_probes_section(analysis))
     return _page(title, "".join(parts))
+
+
+def _probes_section(analysis: dict) -> str:
+    probes = analysis.get("probes") or []
+    if not probes:
+        return ""
+    rows = [[escape(str(p.get("name"))), escape(fmt(p.get("t"), "s")), escape(str(p.get("phase"))),
+             escape(str(p.get("metric"))), escape(fmt(p.get("value"))),
+             escape(f"{fmt(p.get('min'))} .. {fmt(p.get('max'))}"),
+             f'<td class="{"good" if p.get("outcome") == "ok" else "bad"}">{escape(str(p.get("outcome")))}</td>']
+            for p in probes]
+    return "<h2>Steady-state probes</h2>" + _table(["probe", "t", "phase", "metric", "value", "range",
+                                                      "outcome"], rows)
 
 
 def _sort_key(value) -> str:
@@ -262,6 +276,7 @@ def _consistency_section(analysis: dict) -> str:
          escape(f"bound {fmt(findings['revoked_granted']['bound_s'], 's')}")],
     ]
     parts.append(_table(["finding", "count", "detail"], rows, False))
+    parts += [f'<p class="bad">warning: {escape(w)}</p>' for w in consistency.get("warnings") or []]
     for title, examples in (("stale reads (worst first)", stale["examples"]),
                             ("read-your-writes", findings["read_your_writes"]["examples"]),
                             ("lost writes", findings["lost_writes"]["examples"]),

@@ -98,6 +98,9 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
         {"what": "load", "kind": "load", "t_start": 0.0, "t_end": float(duration_s), "outcome": "ok", "details": {}},
         {"what": "expire hot keys", "kind": "fault", "t_start": float(fault_start), "t_end": float(fault_end),
          "outcome": "ok", "details": {"keys": expired_keys}},
+        {"what": "probe hit ratio recovers", "kind": "probe", "t_start": float(duration_s - 5),
+         "t_end": float(duration_s - 5), "outcome": "ok",
+         "details": {"phase": "after", "metric": "hit_ratio", "value": 0.9, "min": 0.8, "max": None}},
     ]
     for record in journal:
         record["start"] = SYNTHETIC_STARTED_AT + record["t_start"]

@@ -199,3 +199,11 @@ def test_profiles_owner_reads_check_writes_without_a_user(tmp_path):
            op("7", "read", 2, 2.1, 1, user="7", rid="owner"), op("7", "read", 2, 2.1, 1, user="8")]
     assert check(tmp_path, ops, domain="profiles")["findings"]["read_your_writes"]["count"] == 1
     assert check(tmp_path, ops, domain="catalog")["findings"]["read_your_writes"]["count"] == 0
+
+
+def test_permission_keys_without_the_permission_name_are_flagged(tmp_path):
+    ops = [op("5", "revoke", 0, 0.1, 2), op("5", "check", 3, 3.1, 1, value=1)]
+    assert check(tmp_path, ops, domain="permissions")["warnings"]
+    ops = [op("5:read", "revoke", 0, 0.1, 2), op("5:read", "check", 3, 3.1, 1, value=1)]
+    result = check(tmp_path, ops, domain="permissions")
+    assert not result["warnings"] and result["findings"]["revoked_granted"]["count"] == 1

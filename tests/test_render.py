@@ -36,6 +36,7 @@ def test_render_run_writes_html_markdown_json(two_runs):
     assert "| DB amplification | 21.5 x |" in summary and len(summary) < 65_000  # fits a PR comment
     html = (baseline / "report.html").read_text()
     assert html.count("<svg") == RUN_CHARTS and "expire hot keys" in html
+    assert "probe hit ratio recovers" in html
 
 
 def test_html_never_fetches_anything(two_runs, tmp_path):
