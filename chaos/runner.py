@@ -138,7 +138,7 @@ class ExperimentRunner:
         events: list[tuple[float, int, str, int]] = []   # (time, order, kind, step index)
         for index, step in enumerate(exp.method):
             events.append((step.at_s, 1, "apply", index))
-            if step.end_s is not None:
+            if step.end_s is not None and not self._faults[index].one_shot:
                 events.append((step.end_s, 0, "revert", index))
         events.sort()
         first_at = min((s.at_s for s in exp.method), default=0.0)
@@ -183,6 +183,7 @@ class ExperimentRunner:
         try:
             fault.prepare()
             ledger_id = self.ledger.add(fault, self.context)
+            start = time.time()  # the window starts when the fault takes effect, after the ledger write
             with self._lock:
                 applied = _Applied(index, step, fault, ledger_id, start)
                 self._active[index] = applied

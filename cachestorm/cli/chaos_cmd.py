@@ -142,7 +142,10 @@ def apply_cmd(
     journal, folder = _journal(run_dir, f"apply-{fault}")
     runner = ExperimentRunner(experiment, ctx, journal)
     _run_live(runner, f"{fault} for {window:g}s")
-    _print_outcome(runner.summary(), folder)
+    summary = runner.summary()
+    _print_outcome(summary, folder)
+    if summary["errors"]:
+        raise CachestormError(f"{fault} failed: {summary['errors'][0]}", exit_code=1)
 
 
 @app.command("run")
@@ -173,6 +176,8 @@ def run_cmd(
 
 
 def _print_outcome(summary: dict, folder: Path) -> None:
+    if not console.is_terminal:
+        console.print()  # the live view leaves no line break behind when not on a terminal
     for record in summary["faults"]:
         console.print(f"{record['outcome']:>8}  {record['what']}  t={record['t_start']:.1f}s..{record['t_end']:.1f}s "
                       f"({record['details'].get('ended_by')})")

@@ -15,11 +15,10 @@ class RedisRestart(Fault):
     touches = ("redis",)
     one_shot = True
 
-    def _prepare(self) -> dict:
+    def check_settings(self) -> None:
         if self.context.restart_redis is None:
             raise CachestormError(f"fault {self.name!r} needs a way to restart Redis (ChaosContext.restart_redis); "
                                   "use flush-cache for a cold start without a restart")
-        return {}
 
     def _apply(self) -> dict:
         self.context.restart_redis()
