@@ -59,9 +59,10 @@ def build_app(settings: TargetSettings) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    routes = [Route("/healthz", healthz), Route("/metrics", metrics)]
-    for path, handler, methods in service.domain.routes():
-        routes.append(Route(path, endpoint(service, path, handler), methods=methods))
+    # the domain's routes first: Starlette tries routes in order, and the hot path is a domain GET
+    routes = [Route(path, endpoint(service, path, handler), methods=methods)
+              for path, handler, methods in service.domain.routes()]
+    routes += [Route("/healthz", healthz), Route("/metrics", metrics)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

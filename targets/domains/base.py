@@ -71,6 +71,14 @@ class Domain:
         return body
 
     @staticmethod
+    def read_response(result: ReadResult) -> Response:
+        """A read's response; a cache hit sends the stored JSON as is."""
+        if result.body is not None:
+            return Response(result.body, 200, {"X-Version": str(result.version), "X-Cache": result.source},
+                            media_type="application/json")
+        return Domain.record_response(result.record, result.source)
+
+    @staticmethod
     def record_response(record: dict | None, source: str | None, extra: dict | None = None) -> Response:
         headers = {"X-Version": str(record["version"]) if record else "0"}
         if source:

@@ -18,7 +18,7 @@ class Catalog(Domain):
 
     async def get(self, request):
         result = await self.read(request.path_params["id"])
-        return self.record_response(result.record, result.source)
+        return self.read_response(result)
 
     async def put(self, request):
         from targets.app import BadRequest

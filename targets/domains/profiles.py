@@ -20,7 +20,7 @@ class Profiles(Domain):
         key_id = request.path_params["id"]
         owner = request.headers.get("x-user-id") == str(key_id)
         result = await self.read(key_id, bypass_cache=owner)
-        return self.record_response(result.record, result.source)
+        return self.read_response(result)
 
     async def put(self, request):
         from targets.app import BadRequest

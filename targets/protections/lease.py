@@ -28,7 +28,7 @@ class Lease(Protection):
             kind, payload = await self.cache.lease_get(key.redis, lease_ms, ignore_value=ctx.refresh)
             if kind == "value":
                 if payload.fresh(time.time()):
-                    return ReadResult(payload.record, "hit" if payload.record is not None else "negative")
+                    return ReadResult.of(payload, "hit")
             elif kind == "token":
                 break
             elif ctx.refresh:

@@ -34,7 +34,7 @@ class Lock(Protection):
                 delay = min(delay * 2, POLL_S[1])
                 entry = await self.cache.get(key.redis)
                 if entry is not None and entry.fresh(time.time()):
-                    return ReadResult(entry.record, "hit" if entry.record is not None else "negative")
+                    return ReadResult.of(entry, "hit")
                 if time.monotonic() > deadline:
                     ctx.fill = False  # the holder is stuck: answer, but do not race it
                     return await next_load(ctx)
@@ -45,7 +45,7 @@ class Lock(Protection):
             if not ctx.refresh:  # double-check: the previous holder may have filled since our miss
                 entry = await self.cache.get(key.redis)
                 if entry is not None and entry.fresh(time.time()):
-                    return ReadResult(entry.record, "hit" if entry.record is not None else "negative")
+                    return ReadResult.of(entry, "hit")
             return await next_load(ctx)
         finally:
             try:

@@ -8,6 +8,7 @@ hit, around the load on a miss, and after a failed read.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,17 +24,40 @@ if TYPE_CHECKING:
 Loader = Callable[[], Awaitable[dict | None]]
 
 
-@dataclass(slots=True, frozen=True)
 class Key:
-    id: int
-    redis: str       # the cache key, "<domain>:<id>"
-    klass: str       # "hot" | "rest"
+    """A cached key. (A plain slotted class: built on every request, cheaper than a frozen dataclass.)"""
+
+    __slots__ = ("id", "redis", "klass")
+
+    def __init__(self, id: int, redis: str, klass: str):  # noqa: A002
+        self.id = id            # the row id
+        self.redis = redis      # the cache key, "<domain>:<id>"
+        self.klass = klass      # "hot" | "rest"
 
 
-@dataclass(slots=True)
 class ReadResult:
-    record: dict | None          # None: the key does not exist (404)
-    source: str                  # X-Cache: hit|miss|stale|bypass|negative|fallback
+    """record (None: the key does not exist, 404) and source (X-Cache: hit|miss|stale|bypass|negative|
+    fallback). A cache hit carries the stored JSON `body` and `version` and decodes the record lazily."""
+
+    __slots__ = ("_record", "source", "body", "version")
+
+    def __init__(self, record: dict | None, source: str, body: bytes | None = None, version: int | None = None):
+        self._record = record
+        self.source = source
+        self.body = body
+        self.version = version
+
+    @property
+    def record(self) -> dict | None:
+        if self._record is None and self.body is not None:
+            self._record = json.loads(self.body)
+        return self._record
+
+    @staticmethod
+    def of(entry: Entry, source: str) -> ReadResult:
+        if entry.absent:
+            return ReadResult(None, "negative")
+        return ReadResult(entry._record, source, entry.body, entry.version)
 
 
 @dataclass
@@ -126,12 +150,12 @@ class CachedStrategy:
         if entry is not None:
             now = time.time()
             if entry.fresh(now):
-                served = ReadResult(entry.record, "hit" if entry.record is not None else "negative")
+                served = ReadResult.of(entry, "hit")
                 if not self._early or not any(p.refresh_early(entry, now) for p in self._early):
                     return served
                 return await self._load(key, loader, LoadContext(refresh=True, held=served))
             if self.serves_stale and now < entry.expires_at + self.settings.max_stale:
-                served = ReadResult(entry.record, "stale")
+                served = ReadResult.of(entry, "stale")
                 self._refresh_in_background(key, loader, served)
                 return served
         return await self._load(key, loader, LoadContext())
