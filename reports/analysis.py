@@ -13,7 +13,7 @@ from reports.history import history_files, read_run_history
 from reports.latency import analyze_latency
 from reports.metrics import CounterSeries
 from reports.phases import fault_windows, load_window, split_phases
-from reports.runfolder import read_csv, read_json, read_jsonl, require_run_dir
+from reports.runfolder import locust_csv, read_json, read_jsonl, require_run_dir
 
 SCHEMA = "cachestorm-report/1"
 
@@ -30,13 +30,13 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
     run_end = _run_end(run, journal) or _data_end(metrics, pg)
     windows = fault_windows(journal, run_end)
     t_begin, t_finish = load_window(journal, (0.0, run_end))
-    phases = split_phases(windows, t_begin, t_finish)
+    phases = split_phases(windows, t_begin, t_finish, expiry_window_s)
 
     latency = analyze_latency(run_dir, phases, started_at)
     p99_series = [(p["t"], p["p99_ms"]) for p in latency["series"] if p.get("p99_ms") is not None]
     history = read_run_history(run_dir)
     t0_ns = run.get("t0_monotonic_ns")
-    locust_totals = next((row for row in read_csv(run_dir / "locust" / "stats.csv")
+    locust_totals = next((row for row in locust_csv(run_dir, "stats")
                           if row.get("Name") == "Aggregated"), None)
     truth = load_truth(run_dir)
     settings = run.get("settings") or {}
@@ -55,7 +55,7 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
                     **{k: (r.get("details") or {}).get(k) for k in ("phase", "metric", "value", "min", "max")}}
                    for r in journal if r.get("kind") == "probe"],
         "latency": latency,
-        "errors": analyze_errors(history, t0_ns, read_csv(run_dir / "locust" / "failures.csv"), metrics,
+        "errors": analyze_errors(history, t0_ns, locust_csv(run_dir, "failures"), metrics,
                                  locust_totals),
         "db": analyze_db(metrics, pg, phases, windows, p99_series, expiry_window_s),
         "cache": analyze_cache(metrics, phases),

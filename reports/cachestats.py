@@ -40,7 +40,7 @@ def analyze_cache(metrics: CounterSeries, phases: list[Phase]) -> dict:
         by_class[key_class] = (hits / all_results) if all_results else None
     by_phase = {}
     for phase in phases:
-        points = [p for p in series if phase.contains(p["t"]) and p["lookups_per_s"]]
+        points = [p for p in series if phase.contains_second(p["t"]) and p["lookups_per_s"]]
         lookups_in_phase = sum(p["lookups_per_s"] for p in points)
         hits_in_phase = sum(p["hit_ratio"] * p["lookups_per_s"] for p in points)
         by_phase[phase.name] = (hits_in_phase / lookups_in_phase) if lookups_in_phase else None

@@ -7,18 +7,13 @@ import math
 import statistics
 
 from reports.metrics import CounterSeries
-from reports.phases import FaultWindow, Phase
+from reports.phases import FaultWindow, Phase, effect_end
 
 DB_QUERIES = "cachestorm_db_queries_total"
 KEY_RECOMPUTES = "cachestorm_key_recomputes_total"
 RECOVERY_TOLERANCE = 0.10  # back within 10% of steady state
 RECOVERY_SLACK = {"p99_ms": 1.0, "db": 1.0}  # absolute slack so a near-zero baseline can be met
 RECOVERY_HOLD_S = 2  # the condition must hold this many consecutive seconds
-
-
-def effect_window(window: FaultWindow, min_window_s: float) -> tuple[float, float]:
-    """A fault's effect lasts at least `min_window_s`: an expiry is instantaneous, its herd is not."""
-    return window.t_start, max(window.t_end, window.t_start + min_window_s)
 
 
 def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], windows: list[FaultWindow],
@@ -33,12 +28,12 @@ def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], w
     headline = next((name for name in ("target_reads", "pg_calls", "pg_xact_commit") if sources[name]), None)
     main = sources[headline] if headline else []
     before = [phase for phase in phases if phase.kind == "before"]
-    steady = _median([v for t, v in main if any(p.contains(t) for p in before)])
-    steady_p99 = _median([v for t, v in p99_series if any(p.contains(t) for p in before)])
+    steady = _median([v for t, v in main if any(p.contains_second(t) for p in before)])
+    steady_p99 = _median([v for t, v in p99_series if any(p.contains_second(t) for p in before)])
     faults = []
     for window in windows:
-        start, end = effect_window(window, min_window_s)
-        peak = max((v for t, v in main if start - 1 < t < end), default=None)
+        start, end = window.t_start, effect_end(window, min_window_s)
+        peak = max((v for t, v in main if start - 0.5 <= t < end - 0.5), default=None)
         entry = {
             "fault": window.name, "t_start": window.t_start, "t_end": window.t_end,
             "peak_queries_per_s": peak,

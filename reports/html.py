@@ -101,7 +101,9 @@ def _table(headers: list[str], rows: list[list[str]], sortable: bool = True) -> 
 
 
 def _shaded(analysis: dict) -> list[tuple[float, float, str]]:
-    return [(f["t_start"], f["t_end"], f["name"]) for f in analysis.get("faults") or []]
+    """The "during" phases: a fault's effect window (an instantaneous expiry still gets its seconds)."""
+    return [(p["t_start"], p["t_end"], p["fault"] or p["name"]) for p in analysis.get("phases") or []
+            if p.get("kind") == "during"]
 
 
 def _series(points: list[dict], field: str) -> list[tuple[float, float | None]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from hdrh.histogram import HdrHistogram
 
 from reports.phases import Phase
-from reports.runfolder import read_csv, read_jsonl
+from reports.runfolder import locust_csv, read_jsonl
 
 LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS = 1, 60_000_000, 3
 PERCENTILES = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
@@ -103,10 +103,10 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
         "overall": summarize(_merge(overall_seconds.values())),
         "by_kind": {kind: summarize(_merge(seconds.values()))
                     for kind, seconds in sorted(per_second.items()) if kind != "all"},
-        "by_phase": {phase.name: summarize(_merge(h for s, h in overall_seconds.items() if phase.contains(s)))
+        "by_phase": {phase.name: summarize(_merge(h for s, h in overall_seconds.items() if phase.contains_second(s)))
                      for phase in phases},
         "during_fault": summarize(_merge(h for s, h in overall_seconds.items()
-                                         if any(p.kind == "during" and p.contains(s) for p in phases))),
+                                         if any(p.kind == "during" and p.contains_second(s) for p in phases))),
         "series": series,
         "counts": dict(counts),
     }
@@ -130,10 +130,8 @@ def _merge(histograms) -> HdrHistogram | None:
 
 
 def _from_locust(run_dir: Path, phases: list[Phase], started_at: float | None) -> dict:
-    history = [row for row in read_csv(run_dir / "locust" / "stats_history.csv")
-               if row.get("Name") == "Aggregated"]
-    totals = next((row for row in read_csv(run_dir / "locust" / "stats.csv") if row.get("Name") == "Aggregated"),
-                  None)
+    history = [row for row in locust_csv(run_dir, "stats_history") if row.get("Name") == "Aggregated"]
+    totals = next((row for row in locust_csv(run_dir, "stats") if row.get("Name") == "Aggregated"), None)
     if not history and totals is None:
         return {"source": None, "approximate": False, "overall": None, "by_kind": {}, "by_phase": {},
                 "during_fault": None, "series": [], "counts": {}}
@@ -156,8 +154,8 @@ def _from_locust(run_dir: Path, phases: list[Phase], started_at: float | None) -
         "approximate": True,
         "overall": overall,
         "by_kind": {},
-        "by_phase": {phase.name: _worst(p for p in series if phase.contains(p["t"])) for phase in phases},
-        "during_fault": _worst(p for p in series if any(ph.kind == "during" and ph.contains(p["t"]) for ph in phases)),
+        "by_phase": {phase.name: _worst(p for p in series if phase.contains_second(p["t"])) for phase in phases},
+        "during_fault": _worst(p for p in series if any(ph.kind == "during" and ph.contains_second(p["t"]) for ph in phases)),
         "series": series,
         "counts": {},
     }

@@ -36,6 +36,10 @@ class Phase:
     def contains(self, t: float) -> bool:
         return self.t_start <= t < self.t_end
 
+    def contains_second(self, second: int) -> bool:
+        """Per-second data [s, s+1) belongs to the phase holding its middle."""
+        return self.t_start <= second + 0.5 < self.t_end
+
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "t_start": self.t_start, "t_end": self.t_end,
                 "fault": self.fault}
@@ -65,8 +69,18 @@ def load_window(journal: list[dict], default: tuple[float, float]) -> tuple[floa
     return default
 
 
-def split_phases(windows: list[FaultWindow], t_begin: float, t_finish: float) -> list[Phase]:
-    """before (until the first fault), then per fault: during it, and after it until the next one."""
+MIN_EFFECT_S = 5.0
+
+
+def effect_end(window: FaultWindow, min_effect_s: float = MIN_EFFECT_S) -> float:
+    """A fault's effect lasts at least `min_effect_s`: an expiry is instantaneous, its herd is not."""
+    return max(window.t_end, window.t_start + min_effect_s)
+
+
+def split_phases(windows: list[FaultWindow], t_begin: float, t_finish: float,
+                 min_effect_s: float = MIN_EFFECT_S) -> list[Phase]:
+    """before (until the first fault), then per fault: during its effect window, and after it until the
+    next one. A fault shorter than `min_effect_s` (an expiry, a kill) is "during" for that long."""
     if not windows:
         return [Phase("steady", "before", t_begin, t_finish)]
     phases = []
@@ -74,13 +88,11 @@ def split_phases(windows: list[FaultWindow], t_begin: float, t_finish: float) ->
         phases.append(Phase("before", "before", t_begin, windows[0].t_start))
     for n, window in enumerate(windows):
         label = window.name if len(windows) == 1 else f"{n + 1}. {window.name}"
-        end = max(window.t_end, window.t_start + 1e-3)
+        end = effect_end(window, min_effect_s)
+        if n + 1 < len(windows):
+            end = max(window.t_end, min(end, windows[n + 1].t_start))
         phases.append(Phase(f"during {label}", "during", window.t_start, end, window.name))
         following = windows[n + 1].t_start if n + 1 < len(windows) else t_finish
         if following > end:
             phases.append(Phase(f"after {label}", "after", end, following, window.name))
     return phases
-
-
-def in_any_fault(t: float, windows: list[FaultWindow]) -> bool:
-    return any(w.t_start <= t < max(w.t_end, w.t_start + 1.0) for w in windows)

@@ -46,6 +46,22 @@ def read_csv(path: str | Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def locust_csv(run_dir: str | Path, name: str) -> list[dict]:
+    """Rows of Locust's `name`.csv (stats, stats_history, failures) in `locust/`.
+
+    design.md lists `stats.csv`; Locust itself writes `<prefix>_<name>.csv` for `--csv <prefix>`
+    (`--csv locust/stats` gives `stats_stats.csv`), so any prefix is accepted.
+    """
+    folder = Path(run_dir) / "locust"
+    exact = folder / f"{name}.csv"
+    if exact.exists():
+        return read_csv(exact)
+    candidates = sorted(folder.glob(f"*_{name}.csv"))
+    if name == "stats":  # "*_stats.csv" would also match a prefix ending in "_history"
+        candidates = [c for c in candidates if not c.name.endswith("_history.csv")]
+    return read_csv(candidates[0]) if candidates else []
+
+
 def require_run_dir(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
