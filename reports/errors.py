@@ -47,11 +47,12 @@ def analyze_errors(history: History, t0_ns: int | None, failures: list[dict], me
         failure_kinds[_failure_kind(row.get("Error", ""))] += int(float(row.get("Occurrences") or 0))
     pool_timeouts = metrics.increase("cachestorm_pool_timeouts_total")
     errors = sum(by_kind.values())
-    if total:
-        rate, source = errors / total, "histories"
-    elif locust_totals and float(locust_totals.get("Request Count") or 0) > 0:
+    # Locust saw every request; histories hold only the sampled keys (always the hot ones)
+    if locust_totals and float(locust_totals.get("Request Count") or 0) > 0:
         rate = float(locust_totals.get("Failure Count") or 0) / float(locust_totals["Request Count"])
         source = "locust"
+    elif total:
+        rate, source = errors / total, "histories"
     else:
         rate, source = None, None
     return {

@@ -65,7 +65,8 @@ def build_headline(analysis: dict) -> dict:
     stale = findings.get("stale_reads") or {}
     counters = findings.get("counters") or {}
     headline = {
-        "requests": errors.get("operations") or overall.get("count"),
+        # every logical request (latency counts), else the HDR count, else the (sampled) histories
+        "requests": (latency.get("counts") or {}).get("requests") or overall.get("count") or errors.get("operations"),
         "p50_ms": overall.get("p50_ms"),
         "p99_ms": overall.get("p99_ms"),
         "p999_ms": overall.get("p999_ms"),
