@@ -51,9 +51,7 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
         "phases": [phase.to_dict() for phase in phases],
         "faults": [{"name": w.name, "t_start": w.t_start, "t_end": w.t_end, "details": w.details}
                    for w in windows],
-        "probes": [{"name": r.get("what"), "t": r.get("t_start"), "outcome": r.get("outcome"),
-                    **{k: (r.get("details") or {}).get(k) for k in ("phase", "metric", "value", "min", "max")}}
-                   for r in journal if r.get("kind") == "probe"],
+        "probes": _probe_summary(journal),
         "latency": latency,
         "errors": analyze_errors(history, t0_ns, locust_csv(run_dir, "failures"), metrics,
                                  locust_totals),
@@ -89,6 +87,29 @@ def _run_info(run_dir: Path, run: dict, run_end: float) -> dict:
         "cachestorm_version": run.get("cachestorm_version"),
         "settings": settings,
     }
+
+
+def _probe_summary(journal: list[dict]) -> list[dict]:
+    """Chaos steady-state probes, one row per probe: how often checked, how often deviated, worst value."""
+    rows: dict[str, dict] = {}
+    for record in journal:
+        if record.get("kind") != "probe":
+            continue
+        details = record.get("details") or {}
+        row = rows.setdefault(str(record.get("what")), {
+            "name": str(record.get("what")), "metric": details.get("metric"), "min": details.get("min"),
+            "max": details.get("max"), "checks": 0, "outcomes": {}, "worst_value": None,
+            "first_deviation_t": None})
+        row["checks"] += 1
+        outcome = str(record.get("outcome"))
+        row["outcomes"][outcome] = row["outcomes"].get(outcome, 0) + 1
+        if outcome == "deviated" and row["first_deviation_t"] is None:
+            row["first_deviation_t"] = record.get("t_start")
+        value = details.get("value")
+        if isinstance(value, int | float):
+            worse = max if row["max"] is not None else min
+            row["worst_value"] = value if row["worst_value"] is None else worse(row["worst_value"], value)
+    return list(rows.values())
 
 
 def _data_end(*series: CounterSeries) -> float:

@@ -171,13 +171,16 @@ def _probes_section(analysis: dict) -> str:
     probes = analysis.get("probes") or []
     if not probes:
         return ""
-    rows = [[escape(str(p.get("name"))), escape(fmt(p.get("t"), "s")), escape(str(p.get("phase"))),
-             escape(str(p.get("metric"))), escape(fmt(p.get("value"))),
-             escape(f"{fmt(p.get('min'))} .. {fmt(p.get('max'))}"),
-             f'<td class="{"good" if p.get("outcome") == "ok" else "bad"}">{escape(str(p.get("outcome")))}</td>']
-            for p in probes]
-    return "<h2>Steady-state probes</h2>" + _table(["probe", "t", "phase", "metric", "value", "range",
-                                                      "outcome"], rows)
+    rows = []
+    for probe in probes:
+        deviated = probe["outcomes"].get("deviated", 0)
+        outcomes = ", ".join(f"{k}: {v}" for k, v in sorted(probe["outcomes"].items()))
+        rows.append([escape(probe["name"]), escape(str(probe.get("metric"))),
+                     escape(f"{fmt(probe.get('min'))} .. {fmt(probe.get('max'))}"), escape(fmt(probe["checks"])),
+                     f'<td class="{"bad" if deviated else "good"}">{escape(outcomes)}</td>',
+                     escape(fmt(probe.get("worst_value"))), escape(fmt(probe.get("first_deviation_t"), "s"))])
+    return "<h2>Steady-state probes</h2>" + _table(
+        ["probe", "metric", "range", "checks", "outcomes", "worst value", "first deviation"], rows)
 
 
 def _sort_key(value) -> str:

@@ -161,3 +161,14 @@ def test_locust_files_with_the_csv_prefix_are_found(run_dir):
     latency = analysis["latency"]
     assert latency["source"] == "locust" and [p["t"] for p in latency["series"]] == [4]
     assert latency["overall"]["p99_ms"] == 8.0 and latency["overall"]["count"] == 10
+
+
+def test_probes_are_summarized_per_probe(run_dir):
+    with (run_dir / "journal.jsonl").open("a") as handle:
+        for t, value in ((26.0, 0.5), (27.0, 0.7)):
+            handle.write(json.dumps({"what": "probe hit ratio recovers", "kind": "probe", "t_start": t, "t_end": t,
+                                     "outcome": "deviated", "details": {"metric": "hit_ratio", "value": value,
+                                                                        "min": 0.8, "max": None}}) + "\n")
+    (probe,) = analyze_run(run_dir)["probes"]
+    assert probe["checks"] == 3 and probe["outcomes"] == {"ok": 1, "deviated": 2}
+    assert probe["worst_value"] == 0.5 and probe["first_deviation_t"] == 26.0
