@@ -27,6 +27,7 @@ from cachestorm.stack.processes import free_port, spawn, stop_pid, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOMAINS = ("profiles", "catalog", "counters", "permissions")
+WARM_ROUTES = {"profiles": "/profiles/{id}", "catalog": "/products/{id}", "counters": "/counters/{id}"}
 DOMAIN_TABLES = {"profiles": "profiles", "catalog": "products", "counters": "counters",
                  "permissions": "permissions"}
 
@@ -62,6 +63,7 @@ class RunSettings:
     locust_args: list[str] = field(default_factory=list)
     stack: StackSettings = field(default_factory=StackSettings)
     render: bool = True
+    warm: bool = False                   # read every key once before the load: start from a warm cache
 
     def validate(self) -> None:
         if self.domain not in DOMAINS:
@@ -99,11 +101,10 @@ def parse_duration(text: str | float | int, flag: str = "--duration") -> float:
 
 
 def validate_strategy(spec: str) -> None:
-    try:
-        from targets.registry import validate_spec
-    except ImportError:
-        return
-    validate_spec(spec)
+    from targets.strategies import parse_spec
+
+    if spec != "default":
+        parse_spec(spec)
 
 
 def resolve_experiment(name_or_path: str | None):
@@ -270,6 +271,9 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
         write_run_meta(run_dir, meta)
         notify("targets", targets=targets)
 
+        if settings.warm:
+            with journal.step("warm cache", "target", keys=settings.keys) as info:
+                info["failed"] = warm_cache(targets[0].base_url, settings)
         scraper = Scraper(run_dir, t0_wall, {t.name: t.base_url for t in targets}, stack.postgres_url).start()
         load_start = time.time()
         log = open(run_dir / "logs" / "locust.log", "ab")  # noqa: SIM115
@@ -328,6 +332,25 @@ def _ignore_sigint():
 def _restore_sigint(previous) -> None:
     if previous is not None:
         signal.signal(signal.SIGINT, previous)
+
+
+def warm_cache(base_url: str, settings: RunSettings) -> int:
+    """GET keys 1..N through the target, as many at once as its DB pool allows. Returns failures."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    route = WARM_ROUTES.get(settings.domain)
+    if route is None:
+        return 0
+    with httpx.Client(base_url=base_url, timeout=30,
+                      limits=httpx.Limits(max_connections=settings.pool_size)) as client:
+        def fetch(key: int) -> bool:
+            try:
+                return client.get(route.format(id=key)).status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        with ThreadPoolExecutor(max_workers=settings.pool_size) as pool:
+            return sum(1 for ok in pool.map(fetch, range(1, settings.keys + 1)) if not ok)
 
 
 def _existing_stack(settings: StackSettings) -> StackState | None:

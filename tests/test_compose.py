@@ -60,10 +60,10 @@ def test_target_goes_through_toxiproxy():
 
 
 def test_target_command_parses_with_the_targets_cli():
-    from targets.settings import parse_args
+    from targets.settings import parse_settings
 
     command = SERVICES["target"]["command"]
-    settings = parse_args(command[3:])
+    settings = parse_settings(command[3:])
     assert settings.port == 8000
 
 

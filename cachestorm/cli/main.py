@@ -67,7 +67,8 @@ def build_app() -> typer.Typer:
 
 def main() -> None:
     try:
-        build_app()(standalone_mode=False)
+        # standalone_mode=False: Typer returns an exit code (Exit(n), Ctrl-C as 130) instead of exiting
+        code = build_app()(standalone_mode=False)
     except CachestormError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -79,10 +80,10 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # usage errors (Typer vendors click, so match the shape rather than the class)
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -42,6 +42,7 @@ def run(
     postgres_url: str = typer.Option(None, "--postgres-url", help="Adopt this PostgreSQL."),
     toxiproxy_url: str = typer.Option(None, "--toxiproxy-url", help="Use this Toxiproxy."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip rendering the report."),
+    warm: bool = typer.Option(False, "--warm", help="Read every key once before the load (start warm)."),
 ) -> None:
     """Run targets + Locust (+ chaos) once and write a run folder."""
     settings = RunSettings(
@@ -51,7 +52,7 @@ def run(
         celebrity_share=celebrity_share, hot_keys=hot_keys, write_ratio=write_ratio, retry=retry,
         ttl_s=parse_duration(ttl, "--ttl"), recompute_ms=parse_duration(recompute, "--recompute") * 1000,
         pool_size=pool_size, pool_timeout_s=parse_duration(pool_timeout, "--pool-timeout"), seed=seed,
-        stack=StackSettings(redis_url, postgres_url, toxiproxy_url), render=not no_report,
+        stack=StackSettings(redis_url, postgres_url, toxiproxy_url), render=not no_report, warm=warm,
     )
     with console.status(f"running {strategy} for {settings.duration_s:.0f} s ..."):
         run_dir = run_once(settings)
