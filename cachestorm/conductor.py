@@ -22,7 +22,8 @@ from cachestorm import __version__
 from cachestorm.errors import CachestormError
 from cachestorm.runfolder import Journal, new_run_dir, write_run_meta
 from cachestorm.scrape import Scraper
-from cachestorm.stack import StackSettings, StackState, health, load_state, start_stack, stop_stack
+from cachestorm.stack import (StackSettings, StackState, health, load_state, restart_redis, start_stack,
+                              stop_stack)
 from cachestorm.stack.processes import free_port, spawn, stop_pid, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -390,6 +391,7 @@ def _start_experiment(experiment, settings, stack, targets, run_dir, journal, lo
         redis_url=stack.redis_url, postgres_url=stack.postgres_url, proxy_api_url=stack.proxy_api_url,
         domain=settings.domain, hot_keys=settings.hot_keys, key_space=settings.keys,
         targets=[TargetHandle(t.name, t.pid, t.base_url, t.restart) for t in targets],
+        restart_redis=(lambda: restart_redis(stack)) if any(s["kind"] == "redis" for s in stack.servers) else None,
         run_dir=str(run_dir), ledger_path=str(Path(".cachestorm") / "active-faults.jsonl"),
     )
     runner = ExperimentRunner(experiment, context, journal)

@@ -92,8 +92,14 @@ def is_loopback(host: str) -> bool:
 
 def context_from_stack(state, **overrides) -> ChaosContext:
     """A context for the stack started by `cachestorm up` (a `StackState`)."""
+    from cachestorm.stack import restart_redis, save_state
+
+    def restart() -> None:  # `up`'s state file must learn the new PID, or `down` would miss it
+        save_state(restart_redis(state))
+
+    owns_redis = any(server.get("kind") == "redis" for server in getattr(state, "servers", []))
     ctx = ChaosContext(redis_url=state.redis_url, postgres_url=state.postgres_url,
-                       proxy_api_url=state.proxy_api_url)
+                       proxy_api_url=state.proxy_api_url, restart_redis=restart if owns_redis else None)
     for key, value in overrides.items():
         if value is not None:
             setattr(ctx, key, value)

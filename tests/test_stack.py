@@ -120,3 +120,20 @@ def _our_children() -> set[int]:
         if b"valkey-server" in cmdline or b"chaos.proxy" in cmdline or b"postgres -D" in cmdline.replace(b"\0", b" "):
             pids.add(int(entry.name))
     return pids
+
+
+def test_restart_redis_loses_the_cache_and_keeps_the_urls(tmp_path):
+    from cachestorm.stack import StackSettings, restart_redis, start_stack, stop_stack
+
+    state = start_stack(StackSettings())
+    try:
+        old_pid = next(s["pid"] for s in state.servers if s["kind"] == "redis")
+        redis.Redis.from_url(state.redis_proxy_url).set("k", "v")
+        restart_redis(state)
+        new_pid = next(s["pid"] for s in state.servers if s["kind"] == "redis")
+        assert new_pid != old_pid and not pid_alive(old_pid)
+        assert redis.Redis.from_url(state.redis_url).get("k") is None
+        assert redis.Redis.from_url(state.redis_proxy_url).ping()  # the proxy's upstream still holds
+    finally:
+        stop_stack(state)
+    assert not pid_alive(new_pid)

@@ -124,6 +124,21 @@ def stop_stack(state: StackState) -> list[str]:
     return stopped
 
 
+def restart_redis(state: StackState) -> StackState:
+    """Stop our Redis and start an empty one on the same port: the cache is lost, URLs stay valid."""
+    for index, data in enumerate(state.servers):
+        if data["kind"] != "redis":
+            continue
+        old = Server.from_dict(data)
+        old.stop()
+        _, port = host_port(old.url)
+        new = start_redis(Path(old.data_dir).parent, binary=old.binary, port=port)
+        state.servers[index] = new.as_dict()
+        return state
+    raise CachestormError("this stack's Redis was not started by cachestorm (adopted via --redis-url); "
+                          "restart it yourself")
+
+
 def _own(owned: list[Server], server: Server) -> Server:
     owned.append(server)
     return server
@@ -235,5 +250,5 @@ def health(state: StackState) -> dict[str, tuple[bool, str]]:
     return results
 
 
-__all__ = ["StackSettings", "StackState", "start_stack", "stop_stack", "save_state", "load_state",
+__all__ = ["StackSettings", "StackState", "start_stack", "stop_stack", "restart_redis", "save_state", "load_state",
            "clear_state", "health", "state_path", "stop_pid"]

@@ -71,13 +71,14 @@ def _redis_ping(port: int) -> bool:
         return sock.recv(64).startswith(b"+PONG")
 
 
-def start_redis(base_dir: str | Path, binary: str | None = None) -> Server:
+def start_redis(base_dir: str | Path, binary: str | None = None, port: int | None = None) -> Server:
+    """Start Valkey/Redis; `port` pins the port (a restart keeps the proxy's upstream valid)."""
     binary = binary or find_redis_binary()
     data_dir = tempfile.mkdtemp(prefix="redis-", dir=base_dir)
     log_path = Path(data_dir) / "server.log"
     last_error: Exception | None = None
-    for _ in range(START_ATTEMPTS):
-        port = free_port()
+    for _ in range(1 if port else START_ATTEMPTS):
+        port = port or free_port()
         argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
                 "--dir", data_dir, "--enable-debug-command", "local", "--protected-mode", "yes"]
         process = spawn(argv, log_path)
@@ -88,6 +89,7 @@ def start_redis(base_dir: str | Path, binary: str | None = None) -> Server:
             _kill(process)
             if "Address already in use" in log_path.read_text(errors="replace"):
                 log_path.unlink(missing_ok=True)
+                port = None
                 continue
             break
         return Server("redis", f"redis://127.0.0.1:{port}/0", process.pid, f"127.0.0.1:{port}", data_dir, str(log_path), binary)
