@@ -212,7 +212,7 @@ def _faults_section(analysis: dict) -> str:
                                                      if p["kind"] == "during"], strict=False):
         hot = fault.get("hot_key_expiry") or {}
         during = (latency.get("by_phase") or {}).get(phase["name"]) or {}
-        rows.append([escape(fault["fault"]), escape(f"{fault['t_start']:g}–{fault['t_end']:g} s"),
+        rows.append([escape(fault["fault"]), escape(f"{fault['t_start']:.1f}–{fault['t_end']:.1f} s"),
                      escape(fmt(during.get("p99_ms"), "ms")), escape(fmt(fault.get("peak_queries_per_s"), "q/s")),
                      escape(fmt(fault.get("amplification"), "x")),
                      escape(fmt(hot.get("db_reads_per_key"))), escape(fmt(hot.get("recomputes_per_key"))),
@@ -234,8 +234,8 @@ def _errors_section(analysis: dict) -> str:
              for kind, count in (errors.get("locust_failures_by_kind") or {}).items()]
     rows.append(["pool timeouts (targets)", escape(fmt(errors.get("pool_timeouts_reported_by_targets")))])
     attempts = errors.get("attempts")
-    text = (f"error rate {fmt(errors.get('error_rate'))} of {fmt(errors.get('operations'))} operations"
-            f" (source: {errors.get('error_rate_source')})")
+    text = (f"error rate {fmt(errors.get('error_rate'))} (source: {errors.get('error_rate_source')}); "
+            f"the histories hold {fmt(errors.get('operations'))} operations of the sampled keys")
     if attempts:
         text += (f"; {fmt(attempts['logical_requests'])} logical requests, {fmt(attempts['mean_attempts'])} "
                  f"attempts each on average, {fmt(attempts['retried_requests'])} retried")

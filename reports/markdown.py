@@ -37,7 +37,7 @@ def render_run_markdown(analysis: dict, gate=None) -> str:
         lines += ["", "| fault | window | DB peak | amplification | recovery |", "| --- | --- | ---: | ---: | ---: |"]
         for fault in faults:
             recovery = fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None else "not recovered"
-            lines.append(f"| {_cell(fault['fault'])} | {fault['t_start']:g}–{fault['t_end']:g} s | "
+            lines.append(f"| {_cell(fault['fault'])} | {fault['t_start']:.1f}–{fault['t_end']:.1f} s | "
                          f"{fmt(fault.get('peak_queries_per_s'), 'q/s')} | {fmt(fault.get('amplification'), 'x')} | "
                          f"{recovery} |")
     if gate is not None:
