@@ -9,7 +9,7 @@ from reports.headline import CATALOG, comparable, metric_info
 
 REGRESSION_RELATIVE = 0.10  # worse by more than 10% ...
 ABSOLUTE_SLACK = {"ms": 0.5, "s": 0.05, "q/s": 1.0, "x": 0.1}  # ... and by more than this (per unit)
-RATIO_SLACK = {"error_rate": 0.001, "hit_ratio": 0.01}
+RATIO_SLACK = {"error_rate": 0.001, "hit_ratio": 0.01}  # absolute points for fractions
 
 
 def as_analysis(run) -> dict:
@@ -60,7 +60,10 @@ def _compare_metric(name: str, raw_a, raw_b, threshold: float) -> dict:
         row["relative"] = (vb - va) / abs(va) if va else None
     worse = vb > va if info.better == "lower" else vb < va
     slack = RATIO_SLACK.get(name, ABSOLUTE_SLACK.get(info.unit, 0.0))
-    significant = not finite or (abs(vb - va) > slack and (row["relative"] is None or abs(row["relative"]) > threshold))
+    if name in RATIO_SLACK:  # already a fraction: compare in points, not relative to itself
+        significant = not finite or abs(vb - va) > slack
+    else:
+        significant = not finite or (abs(vb - va) > slack and (row["relative"] is None or abs(row["relative"]) > threshold))
     row["regression"] = worse and significant
     row["improvement"] = (not worse) and significant
     return row

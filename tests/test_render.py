@@ -54,7 +54,8 @@ def test_comparison_marks_winners_and_regressions(two_runs, tmp_path):
     html = html_path.read_text()
     assert html.count('class="winner"') >= 4
     deltas = json.loads(json_path.read_text())["deltas"][0]
-    assert "p99_ms_during_fault" in deltas["improvements"] and not deltas["regressions"]
+    assert {"p99_ms_during_fault", "db_amplification", "stale_reads"} <= set(deltas["improvements"])
+    assert deltas["regressions"] == ["error_rate"]  # one op fewer in the synthetic run: 2/44 vs 2/45
     reverse = compare_runs(analyze_run(better), analyze_run(baseline))
     assert {"p99_ms_during_fault", "db_amplification", "stale_reads"} <= set(reverse["regressions"])
     row = next(r for r in reverse["metrics"] if r["metric"] == "db_amplification")
@@ -123,3 +124,17 @@ def test_render_run_on_a_sparse_run_folder(tmp_path):
     paths = render_run(tmp_path)
     assert all(p.exists() for p in paths)
     assert "no data" in paths[0].read_text()
+
+
+def test_compare_handles_all_nines_and_zero_baselines():
+    base = {"run": {"label": "a"}, "headline": {"nines_within_1s": "all", "lost_writes": 0, "p99_ms": 10.0,
+                                                "hit_ratio": 0.9}}
+    cand = {"run": {"label": "b"}, "headline": {"nines_within_1s": 2.5, "lost_writes": 1, "p99_ms": 10.4,
+                                                "hit_ratio": 0.95}}
+    result = compare_runs(base, cand)
+    rows = {r["metric"]: r for r in result["metrics"]}
+    assert rows["nines_within_1s"]["regression"] and rows["nines_within_1s"]["delta"] is None
+    assert rows["lost_writes"]["regression"] and rows["lost_writes"]["relative"] is None  # any loss counts
+    assert not rows["p99_ms"]["regression"] and not rows["p99_ms"]["improvement"]  # 4%: noise
+    assert rows["hit_ratio"]["improvement"]
+    json.dumps(result, allow_nan=False)
