@@ -40,6 +40,9 @@ def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], w
             "amplification": _ratio(peak, steady),
             "recovery_s": recovery_time(window.t_end, p99_series, main, steady_p99, steady,
                                         until=_next_start(windows, window)),
+            # the same fault seen by every source: PostgreSQL's own counters are the ground truth
+            "by_source": {name: _amplification(series, before, start, end)
+                          for name, series in sources.items() if series},
         }
         if window.expired_keys:
             entry["hot_key_expiry"] = _hot_key_expiry(metrics, window, start, end)
@@ -52,13 +55,21 @@ def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], w
         "source": headline,
         "steady_queries_per_s": steady,
         "steady_p99_ms": steady_p99,
-        "peak_queries_per_s": max((v for _, v in main), default=None),
+        # the peak of the faults' effect windows; the whole run's (warm-up included) without faults
+        "peak_queries_per_s": max((f["peak_queries_per_s"] for f in faults if f["peak_queries_per_s"] is not None),
+                                  default=None) if faults else max((v for _, v in main), default=None),
         "amplification": max(amplifications) if amplifications else None,
         "db_loads_per_expiry": max(per_expiry) if per_expiry else None,
         "recovery_s": None if not recoveries or None in recoveries else max(recoveries),
         "faults": faults,
         "series": {name: [{"t": t, "per_s": round(v, 3)} for t, v in values] for name, values in sources.items()},
     }
+
+
+def _amplification(series: list[tuple[int, float]], before: list[Phase], start: float, end: float) -> dict:
+    steady = _median([v for t, v in series if any(p.contains_second(t) for p in before)])
+    peak = max((v for t, v in series if start - 0.5 <= t < end - 0.5), default=None)
+    return {"steady_per_s": steady, "peak_per_s": peak, "amplification": _ratio(peak, steady)}
 
 
 def _hot_key_expiry(metrics: CounterSeries, window: FaultWindow, start: float, end: float) -> dict:

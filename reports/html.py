@@ -214,7 +214,7 @@ def _faults_section(analysis: dict) -> str:
         during = (latency.get("by_phase") or {}).get(phase["name"]) or {}
         rows.append([escape(fault["fault"]), escape(f"{fault['t_start']:.1f}–{fault['t_end']:.1f} s"),
                      escape(fmt(during.get("p99_ms"), "ms")), escape(fmt(fault.get("peak_queries_per_s"), "q/s")),
-                     escape(fmt(fault.get("amplification"), "x")),
+                     escape(fmt(fault.get("amplification"), "x")), escape(fmt(_pg_amplification(fault), "x")),
                      escape(fmt(hot.get("db_reads_per_key"))), escape(fmt(hot.get("recomputes_per_key"))),
                      escape(fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
                             else "not recovered")])
@@ -223,8 +223,17 @@ def _faults_section(analysis: dict) -> str:
     if not rows:
         return f"<h2>Faults</h2><p class=\"note\">no faults in this run; {escape(steady)}</p>"
     return ("<h2>Faults</h2>" + f"<p class=\"note\">{escape(steady)}</p>"
-            + _table(["fault", "window", "p99", "DB peak", "amplification", "DB reads / expired key",
+            + _table(["fault", "window", "p99", "DB peak", "amplification", "amplification (PostgreSQL)",
+                      "DB reads / expired key",
                       "recomputes / expired key", "recovery"], rows))
+
+
+def _pg_amplification(fault: dict) -> float | None:
+    by_source = fault.get("by_source") or {}
+    for name in ("pg_calls", "pg_xact_commit"):
+        if name in by_source:
+            return by_source[name]["amplification"]
+    return None
 
 
 def _errors_section(analysis: dict) -> str:

@@ -172,3 +172,11 @@ def test_probes_are_summarized_per_probe(run_dir):
     (probe,) = analyze_run(run_dir)["probes"]
     assert probe["checks"] == 3 and probe["outcomes"] == {"ok": 1, "deviated": 2}
     assert probe["worst_value"] == 0.5 and probe["first_deviation_t"] == 26.0
+
+
+def test_amplification_seen_by_postgres_too(run_dir):
+    fault = analyze_run(run_dir)["db"]["faults"][0]
+    # PostgreSQL commits: steady 10 + 2 (writes) per second, 200 + 2 during the fault
+    assert fault["by_source"]["pg_xact_commit"] == pytest.approx(
+        {"steady_per_s": 12.0, "peak_per_s": 202.0, "amplification": 202.0 / 12.0})
+    assert fault["by_source"]["target_reads"]["amplification"] == pytest.approx(21.5)
