@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,8 +23,16 @@ from cachestorm import __version__
 from cachestorm.errors import CachestormError
 from cachestorm.runfolder import Journal, new_run_dir, write_run_meta
 from cachestorm.scrape import Scraper
-from cachestorm.stack import (StackSettings, StackState, health, load_state, restart_redis, start_stack,
-                              stop_stack)
+from cachestorm.stack import (
+    StackSettings,
+    StackState,
+    health,
+    load_state,
+    restart_redis,
+    start_stack,
+    stop_stack,
+    validate_stack_settings,
+)
 from cachestorm.stack.processes import free_port, spawn, stop_pid, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +53,7 @@ class RunSettings:
     shape: str | None = None
     shape_args: str | None = None
     experiment: str | None = None
+    experiment_at_s: float | None = None  # move the experiment's first fault to this second of the load
     out: str = "runs"
     label: str | None = None
     instances: int = 1
@@ -78,6 +88,7 @@ class RunSettings:
         if self.rate is not None and self.rate <= 0:
             raise CachestormError("--rate must be a positive number of requests per second")
         validate_strategy(self.strategy)
+        validate_stack_settings(self.stack)
 
 
 def parse_duration(text: str | float | int, flag: str = "--duration") -> float:
@@ -85,20 +96,12 @@ def parse_duration(text: str | float | int, flag: str = "--duration") -> float:
     if isinstance(text, int | float):
         return float(text)
     value = str(text).strip().lower()
-    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
-    for suffix, factor in units:
-        if value.endswith(suffix) and not (suffix == "s" and value.endswith("ms")):
-            number = value[: -len(suffix)]
-            break
-    else:
-        number, factor = value, 1.0
-    try:
-        seconds = float(number) * factor
-    except ValueError:
-        raise CachestormError(f"{flag} {text!r} is not a duration; use e.g. 30s, 2m or 500ms") from None
-    if seconds < 0:
-        raise CachestormError(f"{flag} {text!r} must not be negative")
-    return seconds
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?", value)
+    if match is None:
+        raise CachestormError(f"{flag} {text!r} is not a duration; use e.g. 30s, 2m or 500ms")
+    number, unit = match.groups()
+    factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit or "s"]
+    return float(number) * factor
 
 
 def validate_strategy(spec: str) -> None:
@@ -235,6 +238,8 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
     """
     settings.validate()
     experiment = resolve_experiment(settings.experiment)
+    if experiment is not None and settings.experiment_at_s is not None:
+        experiment = experiment.shifted(settings.experiment_at_s)
     _check_locust_args(settings)
     label = settings.label or f"{settings.domain}-{settings.strategy}" + (
         f"-{Path(settings.experiment).stem}" if settings.experiment else "")
@@ -259,7 +264,8 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
             stack = stack or _existing_stack(settings.stack)
             if stack is None:
                 stack = owned_stack = start_stack(settings.stack)
-            info.update(owned=owned_stack is not None, endpoints=stack.endpoints())
+            info.update(owned=owned_stack is not None, endpoints=stack.endpoints(),
+                        pids=[s["pid"] for s in owned_stack.servers] if owned_stack else [])
         meta["stack"] = stack.endpoints()
         notify("stack", stack=stack)
         with journal.step("reset cache and faults", "stack"):
@@ -268,6 +274,7 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
                           instances=settings.instances) as info:
             targets = start_targets(settings, stack, run_dir)
             info["targets"] = {t.name: t.base_url for t in targets}
+            info["pids"] = [t.pid for t in targets]
         meta["targets"] = {t.name: t.base_url for t in targets}
         write_run_meta(run_dir, meta)
         notify("targets", targets=targets)
@@ -292,7 +299,8 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
         returncode = _wait_for_locust(locust, settings, runner)
         journal.record("load", "load", load_start, time.time(),
                        "ok" if returncode in (0, 1) else f"exit {returncode}",
-                       {"users": settings.users, "rate": settings.rate, "returncode": returncode})
+                       {"users": settings.users, "rate": settings.rate, "returncode": returncode,
+                        "pid": locust.pid})
         if returncode not in (0, 1):  # 1 = some requests failed, which is what we measure
             raise CachestormError(f"Locust exited with code {returncode}; see {run_dir / 'logs' / 'locust.log'}")
         outcome = "ok"

@@ -103,7 +103,7 @@ class Scraper:
                 conn = psycopg.connect(self.postgres_url, autocommit=True, connect_timeout=2)
             row = conn.execute(PG_STATS_SQL).fetchone()
             names = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched", "calls", "active")
-            record = {"t": t, "wall": wall, **{k: (None if v is None else int(v)) for k, v in zip(names, row)}}
+            record = {"t": t, "wall": wall, **{k: (None if v is None else int(v)) for k, v in zip(names, row, strict=True)}}
         except Exception as exc:  # noqa: BLE001 - the DB may be down on purpose (a fault)
             self.errors += 1
             record = {"t": t, "wall": wall, "error": str(exc).splitlines()[0][:200] if str(exc) else "error"}

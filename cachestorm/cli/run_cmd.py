@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from cachestorm.conductor import RunSettings, parse_duration, run as run_once
+from cachestorm.conductor import RunSettings, parse_duration
+from cachestorm.conductor import run as run_once
 from cachestorm.stack import StackSettings
 from cachestorm.summary import print_summary
 
@@ -22,6 +23,7 @@ def run(
     shape: str = typer.Option(None, "--shape", help="steady | ramp | step | spike | diurnal"),
     shape_args: str = typer.Option(None, "--shape-args", help="Shape parameters, e.g. 'step=200,hold=10s'."),
     experiment: str = typer.Option(None, "--experiment", "-e", help="A ready experiment name or a YAML file."),
+    experiment_at: str = typer.Option(None, "--experiment-at", help="Move the experiment's first fault to this second of the load."),
     out: str = typer.Option("runs", "--out", help="Folder for run folders."),
     label: str = typer.Option(None, "--label", help="Name of the run folder (default: domain-strategy)."),
     instances: int = typer.Option(1, "--instances", help="Target processes side by side."),
@@ -48,6 +50,7 @@ def run(
     settings = RunSettings(
         strategy=strategy, domain=domain, duration_s=parse_duration(duration), users=users,
         spawn_rate=spawn_rate, rate=rate, shape=shape, shape_args=shape_args, experiment=experiment,
+        experiment_at_s=parse_duration(experiment_at, "--experiment-at") if experiment_at else None,
         out=out, label=label, instances=instances, rows=rows, keys=keys, key_model=key_model, alpha=alpha,
         celebrity_share=celebrity_share, hot_keys=hot_keys, write_ratio=write_ratio, retry=retry,
         ttl_s=parse_duration(ttl, "--ttl"), recompute_ms=parse_duration(recompute, "--recompute") * 1000,

@@ -9,8 +9,16 @@ from rich.console import Console
 from rich.table import Table
 
 from cachestorm.errors import CachestormError
-from cachestorm.stack import (StackSettings, clear_state, health, load_state, save_state, start_stack,
-                              state_path, stop_stack)
+from cachestorm.stack import (
+    StackSettings,
+    clear_state,
+    health,
+    load_state,
+    save_state,
+    start_stack,
+    state_path,
+    stop_stack,
+)
 
 console = Console()
 

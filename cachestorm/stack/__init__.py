@@ -83,14 +83,18 @@ def with_host_port(url: str, host: str, port: int) -> str:
 
 # ---------------------------------------------------------------- start / stop
 
-def start_stack(settings: StackSettings) -> StackState:
-    """Start (or adopt) every part; on any failure stop what was started and re-raise."""
+def validate_stack_settings(settings: StackSettings) -> None:
     if settings.redis_url:
         check_url(settings.redis_url, ("redis",), "--redis-url")
     if settings.postgres_url:
         check_url(settings.postgres_url, ("postgresql", "postgres"), "--postgres-url")
     if settings.toxiproxy_url:
         check_url(settings.toxiproxy_url, ("http",), "--toxiproxy-url")
+
+
+def start_stack(settings: StackSettings) -> StackState:
+    """Start (or adopt) every part; on any failure stop what was started and re-raise."""
+    validate_stack_settings(settings)
     base_dir = tempfile.mkdtemp(prefix="cachestorm-stack-")
     os.chmod(base_dir, 0o755)  # PostgreSQL runs as an unprivileged user when we are root
     owned: list[Server] = []

@@ -1,0 +1,121 @@
+"""`cachestorm run` end to end: real stack, real target, real Locust, a real fault, one run folder."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cachestorm.runfolder import read_journal
+from cachestorm.stack.processes import pid_alive
+
+CLI = [sys.executable, "-m", "cachestorm"]
+SMALL = ["--users", "10", "--spawn-rate", "10", "--keys", "200", "--rows", "300", "--recompute", "20ms"]
+
+
+def _processes_mentioning(*needles: bytes) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if any(n in cmdline for n in needles):
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_short_run_writes_a_complete_run_folder(tmp_path, cli_env):
+    result = subprocess.run(
+        CLI + ["run", "--strategy", "cache-aside+coalescing", "--duration", "8s", *SMALL,
+               "--experiment", "hot-key-expiry", "--experiment-at", "3s", "--out", str(tmp_path / "runs")],
+        cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [run_dir] = list((tmp_path / "runs").iterdir())
+
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["outcome"] == "ok" and meta["settings"]["strategy"] == "cache-aside+coalescing"
+    journal = read_journal(run_dir)
+    kinds = {r["kind"] for r in journal}
+    assert {"stack", "target", "load", "fault", "report"} <= kinds
+    assert all(r["outcome"] == "ok" for r in journal if r["kind"] != "probe")
+    [fault] = [r for r in journal if r["kind"] == "fault"]
+    assert fault["details"]["keys"] >= 1 and fault["what"].startswith("fault hot-key-expiry")
+    load = next(r for r in journal if r["kind"] == "load")
+    assert load["t_start"] <= fault["t_start"] <= load["t_end"]
+
+    scrapes = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(scrapes) >= 5 and "error" not in scrapes[-1]
+    assert any(k.startswith("cachestorm_db_queries_total") for k in scrapes[-1]["metrics"])
+    assert len((run_dir / "pg_stats.jsonl").read_text().splitlines()) >= 5
+    assert (run_dir / "latency" / "merged.jsonl").stat().st_size > 0
+    assert list((run_dir / "histories").glob("*.tsv"))
+    truth = json.loads((run_dir / "truth.json").read_text())
+    assert len(truth["versions"]) == 300
+    for name in ("report.html", "summary.md", "report.json", "locust/stats_stats.csv"):
+        assert (run_dir / name).stat().st_size > 0, name
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["headline"]["requests"] > 100
+    # nothing the run started is left running
+    started = [pid for r in journal for pid in r["details"].get("pids", [])]
+    started.append(load["details"]["pid"])
+    assert len(started) == 5  # valkey, postgres, proxy, target, locust
+    assert not [pid for pid in started if pid_alive(pid)]
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env):
+    from chaos.toxiproxy import ToxiproxyClient
+
+    up = subprocess.run(CLI + ["up", "--json"], cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                        timeout=120)
+    assert up.returncode == 0, up.stderr
+    proxy = ToxiproxyClient(json.loads(up.stdout)["proxy api"])
+    try:
+        run = subprocess.Popen(
+            CLI + ["run", "--strategy", "cache-aside", "--duration", "60s", *SMALL,
+                   "--experiment", "redis-partition", "--experiment-at", "1s", "--out", str(tmp_path / "runs")],
+            cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 90
+        while not proxy.toxics("redis"):  # wait until the fault is really on the proxy
+            assert run.poll() is None, run.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the fault never became active"
+            time.sleep(0.1)
+        targets_running = _processes_mentioning(b"-m\0targets\0--domain")
+        assert targets_running
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)
+        assert run.returncode == 130, stderr[-2000:]
+        assert "Traceback" not in stderr
+        assert proxy.toxics("redis") == [] and proxy.get_proxy("redis")["enabled"]
+        assert not [pid for pid in targets_running if pid_alive(pid)]
+        [run_dir] = list((tmp_path / "runs").iterdir())
+        assert json.loads((run_dir / "run.json").read_text())["outcome"] == "interrupted"
+        faults = [r for r in read_journal(run_dir) if r["kind"] == "fault"]
+        assert faults and faults[0]["details"].get("reverted", True)
+    finally:
+        subprocess.run(CLI + ["down"], cwd=tmp_path, env=cli_env, capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--strategy", "nope"], "unknown strategy 'nope'"),
+    (["--strategy", "cache-aside+wings"], "unknown protection 'wings'"),
+    (["--experiment", "nope"], "unknown experiment 'nope'"),
+    (["--redis-url", "foo"], "--redis-url 'foo' is not a valid URL"),
+    (["--duration", "xyz"], "--duration 'xyz' is not a duration"),
+    (["--domain", "weather"], "unknown domain 'weather'"),
+])
+def test_bad_run_input_is_one_line_and_starts_nothing(tmp_path, cli_env, args, message):
+    result = subprocess.run(CLI + ["run", *args, "--out", str(tmp_path / "runs")], cwd=tmp_path, env=cli_env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
