@@ -480,7 +480,8 @@ def read_truth(postgres_url: str, domain: str) -> dict:
                 rows = conn.execute(f"SELECT id, version FROM {table}").fetchall()
                 versions = {f"{domain}:{i}": v for i, v in rows}
             if domain == "counters":
-                counters = {str(i): v for i, v in conn.execute(f"SELECT id, value FROM {table}").fetchall()}
+                rows = conn.execute(f"SELECT id, COALESCE((data->>'count')::bigint, 0) FROM {table}").fetchall()
+                counters = {str(i): v for i, v in rows}
         except psycopg.Error:
             pass
     return {"domain": domain, "versions": versions, "counters": counters}

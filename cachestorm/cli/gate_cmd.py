@@ -1,0 +1,52 @@
+"""`cachestorm gate`: SLOs from a config file over run folders; exit 0 pass, 1 SLO failure, 2 usage error."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from cachestorm.cli.report_cmd import check_run_dirs
+
+console = Console()
+
+
+def gate(
+    runs: list[Path] = typer.Argument(..., help="Run folders (a matrix folder's runs, or single runs)."),
+    config: Path = typer.Option(..., "--config", "-c", help="YAML file with a `slos:` list."),
+    junit: Path = typer.Option(None, "--junit", help="Write JUnit XML here (one test case per SLO)."),
+    markdown: Path = typer.Option(None, "--markdown", help="Write the Markdown verdict here."),
+) -> None:
+    """Evaluate SLOs per strategy and experiment; say which failed and by how much."""
+    from reports import evaluate_gate, render_gate_markdown, write_junit
+
+    result = evaluate_gate(config, check_run_dirs(expand_runs(runs)))
+    for item in result.results:
+        mark = "[yellow]skip[/]" if item.skipped else ("[green]pass[/]" if item.passed else "[red]FAIL[/]")
+        console.print(f"{mark}  {item.name} [{item.run or '-'}]: {item.message}")
+    text = render_gate_markdown(result)
+    if junit:
+        write_junit(result, junit)
+    if markdown:
+        markdown.write_text(text)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a") as handle:
+            handle.write(text + "\n")
+    verdict = "passed" if result.passed else f"failed: {len(result.failures)} of {len(result.results)} SLO checks"
+    console.print(f"gate {verdict}")
+    raise typer.Exit(result.exit_code)
+
+
+def expand_runs(paths: list[Path]) -> list[Path]:
+    """A folder holding run folders (a matrix or demo) stands for all of them."""
+    expanded: list[Path] = []
+    for path in paths:
+        if (path / "run.json").exists() or not path.is_dir():
+            expanded.append(path)
+        else:
+            children = sorted(p for p in path.iterdir() if (p / "run.json").exists())
+            expanded.extend(children or [path])
+    return expanded

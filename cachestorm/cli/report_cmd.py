@@ -1,0 +1,68 @@
+"""`cachestorm report RUN...` and `cachestorm compare A B`: render and compare run folders."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cachestorm.errors import CachestormError
+
+console = Console()
+
+
+def check_run_dirs(paths: list[Path]) -> list[Path]:
+    for path in paths:
+        if not (path / "run.json").exists():
+            raise CachestormError(f"{path} is not a run folder (no run.json); pass folders made by cachestorm run")
+    return paths
+
+
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run folders."),
+    out: Path = typer.Option(None, "--out", help="Where a comparison of several runs goes."),
+) -> None:
+    """Render report.html, summary.md and report.json for each run (and a comparison of several)."""
+    from reports import render_comparison, render_run
+
+    for run_dir in check_run_dirs(runs):
+        for path in render_run(run_dir):
+            console.print(f"wrote {path}")
+    if len(runs) > 1:
+        out = out or runs[0].parent / f"comparison-{time.strftime('%Y%m%d-%H%M%S')}"
+        for path in render_comparison(runs, out):
+            console.print(f"wrote {path}")
+
+
+def compare(
+    baseline: Path = typer.Argument(..., help="The run to compare against."),
+    candidate: Path = typer.Argument(..., help="The new run."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 if anything regressed."),
+) -> None:
+    """Deltas between two runs; regressions in red."""
+    from reports import compare_runs
+
+    result = compare_runs(*check_run_dirs([baseline, candidate]))
+    table = Table(title=f"{result['candidate']} vs {result['baseline']}")
+    for column in ("metric", "baseline", "candidate", "delta", "verdict"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in result["metrics"]:
+        verdict = "[red]regression[/]" if row["regression"] else ("[green]better[/]" if row["improvement"] else "")
+        delta = "" if row["delta"] is None else f"{row['delta']:+.4g}" + (
+            f" ({row['relative']:+.0%})" if row["relative"] is not None else "")
+        style = "red" if row["regression"] else None
+        table.add_row(row["label"], _show(row["baseline"]), _show(row["candidate"]), delta, verdict, style=style)
+    console.print(table)
+    if result["regressions"]:
+        console.print(f"[red]{len(result['regressions'])} regression(s):[/] {', '.join(result['regressions'])}")
+        if fail_on_regression:
+            raise typer.Exit(1)
+
+
+def _show(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
