@@ -207,7 +207,9 @@ def locust_argv(settings: RunSettings, targets: list[TargetProcess], run_dir: Pa
     locust_dir = run_dir / "locust"
     locust_dir.mkdir(exist_ok=True)
     argv = [sys.executable, "-m", "locust", "-f", str(REPO_ROOT / "locustfiles" / f"{settings.domain}.py"),
-            "--headless", "-u", str(settings.users), "-r", str(settings.spawn_rate),
+            # open model: one scheduler user issues every arrival (design.md, "Locust command line")
+            "--headless", "-u", "1" if settings.rate else str(settings.users),
+            "-r", "1" if settings.rate else str(settings.spawn_rate),
             "-t", f"{int(round(settings.duration_s))}s", "--stop-timeout", "5",
             "--host", targets[0].base_url,
             "--csv", str(locust_dir / "stats"), "--csv-full-history",
