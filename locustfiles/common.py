@@ -120,8 +120,7 @@ class _MemoryLatency(LatencyRecorder):
 
     def __init__(self, worker):  # noqa: D401 - no file
         self.file = open(os.devnull, "w")  # noqa: SIM115
-        self.worker, self.start_wall, self.second = worker, None, None
-        self.hists, self.counts, self.totals, self.total_counts = {}, {}, {}, {}
+        self._init(worker, None)
 
 
 def _flush_every_second():
@@ -236,8 +235,10 @@ class CachestormUser(FastHttpUser):
             raise gevent.GreenletExit
         Process.sequence += 1
         request_id = f"{Process.worker}-{Process.sequence}"
-        headers = dict(headers) if headers else {}
-        headers["X-Request-Id"] = request_id
+        if headers:
+            headers["X-Request-Id"] = request_id  # callers pass a fresh dict
+        else:
+            headers = {"X-Request-Id": request_id}
         retry = settings.retry
         retry.on_request()
         record_history = Process.history is not None and Process.sampler(key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
@@ -84,8 +85,10 @@ def read_history(path: Path) -> list[dict[str, str]]:
 class LatencyRecorder:
     """HDR histograms per wall-clock second (interval of completion) per kind, to ``latency/<worker>.jsonl``.
 
-    ``counts`` are per-interval counters (requests, attempts, sent, late, dropped) written on the
-    ``all`` line. Open-model send lag (actual minus intended send time) goes to kind ``send_lag``.
+    The hot path only appends integer microseconds to a list; at the end of each second the values
+    are counted and recorded (``record_value(v, count)``), and ``all`` is the lossless sum of the
+    ``read`` and ``write`` histograms. ``counts`` are per-interval counters (requests, attempts,
+    sent, late, dropped) written on the ``all`` line. Open-model send lag goes to kind ``send_lag``.
     """
 
     def __init__(self, run_dir: Path, worker: str, start_wall: float | None = None):
@@ -93,41 +96,39 @@ class LatencyRecorder:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{worker}.jsonl"
         self.file = open(self.path, "a", buffering=1 << 16)  # noqa: SIM115 - closed in close()
+        self._init(worker, start_wall)
+
+    def _init(self, worker: str, start_wall: float | None):
         self.worker = worker
         self.start_wall = start_wall
         self.second: int | None = None
-        self.hists: dict[str, HdrHistogram] = {}
+        self.values: dict[str, list[int]] = {}
         self.counts: dict[str, int] = {}
+        self.requests = 0
+        self.attempts = 0
         self.totals: dict[str, HdrHistogram] = {}
         self.total_counts: dict[str, int] = {}
 
     def record(self, kind: str, micros: float, now_wall: float | None = None):
-        now_wall = time.time() if now_wall is None else now_wall
-        second = int(now_wall)
+        second = int(time.time() if now_wall is None else now_wall)
         if second != self.second:
             self.roll(second)
-        value = min(HIGHEST_US, max(LOWEST_US, int(micros)))
-        for k in (kind, "all") if kind != "send_lag" else (kind,):
-            hist = self.hists.get(k)
-            if hist is None:
-                hist = self.hists[k] = new_histogram()
-            hist.record_value(value)
+        values = self.values.get(kind)
+        if values is None:
+            values = self.values[kind] = []
+        values.append(int(micros))
 
     def request_done(self, kind: str, micros: float, attempts: int, now_wall: float):
-        """The hot path: one logical request's latency into ``kind`` and ``all``, plus its counters."""
+        """The hot path: one logical request's latency and its attempt count."""
         second = int(now_wall)
         if second != self.second:
             self.roll(second)
-        value = min(HIGHEST_US, max(LOWEST_US, int(micros)))
-        hists = self.hists
-        for k in (kind, "all"):
-            hist = hists.get(k)
-            if hist is None:
-                hist = hists[k] = new_histogram()
-            hist.record_value(value)
-        counts = self.counts
-        counts["requests"] = counts.get("requests", 0) + 1
-        counts["attempts"] = counts.get("attempts", 0) + attempts
+        values = self.values.get(kind)
+        if values is None:
+            values = self.values[kind] = []
+        values.append(int(micros))
+        self.requests += 1
+        self.attempts += attempts
 
     def count(self, name: str, n: int = 1, now_wall: float | None = None):
         second = int(time.time() if now_wall is None else now_wall)
@@ -135,13 +136,32 @@ class LatencyRecorder:
             self.roll(second)
         self.counts[name] = self.counts.get(name, 0) + n
 
+    def _histograms(self) -> dict[str, HdrHistogram]:
+        hists: dict[str, HdrHistogram] = {}
+        for kind, values in self.values.items():
+            hist = hists[kind] = new_histogram()
+            for value, count in Counter(values).items():
+                hist.record_value(min(HIGHEST_US, max(LOWEST_US, value)), count)
+        requests = [h for kind, h in hists.items() if kind != "send_lag"]
+        if requests:
+            everything = hists["all"] = new_histogram()
+            for hist in requests:
+                everything.add(hist)
+        return hists
+
     def roll(self, new_second: int | None = None):
         """Write the finished interval (if any) and start ``new_second``."""
-        if self.second is not None and (self.hists or self.counts):
+        if self.requests:
+            self.counts["requests"] = self.counts.get("requests", 0) + self.requests
+            self.counts["attempts"] = self.counts.get("attempts", 0) + self.attempts
+        if self.second is not None and (self.values or self.counts):
             if self.start_wall is None:
                 self.start_wall = float(self.second)
             t = self.second - self.start_wall
-            for kind, hist in sorted(self.hists.items()):
+            hists = self._histograms()
+            if self.counts and "all" not in hists:
+                hists["all"] = new_histogram()
+            for kind, hist in sorted(hists.items()):
                 record = {"t": t, "wall": self.second, "interval_s": 1.0, "worker": self.worker, "kind": kind,
                           "hist": hist.encode().decode("ascii")}
                 if kind == "all" and self.counts:
@@ -151,16 +171,13 @@ class LatencyRecorder:
                 if total is None:
                     total = self.totals[kind] = new_histogram()
                 total.add(hist)
-            if self.counts and "all" not in self.hists:
-                self.file.write(json.dumps({"t": t, "wall": self.second, "interval_s": 1.0, "worker": self.worker,
-                                            "kind": "all", "hist": new_histogram().encode().decode("ascii"),
-                                            "counts": self.counts}) + "\n")
             for name, n in self.counts.items():
                 self.total_counts[name] = self.total_counts.get(name, 0) + n
             self.file.flush()
         self.second = new_second
-        self.hists = {}
+        self.values = {}
         self.counts = {}
+        self.requests = self.attempts = 0
 
     def close(self):
         self.roll(None)

@@ -134,7 +134,7 @@ def main(seconds: int = 15, rounds: int = 3) -> dict:
     line_ns = history_line_cost_ns()
     print(f"\nLocust FastHttpUser, {USERS} users, {seconds} s per run, {rounds} alternating rounds "
           "(medians; ratios are medians of the paired rounds):")
-    print(f"  bare FastHttpUser GET /profiles/{id}       {statistics.median(b.rps for b in results['bare']):8,.0f} req/s "
+    print(f"  bare FastHttpUser GET /profiles/{{id}}     {statistics.median(b.rps for b in results['bare']):8,.0f} req/s "
           f"{bare_cpu:6.0f} µs CPU/req")
     print(f"  cachestorm user (Zipf keys, 1% histories)   {statistics.median(o.rps for o in results['cachestorm']):8,.0f} req/s "
           f"{ours_cpu:6.0f} µs CPU/req")
