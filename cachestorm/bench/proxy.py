@@ -1,8 +1,10 @@
 """`cachestorm bench proxy`: Redis GETs direct vs through cachestorm's proxy (no toxics).
 
-Starts a private Valkey and our proxy (a child process, as the stack runs it), then runs
-`redis-benchmark -t get -c C -n N --csv` against each, alternating for several rounds so the shared
-machine's noise hits both alike. Prints throughput and p50/p99 for each and the ratios.
+Starts a private Valkey and two proxies (child processes, as the stack runs them): one with the
+native fast path (chaos.proxy._fastpath, if built) and one forced to the Python path
+(CACHESTORM_PROXY_FASTPATH=0). Runs `redis-benchmark -t get -c C -n N --csv` against all three,
+alternating for several rounds so the shared machine's noise hits each alike. Prints throughput,
+p50/p99, the ratios to direct and the load average (the machine is shared).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import statistics
 import subprocess
 import tempfile
 from pathlib import Path
+
+import httpx
 
 from cachestorm.errors import CachestormError
 
@@ -43,11 +47,21 @@ def _run_round(binary: str, port: int, requests: int, clients: int) -> dict[str,
     }
 
 
-BUSY_POLL_US = 1000
+PROXY_KINDS = {  # kind -> extra environment of the proxy process
+    "native": {"CACHESTORM_PROXY_FASTPATH": "1"},
+    "python": {"CACHESTORM_PROXY_FASTPATH": "0"},
+}
+
+
+def _load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
 
 
 def run_proxy_benchmark(requests: int = 200_000, clients: int = 8, rounds: int = 3) -> dict:
-    """Direct vs our proxy (default settings) vs our proxy with --busy-poll-us, alternating rounds."""
+    """Direct vs our proxy with the native fast path vs our proxy forwarding in Python, alternating."""
     from cachestorm.stack.servers import start_redis
     from chaos.proxy.process import spawn
     from chaos.toxiproxy import ToxiproxyClient
@@ -56,12 +70,16 @@ def run_proxy_benchmark(requests: int = 200_000, clients: int = 8, rounds: int =
     workdir = tempfile.mkdtemp(prefix="cachestorm-bench-proxy-")
     valkey = start_redis(workdir)
     proxies = []
+    fastpath_built = False
+    load_before = _load_average()
     try:
         upstream = valkey.url.split("//")[1].split("/")[0]
         ports = {"direct": int(upstream.rsplit(":", 1)[1])}
-        for kind, busy in (("proxied", 0), ("proxied_busy_poll", BUSY_POLL_US)):
-            process = spawn(busy_poll_us=busy)
+        for kind, env in PROXY_KINDS.items():
+            process = spawn(env=env)
             proxies.append(process)
+            if kind == "native":
+                fastpath_built = bool(httpx.get(f"{process.api_url}/version", trust_env=False).json().get("fastpath"))
             with ToxiproxyClient(process.api_url) as client:
                 listen = client.create_proxy("bench", "127.0.0.1:0", upstream)["listen"]
             ports[kind] = int(listen.rsplit(":", 1)[1])
@@ -87,9 +105,15 @@ def run_proxy_benchmark(requests: int = 200_000, clients: int = 8, rounds: int =
             "rps_max": max(r["rps"] for r in rows),
         }
 
-    result: dict = {"requests": requests, "clients": clients, "rounds": rounds, "busy_poll_us": BUSY_POLL_US}
+    result: dict = {
+        "requests": requests,
+        "clients": clients,
+        "rounds": rounds,
+        "fastpath_built": fastpath_built,
+        "load_average": [load_before, _load_average()],
+    }
     direct = result["direct"] = summary("direct")
-    for kind in ("proxied", "proxied_busy_poll"):
+    for kind in PROXY_KINDS:
         row = result[kind] = summary(kind)
         per_round = [p["rps"] / d["rps"] for d, p in zip(samples["direct"], samples[kind], strict=True)]
         row["throughput_ratio"] = row["rps"] / direct["rps"]
@@ -102,14 +126,17 @@ def run_proxy_benchmark(requests: int = 200_000, clients: int = 8, rounds: int =
 
 def _print(result: dict) -> None:
     print(f"redis-benchmark -t get -c {result['clients']} -n {result['requests']}, "
-          f"{result['rounds']} rounds each, alternating (medians)")
-    print(f"{'':20}{'GET/s':>10}{'range':>20}{'p50 µs':>9}{'p99 µs':>9}{'ratio':>8}{'+p50 µs':>9}")
-    for kind in ("direct", "proxied", "proxied_busy_poll"):
+          f"{result['rounds']} rounds each, alternating (medians); "
+          f"load average before/after: {result['load_average'][0]} / {result['load_average'][1]}")
+    if not result["fastpath_built"]:
+        print("warning: the native fast path is not built (chaos.proxy._fastpath): 'native' ran the Python path")
+    print(f"{'':10}{'GET/s':>10}{'range':>20}{'p50 µs':>9}{'p99 µs':>9}{'ratio':>8}{'+p50 µs':>9}")
+    for kind in ("direct", *PROXY_KINDS):
         row = result[kind]
         spread = f"{row['rps_min']:,.0f}-{row['rps_max']:,.0f}"
         extra = f"{row['throughput_ratio']:>7.2f}x{row['added_p50_us']:>+9.0f}" if kind != "direct" else ""
-        print(f"{kind:20}{row['rps']:>10,.0f}{spread:>20}{row['p50_us']:>9.0f}{row['p99_us']:>9.0f}{extra}")
-    for kind in ("proxied", "proxied_busy_poll"):
+        print(f"{kind:10}{row['rps']:>10,.0f}{spread:>20}{row['p50_us']:>9.0f}{row['p99_us']:>9.0f}{extra}")
+    for kind in PROXY_KINDS:
         row = result[kind]
         low, high = row["throughput_ratio_range"]
         ok_ratio = "ok" if row["throughput_ratio"] >= GOAL_THROUGHPUT_RATIO else "below goal"

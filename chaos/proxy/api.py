@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from chaos.proxy import metrics
+from chaos.proxy import fastpath, metrics
 from chaos.proxy.errors import (
     BAD_REQUEST_BODY,
     MISSING_FIELD,
@@ -118,10 +118,11 @@ class ApiApp:
     def close(self) -> None:
         for proxy in self.proxies.values():
             proxy.stop()
+        fastpath.release(self.loop)
 
     # -- routes -------------------------------------------------------------------
     async def version(self, request: Request) -> Response:
-        body = {"version": TOXIPROXY_VERSION, "cachestorm": CACHESTORM_PROXY_VERSION}
+        body = {"version": TOXIPROXY_VERSION, "cachestorm": CACHESTORM_PROXY_VERSION, "fastpath": fastpath.available()}
         return Response(200, (json.dumps(body) + "\n").encode(), "application/json;charset=utf-8")
 
     async def metrics(self, request: Request) -> Response:

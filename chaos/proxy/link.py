@@ -5,6 +5,10 @@ to the other from `data_received` (no queue, no coroutine) with flow control: wh
 write buffer is full, reading from its peer pauses. When a toxic starts applying, the link switches
 to a queue + one task that runs each chunk through the toxic chain in order; when the chain is empty
 again and the queue drained, it switches back.
+
+Native path (optional, see fastpath.py): a connection accepted while its proxy has no toxic is
+forwarded by the C engine and has no transports at all. When a toxic is added, the engine hands the
+sockets back with the bytes it had read but not written, and the connection continues here.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from chaos.proxy.fastpath import FastPath
     from chaos.proxy.proxy import Proxy
     from chaos.proxy.toxics.base import Toxic
 
@@ -303,6 +308,9 @@ class Side(asyncio.Protocol):
         self.nbytes = 0
         self.forward: Any = out_link.pending.append
 
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
     def data_received(self, data: bytes) -> None:
         self.nbytes += len(data)
         self.forward(data)
@@ -337,11 +345,16 @@ class ClientSide(Side):
         conn = Connection(proxy)
         super().__init__(conn, conn.up, conn.down)
         conn.client = self
+        conn.prepare()  # at accept: the toxics of that moment, not of when the transport is ready
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        if self.conn.closed:
+            transport.abort()  # e.g. the proxy was disabled while the transport was being made
+            return
         self.conn.up.source = self
-        self.conn.start()
+        self.conn.up.update_forward()
+        self.conn.begin()
 
 
 class Connection:
@@ -356,21 +369,32 @@ class Connection:
         self.replies: Any = None  # a Redis reply sequencer while redis_write_fail acts
         self._connect_task: asyncio.Task | None = None
         self._open_timer: asyncio.TimerHandle | None = None
+        self._open_delay = 0.0
+        # native path
+        self.fast: FastPath | None = None
+        self.pair_id: int | None = None  # set while the engine forwards this connection
+        self.native_bytes = (0, 0)  # bytes (up, down) the engine moved before handing over
+        self.python_only = False  # a toxic arrived: never (again) to the engine
+        self._raw: list[socket.socket] = []  # sockets owned by neither a transport nor the engine
 
     def link_for(self, stream: str) -> Link:
         return self.up if stream == "upstream" else self.down
 
-    def start(self) -> None:
+    def prepare(self) -> None:
+        """Count the connection and attach the proxy's current toxics (Python path)."""
         self.proxy.connection_opened(self)
-        delay = 0.0
+        self._open_delay = 0.0
         for toxic in self.proxy.toxic_order():
             if toxic.affects_data:
                 self.link_for(toxic.stream).attach(toxic)
             elif random.random() < toxic.toxicity:  # slow_open
                 self.proxy.stats.toxic_applied(toxic.type_name)
-                delay += toxic.attrs.get("delay", 0) / 1000.0
-        if delay > 0:
-            self._open_timer = self.loop.call_later(delay, self._begin_connect)
+                self._open_delay += toxic.attrs.get("delay", 0) / 1000.0
+
+    def begin(self) -> None:
+        """The client's transport is ready: connect upstream (after slow_open's delay)."""
+        if self._open_delay > 0:
+            self._open_timer = self.loop.call_later(self._open_delay, self._begin_connect)
         else:
             self._begin_connect()
 
@@ -400,6 +424,92 @@ class Connection:
             self.down.set_sink_write(self.replies.server_data)
         self.up.set_sink(transport, transport.write)
 
+    # -- native path -----------------------------------------------------------
+    def start_native(self, client_sock: socket.socket, fast: FastPath) -> None:
+        self.fast = fast
+        self._raw.append(client_sock)
+        self.proxy.connection_opened(self)
+        self._connect_task = self.loop.create_task(self._connect_native(client_sock))
+
+    async def _connect_native(self, client_sock: socket.socket) -> None:
+        try:
+            upstream = await _open_upstream(self.loop, *self.proxy.upstream_address())
+        except (OSError, ValueError):
+            self.reset()  # like Toxiproxy: accept, then reset the client
+            return
+        if self.closed:
+            upstream.close()
+            return
+        self._raw.append(upstream)
+        if not self.python_only:
+            try:
+                self.pair_id = self.fast.add(self, client_sock, upstream)
+                self._raw.clear()
+                return
+            except OSError:
+                pass
+        await self._adopt(client_sock, upstream, b"", b"")
+
+    def leave_fast_path(self) -> None:
+        """A toxic is coming: take the sockets back from the engine and go on in Python."""
+        self.python_only = True
+        if self.pair_id is None or self.closed:
+            return  # still connecting (it will see python_only) or already Python
+        taken = self.fast.detach(self.pair_id)
+        if taken is None:
+            return  # the pair just ended; its completion closes this connection
+        self.pair_id = None
+        client_sock, upstream, to_upstream, to_client, up_bytes, down_bytes = taken
+        self.native_bytes = (up_bytes, down_bytes)
+        self._raw = [client_sock, upstream]
+        self._connect_task = self.loop.create_task(self._adopt(client_sock, upstream, to_upstream, to_client))
+
+    async def _adopt(self, client_sock: socket.socket, upstream: socket.socket, to_upstream: bytes, to_client: bytes) -> None:
+        """Wrap both sockets in transports and wire them as `_connect` does; bytes the engine had
+        read but not written go first, through the toxics now attached."""
+        client = Side(self, self.up, self.down)
+        server = Side(self, self.down, self.up)
+        if to_upstream:
+            self.up.pending.append(to_upstream)
+        if to_client:
+            self.down.pending.append(to_client)
+        try:  # each socket belongs to its transport (closed with it) from the call on
+            self._raw.remove(client_sock)
+            client_transport, _ = await self.loop.connect_accepted_socket(lambda: client, client_sock)
+            self.client = client
+            self._raw.remove(upstream)
+            server_transport, _ = await self.loop.connect_accepted_socket(lambda: server, upstream)
+            self.server = server
+        except OSError:
+            self.abort()
+            return
+        if self.closed:
+            self._abort_transports()
+            return
+        self.up.source = client
+        self.up.update_forward()
+        self.down.source = server
+        self.down.update_forward()
+        self.down.set_sink(client_transport, client_transport.write)
+        if self.replies is not None:
+            self.down.set_sink_write(self.replies.server_data)
+        self.up.set_sink(server_transport, server_transport.write)
+
+    def native_ended(self) -> None:
+        """The engine saw both directions end (or a socket fail) and closed the sockets."""
+        if not self.closed:
+            self._finish()
+
+    def bytes_moved(self) -> tuple[int, int]:
+        """Bytes read from the client (upstream) and from the server (downstream)."""
+        if self.pair_id is not None:
+            return self.fast.stats(self.pair_id)
+        up, down = self.native_bytes
+        return (
+            up + (self.client.nbytes if self.client else 0),
+            down + (self.server.nbytes if self.server else 0),
+        )
+
     def ensure_sequencer(self, factory: Any) -> None:
         if self.replies is None:
             self.replies = factory(self)
@@ -428,7 +538,15 @@ class Connection:
         sides = (self.client, self.server)
         return [s.transport for s in sides if s is not None and s.transport is not None]
 
-    def _finish(self) -> None:
+    def _finish(self, rst: bool = False) -> None:
+        if self.pair_id is not None:
+            self.native_bytes = self.fast.close(self.pair_id)
+            self.pair_id = None
+        for sock in self._raw:
+            if rst:
+                _set_rst_on_close(sock)
+            sock.close()
+        self._raw = []
         self.closed = True
         self.up.stop()
         self.down.stop()
@@ -450,6 +568,9 @@ class Connection:
         if self.closed:
             return
         self._finish()
+        self._abort_transports()
+
+    def _abort_transports(self) -> None:
         for transport in self._transports():
             transport.abort()
 
@@ -457,11 +578,34 @@ class Connection:
         """Close both sockets with TCP RST (SO_LINGER 0)."""
         if self.closed:
             return
-        self._finish()
+        self._finish(rst=True)
         for transport in self._transports():
-            sock = transport.get_extra_info("socket")
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except (OSError, AttributeError):
-                pass
+            _set_rst_on_close(transport.get_extra_info("socket"))
             transport.abort()
+
+
+def _set_rst_on_close(sock: Any) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except (OSError, AttributeError):
+        pass
+
+
+async def _open_upstream(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket to the upstream (each resolved address in turn)."""
+    error: OSError = OSError(f"cannot resolve {host}")
+    for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise error

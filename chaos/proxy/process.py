@@ -30,16 +30,22 @@ class ProxyProcess:
 
 
 def spawn(
-    host: str = "127.0.0.1", port: int = 0, config: str | None = None, timeout: float = 15.0, busy_poll_us: int = 0
+    host: str = "127.0.0.1",
+    port: int = 0,
+    config: str | None = None,
+    timeout: float = 15.0,
+    busy_poll_us: int = 0,
+    env: dict[str, str] | None = None,
 ) -> ProxyProcess:
-    """Run `python -m chaos.proxy` and return once its API answers on the address it reports."""
+    """Run `python -m chaos.proxy` and return once its API answers on the address it reports.
+    `env`: extra environment variables (e.g. CACHESTORM_PROXY_FASTPATH=0)."""
     ready = Path(tempfile.mkdtemp(prefix="cachestorm-proxy-")) / "ready.json"
     command = [sys.executable, "-m", "chaos.proxy", "--host", host, "--port", str(port), "--ready-file", str(ready)]
     if config:
         command += ["--config", config]
     if busy_poll_us:
         command += ["--busy-poll-us", str(busy_poll_us)]
-    popen = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    popen = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready.exists():

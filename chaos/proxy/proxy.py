@@ -7,6 +7,7 @@ import errno
 import socket
 from typing import Any
 
+from chaos.proxy import fastpath
 from chaos.proxy.errors import (
     INVALID_STREAM,
     INVALID_TOXIC_TYPE,
@@ -15,6 +16,7 @@ from chaos.proxy.errors import (
     ApiError,
 )
 from chaos.proxy.link import ClientSide, Connection
+from chaos.proxy.listener import Listener, open_listener
 from chaos.proxy.stats import ProxyStats
 from chaos.proxy.toxics import TOXIC_TYPES
 from chaos.proxy.toxics.base import Toxic
@@ -46,7 +48,7 @@ class Proxy:
         self.listen = listen or "127.0.0.1:0"
         self.upstream = upstream
         self.enabled = False
-        self.server: asyncio.AbstractServer | None = None
+        self.listener: Listener | None = None
         self.connections: set[Connection] = set()
         self.toxics: list[Toxic] = []  # creation order = chain order
         self.stats = ProxyStats()
@@ -68,6 +70,7 @@ class Proxy:
         return {
             "connections_total": self.stats.connections_total,
             "connections_active": len(self.connections),
+            "connections_native": sum(1 for conn in self.connections if conn.pair_id is not None),
             "bytes_upstream": up,
             "bytes_downstream": down,
             "toxics_applied": sum(self.stats.toxics_applied.values()),
@@ -78,8 +81,9 @@ class Proxy:
         up = self.stats.closed_bytes_upstream
         down = self.stats.closed_bytes_downstream
         for conn in self.connections:
-            up += conn.client.nbytes if conn.client else 0
-            down += conn.server.nbytes if conn.server else 0
+            conn_up, conn_down = conn.bytes_moved()
+            up += conn_up
+            down += conn_down
         return up, down
 
     # -- listener -------------------------------------------------------------
@@ -97,13 +101,11 @@ class Proxy:
         if host == "localhost":
             host = "127.0.0.1"
         try:
-            self.server = await self.loop.create_server(
-                lambda: ClientSide(self), host, port, reuse_address=True, backlog=1024
-            )
+            sock = open_listener(host, port)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
             raise ListenError(f"listen tcp {join_host_port(host, port)}: bind: {reason}") from None
-        sock = self.server.sockets[0]
+        self.listener = Listener(self.loop, sock, self._accepted)
         bound_host, bound_port = sock.getsockname()[:2]
         if sock.family == socket.AF_INET6 and bound_host == "::":
             bound_host = "[::]"
@@ -112,9 +114,9 @@ class Proxy:
 
     def stop(self) -> None:
         """Close the listener and drop every live connection."""
-        if self.server is not None:
-            self.server.close()
-            self.server = None
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
         self.enabled = False
         for conn in list(self.connections):
             conn.abort()
@@ -130,6 +132,21 @@ class Proxy:
             self.stop()
 
     # -- connections ------------------------------------------------------------
+    def _accepted(self, sock: socket.socket) -> None:
+        """No toxic now: the native engine forwards it (if built); else the Python path."""
+        fast = None if self.toxics else fastpath.for_loop(self.loop)
+        if fast is not None:
+            Connection(self).start_native(sock, fast)
+        else:
+            self.loop.create_task(self._accept_python(ClientSide(self), sock))
+
+    async def _accept_python(self, client: ClientSide, sock: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: client, sock)
+        except OSError:
+            client.conn.abort()
+            sock.close()
+
     def connection_opened(self, conn: Connection) -> None:
         self.connections.add(conn)
         self.stats.connections_total += 1
@@ -137,8 +154,9 @@ class Proxy:
     def connection_closed(self, conn: Connection) -> None:
         if conn in self.connections:
             self.connections.discard(conn)
-            self.stats.closed_bytes_upstream += conn.client.nbytes if conn.client else 0
-            self.stats.closed_bytes_downstream += conn.server.nbytes if conn.server else 0
+            up, down = conn.bytes_moved()
+            self.stats.closed_bytes_upstream += up
+            self.stats.closed_bytes_downstream += down
 
     # -- toxics ------------------------------------------------------------------
     def toxic_order(self) -> list[Toxic]:
@@ -168,6 +186,7 @@ class Proxy:
         self.toxics.append(toxic)
         for conn in list(self.connections):
             if toxic.affects_data:
+                conn.leave_fast_path()
                 conn.link_for(toxic.stream).attach(toxic)
         self._schedule_expiry(toxic)
         return toxic
