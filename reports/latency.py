@@ -71,6 +71,7 @@ def analyze_latency(run_dir: str | Path, phases: list[Phase], started_at: float 
 def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
     per_second: dict[str, dict[int, HdrHistogram]] = defaultdict(dict)  # kind -> second -> merged
     counts: dict[str, int] = defaultdict(int)  # requests, attempts, sent, late, dropped (locustfiles)
+    ends: dict[int, float] = {}  # second -> the true end of that interval (recorders start off the second)
     for path in files:
         for record in read_jsonl(path):
             for name, n in (record.get("counts") or {}).items():
@@ -81,6 +82,7 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
                 continue
             kind = str(record.get("kind") or "all")
             second = int(math.floor(float(t)))
+            ends[second] = max(ends.get(second, 0.0), float(t) + float(record.get("interval_s") or 1.0))
             decoded = HdrHistogram.decode(encoded)
             bucket = per_second[kind].get(second)
             if bucket is None:
@@ -103,13 +105,21 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
         "overall": summarize(_merge(overall_seconds.values())),
         "by_kind": {kind: summarize(_merge(seconds.values()))
                     for kind, seconds in sorted(per_second.items()) if kind != "all"},
-        "by_phase": {phase.name: summarize(_merge(h for s, h in overall_seconds.items() if phase.contains_second(s)))
+        "by_phase": {phase.name: summarize(_merge(h for s, h in overall_seconds.items()
+                                                  if _interval_in(phase, s, ends)))
                      for phase in phases},
         "during_fault": summarize(_merge(h for s, h in overall_seconds.items()
-                                         if any(p.kind == "during" and p.contains_second(s) for p in phases))),
+                                         if any(p.kind == "during" and _interval_in(p, s, ends) for p in phases))),
         "series": series,
         "counts": dict(counts),
     }
+
+
+def _interval_in(phase: Phase, second: int, ends: dict[int, float]) -> bool:
+    """An interval belongs to the phase holding its end: a fault's effect starts inside the interval
+    that contains the fault's start, so that interval counts as "during", never as "before"."""
+    end = ends.get(second)
+    return phase.contains_second(second) if end is None else phase.contains(end - 1e-6)
 
 
 def _merge_kinds(per_second: dict[str, dict[int, HdrHistogram]]) -> dict[int, HdrHistogram]:

@@ -180,3 +180,28 @@ def test_amplification_seen_by_postgres_too(run_dir):
     assert fault["by_source"]["pg_xact_commit"] == pytest.approx(
         {"steady_per_s": 12.0, "peak_per_s": 202.0, "amplification": 202.0 / 12.0})
     assert fault["by_source"]["target_reads"]["amplification"] == pytest.approx(21.5)
+
+
+def test_interval_holding_the_fault_start_counts_as_during(tmp_path):
+    """Recorders start their 1 s intervals off the second; the interval in which the fault starts
+    carries its first effect and must not be reported as "before" (a real bug: p99 before > during)."""
+    import json as _json
+
+    from hdrh.histogram import HdrHistogram
+
+    from reports.latency import analyze_latency
+    from reports.phases import Phase
+
+    (tmp_path / "latency").mkdir()
+    lines = []
+    for t, value_us in ((8.4, 1_000), (9.4, 1_000), (10.4, 100_000), (11.4, 1_000)):
+        histogram = HdrHistogram(1, 60_000_000, 3)
+        for _ in range(100):
+            histogram.record_value(value_us)
+        lines.append(_json.dumps({"t": t, "interval_s": 1.0, "worker": "w", "kind": "all",
+                                  "hist": histogram.encode().decode()}))
+    (tmp_path / "latency" / "merged.jsonl").write_text("\n".join(lines) + "\n")
+    phases = [Phase("before", "before", 8.0, 10.8), Phase("during", "during", 10.8, 12.5, "f")]
+    result = analyze_latency(tmp_path, phases, None)
+    assert result["by_phase"]["before"]["p99_ms"] < 2
+    assert result["by_phase"]["during"]["p99_ms"] >= 99
