@@ -125,3 +125,23 @@ def test_bad_option_exits_2_with_one_line(server, option, value):
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and option in errors[0]
+
+
+def test_open_model_step_shape_steps_the_rate_and_ends_the_test(server, tmp_path):
+    # no -t: the step shape ends the run after 2 x 3 s; the rate goes 100/s then 200/s
+    result = run_locust("profiles", server.url, "-u", "1", "-r", "1", "--rate", "200", "--shape", "step",
+                        "--shape-args", "steps=2,hold=3", "--run-dir", str(tmp_path), timeout=40)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = sorted((x for x in latency_lines(tmp_path / "latency" / "merged.jsonl") if x["kind"] == "all"),
+                   key=lambda x: x["wall"])
+    sent = [x["counts"].get("sent", 0) for x in lines]
+    assert 5 <= len(sent) <= 8, sent
+    assert sum(sent) == pytest.approx(100 * 3 + 200 * 3, rel=0.08), sent
+    assert max(sent[:2]) <= 110 and max(sent[-3:]) >= 180, sent
+
+
+def test_closed_model_step_shape_changes_users(server, tmp_path):
+    result = run_locust("catalog", server.url, "-u", "4", "-r", "100", "--shape", "step", "--shape-args",
+                        "steps=2,hold=2", "--think-time", "0.1", "--run-dir", str(tmp_path), timeout=40)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "updating to 2 users" in result.stderr and "updating to 4 users" in result.stderr
