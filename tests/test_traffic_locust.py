@@ -145,3 +145,21 @@ def test_closed_model_step_shape_changes_users(server, tmp_path):
                         "steps=2,hold=2", "--think-time", "0.1", "--run-dir", str(tmp_path), timeout=40)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "updating to 2 users" in result.stderr and "updating to 4 users" in result.stderr
+
+
+def test_shape_classes_for_your_own_locustfile(server, tmp_path):
+    locustfile = tmp_path / "mine.py"
+    locustfile.write_text(
+        "from locust import FastHttpUser, constant, task\n"
+        "from locustfiles.models.shapes import Step\n"
+        "from locustfiles.shapes import StepShape\n\n"
+        "class Capacity(StepShape):\n    users = 4\n    model = Step(steps=2, hold=1.5)\n\n"
+        "class U(FastHttpUser):\n    wait_time = constant(0.1)\n\n"
+        "    @task\n    def t(self):\n        self.client.get('/profiles/1')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([LOCUST, "-f", str(locustfile), "--headless", "--host", server.url, "--only-summary"],
+                            capture_output=True, text=True, timeout=30, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert "updating to 2 users" in result.stderr and "updating to 4 users" in result.stderr
+    assert "Shape test stopping" in result.stderr
