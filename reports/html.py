@@ -146,7 +146,7 @@ def run_charts(analysis: dict) -> list[Chart]:
     return charts
 
 
-def render_run_html(analysis: dict) -> str:
+def render_run_html(analysis: dict, capacity: dict | None = None) -> str:
     run = analysis.get("run") or {}
     title = f"cachestorm report: {run.get('label')}"
     parts = [f"<h1>{escape(title)}</h1>",
@@ -164,6 +164,8 @@ def render_run_html(analysis: dict) -> str:
     parts.append(_errors_section(analysis))
     parts.append(_consistency_section(analysis))
     parts.append(_probes_section(analysis))
+    if capacity:
+        parts.append(capacity_section_html([capacity]))
     return _page(title, "".join(parts))
 
 
@@ -382,3 +384,79 @@ def _delta_section(comparison: dict, baseline: str, candidate: str) -> str:
                      escape("regression" if row["regression"] else "better" if row["improvement"] else "")])
     return (f"<h2>{escape(candidate)} vs {escape(baseline)}</h2>"
             + _table(["metric", baseline, candidate, "delta", "verdict"], rows))
+
+
+# ---------------------------------------------------------------- capacity (capacity.json, reports/capacity.py)
+
+def capacity_charts(capacities: list[dict]) -> list[Chart]:
+    """Throughput vs p99 and DB load per 1,000 requests, one line per strategy (x: achieved req/s)."""
+    def label(capacity: dict) -> str:
+        return str((capacity.get("run") or {}).get("strategy") or (capacity.get("run") or {}).get("label"))
+
+    def points(capacity: dict, field: str) -> list[tuple[float, float | None]]:
+        return [(s["achieved_per_s"], s.get(field)) for s in capacity.get("steps") or []
+                if s.get("achieved_per_s") is not None]
+
+    slo = min((c.get("slo") or {}).get("p99_ms") or math.inf for c in capacities)
+    p99s = [s["p99_ms"] for c in capacities for s in c.get("steps") or [] if s.get("p99_ms") is not None]
+    clip = 4 * slo if math.isfinite(slo) and p99s and max(p99s) > 4 * slo else None
+    latency = [Line(label(c), points(c, "p99_ms")) for c in capacities]
+    xs = [x for line in latency for x, _ in line.points]
+    if math.isfinite(slo) and xs:
+        latency.append(Line(f"p99 SLO {slo:g} ms", [(min(xs), slo), (max(xs), slo)], color="#555", dashed=True))
+    db = [Line(f"{label(c)} (targets)", points(c, "db_queries_per_1k")) for c in capacities]
+    db += [Line(f"{label(c)} (PostgreSQL)", points(c, "pg_calls_per_1k") if any(
+        s.get("pg_calls_per_1k") is not None for s in c.get("steps") or []) else points(c, "pg_xact_commit_per_1k"),
+        dashed=True) for c in capacities]
+    return [Chart("p99 vs achieved throughput" + (f" (clipped at {clip:g} ms)" if clip else ""), "p99 ms",
+                  latency, x_label="achieved requests/s", y_max=clip, chart_id="capacity-p99"),
+            Chart("DB load per 1,000 requests vs achieved throughput", "queries / 1,000 requests",
+                  [line for line in db if line.points], x_label="achieved requests/s", chart_id="capacity-db")]
+
+
+def capacity_table_html(capacity: dict) -> str:
+    knee = (capacity.get("knee") or {}).get("step")
+    rows = []
+    for step in capacity.get("steps") or []:
+        css = "good" if step["passed"] else "bad"
+        mark = " (knee)" if step["step"] == knee else ""
+        rows.append([escape(f"{step['step'] + 1}{mark}"), escape(fmt(step["offered_per_s"], "/s")),
+                     escape(fmt(step.get("sent_per_s"), "/s")), escape(fmt(step.get("achieved_per_s"), "/s")),
+                     escape(fmt(step.get("p50_ms"), "ms")), escape(fmt(step.get("p99_ms"), "ms")),
+                     escape(fmt(step.get("error_rate"))), escape(fmt(step.get("db_queries_per_1k"))),
+                     escape(fmt(step.get("pg_calls_per_1k") if step.get("pg_calls_per_1k") is not None
+                                else step.get("pg_xact_commit_per_1k"))),
+                     f'<td class="{css}">{escape("pass" if step["passed"] else "; ".join(step["reasons"]))}</td>'])
+    return _table(["step", "offered", "sent", "achieved", "p50", "p99", "error rate", "DB queries / 1k (targets)",
+                   "DB / 1k (PostgreSQL)", "verdict"], rows, False)
+
+
+def capacity_section_html(capacities: list[dict]) -> str:
+    slo = (capacities[0].get("slo") or {}) if capacities else {}
+    parts = ["<h2>Capacity</h2>", f'<p class="note">open-model step load; a step passes with p99 ≤ '
+             f'{escape(fmt(slo.get("p99_ms"), "ms"))}, error rate ≤ {escape(fmt(slo.get("max_error_rate")))} and '
+             f'achieved ≥ {escape(fmt((slo.get("min_achieved_fraction") or 0) * 100))}% of offered; the first '
+             f'{escape(fmt(slo.get("transition_s"), "s"))} of each step is skipped; latency from the intended '
+             "send time</p>",
+             '<div class="charts">' + "".join(render(c) for c in capacity_charts(capacities)) + "</div>"]
+    for capacity in capacities:
+        run = capacity.get("run") or {}
+        knee = capacity.get("knee")
+        verdict = (f"knee: {fmt(knee['achieved_per_s'], 'req/s')} (step {knee['step'] + 1})" if knee
+                   else "knee: none")
+        parts.append(f"<h3>{escape(str(run.get('strategy')))}: {escape(verdict)}</h3>"
+                     f'<p class="note">{escape(str(capacity.get("note") or ""))}</p>' + capacity_table_html(capacity))
+    return "".join(parts)
+
+
+def render_capacity_html(capacities: list[dict]) -> str:
+    title = f"cachestorm capacity: {len(capacities)} strategies"
+    rows = []
+    for capacity in capacities:
+        run, knee = capacity.get("run") or {}, capacity.get("knee") or {}
+        rows.append([escape(str(run.get("strategy"))), escape(fmt(knee.get("achieved_per_s"), "req/s")),
+                     escape(fmt(knee.get("offered_per_s"), "/s")), escape(fmt(knee.get("p99_ms"), "ms")),
+                     escape(fmt(knee.get("db_queries_per_1k"))), f"<code>{escape(str(run.get('run_id')))}</code>"])
+    return _page(title, f"<h1>{escape(title)}</h1>" + "<h2>Knee per strategy</h2>"
+                 + _table(["strategy", "knee (achieved)", "offered", "p99 at knee", "DB queries / 1k at knee",
+                           "run"], rows) + capacity_section_html(capacities))

@@ -16,7 +16,7 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render_run_markdown(analysis: dict, gate=None) -> str:
+def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None) -> str:
     run = analysis.get("run") or {}
     headline = analysis.get("headline") or {}
     lines = [f"### cachestorm: {_cell(run.get('label'))}", "",
@@ -40,6 +40,8 @@ def render_run_markdown(analysis: dict, gate=None) -> str:
             lines.append(f"| {_cell(fault['fault'])} | {fault['t_start']:.1f}–{fault['t_end']:.1f} s | "
                          f"{fmt(fault.get('peak_queries_per_s'), 'q/s')} | {fmt(fault.get('amplification'), 'x')} | "
                          f"{recovery} |")
+    if capacity:
+        lines += ["", render_capacity_markdown([capacity], heading="#### Capacity")]
     if gate is not None:
         lines += ["", render_gate_markdown(gate)]
     return "\n".join(lines) + "\n"
@@ -80,4 +82,34 @@ def render_gate_markdown(gate) -> str:
         mark = "skipped" if result.skipped else ("✅" if result.passed else "❌")
         lines.append(f"| {mark} | {_cell(result.name)} | {_cell(result.run or '–')} | {_cell(fmt(result.value))} | "
                      f"{result.bound} {fmt(result.limit)} | {_cell(result.message)} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_capacity_markdown(capacities: list[dict], heading: str = "### cachestorm capacity") -> str:
+    """Knee per strategy, then every step (capacity.json from reports/capacity.py)."""
+    slo = (capacities[0].get("slo") or {}) if capacities else {}
+    lines = [heading, "", f"SLO: p99 ≤ {fmt(slo.get('p99_ms'), 'ms')}, error rate ≤ {fmt(slo.get('max_error_rate'))}, "
+             f"achieved ≥ {fmt((slo.get('min_achieved_fraction') or 0) * 100)}% of offered", "",
+             "| strategy | knee (achieved) | offered | p99 at knee | DB queries / 1k at knee |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for capacity in capacities:
+        knee = capacity.get("knee") or {}
+        lines.append(f"| {_cell((capacity.get('run') or {}).get('strategy'))} | "
+                     f"{fmt(knee.get('achieved_per_s'), 'req/s') if knee else 'none'} | "
+                     f"{fmt(knee.get('offered_per_s'), '/s')} | {fmt(knee.get('p99_ms'), 'ms')} | "
+                     f"{fmt(knee.get('db_queries_per_1k'))} |")
+    for capacity in capacities:
+        knee = (capacity.get("knee") or {}).get("step")
+        lines += ["", f"**{_cell((capacity.get('run') or {}).get('strategy'))}**: {_cell(capacity.get('note'))}", "",
+                  "| step | offered | achieved | p50 | p99 | error rate | DB q / 1k (targets) | DB / 1k (PostgreSQL) "
+                  "| verdict |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for step in capacity.get("steps") or []:
+            pg = step.get("pg_calls_per_1k") if step.get("pg_calls_per_1k") is not None else step.get(
+                "pg_xact_commit_per_1k")
+            verdict = "pass" if step["passed"] else "; ".join(step["reasons"])
+            lines.append(f"| {step['step'] + 1}{' (knee)' if step['step'] == knee else ''} | "
+                         f"{fmt(step['offered_per_s'], '/s')} | {fmt(step.get('achieved_per_s'), '/s')} | "
+                         f"{fmt(step.get('p50_ms'), 'ms')} | {fmt(step.get('p99_ms'), 'ms')} | "
+                         f"{fmt(step.get('error_rate'))} | {fmt(step.get('db_queries_per_1k'))} | {fmt(pg)} | "
+                         f"{_cell(verdict)} |")
     return "\n".join(lines) + "\n"

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from reports.analysis import analyze_run
-from reports.html import render_comparison_html, render_run_html
+from reports.html import render_capacity_html, render_comparison_html, render_run_html
 from reports.jsonout import write_json
-from reports.markdown import render_comparison_markdown, render_run_markdown
+from reports.markdown import render_capacity_markdown, render_comparison_markdown, render_run_markdown
+from reports.runfolder import read_json
 
 
 def render_run(run_dir: str | Path) -> list[Path]:
@@ -20,9 +21,10 @@ def render_run(run_dir: str | Path) -> list[Path]:
 def write_run_reports(analysis: dict, run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     html = run_dir / "report.html"
-    html.write_text(render_run_html(analysis), encoding="utf-8")
+    capacity = read_json(run_dir / "capacity.json") or None  # written by `cachestorm capacity`
+    html.write_text(render_run_html(analysis, capacity=capacity), encoding="utf-8")
     markdown = run_dir / "summary.md"
-    markdown.write_text(render_run_markdown(analysis), encoding="utf-8")
+    markdown.write_text(render_run_markdown(analysis, capacity=capacity), encoding="utf-8")
     return [html, markdown, write_json(analysis, run_dir / "report.json")]
 
 
@@ -40,3 +42,14 @@ def render_comparison(run_dirs: list, out_dir: str | Path) -> list[Path]:
     summary = {"runs": [a.get("run") for a in analyses], "headlines": [a.get("headline") for a in analyses],
                "deltas": [compare_runs(analyses[0], a) for a in analyses[1:]]}
     return [html, markdown, write_json(summary, out_dir / "comparison.json")]
+
+
+def render_capacity_comparison(capacities: list[dict], out_dir: str | Path) -> list[Path]:
+    """Several strategies' capacity.json side by side: capacity.html, capacity.md, capacity.json in out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html = out_dir / "capacity.html"
+    html.write_text(render_capacity_html(capacities), encoding="utf-8")
+    markdown = out_dir / "capacity.md"
+    markdown.write_text(render_capacity_markdown(capacities), encoding="utf-8")
+    return [html, markdown, write_json({"capacities": capacities}, out_dir / "capacity.json")]
