@@ -1,0 +1,165 @@
+"""`cachestorm gate` as CI runs it (a subprocess over synthetic run folders), the example SLOs and workflow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+import yaml
+
+from reports.gate import load_slos
+from reports.synthetic import write_synthetic_run
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "cachestorm", "gate"]
+
+GOOD = """
+slos:
+  - name: p99 during the expiry
+    metric: p99_ms_during_fault
+    max: 250
+  - name: error rate
+    metric: error_rate
+    max: 0.1
+  - name: DB amplification (coalescing)
+    metric: db_amplification
+    max: 5
+    where: {strategy: cache-aside+coalescing}
+  - name: zero lost writes
+    metric: lost_writes
+    max: 0
+"""
+
+TIGHT = """
+slos:
+  - name: p99 during the expiry
+    metric: p99_ms_during_fault
+    max: 50
+  - name: zero lost writes
+    metric: lost_writes
+    max: 0
+"""
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory) -> Path:
+    """A matrix folder like `cachestorm matrix` writes: cache-aside (p99 100 ms during the fault, 21.5x DB)
+    and cache-aside+coalescing (p99 10 ms, 3.5x DB)."""
+    folder = tmp_path_factory.mktemp("gate-cli") / "matrix-20250101-000000"
+    write_synthetic_run(folder / "cache-aside-hot-key-expiry")
+    write_synthetic_run(folder / "coalescing-hot-key-expiry", strategy="cache-aside+coalescing", fault_ms=10.0,
+                        fault_db_per_s=30.0, stale_reads=0)
+    return folder
+
+
+def gate(tmp_path: Path, config: str | Path, *runs: Path, env_extra: dict | None = None):
+    config_path = Path(config) if isinstance(config, Path) else tmp_path / "gate.yaml"
+    if not isinstance(config, Path):
+        config_path.write_text(config)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env_extra or {})}
+    return subprocess.run(CLI + [str(r) for r in runs] + ["--config", str(config_path), "--junit",
+                                                          str(tmp_path / "junit.xml"), "--markdown",
+                                                          str(tmp_path / "gate.md")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+
+def junit_cases(path: Path) -> list[ET.Element]:
+    return list(ET.parse(path).getroot().iter("testcase"))
+
+
+def test_good_config_passes_with_exit_0_and_writes_ci_files(tmp_path, matrix):
+    summary = tmp_path / "step-summary.md"
+    result = gate(tmp_path, GOOD, matrix, env_extra={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "gate passed" in result.stdout
+    cases = junit_cases(tmp_path / "junit.xml")
+    # 3 SLOs over both runs + the coalescing-only one over one run
+    assert len(cases) == 7 and not [c for c in cases if c.find("failure") is not None]
+    assert "SLO gate: passed" in (tmp_path / "gate.md").read_text()
+    assert "SLO gate: passed" in summary.read_text()  # appended to the GitHub job summary
+
+
+def test_tight_config_fails_with_exit_1_naming_the_slo_and_the_excess(tmp_path, matrix):
+    result = gate(tmp_path, TIGHT, matrix)
+    assert result.returncode == 1, result.stdout + result.stderr
+    # cache-aside: p99 100.031 ms during the fault is 50.031 over the max 50; coalescing's 10 ms passes
+    failing = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failing) == 1
+    assert "p99 during the expiry" in failing[0] and "over the max 50 by 50.03" in failing[0]
+    assert "failed: 1 of 4 SLO checks" in result.stdout
+    cases = junit_cases(tmp_path / "junit.xml")
+    assert len(cases) == 4  # one test case per SLO and run
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert len(failed) == 1 and failed[0].get("classname") == "profiles-cache-aside-hot-key-expiry"
+    assert "by 50.03" in failed[0].find("failure").get("message")
+    assert "❌" in (tmp_path / "gate.md").read_text()
+
+
+@pytest.mark.parametrize(("config", "field"), [
+    ("slos:\n  - metric: p99_ms\n    max: fast\n", "slos[0].max"),
+    ("slos:\n  - metric: p99_milliseconds\n    max: 5\n", "slos[0].metric"),
+    ("slos:\n  - metric: p99_ms\n    max: 5\n    where: {colour: red}\n", "slos[0].where"),
+    ("slos: []\n", "`slos`"),
+])
+def test_malformed_config_exits_2_with_one_line_naming_file_and_field(tmp_path, matrix, config, field):
+    result = gate(tmp_path, config, matrix)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    assert "gate.yaml" in lines[0] and field in lines[0]
+    assert not (tmp_path / "junit.xml").exists()
+
+
+def test_path_that_is_not_a_run_folder_exits_2(tmp_path, matrix):
+    stray = tmp_path / "not-a-run"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("hello")
+    for path in (stray, tmp_path / "missing"):
+        result = gate(tmp_path, GOOD, path)
+        assert result.returncode == 2, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and path.name in lines[0]
+        assert "not a run folder" in lines[0]
+
+
+def test_example_gate_config_is_valid_and_covers_both_strategies(tmp_path, matrix):
+    slos = load_slos(REPO / "examples" / "gate.yaml")
+    metrics = {slo.metric for slo in slos}
+    assert {"p99_ms_during_fault", "error_rate", "db_amplification", "lost_writes"} <= metrics
+    assert metrics & {"max_staleness_s", "stale_reads_over_bound"}
+    result = gate(tmp_path, REPO / "examples" / "gate.yaml", matrix)
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    cases = junit_cases(tmp_path / "junit.xml")
+    # every SLO's `where` matches at least one of the matrix's runs: nothing is skipped
+    assert not [c for c in cases if c.find("skipped") is not None]
+    assert {c.get("classname") for c in cases} == {"profiles-cache-aside-hot-key-expiry",
+                                                   "profiles-cache-aside+coalescing-hot-key-expiry"}
+
+
+def test_workflow_runs_the_matrix_then_the_gate_with_junit():
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "cachestorm-gate.yml").read_text())
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert "pull_request" in triggers
+    steps = workflow["jobs"]["gate"]["steps"]
+    uses = [s.get("uses", "") for s in steps]
+    runs = [" ".join(str(s.get("run", "")).split()) for s in steps]
+    assert any(u.startswith("actions/checkout@") for u in uses)
+    setup = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
+    assert str(setup["with"]["python-version"]) == "3.11"
+    assert "pip install -e ." in runs
+    matrix_index = next(i for i, r in enumerate(runs) if r.startswith("cachestorm matrix"))
+    gate_index = next(i for i, r in enumerate(runs) if r.startswith("cachestorm gate"))
+    assert matrix_index < gate_index
+    assert "--strategies cache-aside,cache-aside+coalescing" in runs[matrix_index]
+    assert "--out runs" in runs[matrix_index]
+    command = runs[gate_index]
+    assert "runs/matrix-*" in command and "--config examples/gate.yaml" in command
+    assert "--junit junit.xml" in command and "--markdown gate.md" in command
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["if"] == "always()" and "junit.xml" in upload["with"]["path"]
+    assert "comparison" in upload["with"]["path"]
+    junit_step = next(s for s in steps if "junit" in s.get("uses", "").lower())
+    assert junit_step["with"]["report_paths"] == "junit.xml"
