@@ -235,15 +235,16 @@ class CachestormUser(FastHttpUser):
             raise gevent.GreenletExit
         Process.sequence += 1
         request_id = f"{Process.worker}-{Process.sequence}"
-        if headers:
-            headers["X-Request-Id"] = request_id  # callers pass a fresh dict
-        else:
-            headers = {"X-Request-Id": request_id}
+        is_write = op in WRITE_OPS
+        if is_write:  # writes carry it (idempotent increments); reads keep it only in the history
+            if headers:
+                headers["X-Request-Id"] = request_id  # callers pass a fresh dict
+            else:
+                headers = {"X-Request-Id": request_id}
         retry = settings.retry
         retry.on_request()
         record_history = Process.history is not None and Process.sampler(key)
         latency = Process.latency
-        is_write = op in WRITE_OPS
         attempt = 0
         first_start_ns = None
         while True:
@@ -347,6 +348,10 @@ class CachestormShape(LoadTestShape):
     def __init__(self):
         super().__init__()
         self._settings = None
+
+    def reset_time(self):
+        super().reset_time()
+        self._settings = None  # a new test (web UI restart) may come with new options
 
     def tick(self):
         options = self.runner.environment.parsed_options

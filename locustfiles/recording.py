@@ -54,6 +54,10 @@ class HistoryWriter:
         folder = Path(run_dir) / "histories"
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{worker}.tsv"
+        run = 1
+        while self.path.exists():  # a second test in the same process (web UI): never clobber the first
+            run += 1
+            self.path = folder / f"{worker}.{run}.tsv"
         self.file = open(self.path, "w", buffering=1 << 20)  # noqa: SIM115 - closed in close()
         self.file.write(HISTORY_MAGIC + "\n" + "\t".join(HISTORY_COLUMNS) + "\n")
         self.lines = 0
