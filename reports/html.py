@@ -423,12 +423,16 @@ def capacity_table_html(capacity: dict) -> str:
         rows.append([escape(f"{step['step'] + 1}{mark}"), escape(fmt(step["offered_per_s"], "/s")),
                      escape(fmt(step.get("sent_per_s"), "/s")), escape(fmt(step.get("achieved_per_s"), "/s")),
                      escape(fmt(step.get("p50_ms"), "ms")), escape(fmt(step.get("p99_ms"), "ms")),
-                     escape(fmt(step.get("error_rate"))), escape(fmt(step.get("db_queries_per_1k"))),
-                     escape(fmt(step.get("pg_calls_per_1k") if step.get("pg_calls_per_1k") is not None
-                                else step.get("pg_xact_commit_per_1k"))),
+                     escape(fmt(step.get("error_rate"))), escape(_per_1k(step.get("db_queries_per_1k"))),
+                     escape(_per_1k(step.get("pg_calls_per_1k") if step.get("pg_calls_per_1k") is not None
+                                    else step.get("pg_xact_commit_per_1k"))),
                      f'<td class="{css}">{escape("pass" if step["passed"] else "; ".join(step["reasons"]))}</td>'])
     return _table(["step", "offered", "sent", "achieved", "p50", "p99", "error rate", "DB queries / 1k (targets)",
                    "DB / 1k (PostgreSQL)", "verdict"], rows, False)
+
+
+def _per_1k(value) -> str:
+    return "–" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def capacity_section_html(capacities: list[dict]) -> str:
@@ -456,7 +460,7 @@ def render_capacity_html(capacities: list[dict]) -> str:
         run, knee = capacity.get("run") or {}, capacity.get("knee") or {}
         rows.append([escape(str(run.get("strategy"))), escape(fmt(knee.get("achieved_per_s"), "req/s")),
                      escape(fmt(knee.get("offered_per_s"), "/s")), escape(fmt(knee.get("p99_ms"), "ms")),
-                     escape(fmt(knee.get("db_queries_per_1k"))), f"<code>{escape(str(run.get('run_id')))}</code>"])
+                     escape(_per_1k(knee.get("db_queries_per_1k"))), f"<code>{escape(str(run.get('run_id')))}</code>"])
     return _page(title, f"<h1>{escape(title)}</h1>" + "<h2>Knee per strategy</h2>"
                  + _table(["strategy", "knee (achieved)", "offered", "p99 at knee", "DB queries / 1k at knee",
                            "run"], rows) + capacity_section_html(capacities))
