@@ -74,6 +74,7 @@ class RunSettings:
     locust_args: list[str] = field(default_factory=list)
     stack: StackSettings = field(default_factory=StackSettings)
     render: bool = True
+    explicit: frozenset[str] = frozenset()   # fields the user set; an experiment's `run:` fills the rest
     warm: bool = False                   # read every key once before the load: start from a warm cache
 
     def validate(self) -> None:
@@ -109,6 +110,23 @@ def validate_strategy(spec: str) -> None:
 
     if spec != "default":
         parse_spec(spec)
+
+
+RECOMMENDABLE = {"domain": "domain", "strategy": "strategy", "retry": "retry", "duration": "duration_s",
+                 "users": "users", "rate": "rate"}
+
+
+def apply_recommendations(settings: RunSettings, experiment) -> dict:
+    """An experiment's `run:` section sets what the user left at its default (e.g. counters for
+    write-behind-crashing-flusher). Returns what was applied, for run.json."""
+    applied = {}
+    for key, value in (getattr(experiment, "run", None) or {}).items():
+        attribute = RECOMMENDABLE[key]
+        if attribute in settings.explicit:
+            continue
+        setattr(settings, attribute, parse_duration(value) if attribute == "duration_s" else value)
+        applied[attribute] = getattr(settings, attribute)
+    return applied
 
 
 def resolve_experiment(name_or_path: str | None):
@@ -238,20 +256,22 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
 
     `stack`: a stack the caller owns (a matrix shares one); else `up`'s, else one for this run.
     """
-    settings.validate()
     experiment = resolve_experiment(settings.experiment)
+    applied = apply_recommendations(settings, experiment)
+    settings.validate()
     if experiment is not None and settings.experiment_at_s is not None:
         experiment = experiment.shifted(settings.experiment_at_s)
     _check_locust_args(settings)
     label = settings.label or f"{settings.domain}-{settings.strategy}" + (
         f"-{Path(settings.experiment).stem}" if settings.experiment else "")
-    run_dir = new_run_dir(settings.out, label)
+    run_dir = new_run_dir(Path(settings.out).resolve(), label)  # Locust runs from the repo root
     t0_wall = time.time()
     t0_mono = time.monotonic_ns()
     journal = Journal(run_dir, t0_wall)
     meta = {"cachestorm_version": __version__, "run_id": run_dir.name, "label": label,
             "settings": _jsonable(settings), "started_at": t0_wall, "t0_monotonic_ns": t0_mono,
-            "experiment": getattr(experiment, "name", settings.experiment)}
+            "experiment": getattr(experiment, "name", settings.experiment),
+            "recommended_settings_applied": applied}
     write_run_meta(run_dir, meta)
     notify = on_event or (lambda *a, **k: None)
 
@@ -260,6 +280,7 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
     scraper: Scraper | None = None
     runner = None
     locust: subprocess.Popen | None = None
+    counters_start: dict[str, int] = {}
     outcome = "failed"
     try:
         with journal.step("stack", "stack") as info:
@@ -279,6 +300,7 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
             info["pids"] = [t.pid for t in targets]
         meta["targets"] = {t.name: t.base_url for t in targets}
         write_run_meta(run_dir, meta)
+        counters_start = read_truth(stack.postgres_url, settings.domain)["counters"]
         notify("targets", targets=targets)
 
         if settings.warm:
@@ -317,7 +339,7 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
         if scraper is not None:
             scraper.stop()
         if targets and outcome == "ok":
-            _finalise(settings, targets, stack, run_dir, journal)
+            _finalise(settings, targets, stack, run_dir, journal, counters_start)
         for target in targets:
             target.stop()
         if owned_stack is not None:
@@ -449,7 +471,8 @@ def _stop_quietly(runner, journal: Journal) -> None:
         journal.record("revert faults", "fault", start, time.time(), "failed", {"error": str(exc)})
 
 
-def _finalise(settings: RunSettings, targets, stack: StackState, run_dir: Path, journal: Journal) -> None:
+def _finalise(settings: RunSettings, targets, stack: StackState, run_dir: Path, journal: Journal,
+              counters_start: dict[str, int]) -> None:
     """Final flush (write-behind) and the truth from PostgreSQL, for the consistency checker."""
     with journal.step("final flush", "target") as info:
         flushed = {}
@@ -464,6 +487,7 @@ def _finalise(settings: RunSettings, targets, stack: StackState, run_dir: Path, 
     with journal.step("truth from postgres", "target"):
         truth = read_truth(stack.postgres_url, settings.domain)
         truth["declared_staleness_bound_s"] = _declared_bound(targets[0], settings)
+        truth["counters_start"] = counters_start
         (run_dir / "truth.json").write_text(json.dumps(truth))
 
 
@@ -484,8 +508,8 @@ def read_truth(postgres_url: str, domain: str) -> dict:
             if domain == "counters":
                 rows = conn.execute(f"SELECT id, COALESCE((data->>'count')::bigint, 0) FROM {table}").fetchall()
                 counters = {str(i): v for i, v in rows}
-        except psycopg.Error:
-            pass
+        except psycopg.Error as exc:  # recorded: the checker then says what it could not reconcile
+            return {"domain": domain, "versions": {}, "counters": {}, "error": str(exc).splitlines()[0]}
     return {"domain": domain, "versions": versions, "counters": counters}
 
 

@@ -43,7 +43,8 @@ def run_matrix(base: RunSettings, strategies: list[str], experiments: list[str |
             if on_progress:
                 on_progress(f"{strategy} × {experiment or 'no fault'}", index, len(combos))
             settings = dataclasses.replace(base, strategy=strategy, experiment=experiment, out=str(out_dir),
-                                           label=f"{strategy}-{experiment or 'steady'}")
+                                           label=f"{strategy}-{experiment or 'steady'}",
+                                           explicit=base.explicit | {"strategy"})
             run_dirs.append(run(settings, stack=stack))
         if on_progress:
             on_progress("report", len(combos), len(combos))

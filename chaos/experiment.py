@@ -12,6 +12,11 @@ do on deviation. Validated on load, with `file:line: field: problem` errors, bef
       - {fault: hot-key-expiry, at: 10s, settings: {count: 10}}
       - {fault: redis-latency, at: 20s, for: 30s, settings: {latency_ms: 100}}
     deviation: continue      # or abort: roll back every fault and signal the conductor to stop
+    run:                     # optional: what this experiment is about, used by `cachestorm run`
+      domain: counters       #   where the user left the flag at its default
+      strategy: write-behind
+      retry: naive:3
+      duration: 60s
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from chaos.faults.base import SettingError, parse_duration
 from chaos.probes import METRICS
 
 PHASES = ("before", "during", "after")
+RUN_FIELDS = {"domain": str, "strategy": str, "retry": str, "duration": str, "users": int, "rate": float}
 DEVIATIONS = ("continue", "abort")
 
 
@@ -90,6 +96,7 @@ class Experiment:
     interval_s: float = 1.0
     settle_s: float = 5.0
     path: str = ""
+    run: dict[str, Any] = field(default_factory=dict)   # recommended run settings (RUN_FIELDS)
 
     def shifted(self, first_at_s: float) -> Experiment:
         """The same experiment with its timeline moved so the first fault starts at `first_at_s`."""
@@ -129,6 +136,25 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
         raise CachestormError(f"experiment file {name} does not exist")
     raise CachestormError(f"unknown experiment {name!r}; ready experiments: {', '.join(ready_experiments())} "
                           "(or give a path to a YAML file)")
+
+
+def _run_section(check: _Checker, section: Any) -> dict[str, Any]:
+    if not isinstance(section, dict):
+        check.problem(("run",), f"must be a mapping of {', '.join(RUN_FIELDS)}")
+        return {}
+    result: dict[str, Any] = {}
+    for key, value in section.items():
+        kind = RUN_FIELDS.get(key)
+        if kind is None:
+            check.problem(("run", key), f"unknown field (known: {', '.join(RUN_FIELDS)})")
+        elif key == "duration":
+            if check.duration(("run", key), value) is not None:
+                result[key] = str(value)
+        elif not isinstance(value, kind) and not (kind is float and isinstance(value, int)) or isinstance(value, bool):
+            check.problem(("run", key), f"must be a {kind.__name__}, got {value!r}")
+        else:
+            result[key] = value
+    return result
 
 
 class _Checker:
@@ -184,8 +210,9 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         check.problem((), "an experiment is a mapping with name, steady_state, method, deviation")
         raise ExperimentError("; ".join(check.problems))
     for key in data:
-        if key not in ("name", "description", "steady_state", "method", "deviation"):
-            check.problem((key,), "unknown field (known: name, description, steady_state, method, deviation)")
+        if key not in ("name", "description", "steady_state", "method", "deviation", "run"):
+            check.problem((key,), "unknown field (known: name, description, steady_state, method, deviation, run)")
+    run = _run_section(check, data.get("run") or {})
     name = data.get("name")
     if not isinstance(name, str) or not name:
         check.problem(("name",), "required: a non-empty string")
@@ -196,7 +223,7 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
     method = _method(check, data.get("method"))
     if check.problems:
         raise ExperimentError(f"{len(check.problems)} problem(s): " + "; ".join(check.problems))
-    return Experiment(name=name, description=str(data.get("description") or ""), probes=probes,
+    return Experiment(name=name, description=str(data.get("description") or ""), probes=probes, run=run,
                       method=method, deviation=deviation, interval_s=interval or 1.0,
                       settle_s=5.0 if settle is None else settle, path=source)
 

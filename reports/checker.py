@@ -54,6 +54,7 @@ class Truth:
     versions: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     declared_staleness_bound_s: float | None = None
+    counters_start: dict[str, int] = field(default_factory=dict)  # before the load: a reused stack carries counts
 
 
 def load_truth(run_dir: str | Path) -> Truth | None:
@@ -67,6 +68,7 @@ def load_truth(run_dir: str | Path) -> Truth | None:
             counters={str(k): int(v) for k, v in (data.get("counters") or {}).items()},
             declared_staleness_bound_s=(None if data.get("declared_staleness_bound_s") is None
                                         else float(data["declared_staleness_bound_s"])),
+            counters_start={str(k): int(v) for k, v in (data.get("counters_start") or {}).items()},
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise CachestormError(f"{path}: not a valid truth file ({exc}); expected "
@@ -347,11 +349,12 @@ def _counters(h: History, index: _Index, truth: Truth | None, domain: str | None
         return result
     lost, duplicated, unsure = [], [], 0
     db_total = 0
-    all_keys = set(sample) | set(truth.counters)
-    for key in sorted(all_keys):
+    # only keys the history saw can be reconciled: the others were not sampled, not "never incremented"
+    for key in sorted(set(h.key)):
         db = _truth_for(truth.counters, key, domain)
         if db is None:
             continue
+        db -= _truth_for(truth.counters_start, key, domain) or 0  # what this run added
         db_total += db
         ack, maybe = acked.get(key, 0), indeterminate.get(key, 0)
         row = {"key": key, "acked": ack, "indeterminate": maybe, "db": db}

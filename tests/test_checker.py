@@ -130,6 +130,19 @@ def test_counter_reconciliation(tmp_path, db, lost, duplicated, unsure):
         assert counters["duplicated"]["examples"][0]["operation"]["op"] == "incr"
 
 
+def test_counters_reconcile_only_what_this_run_added_to_keys_the_history_saw(tmp_path):
+    """A reused stack carries earlier counts, and unsampled keys have DB counts the history never saw:
+    neither is a duplicated increment (both were false alarms against a real write-behind run)."""
+    ops = [op("c", "incr", 0, 0.1, rid="a", value=3), op("r", "read", 0, 0.1, 0)]
+    truth = Truth(counters={"c": 10, "r": 4, "unsampled": 50}, counters_start={"c": 7, "r": 4, "unsampled": 20})
+    counters = check(tmp_path, ops, truth)["findings"]["counters"]
+    assert counters["checked"] and counters["db_total"] == 3
+    assert counters["duplicated"]["count"] == 0 and counters["lost"]["count"] == 0
+    truth.counters["r"] = 6  # a key the history saw only read, yet it grew: increments nobody acknowledged
+    counters = check(tmp_path, ops, truth)["findings"]["counters"]
+    assert counters["duplicated"]["count"] == 1 and counters["duplicated"]["examples"][0]["key"] == "r"
+
+
 def test_revoked_but_granted_after_the_bound(tmp_path):
     ops = [op("u1/read", "grant", 0, 0.1, 1), op("u1/read", "revoke", 1.0, 1.1, 2, rid="rv"),
            op("u1/read", "check", 1.3, 1.35, 1, value=1),  # within the 0.5 s bound

@@ -24,7 +24,8 @@ def demo(
     # and one celebrity key: the hot-key expiry at 10 s is then the only thing that misses.
     base = RunSettings(duration_s=parse_duration(duration), users=40, spawn_rate=40, rate=rate, keys=300,
                        alpha=1.0, celebrity_share=0.2, recompute_ms=100, pool_size=8, pool_timeout_s=1.0,
-                       ttl_s=300, write_ratio=0.02, warm=True)
+                       ttl_s=300, write_ratio=0.02, warm=True,
+                       explicit=frozenset({"domain", "duration_s", "users", "rate", "retry"}))
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     with console.status("demo") as status:
         result = run_matrix(base, names, ["hot-key-expiry"], out, name="demo",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cachestorm.cli.report_cmd import check_run_dirs
 
@@ -25,7 +26,7 @@ def gate(
     result = evaluate_gate(config, check_run_dirs(expand_runs(runs)))
     for item in result.results:
         mark = "[yellow]skip[/]" if item.skipped else ("[green]pass[/]" if item.passed else "[red]FAIL[/]")
-        console.print(f"{mark}  {item.name} [{item.run or '-'}]: {item.message}")
+        console.print(f"{mark}  {escape(item.name)} \\[{escape(item.run or '-')}]: {escape(item.message)}")
     text = render_gate_markdown(result)
     if junit:
         write_junit(result, junit)

@@ -12,11 +12,21 @@ from cachestorm.matrix import run_matrix
 console = Console()
 
 
+def _explicit(ctx: typer.Context) -> frozenset[str]:
+    """Matrix-wide settings the user typed; experiments' recommendations fill in the rest."""
+    from typer._click.core import ParameterSource  # Typer vendors click
+
+    fields = {"duration": "duration_s", "users": "users", "domain": "domain"}
+    return frozenset(field for name, field in fields.items()
+                     if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None))
+
+
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def matrix(
+    ctx: typer.Context,
     strategies: str = typer.Option(..., "--strategies", help="Comma-separated, e.g. cache-aside,cache-aside+coalescing"),
     experiments: str = typer.Option("hot-key-expiry", "--experiments", help="Comma-separated names or files; 'none' for no fault."),
     duration: str = typer.Option("30s", "--duration", help="Load per combination."),
@@ -29,7 +39,7 @@ def matrix(
     """Run every strategy x experiment combination with the same traffic, one shared stack."""
     base = RunSettings(domain=domain, duration_s=parse_duration(duration), users=users, spawn_rate=users,
                        recompute_ms=parse_duration(recompute, "--recompute") * 1000,
-                       celebrity_share=celebrity_share)
+                       celebrity_share=celebrity_share, explicit=_explicit(ctx))
     names = [None if e.lower() == "none" else e for e in _split(experiments)]
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as progress:

@@ -12,8 +12,21 @@ from cachestorm.summary import print_summary
 
 console = Console()
 
+# CLI parameter -> RunSettings field, for the flags an experiment may recommend
+_FIELDS = {"strategy": "strategy", "domain": "domain", "retry": "retry", "duration": "duration_s",
+           "users": "users", "rate": "rate"}
+
+
+def _explicit(ctx: typer.Context) -> frozenset[str]:
+    """The settings the user typed (an experiment's recommendations never override those)."""
+    from typer._click.core import ParameterSource  # Typer vendors click
+
+    return frozenset(field for name, field in _FIELDS.items()
+                     if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None))
+
 
 def run(
+    ctx: typer.Context,
     strategy: str = typer.Option("cache-aside", "--strategy", "-s", help="NAME[+PROTECTION...], e.g. cache-aside+coalescing"),
     domain: str = typer.Option("profiles", "--domain", help="profiles | catalog | counters | permissions"),
     duration: str = typer.Option("30s", "--duration", "-d", help="How long the load runs (30s, 2m)."),
