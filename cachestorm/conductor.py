@@ -64,6 +64,7 @@ class RunSettings:
     celebrity_share: float = 0.0
     hot_keys: int = 10
     write_ratio: float = 0.05
+    preset: str | None = None            # a named workload (YCSB A-F, twitter-median, meta-etc)
     retry: str = "none"
     ttl_s: float = 300.0
     recompute_ms: float = 50.0
@@ -75,7 +76,7 @@ class RunSettings:
     stack: StackSettings = field(default_factory=StackSettings)
     render: bool = True
     explicit: frozenset[str] = frozenset()   # fields the user set; an experiment's `run:` fills the rest
-    warm: bool = False                   # read every key once before the load: start from a warm cache
+    warm: bool = True                    # read every key once before the load: steady state is a warm cache
 
     def validate(self) -> None:
         if self.domain not in DOMAINS:
@@ -90,6 +91,7 @@ class RunSettings:
             raise CachestormError("--rate must be a positive number of requests per second")
         validate_strategy(self.strategy)
         validate_stack_settings(self.stack)
+        validate_traffic(self)
 
 
 def parse_duration(text: str | float | int, flag: str = "--duration") -> float:
@@ -103,6 +105,18 @@ def parse_duration(text: str | float | int, flag: str = "--duration") -> float:
     number, unit = match.groups()
     factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit or "s"]
     return float(number) * factor
+
+
+def validate_traffic(settings: RunSettings) -> None:
+    """Check the Locust options with the locustfiles' own (pure) parser before anything starts."""
+    from types import SimpleNamespace
+
+    from locustfiles.settings import ARGUMENTS, build_settings, option_name
+
+    types = {flag: kind for flag, kind, _, _ in ARGUMENTS}
+    argv = locust_traffic_args(settings)
+    options = {option_name(flag): types[flag](value) for flag, value in zip(argv[::2], argv[1::2], strict=True)}
+    build_settings(SimpleNamespace(**options), settings.domain)
 
 
 def validate_strategy(spec: str) -> None:
@@ -233,20 +247,28 @@ def locust_argv(settings: RunSettings, targets: list[TargetProcess], run_dir: Pa
             "--csv", str(locust_dir / "stats"), "--csv-full-history",
             "--json-file", str(locust_dir / "stats"), "--only-summary",
             "--loglevel", "WARNING",
-            "--run-dir", str(run_dir),
-            "--key-model", settings.key_model, "--alpha", str(settings.alpha), "--keys", str(settings.keys),
-            "--hot-keys", str(settings.hot_keys), "--celebrity-share", str(settings.celebrity_share),
-            "--write-ratio", str(settings.write_ratio), "--retry", settings.retry,
-            "--seed", str(settings.seed)]
+            "--run-dir", str(run_dir), *locust_traffic_args(settings)]
     if len(targets) > 1:
         argv += ["--hosts", ",".join(t.base_url for t in targets)]
+    return argv + settings.locust_args
+
+
+def locust_traffic_args(settings: RunSettings) -> list[str]:
+    """The locustfiles' own options (design.md, "Locust command line"), as flag/value pairs."""
+    argv = ["--key-model", settings.key_model, "--alpha", str(settings.alpha), "--keys", str(settings.keys),
+            "--hot-keys", str(settings.hot_keys), "--celebrity-share", str(settings.celebrity_share),
+            "--retry", settings.retry, "--seed", str(settings.seed)]
+    if settings.preset:  # the preset's own operation mix wins unless a write ratio was asked for
+        argv += ["--preset", settings.preset]
+    if not settings.preset or "write_ratio" in settings.explicit:
+        argv += ["--write-ratio", str(settings.write_ratio)]
     if settings.rate is not None:
         argv += ["--rate", str(settings.rate)]
     if settings.shape:
         argv += ["--shape", settings.shape]
         if settings.shape_args:
             argv += ["--shape-args", settings.shape_args]
-    return argv + settings.locust_args
+    return argv
 
 
 # ---------------------------------------------------------------- the run

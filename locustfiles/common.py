@@ -226,10 +226,12 @@ class CachestormUser(FastHttpUser):
         return PADDING[: Process.settings.value_size()]
 
     def call(self, op: str, key: int, method: str, path: str, name: str, intended_ns: int | None,
-             body=None, headers: dict | None = None, user: str = "", value: str = "", read_granted=False):
+             body=None, headers: dict | None = None, user: str = "", value: str = "", read_granted=False,
+             history_key: str | None = None):
         """One logical request with the retry policy. Records one history line per attempt (sampled
         keys) and one HDR value: from the intended send time (open model) or the first attempt's start
-        to the last attempt's end. Returns (status, version, json body or None)."""
+        to the last attempt's end. `history_key` names the cached item when the key id alone does
+        not (a user's permission). Returns (status, version, json body or None)."""
         settings = Process.settings
         if settings is None or Process.latency is None:  # the test has stopped under this greenlet
             raise gevent.GreenletExit
@@ -264,7 +266,7 @@ class CachestormUser(FastHttpUser):
             if record_history and Process.history is not None:
                 if read_granted and data is not None:
                     value = "1" if data.get("granted") else "0"
-                Process.history.record(key, op, start_ns, end_ns, start_wall, status, version,
+                Process.history.record(history_key or key, op, start_ns, end_ns, start_wall, status, version,
                                        "" if is_write else source, user, request_id, value, attempt)
             pause = retry.delay(attempt, status in ("timeout", "conn_error") or (isinstance(status, int) and status >= 500))
             if pause is None:

@@ -111,6 +111,12 @@ def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env):
     (["--redis-url", "foo"], "--redis-url 'foo' is not a valid URL"),
     (["--duration", "xyz"], "--duration 'xyz' is not a duration"),
     (["--domain", "weather"], "unknown domain 'weather'"),
+    (["--alpha", "0"], "--alpha must be a number > 0"),
+    (["--keys", "0"], "the key space cannot be empty"),
+    (["--rate", "0"], "--rate must be a positive number"),
+    (["--preset", "nope"], "--preset 'nope' is unknown"),
+    (["--shape", "zigzag"], "--shape 'zigzag' is unknown"),
+    (["--retry", "weird"], "--retry 'weird' is not understood"),
 ])
 def test_bad_run_input_is_one_line_and_starts_nothing(tmp_path, cli_env, args, message):
     result = subprocess.run(CLI + ["run", *args, "--out", str(tmp_path / "runs")], cwd=tmp_path, env=cli_env,

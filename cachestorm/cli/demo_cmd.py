@@ -10,11 +10,11 @@ from cachestorm.matrix import run_matrix
 
 console = Console()
 
-DEMO_STRATEGIES = ["cache-aside", "cache-aside+coalescing"]
+DEMO_STRATEGIES = ["cache-aside", "cache-aside+coalescing", "cache-aside+lock"]
 
 
 def demo(
-    duration: str = typer.Option("30s", "--duration", help="Load per strategy."),
+    duration: str = typer.Option("25s", "--duration", help="Load per strategy."),
     out: str = typer.Option("runs", "--out", help="Folder for the demo's run folders."),
     strategies: str = typer.Option(",".join(DEMO_STRATEGIES), "--strategies", help="Comma-separated strategies."),
     rate: float = typer.Option(300.0, "--rate", help="Arrivals per second (open model)."),

@@ -14,7 +14,7 @@ console = Console()
 
 # CLI parameter -> RunSettings field, for the flags an experiment may recommend
 _FIELDS = {"strategy": "strategy", "domain": "domain", "retry": "retry", "duration": "duration_s",
-           "users": "users", "rate": "rate"}
+           "users": "users", "rate": "rate", "write_ratio": "write_ratio"}
 
 
 def _explicit(ctx: typer.Context) -> frozenset[str]:
@@ -47,6 +47,7 @@ def run(
     celebrity_share: float = typer.Option(0.0, "--celebrity-share", help="Share of requests for key 1."),
     hot_keys: int = typer.Option(10, "--hot-keys", help="Keys 1..N count as hot."),
     write_ratio: float = typer.Option(0.05, "--write-ratio", help="Share of writes."),
+    preset: str = typer.Option(None, "--preset", help="ycsb-a..ycsb-f | twitter-median | meta-etc"),
     retry: str = typer.Option("none", "--retry", help="none | naive:N | backoff:N | budget:R"),
     ttl: str = typer.Option("300s", "--ttl", help="Cache TTL."),
     recompute: str = typer.Option("50ms", "--recompute", help="DB cost of one recompute (pg_sleep)."),
@@ -57,7 +58,7 @@ def run(
     postgres_url: str = typer.Option(None, "--postgres-url", help="Adopt this PostgreSQL."),
     toxiproxy_url: str = typer.Option(None, "--toxiproxy-url", help="Use this Toxiproxy."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip rendering the report."),
-    warm: bool = typer.Option(False, "--warm", help="Read every key once before the load (start warm)."),
+    warm: bool = typer.Option(True, "--warm/--cold", help="Read every key once before the load (default), or start cold."),
 ) -> None:
     """Run targets + Locust (+ chaos) once and write a run folder."""
     settings = RunSettings(
@@ -65,7 +66,7 @@ def run(
         spawn_rate=spawn_rate, rate=rate, shape=shape, shape_args=shape_args, experiment=experiment,
         experiment_at_s=parse_duration(experiment_at, "--experiment-at") if experiment_at else None,
         out=out, label=label, instances=instances, rows=rows, keys=keys, key_model=key_model, alpha=alpha,
-        celebrity_share=celebrity_share, hot_keys=hot_keys, write_ratio=write_ratio, retry=retry,
+        celebrity_share=celebrity_share, hot_keys=hot_keys, write_ratio=write_ratio, preset=preset, retry=retry,
         ttl_s=parse_duration(ttl, "--ttl"), recompute_ms=parse_duration(recompute, "--recompute") * 1000,
         pool_size=pool_size, pool_timeout_s=parse_duration(pool_timeout, "--pool-timeout"), seed=seed,
         stack=StackSettings(redis_url, postgres_url, toxiproxy_url), render=not no_report, warm=warm,
