@@ -148,4 +148,4 @@ def _print(result: dict) -> None:
 
 
 def main(requests: int = 200_000, clients: int = 8) -> dict:
-    return run_proxy_benchmark(requests=requests, clients=clients)
+    return run_proxy_benchmark(requests=requests, clients=clients, rounds=5)

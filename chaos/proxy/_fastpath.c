@@ -25,7 +25,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #define NBUCKETS 1024
@@ -53,7 +52,6 @@ typedef struct {
     PyObject_HEAD
     int epfd, wakefd, donefd;
     int started, stop;
-    long spin_ns; /* keep polling (no sleep) this long after the last event; 0 = always sleep */
     pthread_t thread;
     pthread_mutex_t lock;
     Pair *buckets[NBUCKETS];
@@ -187,22 +185,13 @@ static void handle(Engine *e, Pair *p, int s, uint32_t ev) {
     if (rearm(e, p, 0) < 0 || rearm(e, p, 1) < 0) finish(e, p);
 }
 
-static long long now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static void *run(void *arg) {
     Engine *e = arg;
     struct epoll_event evs[MAX_EVENTS];
-    long long active_until = 0;
     for (;;) {
-        int timeout = (e->spin_ns && now_ns() < active_until) ? 0 : -1;
-        int n = epoll_wait(e->epfd, evs, MAX_EVENTS, timeout);
+        int n = epoll_wait(e->epfd, evs, MAX_EVENTS, -1);
         if (n < 0 && errno != EINTR) break;
         if (n <= 0) continue;
-        if (e->spin_ns) active_until = now_ns() + e->spin_ns;
         pthread_mutex_lock(&e->lock);
         if (e->stop) {
             pthread_mutex_unlock(&e->lock);
@@ -254,12 +243,10 @@ static void Engine_dealloc(Engine *e) {
 }
 
 static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"spin_us", NULL};
-    long spin_us = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|l:Engine", kwlist, &spin_us)) return NULL;
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Engine", kwlist)) return NULL;
     Engine *e = (Engine *)type->tp_alloc(type, 0); /* zeroed */
     if (!e) return NULL;
-    e->spin_ns = spin_us > 0 ? spin_us * 1000 : 0;
     pthread_mutex_init(&e->lock, NULL);
     e->next_id = 1;
     e->epfd = epoll_create1(EPOLL_CLOEXEC);

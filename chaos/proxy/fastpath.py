@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from chaos.proxy.link import Connection
 
 ENV_SWITCH = "CACHESTORM_PROXY_FASTPATH"
-ENV_SPIN = "CACHESTORM_PROXY_FASTPATH_SPIN_US"  # experimental: poll without sleeping this long after traffic
 
 
 def available() -> bool:
@@ -32,7 +31,7 @@ def available() -> bool:
 class FastPath:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.engine = Engine(spin_us=int(os.environ.get(ENV_SPIN, "0") or 0))
+        self.engine = Engine()
         self.connections: dict[int, Connection] = {}
         loop.add_reader(self.engine.completion_fd(), self._on_completed)
 
