@@ -343,3 +343,22 @@ def test_byte_counters_match_across_native_python_and_closed(api, proxy_port):
     snapshot = stats(api)
     assert (snapshot["bytes_upstream"], snapshot["bytes_downstream"]) == (sent, received)
     assert snapshot["connections_total"] == 1
+
+
+def test_redis_write_fail_on_a_live_native_connection(api, proxy_port, valkey):
+    client = redis_via(proxy_port)
+    direct = redis.Redis.from_url(valkey.url)
+    try:
+        client.set("fp:w", "before")
+        assert stats(api)["connections_native"] == 1
+        api.add_toxic("kv", "redis_write_fail", {"rate": 1.0}, name="wf", stream="upstream")
+        with pytest.raises(redis.ResponseError):
+            client.set("fp:w", "during")
+        assert client.get("fp:w") == b"before"  # reads still pass, replies stay in order
+        assert direct.get("fp:w") == b"before"  # the write never reached Valkey
+        api.remove_toxic("kv", "wf")
+        client.set("fp:w", "after")
+        assert direct.get("fp:w") == b"after"
+    finally:
+        client.close()
+        direct.close()
