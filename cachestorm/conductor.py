@@ -44,7 +44,7 @@ DOMAIN_TABLES = {"profiles": "profiles", "catalog": "products", "counters": "cou
 
 @dataclass
 class RunSettings:
-    strategy: str = "cache-aside"
+    strategy: str = "default"            # "default": the domain's recommended strategy
     domain: str = "profiles"
     duration_s: float = 30.0
     users: int = 50
@@ -66,7 +66,7 @@ class RunSettings:
     write_ratio: float = 0.05
     preset: str | None = None            # a named workload (YCSB A-F, twitter-median, meta-etc)
     retry: str = "none"
-    ttl_s: float = 300.0
+    ttl_s: float | None = None           # None: the domain's default TTL
     recompute_ms: float = 50.0
     pool_size: int = 10
     pool_timeout_s: float = 1.0
@@ -117,6 +117,16 @@ def validate_traffic(settings: RunSettings) -> None:
     argv = locust_traffic_args(settings)
     options = {option_name(flag): types[flag](value) for flag, value in zip(argv[::2], argv[1::2], strict=True)}
     build_settings(SimpleNamespace(**options), settings.domain)
+
+
+def resolve_strategy(spec: str, domain: str) -> str:
+    """`default` -> the domain's recommended strategy (e.g. counters -> write-behind)."""
+    if spec != "default":
+        return spec
+    from targets.domains import DOMAINS
+    from targets.strategies import load
+
+    return load(DOMAINS[domain]).default_strategy
 
 
 def validate_strategy(spec: str) -> None:
@@ -200,7 +210,7 @@ def target_argv(settings: RunSettings, stack: StackState, port: int, instance: s
     return [sys.executable, "-m", "targets", "--domain", settings.domain, "--strategy", settings.strategy,
             "--host", "127.0.0.1", "--port", str(port),
             "--redis-url", stack.redis_proxy_url, "--postgres-url", stack.postgres_proxy_url,
-            "--rows", str(settings.rows), "--ttl", str(settings.ttl_s),
+            "--rows", str(settings.rows), *(["--ttl", str(settings.ttl_s)] if settings.ttl_s else []),
             "--recompute-ms", str(settings.recompute_ms), "--pool-size", str(settings.pool_size),
             "--pool-timeout", str(settings.pool_timeout_s), "--hot-keys", str(settings.hot_keys),
             "--instance-id", instance, *settings.target_args]
@@ -281,6 +291,7 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
     experiment = resolve_experiment(settings.experiment)
     applied = apply_recommendations(settings, experiment)
     settings.validate()
+    settings.strategy = resolve_strategy(settings.strategy, settings.domain)
     if experiment is not None and settings.experiment_at_s is not None:
         experiment = experiment.shifted(settings.experiment_at_s)
     _check_locust_args(settings)
@@ -508,7 +519,7 @@ def _finalise(settings: RunSettings, targets, stack: StackState, run_dir: Path, 
         info["flushed"] = flushed
     with journal.step("truth from postgres", "target"):
         truth = read_truth(stack.postgres_url, settings.domain)
-        truth["declared_staleness_bound_s"] = _declared_bound(targets[0], settings)
+        truth["declared_staleness_bound_s"] = _declared_bound(targets[0])
         truth["counters_start"] = counters_start
         (run_dir / "truth.json").write_text(json.dumps(truth))
 
@@ -521,9 +532,9 @@ def read_truth(postgres_url: str, domain: str) -> dict:
     counters: dict[str, int] = {}
     with psycopg.connect(postgres_url, connect_timeout=5) as conn:
         try:
-            if domain == "permissions":
-                rows = conn.execute(f"SELECT user_id, perm, version FROM {table}").fetchall()
-                versions = {f"{domain}:{u}:{p}": v for u, p, v in rows}
+            if domain == "permissions":  # one row per user; histories name each permission user:perm
+                rows = conn.execute(f"SELECT id, version, data FROM {table}").fetchall()
+                versions = {f"{domain}:{u}:{perm}": v for u, v, data in rows for perm in (data or {})}
             else:
                 rows = conn.execute(f"SELECT id, version FROM {table}").fetchall()
                 versions = {f"{domain}:{i}": v for i, v in rows}
@@ -535,15 +546,15 @@ def read_truth(postgres_url: str, domain: str) -> dict:
     return {"domain": domain, "versions": versions, "counters": counters}
 
 
-def _declared_bound(target: TargetProcess, settings: RunSettings) -> float | None:
-    """The strategy's own promise about staleness, as the target states it (else the TTL)."""
+def _declared_bound(target: TargetProcess) -> float | None:
+    """The strategy's own promise about staleness, as the target states it."""
     try:
         info = httpx.get(f"{target.base_url}/healthz", timeout=5).json()
-        if isinstance(info, dict) and "staleness_bound_s" in info:
-            return info["staleness_bound_s"]
+        if isinstance(info, dict):
+            return info.get("staleness_bound_s")
     except (httpx.HTTPError, ValueError):
         pass
-    return None if settings.strategy.startswith("no-cache") else settings.ttl_s
+    return None
 
 
 def _merge_recordings(run_dir: Path, journal: Journal) -> None:

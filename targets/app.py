@@ -54,6 +54,7 @@ def build_app(settings: TargetSettings) -> Starlette:
     async def healthz(request: Request) -> Response:
         return json_response({"ok": True, "domain": settings.domain, "strategy": service.strategy_spec,
                               "ttl": service.ttl, "instance_id": settings.instance_id,
+                              "staleness_bound_s": service.strategy.staleness_bound_s(),
                               "cache_breaker_open": service.cache.breaker.is_open}, headers={"X-Version": "0"})
 
     async def metrics(request: Request) -> Response:

@@ -27,7 +27,7 @@ def _explicit(ctx: typer.Context) -> frozenset[str]:
 
 def run(
     ctx: typer.Context,
-    strategy: str = typer.Option("cache-aside", "--strategy", "-s", help="NAME[+PROTECTION...], e.g. cache-aside+coalescing"),
+    strategy: str = typer.Option("default", "--strategy", "-s", help="NAME[+PROTECTION...], e.g. cache-aside+coalescing; default: the domain's recommended one"),
     domain: str = typer.Option("profiles", "--domain", help="profiles | catalog | counters | permissions"),
     duration: str = typer.Option("30s", "--duration", "-d", help="How long the load runs (30s, 2m)."),
     users: int = typer.Option(50, "--users", "-u", help="Locust users (closed model)."),
@@ -49,7 +49,7 @@ def run(
     write_ratio: float = typer.Option(0.05, "--write-ratio", help="Share of writes."),
     preset: str = typer.Option(None, "--preset", help="ycsb-a..ycsb-f | twitter-median | meta-etc"),
     retry: str = typer.Option("none", "--retry", help="none | naive:N | backoff:N | budget:R"),
-    ttl: str = typer.Option("300s", "--ttl", help="Cache TTL."),
+    ttl: str = typer.Option(None, "--ttl", help="Cache TTL (default: the domain's, e.g. 30s for profiles)."),
     recompute: str = typer.Option("50ms", "--recompute", help="DB cost of one recompute (pg_sleep)."),
     pool_size: int = typer.Option(10, "--pool-size", help="DB pool size per target."),
     pool_timeout: str = typer.Option("1s", "--pool-timeout", help="DB pool acquire timeout."),
@@ -67,7 +67,7 @@ def run(
         experiment_at_s=parse_duration(experiment_at, "--experiment-at") if experiment_at else None,
         out=out, label=label, instances=instances, rows=rows, keys=keys, key_model=key_model, alpha=alpha,
         celebrity_share=celebrity_share, hot_keys=hot_keys, write_ratio=write_ratio, preset=preset, retry=retry,
-        ttl_s=parse_duration(ttl, "--ttl"), recompute_ms=parse_duration(recompute, "--recompute") * 1000,
+        ttl_s=parse_duration(ttl, "--ttl") if ttl else None, recompute_ms=parse_duration(recompute, "--recompute") * 1000,
         pool_size=pool_size, pool_timeout_s=parse_duration(pool_timeout, "--pool-timeout"), seed=seed,
         stack=StackSettings(redis_url, postgres_url, toxiproxy_url), render=not no_report, warm=warm,
     )

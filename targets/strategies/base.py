@@ -79,6 +79,8 @@ class Strategy(Protocol):
 
     async def write(self, key: Key, change: Change) -> dict | None: ...
 
+    def staleness_bound_s(self) -> float: ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -100,6 +102,7 @@ class CachedStrategy:
     expires = True          # False: entries live until invalidated (no TTL)
     serves_stale = False    # stale-while-revalidate
     fill_nx = False         # write-behind: never overwrite a newer value written meanwhile
+    fresh_after_write = True  # a write updates or invalidates the cache; False: only the TTL ends staleness
 
     def __init__(self, service: Service, protections: list[Protection]):
         self.service = service
@@ -118,6 +121,11 @@ class CachedStrategy:
                                 [self.settings.max_stale if self.serves_stale else 0.0])
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
+
+    def staleness_bound_s(self) -> float:
+        """What this strategy promises: fresh reads once a write returned, or staleness up to the TTL
+        (plus any stale-serving grace). The consistency checker measures reads against it."""
+        return 0.0 if self.fresh_after_write else self.ttl + self.keep_extra_s
 
     async def start(self) -> None:
         pass

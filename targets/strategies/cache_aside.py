@@ -9,3 +9,4 @@ from targets.strategies.base import CachedStrategy
 
 class CacheAside(CachedStrategy):
     name = "cache-aside"
+    fresh_after_write = False

@@ -11,6 +11,9 @@ class NoCache:
     def __init__(self, service, protections):
         self.service = service
 
+    def staleness_bound_s(self) -> float:
+        return 0.0  # every read is the database's answer
+
     async def read(self, key: Key, loader: Loader) -> ReadResult:
         return ReadResult(await loader(), "bypass")
 
