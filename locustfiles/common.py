@@ -20,6 +20,7 @@ from locust import LoadTestShape, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import MasterRunner, WorkerRunner
 
+import chaos.locust_hooks  # noqa: F401  (--experiment: chaos runs with the test, on the master)
 from cachestorm.errors import CachestormError
 from locustfiles.models.arrivals import Gaps
 from locustfiles.models.keys import write_key
