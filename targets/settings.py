@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from cachestorm.errors import CachestormError
+from cachestorm.urls import check_url
 
 
 @dataclass
@@ -90,8 +90,8 @@ def validate(s: TargetSettings) -> None:
     if s.domain not in DOMAINS:
         raise CachestormError(f"--domain {s.domain!r} is unknown; choose one of {', '.join(DOMAINS)}")
     parse_spec(s.strategy if s.strategy != "default" else "no-cache")
-    _check_url(s.redis_url, ("redis",), "--redis-url")
-    _check_url(s.postgres_url, ("postgresql", "postgres"), "--postgres-url")
+    check_url(s.redis_url, ("redis",), "--redis-url")
+    check_url(s.postgres_url, ("postgresql", "postgres"), "--postgres-url")
     if not 0 < s.port < 65536:
         raise CachestormError(f"--port {s.port} is out of range 1..65535")
     for name in ("rows", "pool_size", "hot_keys", "breaker_failures"):
@@ -103,13 +103,3 @@ def validate(s: TargetSettings) -> None:
             raise CachestormError(f"--{name.replace('_', '-')} must not be negative")
     if s.ttl is not None and s.ttl <= 0:
         raise CachestormError("--ttl must be positive")
-
-
-def _check_url(url: str, schemes: tuple[str, ...], flag: str) -> None:
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme not in schemes or not parts.hostname or port is None:
-        raise CachestormError(f"{flag} {url!r} is not a valid URL: expected {schemes[0]}://HOST:PORT/...")

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from cachestorm.errors import CachestormError
 from cachestorm.stack.processes import pid_alive, spawn, stop_pid, wait_until
 from cachestorm.stack.servers import Server, start_postgres, start_redis
+from cachestorm.urls import check_url
 
 STATE_DIR = ".cachestorm"
 STATE_FILE = "stack.json"
@@ -58,17 +59,6 @@ class StackState:
 
 
 # ---------------------------------------------------------------- URL checks
-
-def check_url(url: str, schemes: tuple[str, ...], flag: str) -> str:
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme not in schemes or not parts.hostname or port is None:
-        raise CachestormError(f"{flag} {url!r} is not a valid URL: expected {schemes[0]}://HOST:PORT...")
-    return url
-
 
 def host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
