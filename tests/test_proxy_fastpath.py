@@ -267,14 +267,17 @@ def test_latency_toxic_moves_live_connection_to_python_and_back(api, proxy_port)
         client.set("fp:k", "v2")
         assert client.get("fp:k") == b"v2"
         assert min(_timed(client.get, "fp:k") for _ in range(5)) < fast + 0.05
+        # no toxic left: the quiet connection went back to the engine
+        wait_for(lambda: stats(api)["connections_native"] == 1, what="the connection to return to the engine")
+        assert all(client.get("fp:k") == b"v2" for _ in range(200))
+        fresh = redis_via(proxy_port)  # and new connections are native from the start
+        try:
+            assert fresh.get("fp:k") == b"v2"
+            assert stats(api)["connections_native"] == 2
+        finally:
+            fresh.close()
     finally:
         client.close()
-    fresh = redis_via(proxy_port)  # with no toxic left, new connections are native again
-    try:
-        assert fresh.get("fp:k") == b"v2"
-        assert stats(api)["connections_native"] == 1
-    finally:
-        fresh.close()
 
 
 def _timed(fn, *args) -> float:
@@ -337,6 +340,12 @@ def test_byte_counters_match_across_native_python_and_closed(api, proxy_port):
         snapshot = stats(api)
         assert snapshot["connections_native"] == 0
         assert (snapshot["bytes_upstream"], snapshot["bytes_downstream"]) == (sent, received)
+        api.remove_toxic("kv", "n")  # back to the engine, counting on from both earlier stretches
+        wait_for(lambda: stats(api)["connections_native"] == 1, what="the connection to return to the engine")
+        for _ in range(20):
+            call(b"GET fp:c\r\n", 1009)
+        snapshot = stats(api)
+        assert (snapshot["bytes_upstream"], snapshot["bytes_downstream"]) == (sent, received)
     finally:
         sock.close()
     wait_for(lambda: stats(api)["connections_active"] == 0, what="the connection to close")
@@ -359,6 +368,9 @@ def test_redis_write_fail_on_a_live_native_connection(api, proxy_port, valkey):
         api.remove_toxic("kv", "wf")
         client.set("fp:w", "after")
         assert direct.get("fp:w") == b"after"
+        wait_for(lambda: stats(api)["connections_native"] == 1, what="the connection to return to the engine")
+        client.set("fp:w", "native again")
+        assert direct.get("fp:w") == b"native again"
     finally:
         client.close()
         direct.close()

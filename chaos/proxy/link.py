@@ -8,17 +8,21 @@ again and the queue drained, it switches back.
 
 Native path (optional, see fastpath.py): a connection accepted while its proxy has no toxic is
 forwarded by the C engine and has no transports at all. When a toxic is added, the engine hands the
-sockets back with the bytes it had read but not written, and the connection continues here.
+sockets back with the bytes it had read but not written, and the connection continues here. When
+the proxy's last toxic is removed, quiet Python connections are handed (back) to the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
+
+from chaos.proxy import fastpath
 
 if TYPE_CHECKING:
     from chaos.proxy.fastpath import FastPath
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
 
 QUEUE_HIGH = 1 << 20  # pause reading the source when this much waits in the toxic queue
 QUEUE_LOW = 1 << 18
+RETURN_TRIES = 100  # x 10 ms: how long a connection may take to go quiet before it returns to the engine
 
 
 class BusyPoll:
@@ -307,6 +312,7 @@ class Side(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.nbytes = 0
         self.forward: Any = out_link.pending.append
+        self.retired = False  # its socket went to the native engine: the transport's end means nothing
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -324,7 +330,7 @@ class Side(asyncio.Protocol):
         return True  # we close both sides ourselves (after slow_close & co.)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.conn.closed:
+        if self.retired or self.conn.closed:
             return
         if self.out_link.slow and not self.out_link.eof_queued:
             self.out_link.feed_eof()
@@ -373,7 +379,7 @@ class Connection:
         # native path
         self.fast: FastPath | None = None
         self.pair_id: int | None = None  # set while the engine forwards this connection
-        self.native_bytes = (0, 0)  # bytes (up, down) the engine moved before handing over
+        self.moved_before = (0, 0)  # bytes (up, down) moved by earlier engine/Python stretches
         self.python_only = False  # a toxic arrived: never (again) to the engine
         self._raw: list[socket.socket] = []  # sockets owned by neither a transport nor the engine
 
@@ -460,7 +466,7 @@ class Connection:
             return  # the pair just ended; its completion closes this connection
         self.pair_id = None
         client_sock, upstream, to_upstream, to_client, up_bytes, down_bytes = taken
-        self.native_bytes = (up_bytes, down_bytes)
+        self.moved_before = (self.moved_before[0] + up_bytes, self.moved_before[1] + down_bytes)
         self._raw = [client_sock, upstream]
         self._connect_task = self.loop.create_task(self._adopt(client_sock, upstream, to_upstream, to_client))
 
@@ -495,6 +501,48 @@ class Connection:
             self.down.set_sink_write(self.replies.server_data)
         self.up.set_sink(server_transport, server_transport.write)
 
+    def return_to_fast_path(self, tries: int = RETURN_TRIES) -> None:
+        """The proxy has no toxic any more: hand this Python connection to the engine once it is
+        quiet (nothing queued, pending or buffered either way); retried briefly while it drains."""
+        if self.closed or self.pair_id is not None or self.proxy.toxics:
+            return
+        fast = fastpath.for_loop(self.loop)
+        if fast is None or self.client is None or self.server is None:
+            return
+        if not self._quiet():
+            if tries > 0:
+                self.loop.call_later(0.01, self.return_to_fast_path, tries - 1)
+            return
+        sides = (self.client, self.server)
+        try:
+            fds = [os.dup(side.transport.get_extra_info("socket").fileno()) for side in sides]
+        except (OSError, AttributeError):
+            return
+        self.moved_before = self.bytes_moved()
+        for side in sides:
+            side.retired = True
+            side.transport.abort()  # closes the transport's fd; the dup keeps the socket open
+        self.client = self.server = None
+        self.up, self.down = Link(self, "upstream"), Link(self, "downstream")
+        self.fast, self.python_only = fast, False
+        client_sock, upstream = socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])
+        try:
+            self.pair_id = fast.add(self, client_sock, upstream)
+        except OSError:
+            client_sock.close()
+            upstream.close()
+            self._finish()
+
+    def _quiet(self) -> bool:
+        for link in (self.up, self.down):
+            if link.slow or link.task is not None or link.queue or link.pending or link.paused_for or link.chain:
+                return False
+        for side in (self.client, self.server):
+            transport = side.transport
+            if transport is None or transport.is_closing() or transport.get_write_buffer_size():
+                return False
+        return self.replies is None
+
     def native_ended(self) -> None:
         """The engine saw both directions end (or a socket fail) and closed the sockets."""
         if not self.closed:
@@ -502,9 +550,10 @@ class Connection:
 
     def bytes_moved(self) -> tuple[int, int]:
         """Bytes read from the client (upstream) and from the server (downstream)."""
+        up, down = self.moved_before
         if self.pair_id is not None:
-            return self.fast.stats(self.pair_id)
-        up, down = self.native_bytes
+            native_up, native_down = self.fast.stats(self.pair_id)
+            return up + native_up, down + native_down
         return (
             up + (self.client.nbytes if self.client else 0),
             down + (self.server.nbytes if self.server else 0),
@@ -540,7 +589,8 @@ class Connection:
 
     def _finish(self, rst: bool = False) -> None:
         if self.pair_id is not None:
-            self.native_bytes = self.fast.close(self.pair_id)
+            native_up, native_down = self.fast.close(self.pair_id)
+            self.moved_before = (self.moved_before[0] + native_up, self.moved_before[1] + native_down)
             self.pair_id = None
         for sock in self._raw:
             if rst:

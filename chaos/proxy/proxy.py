@@ -221,6 +221,9 @@ class Proxy:
             handle.cancel()
         for conn in list(self.connections):
             conn.link_for(toxic.stream).detach(toxic)
+        if not self.toxics:
+            for conn in list(self.connections):
+                conn.return_to_fast_path()
 
     def _schedule_expiry(self, toxic: Toxic) -> None:
         """cachestorm extra: attribute `duration` (ms) removes the toxic by itself after that long."""
