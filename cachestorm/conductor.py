@@ -333,7 +333,8 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
             info["pids"] = [t.pid for t in targets]
         meta["targets"] = {t.name: t.base_url for t in targets}
         write_run_meta(run_dir, meta)
-        counters_start = read_truth(stack.postgres_url, settings.domain)["counters"]
+        if settings.domain == "counters":  # a reused stack carries earlier counts: reconcile the difference
+            counters_start = read_truth(stack.postgres_url, settings.domain)["counters"]
         notify("targets", targets=targets)
 
         if settings.warm:
