@@ -71,7 +71,8 @@ def test_short_run_writes_a_complete_run_folder(tmp_path, cli_env):
 
 
 @pytest.mark.slow
-def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env, sig):
     from chaos.toxiproxy import ToxiproxyClient
 
     up = subprocess.run(CLI + ["up", "--json"], cwd=tmp_path, env=cli_env, capture_output=True, text=True,
@@ -90,7 +91,7 @@ def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env):
             time.sleep(0.1)
         targets_running = _processes_mentioning(b"-m\0targets\0--domain")
         assert targets_running
-        run.send_signal(signal.SIGINT)
+        run.send_signal(sig)
         _, stderr = run.communicate(timeout=60)
         assert run.returncode == 130, stderr[-2000:]
         assert "Traceback" not in stderr
