@@ -456,13 +456,25 @@ def _start_experiment(experiment, settings, stack, targets, run_dir, journal, lo
     context = ChaosContext(
         redis_url=stack.redis_url, postgres_url=stack.postgres_url, proxy_api_url=stack.proxy_api_url,
         domain=settings.domain, hot_keys=settings.hot_keys, key_space=settings.keys,
-        targets=[TargetHandle(t.name, t.pid, t.base_url, t.restart) for t in targets],
+        targets=[_handle(TargetHandle, t) for t in targets],
         restart_redis=(lambda: restart_redis(stack)) if any(s["kind"] == "redis" for s in stack.servers) else None,
         run_dir=str(run_dir), ledger_path=str(Path(".cachestorm") / "active-faults.jsonl"),
     )
     runner = ExperimentRunner(experiment, context, journal)
     runner.start()
     return runner
+
+
+def _handle(handle_class, target: TargetProcess):
+    """A chaos handle whose PID follows the target across restarts (a second kill must hit the new one)."""
+    handle = handle_class(target.name, target.pid, target.base_url)
+
+    def restart() -> None:
+        target.restart()
+        handle.pid = target.pid
+
+    handle.restart = restart
+    return handle
 
 
 def _wait_for_locust(locust: subprocess.Popen, settings: RunSettings, runner) -> int:
