@@ -22,7 +22,9 @@ def test_a_slow_call_times_out_close_to_the_deadline():
         return elapsed
 
     elapsed = asyncio.run(scenario())
-    assert 0.05 <= elapsed < 0.05 + 0.05  # fires within one tick past the deadline (a loaded box adds a little)
+    # never early; late only by a tick plus scheduling noise (generous for a loaded 2-core box),
+    # and far from the 5 s the guarded call would take without the watchdog
+    assert 0.05 <= elapsed < 0.3, elapsed
 
 
 def test_the_timeout_does_not_leak_into_the_callers_next_await():

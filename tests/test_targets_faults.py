@@ -41,7 +41,8 @@ def test_reads_answer_from_db_when_redis_hangs(settings):
                     timings.append(time.perf_counter() - started)
                     assert r.status_code == 200 and r.headers["x-cache"] == "bypass" and r.json()["id"] == 2
                 assert max(timings) < 0.5, timings
-                assert max(timings[4:]) < 0.05, f"breaker open: no Redis timeouts any more {timings}"
+                # breaker open: no read waits for a Redis timeout (100 ms) any more
+                assert max(timings[4:]) < 0.1, f"breaker open: no Redis timeouts any more {timings}"
                 assert service.cache.breaker.is_open
                 return service.metrics.value("cachestorm_cache_errors_total", {"op": "get"})
 

@@ -72,16 +72,19 @@ def test_invalidate_on_write_new_version_unless_delete_failed(stack, settings):
             assert (after.json()["version"], after.headers["x-cache"]) == (expect_version, expect_source)
             return service.metrics.value("cachestorm_cache_errors_total", {"op": "invalidate"})
 
-    assert run(scenario(stack.redis_url, 2, "miss")) == 0
-    assert redis.Redis.from_url(stack.redis_url).pttl("profiles:8") == -1, "entries have no TTL"
-    errors = run(scenario(f"redis://nodel:pw@127.0.0.1:{port}/0", 1, "hit"))
-    assert errors == 1, "the lost invalidation is counted, not hidden"
-    admin.execute_command("ACL", "DELUSER", "nodel")
+    try:
+        assert run(scenario(stack.redis_url, 2, "miss")) == 0
+        assert redis.Redis.from_url(stack.redis_url).pttl("profiles:8") == -1, "entries have no TTL"
+        errors = run(scenario(f"redis://nodel:pw@127.0.0.1:{port}/0", 1, "hit"))
+        assert errors == 1, "the lost invalidation is counted, not hidden"
+    finally:  # never leave the restricted user on the session's Valkey
+        admin.execute_command("ACL", "DELUSER", "nodel")
+        admin.close()
 
 
 def test_stale_while_revalidate_serves_stale_fast_with_one_refresh(settings):
     settings.domain, settings.strategy = "catalog", "stale-while-revalidate"
-    settings.ttl, settings.recompute_ms, settings.max_stale = 0.3, 400, 30
+    settings.ttl, settings.recompute_ms, settings.max_stale = 0.3, 1000, 30
 
     async def scenario():
         async with in_process(settings, reset=True) as (client, service):
@@ -91,7 +94,8 @@ def test_stale_while_revalidate_serves_stale_fast_with_one_refresh(settings):
             stale = await asyncio.gather(*(client.get("/products/2") for _ in range(20)))
             elapsed = time.perf_counter() - started
             assert {r.headers["x-cache"] for r in stale} == {"stale"}
-            assert elapsed < 0.2, f"20 stale answers took {elapsed:.3f}s; the refresh costs 0.4 s"
+            # none of them waits for the refresh (1 s of recompute): a loaded box still answers well within it
+            assert elapsed < 0.6, f"20 stale answers took {elapsed:.3f}s; the refresh costs 1 s"
             deadline = time.monotonic() + 5
             while service.metrics.value("cachestorm_recomputes_total", {"key_class": "hot"}) < 2:
                 assert time.monotonic() < deadline
