@@ -38,7 +38,10 @@ class Ledger:
 
     @staticmethod
     def _append(handle, record: dict) -> None:
-        handle.seek(0, os.SEEK_END)
+        end = handle.seek(0, os.SEEK_END)
+        if end and os.pread(handle.fileno(), 1, end - 1) != b"\n":
+            # a torn line from a crash mid-write: end it, or this record would be glued to it and lost
+            handle.write("\n")
         handle.write(json.dumps(record, default=str) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
