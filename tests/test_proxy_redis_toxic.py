@@ -95,7 +95,9 @@ def test_commands_split_across_tcp_chunks(setup, proxy_process):
         expected = b"-ERR cachestorm: write failed by fault\r\n$3\r\nyes\r\n"
         got = b""
         while len(got) < len(expected):
-            got += sock.recv(1024)
+            chunk = sock.recv(1024)
+            assert chunk, f"connection closed after {got!r}"
+            got += chunk
     assert got == expected
 
 

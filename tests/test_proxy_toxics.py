@@ -95,10 +95,11 @@ def test_latency_added_within_tolerance(client, echo):
     with connect(port) as sock:
         base = min(rtt(sock) for _ in range(5))
         client.add_toxic("t", "latency", {"latency": 100})  # applies to the live connection
-        slow = [rtt(sock) for _ in range(3)]
-        assert all(0.095 <= s - base <= 0.16 for s in slow), slow
+        slow = [rtt(sock) - base for _ in range(3)]
+        # never less than the latency; noise only adds, so the best sample shows the toxic's own delay
+        assert all(0.095 <= s <= 0.5 for s in slow) and min(slow) <= 0.16, slow
         client.remove_toxic("t", "latency_downstream")
-        assert rtt(sock) < 0.05  # back on the fast path
+        assert min(rtt(sock) for _ in range(3)) < 0.05  # back on the fast path
 
 
 def test_latency_jitter_spreads_delays(client, echo):
@@ -106,7 +107,9 @@ def test_latency_jitter_spreads_delays(client, echo):
     client.add_toxic("t", "latency", {"latency": 60, "jitter": 40}, stream="upstream")
     with connect(port) as sock:
         samples = [rtt(sock) for _ in range(12)]
-    assert all(0.015 <= s <= 0.13 for s in samples), samples
+    # 60 +- 40 ms: never below 20 ms; noise only adds, so bound the median tightly and every sample loosely
+    assert all(0.015 <= s <= 0.4 for s in samples), samples
+    assert sorted(samples)[len(samples) // 2] <= 0.13, samples
     assert max(samples) - min(samples) > 0.015
 
 
@@ -117,7 +120,7 @@ def test_toxics_chain_in_order_and_toxicity_zero(client, echo):
     client.add_toxic("t", "latency", {"latency": 500}, name="never", toxicity=0.0)
     with connect(port) as sock:
         took = rtt(sock)
-    assert 0.135 <= took <= 0.3, took
+    assert 0.135 <= took <= 0.45, took  # 80 + 60 ms; the toxicity-0 500 ms toxic would make it > 0.6
 
 
 def test_bandwidth_near_rate(client):
@@ -134,7 +137,7 @@ def test_bandwidth_near_rate(client):
         server.close()
     assert data == payload
     rate = len(data) / took / 1000
-    assert 300 <= rate <= 450, f"{rate:.0f} KB/s"
+    assert 200 <= rate <= 450, f"{rate:.0f} KB/s"  # never faster than the toxic; a busy box may be slower
 
 
 def test_slow_close_delays_the_close(client):
@@ -222,7 +225,9 @@ def test_noop_passes_everything(client, echo):
         sock.sendall(b"n" * 100_000)
         got = b""
         while len(got) < 100_000:
-            got += sock.recv(65536)
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(got)} bytes"
+            got += chunk
     assert got == b"n" * 100_000
 
 
@@ -241,7 +246,7 @@ def test_slow_open_delays_new_connections(client, echo):
     port = new_proxy(client, echo.port)
     with connect(port) as early:
         client.add_toxic("t", "slow_open", {"delay": 250})
-        assert rtt(early) < 0.05  # only new connections are affected
+        assert rtt(early) < 0.2  # only new connections are affected (they wait 250 ms)
         with connect(port) as sock:
             took = rtt(sock)
     assert 0.24 <= took <= 0.5, took
@@ -256,7 +261,7 @@ def test_duration_removes_the_toxic_by_itself(client, echo):
         while client.toxics("t") and time.monotonic() < deadline:
             time.sleep(0.02)
         assert client.toxics("t") == []
-        assert rtt(sock) < 0.05
+        assert min(rtt(sock) for _ in range(3)) < 0.05
 
 
 def test_toxic_changes_under_traffic_never_hang_the_api(client, echo):
