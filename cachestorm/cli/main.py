@@ -89,8 +89,16 @@ def main() -> None:
         sys.exit(1)
     except Exception as exc:
         # usage errors (Typer vendors click, so match the shape rather than the class)
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
+        if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            typer.echo(f"error: {_one_line_usage_error(exc)}", err=True)
             sys.exit(exc.exit_code)
         raise
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line_usage_error(exc) -> str:
+    """Click's message (unknown option, bad value, missing argument) plus where help is, on one line."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    context = getattr(exc, "ctx", None)
+    command = context.command_path if context is not None else "cachestorm"
+    return f"{message}; see `{command} --help`"
