@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -46,6 +47,8 @@ def load_config(path: str | os.PathLike) -> bytes:
 async def start(
     host: str = "127.0.0.1", port: int = 8474, config: bytes | None = None, busy_poll_us: int = 0
 ) -> ProxyServer:
+    if not 0 <= port <= 65535:  # asyncio would silently wrap 99999 to another port
+        raise CachestormError(f"--port {port} is not a TCP port; choose 0 (any free port) to 65535")
     loop = asyncio.get_running_loop()
     BUSY_POLL.configure(loop, busy_poll_us / 1_000_000)
     app = ApiApp(loop)
@@ -58,9 +61,8 @@ async def start(
         server = await asyncio.start_server(lambda r, w: serve_connection(r, w, app), host, port, reuse_address=True)
     except OSError as exc:
         app.close()
-        raise CachestormError(
-            f"cannot listen on {host}:{port} for the proxy API ({exc.strerror}); choose another --port"
-        ) from None
+        fix = "choose another --port" if exc.errno == errno.EADDRINUSE else "choose a local --host such as 127.0.0.1"
+        raise CachestormError(f"cannot listen on {host}:{port} for the proxy API ({exc.strerror}); {fix}") from None
     return ProxyServer(app, server)
 
 
