@@ -64,6 +64,7 @@ def test_ctrl_c_mid_fault_reverts_it(fault, workdir, cli_env, redis_client, prox
     finally:
         if process.poll() is None:
             process.kill()
+            process.communicate()
     assert process.returncode == 130, (out, err)
     clean(redis_client, proxy_client, config_before, acl_before)
     assert Ledger(workdir / ".cachestorm" / "active-faults.jsonl").active() == []

@@ -68,6 +68,7 @@ def test_experiment_runs_with_the_test_and_is_rolled_back_at_its_end(workdir, cl
     finally:
         if process.poll() is None:
             process.kill()
+            process.communicate()
     assert process.returncode == 0, out
     assert proxy_client.toxics("redis") == [] and Ledger(workdir / "ledger.jsonl").active() == []
     records = fault_records(workdir)
@@ -91,6 +92,7 @@ def test_distributed_abort_runs_once_and_stops_the_load(workdir, cli_env, proxy_
     finally:
         if process.poll() is None:
             process.kill()
+            process.communicate()
     assert time.monotonic() - started < 40, out      # stopped long before -t 60s
     assert "deviated" in out
     assert proxy_client.toxics("redis") == [] and Ledger(workdir / "ledger.jsonl").active() == []

@@ -51,13 +51,15 @@ def test_timeline_probes_and_journal(stack, tmp_path, redis_client, proxy_client
     runner, journal, ctx = make_runner(stack, tmp_path, "continue")
     synthetic_metrics(tmp_path / "run", storm_from=0.5, storm_to=1.5)
     runner.start()
-    deadline = time.monotonic() + 3
-    while not proxy_client.toxics("redis") and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(proxy_client.toxics("redis")) == 1       # the latency window is open
-    assert runner.wait(timeout=10)
-    runner.stop()
-    runner.stop()                                        # idempotent
+    try:
+        deadline = time.monotonic() + 3
+        while not proxy_client.toxics("redis") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(proxy_client.toxics("redis")) == 1       # the latency window is open
+        assert runner.wait(timeout=10)
+    finally:
+        runner.stop()                                        # no fault outlives a failed check
+    runner.stop()                                            # idempotent
     assert proxy_client.toxics("redis") == [] and Ledger(ctx.ledger_path).active() == []
     assert redis_client.dbsize() == 20
     summary = runner.summary()
@@ -70,8 +72,9 @@ def test_timeline_probes_and_journal(stack, tmp_path, redis_client, proxy_client
     assert faults["hot-key-expiry"]["details"]["key_ids"] == [str(i) for i in range(1, 11)]
     latency = faults["redis-latency"]
     assert latency["outcome"] == "ok" and latency["details"]["ended_by"] == "end of window"
-    assert 1.3 <= latency["t_end"] - latency["t_start"] <= 2.0
-    assert 0.4 <= latency["t_start"] <= 0.9
+    # never early nor short; late/long only by scheduling noise (generous for a loaded 2-core box)
+    assert 1.3 <= latency["t_end"] - latency["t_start"] <= 3.0
+    assert 0.4 <= latency["t_start"] <= 1.5
     assert any(r["kind"] == "probe" for r in records)
 
 
@@ -81,8 +84,10 @@ def test_deviation_abort_rolls_back_early_and_sets_the_event(stack, tmp_path, re
     aborted = []
     runner.on_abort = lambda: aborted.append(True)
     runner.start()
-    assert runner.abort_event.wait(timeout=5)
-    runner.stop()
+    try:
+        assert runner.abort_event.wait(timeout=5)
+    finally:
+        runner.stop()
     assert aborted == [True] and proxy_client.toxics("redis") == []
     latency = [r for r in read_journal(tmp_path / "run") if r["details"].get("fault") == "redis-latency"]
     if latency:  # the abort can land before the window opens (before: the storm is already on)
@@ -94,11 +99,13 @@ def test_deviation_abort_rolls_back_early_and_sets_the_event(stack, tmp_path, re
 def test_stop_mid_fault_reverts_everything(stack, tmp_path, redis_client, proxy_client):
     runner, journal, ctx = make_runner(stack, tmp_path, "continue")
     runner.start()
-    deadline = time.monotonic() + 3
-    while not proxy_client.toxics("redis") and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proxy_client.toxics("redis")
-    runner.stop()
+    try:
+        deadline = time.monotonic() + 3
+        while not proxy_client.toxics("redis") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proxy_client.toxics("redis")
+    finally:
+        runner.stop()
     assert proxy_client.toxics("redis") == [] and Ledger(ctx.ledger_path).active() == []
     ended = [r["details"]["ended_by"] for r in read_journal(tmp_path / "run") if r["kind"] == "fault"]
     assert "end of run" in ended

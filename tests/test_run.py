@@ -79,6 +79,7 @@ def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env, sig
                         timeout=120)
     assert up.returncode == 0, up.stderr
     proxy = ToxiproxyClient(json.loads(up.stdout)["proxy api"])
+    run = None
     try:
         run = subprocess.Popen(
             CLI + ["run", "--strategy", "cache-aside", "--duration", "60s", *SMALL,
@@ -102,6 +103,13 @@ def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env, sig
         faults = [r for r in read_journal(run_dir) if r["kind"] == "fault"]
         assert faults and faults[0]["details"].get("reverted", True)
     finally:
+        if run is not None and run.poll() is None:  # a check failed before the signal: stop the run
+            run.send_signal(signal.SIGINT)          # (lets it stop its target and Locust too)
+            try:
+                run.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                run.kill()
+                run.communicate()
         subprocess.run(CLI + ["down"], cwd=tmp_path, env=cli_env, capture_output=True, timeout=60)
 
 

@@ -24,7 +24,12 @@ def settings(stack, redis_client) -> TargetSettings:
 
 def start_three(settings: TargetSettings) -> list[TargetProcess]:
     targets = [TargetProcess(replace(settings, instance_id=f"i{n}")) for n in range(3)]  # start in parallel
-    return [t.wait_ready() for t in targets]
+    try:
+        return [t.wait_ready() for t in targets]
+    except BaseException:  # one did not come up: stop all three, not only the test
+        for target in targets:
+            target.__exit__(None, None, None)
+        raise
 
 
 async def herd(urls: list[str], path: str, n: int = 100) -> list[httpx.Response]:
@@ -69,8 +74,9 @@ def test_write_behind_survives_sigkill_between_flushes(stack, settings):
     the restarted one reports them as pending and its flush applies each exactly once."""
     counters = replace(settings, domain="counters", strategy="write-behind", recompute_ms=0, flush_interval=0)
     prepare_schema(counters, reset=True)
-    first = TargetProcess(counters).wait_ready()
+    first = TargetProcess(counters)
     try:
+        first.wait_ready()
         with httpx.Client(base_url=first.url) as client:
             for i in range(30):
                 assert client.post(f"/counters/{20 + i % 2}/incr", json={"by": 1},
