@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -94,6 +96,25 @@ def build_runner(environment):
         gevent.spawn(runner.quit if options.headless else runner.stop)
 
     return ExperimentRunner(experiment, ctx, journal, on_abort=stop_the_load)
+
+
+@events.init.add_listener
+def _validate(environment, **_kwargs):
+    """A bad --experiment / --experiment-at fails at startup, in one line, before any load is sent."""
+    options = environment.parsed_options
+    if options is None or isinstance(environment.runner, WorkerRunner) or not getattr(options, "experiment", ""):
+        return
+    from chaos.experiment import load_experiment
+    from chaos.faults.base import parse_duration
+
+    try:
+        load_experiment(options.experiment)
+        if options.experiment_at:
+            parse_duration(options.experiment_at, "--experiment-at")
+    except CachestormError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.flush()
+        os._exit(2)  # a clean exit from inside Locust's startup (as the locustfiles' own checks do)
 
 
 @events.test_start.add_listener
