@@ -14,9 +14,12 @@ def read_json(path: str | Path, default=None):
     if not path.exists():
         return {} if default is None else default
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise CachestormError(f"{path}: not valid JSON ({exc}); was the run interrupted while writing it?") from None
+    if not isinstance(data, dict):
+        raise CachestormError(f"{path}: expected a JSON object, found {type(data).__name__}; the file is damaged")
+    return data
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -30,11 +33,14 @@ def read_jsonl(path: str | Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             if number == len(lines):
                 break
             raise CachestormError(f"{path}: line {number} is not JSON; the file is damaged") from None
+        if not isinstance(record, dict):
+            raise CachestormError(f"{path}: line {number} is not a JSON object; the file is damaged")
+        records.append(record)
     return records
 
 
