@@ -176,6 +176,13 @@ def test_real_capacity_run_end_to_end(tmp_path, cli_env):
     for step in steps:  # the open model keeps pace at these low rates
         assert step["achieved_per_s"] == pytest.approx(step["offered_per_s"], rel=0.15)
         assert step["db_queries_per_1k"] is not None and step["pg_xact_commit_per_1k"] is not None
-    assert (capacity["knee"] is not None) or capacity["note"].startswith("no knee")
+    # the knee is the last step of the unbroken run of passing steps from the first
+    passing = 0
+    while passing < len(steps) and steps[passing]["passed"]:
+        passing += 1
+    if passing:
+        assert capacity["knee"]["step"] == passing - 1 and capacity["note"].startswith("knee at step")
+    else:
+        assert capacity["knee"] is None and capacity["note"].startswith("no knee")
     assert "knee" in result.stdout
     assert "<h2>Capacity</h2>" in (run_dir / "report.html").read_text()

@@ -89,8 +89,12 @@ def test_deviation_abort_rolls_back_early_and_sets_the_event(stack, tmp_path, re
     finally:
         runner.stop()
     assert aborted == [True] and proxy_client.toxics("redis") == []
-    latency = [r for r in read_journal(tmp_path / "run") if r["details"].get("fault") == "redis-latency"]
-    if latency:  # the abort can land before the window opens (before: the storm is already on)
+    records = read_journal(tmp_path / "run")
+    latency = [r for r in records if r["details"].get("fault") == "redis-latency"]
+    # the abort can land before the fault's window opens (the storm is on from the start): then the
+    # fault must never have been applied; else it must have been cut short by the abort
+    assert any(r["kind"] == "probe" and r["outcome"] == "deviated" for r in records)
+    if latency:
         assert latency[0]["details"]["ended_by"] == "hypothesis deviated (abort)"
         assert latency[0]["t_end"] < 1.9
     assert Ledger(ctx.ledger_path).active() == []
