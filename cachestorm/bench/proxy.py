@@ -1,10 +1,12 @@
 """`cachestorm bench proxy`: Redis GETs direct vs through cachestorm's proxy (no toxics).
 
-Starts a private Valkey and two proxies (child processes, as the stack runs them): one with the
-native fast path (chaos.proxy._fastpath, if built) and one forced to the Python path
-(CACHESTORM_PROXY_FASTPATH=0). Runs `redis-benchmark -t get -c C -n N --csv` against all three,
-alternating for several rounds so the shared machine's noise hits each alike. Prints throughput,
-p50/p99, the ratios to direct and the load average (the machine is shared).
+Starts a private Valkey (TCP and a Unix socket) and two proxy processes (as the stack runs them):
+one with the native fast path (chaos.proxy._fastpath, if built) and one forced to the Python path
+(CACHESTORM_PROXY_FASTPATH=0). Each has two proxies: one reaching Valkey over TCP loopback and one
+over its Unix socket (what the embedded stack uses); clients always reach the proxy over TCP.
+Runs `redis-benchmark -t get -c C -n N --csv` against direct TCP and the four proxies, alternating
+for several rounds so the shared machine's noise hits each alike. Prints throughput, p50/p99, the
+ratios to direct and the load average (the machine is shared).
 """
 
 from __future__ import annotations
@@ -47,10 +49,12 @@ def _run_round(binary: str, port: int, requests: int, clients: int) -> dict[str,
     }
 
 
-PROXY_KINDS = {  # kind -> extra environment of the proxy process
+ENGINES = {  # engine -> extra environment of the proxy process
     "native": {"CACHESTORM_PROXY_FASTPATH": "1"},
     "python": {"CACHESTORM_PROXY_FASTPATH": "0"},
 }
+UPSTREAMS = ("tcp", "unix")  # how the proxy reaches Valkey
+PROXY_KINDS = [f"{engine}/{upstream}" for engine in ENGINES for upstream in UPSTREAMS]
 
 
 def _load_average() -> str:
@@ -68,21 +72,23 @@ def run_proxy_benchmark(requests: int = 200_000, clients: int = 8, rounds: int =
 
     binary = _redis_benchmark_binary()
     workdir = tempfile.mkdtemp(prefix="cachestorm-bench-proxy-")
-    valkey = start_redis(workdir)
+    valkey = start_redis(workdir, unix_socket=True)
     proxies = []
     fastpath_built = False
     load_before = _load_average()
     try:
-        upstream = valkey.url.split("//")[1].split("/")[0]
-        ports = {"direct": int(upstream.rsplit(":", 1)[1])}
-        for kind, env in PROXY_KINDS.items():
+        upstream_tcp = valkey.url.split("//")[1].split("/")[0]
+        upstreams = {"tcp": upstream_tcp, "unix": f"unix:{valkey.extra['unix_socket']}"}
+        ports = {"direct": int(upstream_tcp.rsplit(":", 1)[1])}
+        for engine, env in ENGINES.items():
             process = spawn(env=env)
             proxies.append(process)
-            if kind == "native":
+            if engine == "native":
                 fastpath_built = bool(httpx.get(f"{process.api_url}/version", trust_env=False).json().get("fastpath"))
             with ToxiproxyClient(process.api_url) as client:
-                listen = client.create_proxy("bench", "127.0.0.1:0", upstream)["listen"]
-            ports[kind] = int(listen.rsplit(":", 1)[1])
+                for name, upstream in upstreams.items():
+                    listen = client.create_proxy(f"bench-{name}", "127.0.0.1:0", upstream)["listen"]
+                    ports[f"{engine}/{name}"] = int(listen.rsplit(":", 1)[1])
         subprocess.run([binary, "-p", str(ports["direct"]), "-t", "set", "-n", "1000", "-q"], capture_output=True)
         for kind in ports:  # warm-up
             _run_round(binary, ports[kind], max(requests // 10, 1000), clients)
@@ -130,12 +136,13 @@ def _print(result: dict) -> None:
           f"load average before/after: {result['load_average'][0]} / {result['load_average'][1]}")
     if not result["fastpath_built"]:
         print("warning: the native fast path is not built (chaos.proxy._fastpath): 'native' ran the Python path")
-    print(f"{'':10}{'GET/s':>10}{'range':>20}{'p50 µs':>9}{'p99 µs':>9}{'ratio':>8}{'+p50 µs':>9}")
+    print("clients reach the proxy over TCP; tcp/unix = how the proxy reaches Valkey (the stack uses unix)")
+    print(f"{'':13}{'GET/s':>10}{'range':>20}{'p50 µs':>9}{'p99 µs':>9}{'ratio':>8}{'+p50 µs':>9}")
     for kind in ("direct", *PROXY_KINDS):
         row = result[kind]
         spread = f"{row['rps_min']:,.0f}-{row['rps_max']:,.0f}"
         extra = f"{row['throughput_ratio']:>7.2f}x{row['added_p50_us']:>+9.0f}" if kind != "direct" else ""
-        print(f"{kind:10}{row['rps']:>10,.0f}{spread:>20}{row['p50_us']:>9.0f}{row['p99_us']:>9.0f}{extra}")
+        print(f"{kind:13}{row['rps']:>10,.0f}{spread:>20}{row['p50_us']:>9.0f}{row['p99_us']:>9.0f}{extra}")
     for kind in PROXY_KINDS:
         row = result[kind]
         low, high = row["throughput_ratio_range"]
@@ -144,6 +151,11 @@ def _print(result: dict) -> None:
         print(f"{kind}: proxied/direct throughput {row['throughput_ratio']:.2f}x (rounds {low:.2f}-{high:.2f}; "
               f"goal >= {GOAL_THROUGHPUT_RATIO}x: {ok_ratio}), added p50 {row['added_p50_us']:+.0f} µs "
               f"(goal < {GOAL_ADDED_P50_US:.0f}: {ok_p50})")
+    for engine in ENGINES:
+        tcp, unix = result[f"{engine}/tcp"], result[f"{engine}/unix"]
+        print(f"{engine}: unix upstream vs TCP upstream: {unix['rps'] / tcp['rps']:.2f}x throughput, "
+              f"ratio to direct {tcp['throughput_ratio']:.2f}x -> {unix['throughput_ratio']:.2f}x, "
+              f"p50 {unix['p50_us'] - tcp['p50_us']:+.0f} µs")
     print("real Toxiproxy 2.12 on this machine (reference): 0.47x, +90 µs p50")
 
 

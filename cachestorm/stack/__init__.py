@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -88,14 +89,19 @@ def start_stack(settings: StackSettings) -> StackState:
     base_dir = tempfile.mkdtemp(prefix="cachestorm-stack-")
     os.chmod(base_dir, 0o755)  # PostgreSQL runs as an unprivileged user when we are root
     owned: list[Server] = []
+    own_proxy = not settings.toxiproxy_url
     try:
-        redis_url = settings.redis_url or _own(owned, start_redis(base_dir)).url
+        redis_server = None if settings.redis_url else _own(owned, start_redis(base_dir, unix_socket=own_proxy))
+        redis_url = settings.redis_url or redis_server.url
         _check_redis(redis_url)
-        postgres_url = settings.postgres_url or _own(owned, start_postgres(base_dir)).url
+        postgres_server = None if settings.postgres_url else _own(owned, start_postgres(base_dir))
+        postgres_url = settings.postgres_url or postgres_server.url
         _check_postgres(postgres_url)
         proxy_api_url = settings.toxiproxy_url or _own(owned, start_proxy(base_dir)).url
-        redis_proxy_url = _ensure_proxy(proxy_api_url, REDIS_PROXY, redis_url)
-        postgres_proxy_url = _ensure_proxy(proxy_api_url, POSTGRES_PROXY, postgres_url)
+        redis_proxy_url = _ensure_proxy(proxy_api_url, REDIS_PROXY, redis_url,
+                                        _unix_upstream(redis_server) if own_proxy else None)
+        postgres_proxy_url = _ensure_proxy(proxy_api_url, POSTGRES_PROXY, postgres_url,
+                                           _unix_upstream(postgres_server) if own_proxy else None)
     except BaseException:
         for server in reversed(owned):
             server.stop()
@@ -126,7 +132,9 @@ def restart_redis(state: StackState) -> StackState:
         old = Server.from_dict(data)
         old.stop()
         _, port = host_port(old.url)
-        new = start_redis(Path(old.data_dir).parent, binary=old.binary, port=port)
+        # same base dir and port: the same Unix socket path, so the proxy's `unix:` upstream stays valid
+        new = start_redis(Path(old.data_dir).parent, binary=old.binary, port=port,
+                          unix_socket=bool(old.extra.get("unix_socket")))
         state.servers[index] = new.as_dict()
         return state
     raise CachestormError("this stack's Redis was not started by cachestorm (adopted via --redis-url); "
@@ -155,8 +163,26 @@ def start_proxy(base_dir: str) -> Server:
     return Server("proxy", ready["api_url"], process.pid, "chaos.proxy", None, str(log_path), sys.executable)
 
 
-def _ensure_proxy(api_url: str, name: str, upstream_url: str) -> str:
-    """Return the proxied URL for `name`, creating the proxy unless it already exists (compose)."""
+def _unix_upstream(server: Server | None) -> str | None:
+    """`unix:<path>` when we own the server and this process can connect to its Unix socket (our
+    proxy runs as the same user): the proxy then reaches it without the kernel's TCP loopback cost,
+    which is most of the proxy's overhead on a small machine. None: keep TCP."""
+    path = server.extra.get("unix_socket") if server is not None else None
+    if not path:
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(path)
+    except OSError:
+        return None
+    return f"unix:{path}"
+
+
+def _ensure_proxy(api_url: str, name: str, upstream_url: str, unix_upstream: str | None = None) -> str:
+    """Return the proxied URL for `name`, creating the proxy unless it already exists (compose).
+    `unix_upstream` (our own proxy only): the proxy reaches the server over that Unix socket;
+    clients still use TCP to the proxy."""
     from chaos.toxiproxy import ToxiproxyClient
 
     client = ToxiproxyClient(api_url)
@@ -165,7 +191,7 @@ def _ensure_proxy(api_url: str, name: str, upstream_url: str) -> str:
         proxy = proxies[name]
     else:
         host, port = host_port(upstream_url)
-        proxy = client.create_proxy(name, listen="127.0.0.1:0", upstream=f"{host}:{port}")
+        proxy = client.create_proxy(name, listen="127.0.0.1:0", upstream=unix_upstream or f"{host}:{port}")
     listen_port = int(proxy["listen"].rsplit(":", 1)[1])
     api_host = urlsplit(api_url).hostname or "127.0.0.1"
     return with_host_port(upstream_url, api_host, listen_port)

@@ -71,8 +71,28 @@ def _redis_ping(port: int) -> bool:
         return sock.recv(64).startswith(b"+PONG")
 
 
-def start_redis(base_dir: str | Path, binary: str | None = None, port: int | None = None) -> Server:
-    """Start Valkey/Redis; `port` pins the port (a restart keeps the proxy's upstream valid)."""
+UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
+
+
+def redis_socket_path(base_dir: str | Path, port: int) -> str:
+    """Where our Valkey on `port` listens on a Unix socket too: outside its data dir (which a restart
+    replaces) and named by the port (which a restart keeps), so the proxy's upstream stays valid."""
+    return str(Path(base_dir).resolve() / f"redis-{port}.sock")
+
+
+def _redis_ping_unix(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        sock.connect(path)
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
+
+
+def start_redis(base_dir: str | Path, binary: str | None = None, port: int | None = None,
+                unix_socket: bool = False) -> Server:
+    """Start Valkey/Redis; `port` pins the port (a restart keeps the proxy's upstream valid).
+    `unix_socket`: also listen on `redis_socket_path(base_dir, port)` (mode 700: same user only),
+    recorded in `extra["unix_socket"]`."""
     binary = binary or find_redis_binary()
     data_dir = tempfile.mkdtemp(prefix="redis-", dir=base_dir)
     log_path = Path(data_dir) / "server.log"
@@ -81,9 +101,17 @@ def start_redis(base_dir: str | Path, binary: str | None = None, port: int | Non
         port = port or free_port()
         argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
                 "--dir", data_dir, "--enable-debug-command", "local", "--protected-mode", "yes"]
+        socket_path = redis_socket_path(base_dir, port) if unix_socket else None
+        if socket_path is not None:
+            if len(socket_path.encode()) > UNIX_PATH_MAX:
+                shutil.rmtree(data_dir, ignore_errors=True)
+                raise CachestormError(f"Unix socket path {socket_path} is too long (max {UNIX_PATH_MAX} bytes); "
+                                      "use a shorter base directory")
+            argv += ["--unixsocket", socket_path, "--unixsocketperm", "700"]
         process = spawn(argv, log_path)
         try:
-            wait_until(lambda p=port: _redis_ping(p), process, "Redis", log_path, timeout_s=15)
+            wait_until(lambda p=port, u=socket_path: _redis_ping(p) and (u is None or _redis_ping_unix(u)),
+                       process, "Redis", log_path, timeout_s=15)
         except CachestormError as exc:
             last_error = exc
             _kill(process)
@@ -92,7 +120,9 @@ def start_redis(base_dir: str | Path, binary: str | None = None, port: int | Non
                 port = None
                 continue
             break
-        return Server("redis", f"redis://127.0.0.1:{port}/0", process.pid, f"127.0.0.1:{port}", data_dir, str(log_path), binary)
+        extra = {"unix_socket": socket_path} if socket_path else {}
+        return Server("redis", f"redis://127.0.0.1:{port}/0", process.pid, f"127.0.0.1:{port}", data_dir,
+                      str(log_path), binary, extra)
     shutil.rmtree(data_dir, ignore_errors=True)
     raise CachestormError(f"Redis did not start: {last_error}")
 
@@ -218,7 +248,8 @@ def start_postgres(base_dir: str | Path, bin_dir: Path | None = None) -> Server:
             break
         _create_database(port)
         return Server("postgres", f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}", process.pid,
-                      f"-p {port}", data_dir, str(log_path), str(bin_dir / "postgres"))
+                      f"-p {port}", data_dir, str(log_path), str(bin_dir / "postgres"),
+                      {"unix_socket": str(Path(data_dir) / f".s.PGSQL.{port}")})
     shutil.rmtree(data_dir, ignore_errors=True)
     raise CachestormError(f"PostgreSQL did not start: {last_error}")
 

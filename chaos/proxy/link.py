@@ -409,10 +409,13 @@ class Connection:
             self._connect_task = self.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
-        host, port = self.proxy.upstream_address()
+        address = self.proxy.upstream_address()
         server = Side(self, self.down, self.up)
         try:
-            transport, _ = await self.loop.create_connection(lambda: server, host, port)
+            if isinstance(address, str):
+                transport, _ = await self.loop.create_unix_connection(lambda: server, address)
+            else:
+                transport, _ = await self.loop.create_connection(lambda: server, *address)
         except (OSError, ValueError):
             self.reset()  # like Toxiproxy: accept, then reset the client
             return
@@ -439,7 +442,7 @@ class Connection:
 
     async def _connect_native(self, client_sock: socket.socket) -> None:
         try:
-            upstream = await _open_upstream(self.loop, *self.proxy.upstream_address())
+            upstream = await _open_upstream(self.loop, self.proxy.upstream_address())
         except (OSError, ValueError):
             self.reset()  # like Toxiproxy: accept, then reset the client
             return
@@ -641,8 +644,19 @@ def _set_rst_on_close(sock: Any) -> None:
         pass
 
 
-async def _open_upstream(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
-    """A connected non-blocking TCP socket to the upstream (each resolved address in turn)."""
+async def _open_upstream(loop: asyncio.AbstractEventLoop, address: tuple[str, int] | str) -> socket.socket:
+    """A connected non-blocking socket to the upstream: a Unix socket path, or TCP (host, port)
+    trying each resolved address in turn."""
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    host, port = address
     error: OSError = OSError(f"cannot resolve {host}")
     for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
         sock = socket.socket(family, kind, proto)

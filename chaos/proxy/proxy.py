@@ -37,6 +37,14 @@ def split_host_port(address: str) -> tuple[str, int]:
     return host, int(port or 0)
 
 
+UNIX_PREFIX = "unix:"  # cachestorm extra: `upstream` "unix:/abs/path.sock" (a local server's Unix socket)
+
+
+def unix_path(upstream: str) -> str | None:
+    """The socket path of a `unix:` upstream, else None (a TCP host:port)."""
+    return upstream[len(UNIX_PREFIX):] if upstream.startswith(UNIX_PREFIX) else None
+
+
 def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -87,8 +95,11 @@ class Proxy:
         return up, down
 
     # -- listener -------------------------------------------------------------
-    def upstream_address(self) -> tuple[str, int]:
-        return split_host_port(self.upstream)
+    def upstream_address(self) -> tuple[str, int] | str:
+        """(host, port) for TCP, or the socket path of a `unix:` upstream (cheaper in the kernel
+        than TCP loopback; clients still reach the proxy over TCP)."""
+        path = unix_path(self.upstream)
+        return path if path is not None else split_host_port(self.upstream)
 
     async def start(self) -> None:
         if self.enabled:
