@@ -120,6 +120,9 @@ def start_redis(base_dir: str | Path, binary: str | None = None, port: int | Non
                 port = None
                 continue
             break
+        except BaseException:  # Ctrl-C / SIGTERM while it starts: it is not ours to track yet, so stop it here
+            _kill(process)
+            raise
         extra = {"unix_socket": socket_path} if socket_path else {}
         return Server("redis", f"redis://127.0.0.1:{port}/0", process.pid, f"127.0.0.1:{port}", data_dir,
                       str(log_path), binary, extra)
@@ -220,10 +223,10 @@ def start_postgres(base_dir: str | Path, bin_dir: Path | None = None) -> Server:
         os.chown(data_dir, user.pw_uid, user.pw_gid)
         as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [],
                    "env": {**os.environ, "HOME": data_dir, "USER": user.pw_name}}
-    init = subprocess.run(
+    init = _run_to_end(
         [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8",
          "--locale=C", "--no-sync", "--no-instructions"],
-        capture_output=True, text=True, cwd=data_dir, **as_user,
+        cwd=data_dir, **as_user,
     )
     if init.returncode != 0:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -240,13 +243,16 @@ def start_postgres(base_dir: str | Path, bin_dir: Path | None = None) -> Server:
         process = spawn(argv, log_path, cwd=data_dir, **as_user)
         try:
             wait_until(lambda p=port: _pg_ready(p), process, "PostgreSQL", log_path, timeout_s=30)
+            _create_database(port)
         except CachestormError as exc:
             last_error = exc
             _kill(process)
             if "already in use" in log_path.read_text(errors="replace"):
                 continue
             break
-        _create_database(port)
+        except BaseException:  # Ctrl-C / SIGTERM while it starts: it is not ours to track yet, so stop it here
+            _kill(process)
+            raise
         return Server("postgres", f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}", process.pid,
                       f"-p {port}", data_dir, str(log_path), str(bin_dir / "postgres"),
                       {"unix_socket": str(Path(data_dir) / f".s.PGSQL.{port}")})
@@ -266,6 +272,23 @@ def _create_database(port: int) -> None:
 
 
 def _kill(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.kill()
+    """SIGKILL a server started in its own session, with its whole process group (PostgreSQL's workers)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        if process.poll() is None:
+            process.kill()
     process.wait(timeout=10)
+
+
+def _run_to_end(argv: list[str], **popen_kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run(capture_output=True, text=True), but an interrupt kills the child's whole process
+    group: initdb's bootstrap backend would otherwise go on writing into a folder being deleted."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               stdin=subprocess.DEVNULL, start_new_session=True, **popen_kwargs)
+    try:
+        stdout, stderr = process.communicate()
+    except BaseException:
+        _kill(process)
+        raise
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
