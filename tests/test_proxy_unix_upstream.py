@@ -1,6 +1,7 @@
 """A proxy whose upstream is a local Unix socket (`unix:/abs/path.sock`, cachestorm extra): clients
 still connect over TCP; both the native engine and the Python path reach a real Valkey over its
-Unix socket, toxics behave the same, a missing socket resets the client; the stack uses it."""
+Unix socket, toxics behave the same, a missing socket resets the client; the stack uses it
+when asked (StackSettings.unix_upstreams)."""
 
 from __future__ import annotations
 
@@ -119,19 +120,34 @@ def test_missing_socket_resets_the_client(proxy_process, tmp_path):
         client.close()
 
 
-def test_stack_proxies_redis_over_unix_and_survives_restart(stack):
-    from cachestorm.stack import restart_redis
-
-    redis_server = next(s for s in stack.servers if s["kind"] == "redis")
-    socket_path = redis_server["extra"]["unix_socket"]
+def test_default_stack_keeps_tcp_upstreams(stack):
     with ToxiproxyClient(stack.proxy_api_url) as client:
-        assert client.get_proxy("redis")["upstream"] == f"unix:{socket_path}"
-    proxied = redis.Redis.from_url(stack.redis_proxy_url, socket_timeout=5)
+        proxies = client.proxies()
+    assert not proxies["redis"]["upstream"].startswith("unix:")
+    assert not proxies["postgres"]["upstream"].startswith("unix:")
+
+
+def test_stack_with_unix_upstreams_survives_restart():
+    import psycopg
+
+    from cachestorm.stack import StackSettings, restart_redis, start_stack, stop_stack
+
+    state = start_stack(StackSettings(unix_upstreams=True))
+    proxied = redis.Redis.from_url(state.redis_proxy_url, socket_timeout=5)
     try:
+        redis_server = next(s for s in state.servers if s["kind"] == "redis")
+        postgres_server = next(s for s in state.servers if s["kind"] == "postgres")
+        socket_path = redis_server["extra"]["unix_socket"]
+        with ToxiproxyClient(state.proxy_api_url) as client:
+            proxies = client.proxies()
+        assert proxies["redis"]["upstream"] == f"unix:{socket_path}"
+        assert proxies["postgres"]["upstream"] == f"unix:{postgres_server['extra']['unix_socket']}"
+        with psycopg.connect(state.postgres_proxy_url, connect_timeout=5) as conn:
+            assert conn.execute("SELECT 41 + 1").fetchone() == (42,)
         assert proxied.set("unix-stack", "1") is True
-        assert redis.Redis.from_url(stack.redis_url).get("unix-stack") == b"1"
-        restart_redis(stack)
-        restarted = next(s for s in stack.servers if s["kind"] == "redis")
+        assert redis.Redis.from_url(state.redis_url).get("unix-stack") == b"1"
+        restart_redis(state)
+        restarted = next(s for s in state.servers if s["kind"] == "redis")
         assert restarted["pid"] != redis_server["pid"]
         assert restarted["extra"]["unix_socket"] == socket_path
         proxied.close()  # its connection died with the old server
@@ -139,3 +155,4 @@ def test_stack_proxies_redis_over_unix_and_survives_restart(stack):
         assert proxied.set("unix-stack", "2") is True
     finally:
         proxied.close()
+        stop_stack(state)

@@ -3,7 +3,8 @@
 Starts a private Valkey (TCP and a Unix socket) and two proxy processes (as the stack runs them):
 one with the native fast path (chaos.proxy._fastpath, if built) and one forced to the Python path
 (CACHESTORM_PROXY_FASTPATH=0). Each has two proxies: one reaching Valkey over TCP loopback and one
-over its Unix socket (what the embedded stack uses); clients always reach the proxy over TCP.
+over its Unix socket (what the stack uses with StackSettings.unix_upstreams); clients always
+reach the proxy over TCP.
 Runs `redis-benchmark -t get -c C -n N --csv` against direct TCP and the four proxies, alternating
 for several rounds so the shared machine's noise hits each alike. Prints throughput, p50/p99, the
 ratios to direct and the load average (the machine is shared).
@@ -136,7 +137,7 @@ def _print(result: dict) -> None:
           f"load average before/after: {result['load_average'][0]} / {result['load_average'][1]}")
     if not result["fastpath_built"]:
         print("warning: the native fast path is not built (chaos.proxy._fastpath): 'native' ran the Python path")
-    print("clients reach the proxy over TCP; tcp/unix = how the proxy reaches Valkey (the stack uses unix)")
+    print("clients reach the proxy over TCP; tcp/unix = how the proxy reaches Valkey")
     print(f"{'':13}{'GET/s':>10}{'range':>20}{'p50 µs':>9}{'p99 µs':>9}{'ratio':>8}{'+p50 µs':>9}")
     for kind in ("direct", *PROXY_KINDS):
         row = result[kind]
