@@ -1,0 +1,157 @@
+"""Bad input gets one `error: ...` line and exit 2; an interrupted `up` leaves nothing running.
+
+Each case here was a traceback, a multi-line error, a silent misbehaviour or an orphan before its fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from chaos.context import ChaosContext
+from chaos.ledger import Ledger
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cachestorm", *args]
+
+
+def one_line_error(command: list[str], cwd: Path, env: dict, timeout: float = 60) -> str:
+    """Run `command`; it must exit 2 with exactly one stderr line `error: ...` and no traceback."""
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (("run", "--users", "abc"), ("--users", "cachestorm run --help")),
+    (("frobnicate",), ("frobnicate", "cachestorm --help")),
+    (("capacity",), ("--strategy", "cachestorm capacity --help")),
+    (("chaos", "apply"), ("fault", "cachestorm chaos apply --help")),
+])
+def test_usage_errors_are_one_line(args, words, tmp_path, cli_env):
+    line = one_line_error(cli(*args), tmp_path, cli_env)
+    for word in words:
+        assert word in line
+
+
+def test_proxy_port_out_of_range_is_refused_not_wrapped(tmp_path, cli_env):
+    # asyncio used to bind 99999 - 65536 = 34463 and serve there
+    line = one_line_error(cli("proxy", "serve", "--port", "99999"), tmp_path, cli_env, timeout=20)
+    assert "--port 99999" in line and "65535" in line
+
+
+def test_proxy_unusable_host_names_the_host(tmp_path, cli_env):
+    line = one_line_error(cli("proxy", "serve", "--host", "192.0.2.1", "--port", "0"), tmp_path, cli_env, timeout=20)
+    assert "--host" in line and "--port" not in line.split(";")[-1]
+
+
+@pytest.mark.parametrize("file, content, words", [
+    ("run.json", "[]", ("run.json", "JSON object")),
+    ("journal.jsonl", '5\n{"what": "load"}\n', ("journal.jsonl", "line 1")),
+])
+def test_damaged_run_folder_is_one_line(file, content, words, tmp_path, cli_env):
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"started_at": time.time(), "settings": {}}))
+    (run_dir / file).write_text(content)
+    for command in (cli("report", str(run_dir)), cli("compare", str(run_dir), str(run_dir))):
+        line = one_line_error(command, tmp_path, cli_env)
+        for word in words:
+            assert word in line
+
+
+class _Fault:
+    name = "redis-oom"
+    state = {"maxmemory": "0"}
+    window_s = 60.0
+
+    def settings(self) -> dict:
+        return {}
+
+
+def test_ledger_entry_after_a_torn_line_is_not_lost(tmp_path):
+    """A controller killed mid-write leaves a line without newline; the next fault used to be glued to it,
+    unreadable, so `chaos heal` said "nothing to heal" with the fault still active."""
+    path = tmp_path / "active-faults.jsonl"
+    path.write_text('{"op": "apply", "id": "torn", "fault": "redis-la')
+    ledger = Ledger(path)
+    entry_id = ledger.add(_Fault(), ChaosContext(ledger_path=path))
+    assert [entry["id"] for entry in ledger.active()] == [entry_id]
+    ledger.mark_reverted(entry_id)
+    assert ledger.active() == []
+
+
+def test_locust_bad_experiment_fails_before_the_test(tmp_path, cli_env):
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(REPO / "locustfiles" / "profiles.py"), "--headless",
+         "-u", "1", "-r", "1", "-t", "5s", "--host", "http://127.0.0.1:9", "--experiment", "no-such-experiment"],
+        cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown experiment 'no-such-experiment'")
+    assert "Aggregated" not in result.stdout + result.stderr  # no test ran
+    assert "Traceback" not in result.stderr
+
+
+def _our_processes(marker: str, folder: Path) -> list[str]:
+    """Live processes that inherited `marker` or name `folder` (PostgreSQL reuses its environ for its title)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if (marker.encode() in environ or str(folder) in cmdline) and state != "Z":
+            found.append(f"{pid} {cmdline[:120]}")
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_up_while_postgres_starts_leaves_nothing(sig, tmp_path, cli_env):
+    """The signal lands while PostgreSQL is spawned but not yet ready: it used to stay running."""
+    temp = Path(tempfile.mkdtemp(prefix="cachestorm-robustness-"))  # PostgreSQL's user must reach it when root
+    temp.chmod(0o755)
+    try:
+        _interrupt_up(sig, tmp_path, temp, cli_env)
+    finally:
+        subprocess.run(cli("down"), cwd=tmp_path, env=cli_env, capture_output=True, timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _interrupt_up(sig, tmp_path: Path, temp: Path, cli_env: dict) -> None:
+    marker = f"CACHESTORM_ROBUSTNESS_TEST={os.getpid()}-{sig}"
+    env = {**cli_env, "TMPDIR": str(temp), marker.split("=")[0]: marker.split("=")[1]}
+    process = subprocess.Popen(cli("up"), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 60
+    # the server's log is opened just before PostgreSQL is spawned; it is ready some 100 ms later
+    while not list(temp.glob("cachestorm-stack-*/postgres-*/server.log")):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "PostgreSQL never started"
+        time.sleep(0.005)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    deadline = time.monotonic() + 15
+    while _our_processes(marker, temp) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _our_processes(marker, temp) == []
+    assert list(temp.iterdir()) == []            # the stack's temp folder is gone
+    assert not (tmp_path / ".cachestorm" / "stack.json").exists()
