@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cachestorm.conductor import RunSettings, parse_duration
+from cachestorm.conductor import RunSettings, parse_duration, resolve_experiment, validate_strategy
 from cachestorm.matrix import run_matrix
 
 console = Console()
@@ -41,6 +41,10 @@ def matrix(
                        recompute_ms=parse_duration(recompute, "--recompute") * 1000,
                        celebrity_share=celebrity_share, explicit=_explicit(ctx))
     names = [None if e.lower() == "none" else e for e in _split(experiments)]
+    for strategy in _split(strategies):  # fail in one line before the progress view draws anything
+        validate_strategy(strategy)
+    for experiment in names:
+        resolve_experiment(experiment)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("matrix", total=len(_split(strategies)) * len(names))
