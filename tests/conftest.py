@@ -61,3 +61,32 @@ def cli_env(tmp_path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@pytest.fixture(scope="module")
+def valkey(tmp_path_factory):
+    """A private Valkey for tests that must not share the session stack's."""
+    from cachestorm.stack.servers import start_redis
+
+    server = start_redis(tmp_path_factory.mktemp("valkey"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy_process():
+    """A private chaos proxy (python -m chaos.proxy), stopped after the module."""
+    from chaos.proxy.process import spawn
+
+    process = spawn()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def echo():
+    from tests.net_servers import EchoServer
+
+    server = EchoServer()
+    yield server
+    server.close()

@@ -5,69 +5,19 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 
 import httpx
 import pytest
 
-from chaos.proxy.process import spawn
 from chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
 
 BACKENDS = ["ours"] + (["toxiproxy"] if os.environ.get("TOXIPROXY_URL") else [])
 
 
-class EchoServer:
-    """A TCP echo server on a loopback port, in threads."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn):
-        with conn:
-            while True:
-                try:
-                    data = conn.recv(65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                conn.sendall(data)
-
-    def close(self):
-        self.sock.close()
-
-
-@pytest.fixture(scope="module")
-def ours():
-    process = spawn()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def echo():
-    server = EchoServer()
-    yield server
-    server.close()
-
-
 @pytest.fixture(params=BACKENDS)
-def api(request, ours):
-    url = ours.api_url if request.param == "ours" else os.environ["TOXIPROXY_URL"]
+def api(request, proxy_process):
+    url = proxy_process.api_url if request.param == "ours" else os.environ["TOXIPROXY_URL"]
     http = httpx.Client(base_url=url, headers={"User-Agent": "cachestorm-tests"}, timeout=10)
     http.backend = request.param
     http.post("/reset")

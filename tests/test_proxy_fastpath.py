@@ -14,7 +14,6 @@ import redis
 
 _fastpath = pytest.importorskip("chaos.proxy._fastpath", reason="native fast path not built (optional extension)")
 
-from cachestorm.stack.servers import start_redis  # noqa: E402
 from chaos.proxy.process import spawn  # noqa: E402
 from chaos.toxiproxy import ToxiproxyClient  # noqa: E402
 
@@ -156,13 +155,6 @@ def test_engine_close_and_unknown_ids(engine, wired):
 
 
 # -- the proxy with real Valkey ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def valkey(tmp_path_factory):
-    server = start_redis(tmp_path_factory.mktemp("valkey"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

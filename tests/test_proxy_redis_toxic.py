@@ -8,24 +8,7 @@ import time
 import pytest
 import redis
 
-from chaos.proxy.process import spawn
 from chaos.toxiproxy import ToxiproxyClient
-
-
-@pytest.fixture(scope="module")
-def valkey(tmp_path_factory):
-    from cachestorm.stack.servers import start_redis
-
-    server = start_redis(tmp_path_factory.mktemp("valkey"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def proxy_process():
-    process = spawn()
-    yield process
-    process.stop()
 
 
 @pytest.fixture()

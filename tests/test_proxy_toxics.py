@@ -8,9 +8,7 @@ import time
 
 import pytest
 
-from chaos.proxy.process import spawn
 from chaos.toxiproxy import ToxiproxyClient
-from tests.test_proxy_api import EchoServer
 
 
 class OneShotServer:
@@ -35,20 +33,6 @@ class OneShotServer:
 
     def close(self):
         self.sock.close()
-
-
-@pytest.fixture(scope="module")
-def proxy_process():
-    process = spawn()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def echo():
-    server = EchoServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture()
