@@ -53,8 +53,10 @@ def _sigterm_is_ctrl_c() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _run_live(runner, title: str) -> None:
-    """Show what is active and how long it has left until the timeline ends; always roll back."""
+def _run_live(runner, title: str, stop_on_error: bool = False) -> None:
+    """Show what is active and how long it has left until the timeline ends; always roll back.
+    `stop_on_error`: end as soon as nothing is active after an error (a fault that failed to apply
+    has nothing to wait for)."""
     def render() -> Table:
         table = Table(title=f"{title}  t={runner.elapsed():.1f}s  (Ctrl-C reverts everything)")
         for column in ("fault", "settings", "started", "left"):
@@ -71,6 +73,8 @@ def _run_live(runner, title: str) -> None:
         with Live(render(), console=console, refresh_per_second=4, transient=False) as live:
             while not runner.wait(timeout=0.25):
                 live.update(render())
+                if stop_on_error and runner.summary()["errors"] and not runner.active_faults():
+                    break
             live.update(render())
     except KeyboardInterrupt:
         runner.stop()
@@ -141,7 +145,7 @@ def apply_cmd(
     ctx = _context(ledger, allow_remote, run_dir, redis_url, postgres_url, proxy_api_url)
     journal, folder = _journal(run_dir, f"apply-{fault}")
     runner = ExperimentRunner(experiment, ctx, journal)
-    _run_live(runner, f"{fault} for {window:g}s")
+    _run_live(runner, f"{fault} for {window:g}s", stop_on_error=True)
     summary = runner.summary()
     _print_outcome(summary, folder)
     if summary["errors"]:
