@@ -246,7 +246,19 @@ def load_state(workdir: str | Path = ".") -> StackState | None:
         return StackState.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError) as exc:
         raise CachestormError(f"{path} is not a cachestorm state file ({exc}); delete it and stop "
-                              "leftover servers by hand") from exc
+                              f"leftover servers by hand{_leftovers_hint(path)}") from exc
+
+
+def _leftovers_hint(path: Path) -> str:
+    """The PIDs a damaged state file still names and that are alive, so 'by hand' is concrete."""
+    import re
+
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    pids = sorted({int(p) for p in re.findall(r'"pid"\s*:\s*(\d+)', text) if pid_alive(int(p))})
+    return f" (still running: PIDs {', '.join(map(str, pids))})" if pids else " (none of its PIDs is running)"
 
 
 def clear_state(workdir: str | Path = ".") -> None:
