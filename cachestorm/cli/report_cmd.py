@@ -29,6 +29,7 @@ def report(
     from reports import render_comparison, render_run
 
     for run_dir in check_run_dirs(runs):
+        _warn_if_incomplete(run_dir)
         for path in render_run(run_dir):
             console.print(f"wrote {path}")
     if len(runs) > 1:
@@ -60,6 +61,19 @@ def compare(
         console.print(f"[red]{len(result['regressions'])} regression(s):[/] {', '.join(result['regressions'])}")
         if fail_on_regression:
             raise typer.Exit(1)
+
+
+def _warn_if_incomplete(run_dir: Path) -> None:
+    """A run that failed or was interrupted still renders, but nobody should mistake it for a clean one."""
+    import json
+
+    try:
+        outcome = json.loads((run_dir / "run.json").read_text()).get("outcome")
+    except (OSError, ValueError, AttributeError):
+        outcome = None
+    if outcome != "ok":
+        console.print(f"[yellow]warning:[/] {run_dir} ended with outcome {outcome or 'unknown'}: "
+                      "its numbers cover only what was recorded")
 
 
 def _show(value) -> str:
