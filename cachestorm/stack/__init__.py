@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cachestorm.errors import CachestormError
-from cachestorm.stack.processes import pid_alive, spawn, stop_pid, wait_until
+from cachestorm.stack.processes import SPAWNED, kill_spawned_since, pid_alive, spawn, stop_pid, wait_until
 from cachestorm.stack.servers import Server, start_postgres, start_redis
 from cachestorm.urls import check_url
 
@@ -93,6 +93,7 @@ def start_stack(settings: StackSettings) -> StackState:
     base_dir = tempfile.mkdtemp(prefix="cachestorm-stack-")
     os.chmod(base_dir, 0o755)  # PostgreSQL runs as an unprivileged user when we are root
     owned: list[Server] = []
+    mark = len(SPAWNED)  # servers spawned from here on are ours to stop if the start fails
     use_unix = settings.unix_upstreams and not settings.toxiproxy_url  # a real Toxiproxy keeps TCP
     try:
         redis_server = None if settings.redis_url else _own(owned, start_redis(base_dir, unix_socket=use_unix))
@@ -109,6 +110,7 @@ def start_stack(settings: StackSettings) -> StackState:
     except BaseException:
         for server in reversed(owned):
             server.stop()
+        kill_spawned_since(mark)  # a server whose start was interrupted before we could own it
         shutil.rmtree(base_dir, ignore_errors=True)
         raise
     return StackState(redis_url, redis_proxy_url, postgres_url, postgres_proxy_url, proxy_api_url,
@@ -204,11 +206,14 @@ def _ensure_proxy(api_url: str, name: str, upstream_url: str, unix_upstream: str
 def _check_redis(url: str) -> None:
     import redis
 
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
+        client.ping()
     except Exception as exc:  # noqa: BLE001
         raise CachestormError(f"Redis at {url} does not answer PING ({exc.__class__.__name__}: "
                               f"{str(exc)[:120]}); check --redis-url or that the server runs") from exc
+    finally:
+        client.close()  # not left to __del__, where a Ctrl-C would be swallowed
 
 
 def _check_postgres(url: str) -> None:

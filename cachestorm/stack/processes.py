@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from cachestorm.errors import CachestormError
@@ -30,18 +31,70 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+# Every server process this process started, in order. A Ctrl-C can land between the fork and the
+# moment a caller keeps the Popen (it is then lost to the caller); `kill_spawned_since` finds it here.
+SPAWNED: list[subprocess.Popen] = []
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def spawn(argv: list[str], log_path: Path, **popen_kwargs) -> subprocess.Popen:
     """Start a server in its own session so a terminal's Ctrl-C reaches only us; we stop it."""
     log = open(log_path, "ab")  # noqa: SIM115 - the child keeps the descriptor
     try:
-        return subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, close_fds=True, **popen_kwargs,
-        )
+        with _interrupts_deferred():  # no interrupt between the fork and the registration below
+            process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, close_fds=True, **popen_kwargs,
+            )
+            SPAWNED.append(process)
+        return process
     except FileNotFoundError as exc:
         raise CachestormError(f"cannot run {argv[0]}: not found") from exc
     finally:
         log.close()
+
+
+@contextmanager
+def _interrupts_deferred():
+    """Hold SIGINT/SIGTERM back for a moment and deliver them afterwards through the usual handlers.
+    (Blocking them with the signal mask instead would be inherited by the server we start.)"""
+    pending: list[int] = []
+    previous = {}
+    try:
+        for signum in _SIGNALS:
+            previous[signum] = signal.signal(signum, lambda number, frame: pending.append(number))
+    except ValueError:  # not the main thread: handlers cannot change, and no Ctrl-C lands here
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            signal.raise_signal(pending[0])  # now through the restored handler (or the default action)
+
+
+def kill_spawned_since(mark: int) -> None:
+    """SIGKILL every still-running process group spawned after `mark` (= len(SPAWNED) back then), and
+    wait until each group is gone, so the caller can delete their folders."""
+    for process in SPAWNED[mark:]:
+        if process.poll() is not None:
+            continue
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            process.kill()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.01)
 
 
 def wait_until(ready: Callable[[], bool], process: subprocess.Popen | None, what: str,

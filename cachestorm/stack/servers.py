@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -279,6 +280,15 @@ def _kill(process: subprocess.Popen) -> None:
         if process.poll() is None:
             process.kill()
     process.wait(timeout=10)
+    # the leader is gone; its workers may still be dying (and finishing a write into the folder the
+    # caller deletes next): wait until the whole group is gone
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.01)
 
 
 def _run_to_end(argv: list[str], **popen_kwargs) -> subprocess.CompletedProcess:
