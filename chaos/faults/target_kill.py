@@ -5,26 +5,17 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
-from chaos.faults.base import Fault
-from chaos.faults.process_signals import signal_if_same, start_time
-from chaos.faults.target_select import select_targets
+from chaos.faults.process_signals import signal_if_same
+from chaos.faults.target_select import TargetProcessFault
 
 
 @dataclass
-class TargetKill(Fault):
+class TargetKill(TargetProcessFault):
     name = "target-kill"
     summary = "SIGKILL a target instance; restart it at the end (conductor's callback)"
     touches = ("targets",)
 
-    target: str = ""     # a target name, "*" for all; "": the first
     restart: bool = True
-
-    def check_settings(self) -> None:
-        select_targets(self.context.targets, self.target, self.name, need_pid=True)
-
-    def _prepare(self) -> dict:
-        chosen = select_targets(self.context.targets, self.target, self.name, need_pid=True)
-        return {"processes": [{"name": t.name, "pid": t.pid, "started": start_time(t.pid)} for t in chosen]}
 
     def _apply(self) -> dict:
         killed = [p["name"] for p in self.state["processes"]

@@ -1,8 +1,12 @@
-"""Choosing target instances for a process fault by name."""
+"""Choosing target instances for a process fault by name, and the base of those faults."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cachestorm.errors import CachestormError
+from chaos.faults.base import Fault
+from chaos.faults.process_signals import start_time
 
 
 def select_targets(targets: list, wanted: str, fault: str, need_pid: bool = False) -> list:
@@ -21,3 +25,18 @@ def select_targets(targets: list, wanted: str, fault: str, need_pid: bool = Fals
     if need_pid and any(not t.pid for t in chosen):
         raise CachestormError(f"fault {fault!r}: target {chosen[0].name!r} has no known PID")
     return chosen
+
+
+@dataclass
+class TargetProcessFault(Fault):
+    """A fault that signals target processes: they are chosen and fingerprinted (PID + start time)
+    before anything happens, so a revert never signals a process that merely reused the PID."""
+
+    target: str = ""     # a target name, "*" for all; "": the first
+
+    def check_settings(self) -> None:
+        select_targets(self.context.targets, self.target, self.name, need_pid=True)
+
+    def _prepare(self) -> dict:
+        chosen = select_targets(self.context.targets, self.target, self.name, need_pid=True)
+        return {"processes": [{"name": t.name, "pid": t.pid, "started": start_time(t.pid)} for t in chosen]}
