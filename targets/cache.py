@@ -57,18 +57,14 @@ _FAST_ENTRY = re.compile(rb'\{"x":([-+.e0-9]+),"d":([-+.e0-9]+),"r":(\{"id":-?\d
                          re.S)
 
 
-class Entry:
-    """A cached read: the record (None = known not to exist), its logical expiry (wall s, 0 = never)
-    and delta, the seconds its recompute took (XFetch needs it). `body` is the record's JSON as
-    stored, `record` is decoded from it only when someone asks."""
+class StoredRecord:
+    """A record as Redis holds it: `body` is its JSON as stored (a hit is sent on as is), and
+    `record` is decoded from it only when someone asks."""
 
-    __slots__ = ("_record", "expires_at", "delta", "body", "version")
+    __slots__ = ("_record", "body", "version")
 
-    def __init__(self, record: dict | None, expires_at: float, delta: float = 0.0,
-                 body: bytes | None = None, version: int | None = None):
+    def __init__(self, record: dict | None, body: bytes | None = None, version: int | None = None):
         self._record = record
-        self.expires_at = expires_at
-        self.delta = delta
         self.body = body
         self.version = version
 
@@ -77,6 +73,19 @@ class Entry:
         if self._record is None and self.body is not None:
             self._record = json.loads(self.body)
         return self._record
+
+
+class Entry(StoredRecord):
+    """A cached read: the record (None = known not to exist), its logical expiry (wall s, 0 = never)
+    and delta, the seconds its recompute took (XFetch needs it)."""
+
+    __slots__ = ("expires_at", "delta")
+
+    def __init__(self, record: dict | None, expires_at: float, delta: float = 0.0,
+                 body: bytes | None = None, version: int | None = None):
+        super().__init__(record, body, version)
+        self.expires_at = expires_at
+        self.delta = delta
 
     @property
     def absent(self) -> bool:

@@ -8,13 +8,12 @@ hit, around the load on a miss, and after a failed read.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from targets.cache import Cache, Entry
+from targets.cache import Cache, Entry, StoredRecord
 from targets.errors import CacheUnavailable, TargetError
 
 if TYPE_CHECKING:
@@ -35,23 +34,15 @@ class Key:
         self.klass = klass      # "hot" | "rest"
 
 
-class ReadResult:
+class ReadResult(StoredRecord):
     """record (None: the key does not exist, 404) and source (X-Cache: hit|miss|stale|bypass|negative|
     fallback). A cache hit carries the stored JSON `body` and `version` and decodes the record lazily."""
 
-    __slots__ = ("_record", "source", "body", "version")
+    __slots__ = ("source",)
 
     def __init__(self, record: dict | None, source: str, body: bytes | None = None, version: int | None = None):
-        self._record = record
+        super().__init__(record, body, version)
         self.source = source
-        self.body = body
-        self.version = version
-
-    @property
-    def record(self) -> dict | None:
-        if self._record is None and self.body is not None:
-            self._record = json.loads(self.body)
-        return self._record
 
     @staticmethod
     def of(entry: Entry, source: str) -> ReadResult:
