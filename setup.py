@@ -13,7 +13,8 @@ if sys.platform.startswith("linux"):  # epoll + eventfd
     ext_modules.append(
         Extension(
             "chaos.proxy._fastpath",
-            sources=["chaos/proxy/_fastpath.c"],
+            sources=["chaos/proxy/_fastpath.c", "chaos/proxy/_sockmap.c"],
+            depends=["chaos/proxy/_sockmap.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
             optional=True,
         )

@@ -8,6 +8,12 @@
  * when both directions are shut (or a socket fails) the pair's fds are closed and its id is queued
  * for Python, which learns about it from an eventfd (completion_fd) and calls completed().
  *
+ * Kernel mode (see _sockmap.h): when BPF sockmap is available (root, Linux >= 5.13), a TCP pair is
+ * also put in a sockmap and each direction whose gate opens is forwarded by the kernel itself --
+ * this thread then only waits for the FIN (EPOLLRDHUP, which per-chunk wakeups do not trigger),
+ * makes sure everything redirected was handed to the other socket, and passes the FIN on.
+ * Bytes that arrive while a gate is closed are read here, as in userspace mode.
+ *
  * All pair state is under one mutex: the engine thread holds it while it handles a batch of
  * events, API calls hold it for a few microseconds. Events carry the pair id (not a pointer), so
  * an event for a pair that was detached or closed meanwhile finds nothing and is ignored.
@@ -25,11 +31,19 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "_sockmap.h"
 
 #define NBUCKETS 1024
 #define SCRATCH (64 * 1024)
 #define MAX_EVENTS 64
+#define KERNEL_SLOTS 16384
+#define DRAIN_GIVE_UP_NS (2ull * 1000 * 1000 * 1000) /* a peer that stopped reading: pass the FIN on anyway */
+
+enum { SLOT_FREE = 0, SLOT_PAIR, SLOT_RETIRED }; /* RETIRED: its socket went back to Python, still in the map */
 
 typedef struct {
     char *buf; /* read from the source, not yet taken by the sink (NULL: nothing waits) */
@@ -45,6 +59,18 @@ typedef struct Pair {
     uint32_t mask[2]; /* events registered for fd[i]; 0 = not in epoll */
     Dir dir[2];       /* dir[i] carries fd[i] -> fd[1 - i]: 0 = upstream stream, 1 = downstream */
     int done;         /* forwarding over, fds closed; kept for stats until close() */
+    /* kernel mode */
+    int kernel;        /* routes were set for both sockets */
+    int inmap[2];      /* fd[i] is in the sockmap at slot[i] */
+    uint32_t slot[2];
+    uint64_t cookie[2];
+    uint64_t base[2];  /* bytes handed to fd[i] before it entered the map */
+    int kdir[2];       /* direction i is forwarded by the kernel (its gate is open) */
+    int noopen[2];     /* userspace read bytes the program never passed: keep the gate shut */
+    int paused;        /* gates closed for good (the pair is leaving the engine) */
+    int folded;        /* the program's counts are already in dir[].bytes */
+    int drain[2];      /* direction i saw its FIN; waiting for redirected bytes to leave */
+    uint64_t drain_since;
     struct Pair *next;
 } Pair;
 
@@ -59,6 +85,12 @@ typedef struct {
     size_t live;
     uint64_t *done;
     size_t ndone, capdone;
+    int kernel;          /* sockmap loaded */
+    SockMap sm;
+    uint8_t *slot_state; /* KERNEL_SLOTS entries */
+    uint64_t *slot_cookie;
+    uint32_t cursor;
+    int draining;        /* pairs with a drain[] set */
     char scratch[SCRATCH];
 } Engine;
 
@@ -91,7 +123,8 @@ static void unregister(Engine *e, Pair *p) {
  * hung-up socket cannot spin the loop). Returns -1 if epoll refused. */
 static int rearm(Engine *e, Pair *p, int s) {
     uint32_t want = 0;
-    if (!p->dir[s].eof && p->dir[s].len == 0) want |= EPOLLIN;
+    if (p->kdir[s] && !p->dir[s].eof) want |= EPOLLRDHUP; /* the kernel moves its bytes; wake only for the FIN */
+    else if (!p->dir[s].eof && p->dir[s].len == 0) want |= EPOLLIN;
     if (p->dir[1 - s].len) want |= EPOLLOUT;
     if (want == p->mask[s]) return 0;
     struct epoll_event ev = {.events = want, .data.u64 = (p->id << 1) | (uint64_t)s};
@@ -101,8 +134,11 @@ static int rearm(Engine *e, Pair *p, int s) {
     return rc;
 }
 
+static void kernel_release(Engine *e, Pair *p);
+
 static void finish(Engine *e, Pair *p) {
     unregister(e, p);
+    kernel_release(e, p);
     close(p->fd[0]);
     close(p->fd[1]);
     p->done = 1;
@@ -118,6 +154,159 @@ static void finish(Engine *e, Pair *p) {
     uint64_t one = 1;
     ssize_t rc = write(e->donefd, &one, sizeof one);
     (void)rc;
+}
+
+
+/* -- kernel mode (lock held) ---------------------------------------------------------------- */
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int alloc_slot(Engine *e) {
+    for (uint32_t i = 0; i < KERNEL_SLOTS; i++) {
+        uint32_t at = (e->cursor + i) % KERNEL_SLOTS;
+        if (e->slot_state[at] == SLOT_RETIRED && sm_slot_used(&e->sm, at) == 0) {
+            sm_forget(&e->sm, e->slot_cookie[at]); /* its socket has closed since */
+            e->slot_state[at] = SLOT_FREE;
+        }
+        if (e->slot_state[at] == SLOT_FREE) {
+            e->slot_state[at] = SLOT_PAIR;
+            e->cursor = at + 1;
+            return (int)at;
+        }
+    }
+    return -1;
+}
+
+static int is_tcp(int fd) {
+    int proto = 0;
+    socklen_t len = sizeof proto;
+    return getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto == IPPROTO_TCP;
+}
+
+/* Bytes the program sent from fd[d] to the peer (0 once folded into dir[d].bytes). */
+static uint64_t redirected(Engine *e, Pair *p, int d) {
+    uint64_t r = 0;
+    if (p->kernel && !p->folded) sm_counts(&e->sm, p->cookie[d], NULL, &r);
+    return r;
+}
+
+/* Open direction d's gate if userspace has forwarded everything the program passed it. */
+static void try_open(Engine *e, Pair *p, int d) {
+    Dir *x = &p->dir[d];
+    if (!p->kernel || p->paused || p->kdir[d] || p->noopen[d] || !p->inmap[0] || !p->inmap[1] || x->len || x->eof)
+        return;
+    if (sm_route_set(&e->sm, p->cookie[d], p->slot[1 - d], p->slot[d], x->bytes) < 0) return;
+    uint64_t passed;
+    if (sm_counts(&e->sm, p->cookie[d], &passed, NULL) < 0) return;
+    if (passed == x->bytes)
+        p->kdir[d] = 1; /* only a pass moves `passed`, and none happens while equal: open for good */
+    else if (passed < x->bytes)
+        p->noopen[d] = 1;
+}
+
+/* Put a fresh pair in the sockmap, gates closed; then open what can be opened. */
+static void kernel_attach(Engine *e, Pair *p) {
+    if (!e->kernel || !is_tcp(p->fd[0]) || !is_tcp(p->fd[1])) return;
+    for (int s = 0; s < 2; s++) {
+        /* a socket that was in the map before (it came back from Python) stays in userspace mode */
+        if (sm_cookie(p->fd[s], &p->cookie[s]) < 0 || sm_route_get(&e->sm, p->cookie[s], NULL, NULL, NULL) == 0) return;
+        if (sm_written(p->fd[s], &p->base[s]) < 0) return;
+    }
+    int a = alloc_slot(e);
+    if (a < 0) return;
+    int b = alloc_slot(e);
+    if (b < 0) {
+        e->slot_state[a] = SLOT_FREE;
+        return;
+    }
+    p->slot[0] = (uint32_t)a;
+    p->slot[1] = (uint32_t)b;
+    for (int s = 0; s < 2; s++) {
+        if (sm_route_set(&e->sm, p->cookie[s], p->slot[1 - s], p->slot[s], SM_CLOSED) < 0) {
+            sm_forget(&e->sm, p->cookie[0]);
+            e->slot_state[a] = e->slot_state[b] = SLOT_FREE;
+            return;
+        }
+    }
+    p->kernel = 1;
+    /* upstream first: a server that speaks first must not have its bytes redirected to an empty slot
+     * (gates are closed anyway; a socket that fails to enter just stays in userspace mode) */
+    for (int s = 1; s >= 0; s--) {
+        if (sm_insert(&e->sm, p->slot[s], p->fd[s]) == 0) {
+            p->inmap[s] = 1;
+            e->slot_cookie[p->slot[s]] = p->cookie[s];
+            sm_poke(p->fd[s]);
+        } else {
+            e->slot_state[p->slot[s]] = SLOT_FREE;
+        }
+    }
+    try_open(e, p, 0);
+    try_open(e, p, 1);
+}
+
+/* Everything the program redirected from fd[d] (and userspace sent) was handed to fd[1 - d]. */
+static int drained(Engine *e, Pair *p, int d) {
+    uint64_t written, unsent = p->dir[d].len - p->dir[d].off; /* read by userspace, not yet sent */
+    if (sm_written(p->fd[1 - d], &written) < 0) return 1;
+    return written + unsent >= p->base[1 - d] + p->dir[d].bytes + redirected(e, p, d);
+}
+
+static void pass_fin(Engine *e, Pair *p, int d) {
+    if (p->drain[d]) {
+        p->drain[d] = 0;
+        e->draining--;
+    }
+    if (!p->dir[d].shut) {
+        shutdown(p->fd[1 - d], SHUT_WR);
+        p->dir[d].shut = 1;
+    }
+}
+
+static void start_drain(Engine *e, Pair *p, int d) {
+    sm_settle(p->fd[d]);
+    if (drained(e, p, d)) {
+        pass_fin(e, p, d);
+    } else if (!p->drain[d]) {
+        p->drain[d] = 1;
+        p->drain_since = now_ns();
+        e->draining++;
+    }
+}
+
+/* Close the gates for good: later bytes stay with the socket for whoever reads it next. */
+static void pause_gates(Engine *e, Pair *p) {
+    if (!p->kernel || p->paused) return;
+    for (int d = 0; d < 2; d++) sm_route_set(&e->sm, p->cookie[d], p->slot[1 - d], p->slot[d], SM_CLOSED);
+    p->paused = 1;
+}
+
+static void fold_counts(Engine *e, Pair *p) {
+    if (!p->kernel || p->folded) return;
+    for (int d = 0; d < 2; d++) p->dir[d].bytes += redirected(e, p, d);
+    p->folded = 1;
+}
+
+/* The pair is over: forget its routes and slots (closing the fds takes them out of the map). */
+static void kernel_release(Engine *e, Pair *p) {
+    if (!p->kernel) return;
+    fold_counts(e, p);
+    for (int d = 0; d < 2; d++) {
+        if (p->drain[d]) {
+            p->drain[d] = 0;
+            e->draining--;
+        }
+        if (p->inmap[d]) {
+            sm_remove(&e->sm, p->slot[d]);
+            e->slot_state[p->slot[d]] = SLOT_FREE;
+            p->inmap[d] = 0;
+        }
+        sm_forget(&e->sm, p->cookie[d]);
+    }
+    p->kernel = 0;
 }
 
 /* -- forwarding (engine thread, lock held) -------------------------------------------------- */
@@ -175,9 +364,18 @@ static int pump(Engine *e, Pair *p, int d) {
 
 static void handle(Engine *e, Pair *p, int s, uint32_t ev) {
     int failed = 0;
-    if ((p->mask[s] & EPOLLIN) && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))) failed |= pump(e, p, s);
-    if (!failed && (p->mask[s] & EPOLLOUT) && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)))
+    if ((p->mask[s] & EPOLLRDHUP) && (ev & (EPOLLRDHUP | EPOLLHUP))) { /* FIN on a kernel direction */
+        p->dir[s].eof = 1;
+        start_drain(e, p, s);
+    }
+    if ((p->mask[s] & EPOLLIN) && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+        failed |= pump(e, p, s);
+        if (!failed) try_open(e, p, s);
+    }
+    if (!failed && (p->mask[s] & EPOLLOUT) && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))) {
         failed |= pump(e, p, 1 - s);
+        if (!failed) try_open(e, p, 1 - s);
+    }
     if (failed || (ev & EPOLLERR) || (p->dir[0].shut && p->dir[1].shut)) {
         finish(e, p);
         return;
@@ -185,18 +383,32 @@ static void handle(Engine *e, Pair *p, int s, uint32_t ev) {
     if (rearm(e, p, 0) < 0 || rearm(e, p, 1) < 0) finish(e, p);
 }
 
+/* FINs waiting for the kernel to hand over what it redirected before them. */
+static void check_drains(Engine *e) {
+    uint64_t now = now_ns();
+    for (int b = 0; b < NBUCKETS && e->draining; b++) {
+        for (Pair *p = e->buckets[b]; p; p = p->next) {
+            if (p->done || !(p->drain[0] || p->drain[1])) continue;
+            for (int d = 0; d < 2; d++)
+                if (p->drain[d] && (drained(e, p, d) || now - p->drain_since > DRAIN_GIVE_UP_NS)) pass_fin(e, p, d);
+            if (p->dir[0].shut && p->dir[1].shut) finish(e, p);
+            else if (rearm(e, p, 0) < 0 || rearm(e, p, 1) < 0) finish(e, p);
+        }
+    }
+}
+
 static void *run(void *arg) {
     Engine *e = arg;
     struct epoll_event evs[MAX_EVENTS];
     for (;;) {
-        int n = epoll_wait(e->epfd, evs, MAX_EVENTS, -1);
+        int n = epoll_wait(e->epfd, evs, MAX_EVENTS, e->draining ? 1 : -1);
         if (n < 0 && errno != EINTR) break;
-        if (n <= 0) continue;
         pthread_mutex_lock(&e->lock);
         if (e->stop) {
             pthread_mutex_unlock(&e->lock);
             break;
         }
+        if (e->draining) check_drains(e);
         for (int i = 0; i < n; i++) {
             uint64_t key = evs[i].data.u64;
             if (key == 0) continue; /* the wake fd */
@@ -237,17 +449,28 @@ static void Engine_dealloc(Engine *e) {
     if (e->epfd >= 0) close(e->epfd);
     if (e->wakefd >= 0) close(e->wakefd);
     if (e->donefd >= 0) close(e->donefd);
+    if (e->kernel) sm_close(&e->sm);
+    free(e->slot_state);
+    free(e->slot_cookie);
     pthread_mutex_destroy(&e->lock);
     free(e->done);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
 static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Engine", kwlist)) return NULL;
+    static char *kwlist[] = {"kernel", NULL};
+    int want_kernel = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:Engine", kwlist, &want_kernel)) return NULL;
     Engine *e = (Engine *)type->tp_alloc(type, 0); /* zeroed */
     if (!e) return NULL;
     pthread_mutex_init(&e->lock, NULL);
+    e->epfd = e->wakefd = e->donefd = -1;
+    if (want_kernel) {
+        e->slot_state = calloc(KERNEL_SLOTS, 1);
+        e->slot_cookie = calloc(KERNEL_SLOTS, sizeof(uint64_t));
+        /* no BPF here (not root, no sockmap): userspace mode only, silently */
+        e->kernel = e->slot_state && e->slot_cookie && sm_open(&e->sm, KERNEL_SLOTS) == 0;
+    }
     e->next_id = 1;
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
     e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -290,9 +513,11 @@ static PyObject *Engine_add(Engine *e, PyObject *args) {
     p->id = e->next_id++;
     p->next = e->buckets[p->id % NBUCKETS];
     e->buckets[p->id % NBUCKETS] = p;
+    kernel_attach(e, p);
     if (rearm(e, p, 0) < 0 || rearm(e, p, 1) < 0) {
         int err = errno;
         unregister(e, p);
+        kernel_release(e, p);
         unlink_free(e, p);
         pthread_mutex_unlock(&e->lock);
         errno = err;
@@ -320,6 +545,28 @@ static PyObject *Engine_detach(Engine *e, PyObject *args) {
         Py_RETURN_NONE;
     }
     unregister(e, p);
+    if (p->kernel) {
+        /* close the gates, let verdicts in flight finish, wait until what was redirected has left */
+        int need_barrier = !p->paused;
+        pause_gates(e, p);
+        Py_BEGIN_ALLOW_THREADS
+        if (need_barrier) sm_barrier();
+        uint64_t since = now_ns();
+        struct timespec nap = {0, 50 * 1000};
+        while (!(drained(e, p, 0) && drained(e, p, 1)) && now_ns() - since < DRAIN_GIVE_UP_NS) nanosleep(&nap, NULL);
+        Py_END_ALLOW_THREADS
+        fold_counts(e, p);
+        for (int d = 0; d < 2; d++) {
+            if (p->drain[d]) {
+                p->drain[d] = 0;
+                e->draining--;
+            }
+            /* the socket stays in the map (taking it out would drop bytes the kernel holds for it),
+             * gate closed: Python reads it as usual; the slot frees itself when the socket closes */
+            if (p->inmap[d]) e->slot_state[p->slot[d]] = SLOT_RETIRED;
+        }
+        p->kernel = 0;
+    }
     PyObject *result = Py_BuildValue("iiNNKK", p->fd[0], p->fd[1], pending_bytes(&p->dir[0]),
                                      pending_bytes(&p->dir[1]), p->dir[0].bytes, p->dir[1].bytes);
     if (result) {
@@ -341,6 +588,7 @@ static PyObject *Engine_close(Engine *e, PyObject *args) {
     if (p) {
         if (!p->done) {
             unregister(e, p);
+            kernel_release(e, p);
             close(p->fd[0]);
             close(p->fd[1]);
             e->live--;
@@ -356,11 +604,17 @@ static PyObject *Engine_stats(Engine *e, PyObject *args) {
     if (!PyArg_ParseTuple(args, "K:stats", &id)) return NULL;
     pthread_mutex_lock(&e->lock);
     Pair *p = find(e, id);
-    unsigned long long up = p ? p->dir[0].bytes : 0, down = p ? p->dir[1].bytes : 0;
-    int done = p ? p->done : 0;
+    unsigned long long up = 0, down = 0;
+    int done = 0, kernel_dirs = 0;
+    if (p) {
+        up = p->dir[0].bytes + redirected(e, p, 0);
+        down = p->dir[1].bytes + redirected(e, p, 1);
+        done = p->done;
+        kernel_dirs = p->kernel ? p->kdir[0] + p->kdir[1] : 0;
+    }
     pthread_mutex_unlock(&e->lock);
     if (!p) Py_RETURN_NONE;
-    return Py_BuildValue("KKO", up, down, done ? Py_True : Py_False);
+    return Py_BuildValue("KKOi", up, down, done ? Py_True : Py_False, kernel_dirs);
 }
 
 /* Ids of pairs that ended since the last call (drains completion_fd). */
@@ -385,6 +639,34 @@ static PyObject *Engine_completed(Engine *e, PyObject *noargs) {
     return list;
 }
 
+/* Close the kernel gates of these pairs with one barrier for all (a toxic is coming for them). */
+static PyObject *Engine_pause(Engine *e, PyObject *ids) {
+    PyObject *seq = PySequence_Fast(ids, "pause() takes a sequence of pair ids");
+    if (!seq) return NULL;
+    int any = 0;
+    pthread_mutex_lock(&e->lock);
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        unsigned long long id = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (PyErr_Occurred()) break;
+        Pair *p = find(e, id);
+        if (p && !p->done && p->kernel && !p->paused) {
+            pause_gates(e, p);
+            any = 1;
+        }
+    }
+    pthread_mutex_unlock(&e->lock);
+    Py_DECREF(seq);
+    if (PyErr_Occurred()) return NULL;
+    if (any) {
+        Py_BEGIN_ALLOW_THREADS
+        sm_barrier();
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_kernel(Engine *e, PyObject *noargs) { return PyBool_FromLong(e->kernel); }
+
 static PyObject *Engine_completion_fd(Engine *e, PyObject *noargs) { return PyLong_FromLong(e->donefd); }
 
 static PyObject *Engine_live(Engine *e, PyObject *noargs) {
@@ -406,7 +688,10 @@ static PyMethodDef Engine_methods[] = {
      "detach(id) -> (client_fd, upstream_fd, pending_to_upstream, pending_to_client, up_bytes, down_bytes) "
      "or None if the pair ended; the caller owns the fds again"},
     {"close", (PyCFunction)Engine_close, METH_VARARGS, "close(id): close the pair's sockets and forget it"},
-    {"stats", (PyCFunction)Engine_stats, METH_VARARGS, "stats(id) -> (up_bytes, down_bytes, closed) or None"},
+    {"stats", (PyCFunction)Engine_stats, METH_VARARGS,
+     "stats(id) -> (up_bytes, down_bytes, closed, kernel_directions) or None"},
+    {"pause", (PyCFunction)Engine_pause, METH_O, "pause(ids): stop in-kernel forwarding of these pairs (before detach)"},
+    {"kernel", (PyCFunction)Engine_kernel, METH_NOARGS, "True if pairs can be forwarded in the kernel (BPF sockmap)"},
     {"completed", (PyCFunction)Engine_completed, METH_NOARGS, "ids of pairs that ended since the last call"},
     {"completion_fd", (PyCFunction)Engine_completion_fd, METH_NOARGS, "an eventfd readable when pairs ended"},
     {"live", (PyCFunction)Engine_live, METH_NOARGS, "number of pairs being forwarded"},

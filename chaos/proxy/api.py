@@ -122,7 +122,8 @@ class ApiApp:
 
     # -- routes -------------------------------------------------------------------
     async def version(self, request: Request) -> Response:
-        body = {"version": TOXIPROXY_VERSION, "cachestorm": CACHESTORM_PROXY_VERSION, "fastpath": fastpath.available()}
+        body = {"version": TOXIPROXY_VERSION, "cachestorm": CACHESTORM_PROXY_VERSION, "fastpath": fastpath.available(),
+                "sockmap": fastpath.kernel_available()}
         return Response(200, (json.dumps(body) + "\n").encode(), "application/json;charset=utf-8")
 
     async def metrics(self, request: Request) -> Response:

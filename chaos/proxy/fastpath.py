@@ -2,7 +2,9 @@
 (a C epoll thread, no GIL) instead of Python. One engine per event loop, made on first use.
 
 Falls back to the Python path (returns None) when the extension was not built or
-CACHESTORM_PROXY_FASTPATH=0. The engine owns a pair's sockets while it forwards them; a finished
+CACHESTORM_PROXY_FASTPATH=0. Where BPF sockmap is available (root, Linux >= 5.13) the engine lets
+the kernel forward toxic-free TCP pairs itself (see _sockmap.h); CACHESTORM_PROXY_SOCKMAP=0 keeps
+it to its epoll thread. The engine owns a pair's sockets while it forwards them; a finished
 pair is reported through its completion eventfd, which this module watches on the loop.
 """
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from chaos.proxy.link import Connection
 
 ENV_SWITCH = "CACHESTORM_PROXY_FASTPATH"
+SOCKMAP_SWITCH = "CACHESTORM_PROXY_SOCKMAP"
 
 
 def available() -> bool:
@@ -31,7 +34,8 @@ def available() -> bool:
 class FastPath:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.engine = Engine()
+        self.engine = Engine(kernel=os.environ.get(SOCKMAP_SWITCH, "1") != "0")
+        self.kernel = self.engine.kernel()
         self.connections: dict[int, Connection] = {}
         loop.add_reader(self.engine.completion_fd(), self._on_completed)
 
@@ -42,6 +46,15 @@ class FastPath:
         upstream.detach()
         self.connections[pair_id] = conn
         return pair_id
+
+    def pause(self, pair_ids: list[int]) -> None:
+        """Stop in-kernel forwarding of these pairs at once (one barrier), before detaching each."""
+        self.engine.pause(pair_ids)
+
+    def in_kernel(self, pair_id: int) -> bool:
+        """Both directions of the pair are forwarded by the kernel."""
+        stats = self.engine.stats(pair_id)
+        return bool(stats) and stats[3] == 2
 
     def detach(self, pair_id: int) -> tuple[socket.socket, socket.socket, bytes, bytes, int, int] | None:
         """Stop forwarding; give back the sockets, the bytes read but not yet written each way and
@@ -80,6 +93,17 @@ class FastPath:
 _BY_LOOP: dict[asyncio.AbstractEventLoop, FastPath] = {}
 
 
+def kernel_available() -> bool:
+    """Would a new engine forward in the kernel? (Made once and kept: BPF setup is per engine.)"""
+    global _KERNEL
+    if _KERNEL is None:
+        _KERNEL = available() and os.environ.get(SOCKMAP_SWITCH, "1") != "0" and Engine(kernel=True).kernel()
+    return _KERNEL
+
+
+_KERNEL: bool | None = None
+
+
 def for_loop(loop: asyncio.AbstractEventLoop) -> FastPath | None:
     """The loop's engine, or None when the fast path is off or unavailable."""
     if not available():
@@ -95,3 +119,10 @@ def release(loop: asyncio.AbstractEventLoop) -> None:
     fast = _BY_LOOP.pop(loop, None)
     if fast is not None:
         fast.shutdown()
+
+
+def pause_pairs(loop: asyncio.AbstractEventLoop, pair_ids: list[int]) -> None:
+    """Before a toxic takes these pairs back: stop their in-kernel forwarding with one barrier."""
+    fast = _BY_LOOP.get(loop)
+    if fast is not None and pair_ids:
+        fast.pause(pair_ids)

@@ -546,6 +546,9 @@ class Connection:
                 return False
         return self.replies is None
 
+    def in_kernel(self) -> bool:
+        return self.pair_id is not None and self.fast.in_kernel(self.pair_id)
+
     def native_ended(self) -> None:
         """The engine saw both directions end (or a socket fail) and closed the sockets."""
         if not self.closed:

@@ -79,6 +79,7 @@ class Proxy:
             "connections_total": self.stats.connections_total,
             "connections_active": len(self.connections),
             "connections_native": sum(1 for conn in self.connections if conn.pair_id is not None),
+            "connections_in_kernel": sum(1 for conn in self.connections if conn.in_kernel()),
             "bytes_upstream": up,
             "bytes_downstream": down,
             "toxics_applied": sum(self.stats.toxics_applied.values()),
@@ -195,6 +196,8 @@ class Proxy:
         toxicity = _toxicity(body.get("toxicity", 1.0))
         toxic = cls(name, cls.fixed_stream or stream, toxicity, body.get("attributes") or {})
         self.toxics.append(toxic)
+        if toxic.affects_data:
+            fastpath.pause_pairs(self.loop, [conn.pair_id for conn in self.connections if conn.pair_id is not None])
         for conn in list(self.connections):
             if toxic.affects_data:
                 conn.leave_fast_path()
