@@ -1,5 +1,6 @@
 """The native fast path (chaos.proxy._fastpath): the engine on socket pairs, then real Valkey through
-the proxy with the engine forwarding, switching to Python when a toxic arrives, and byte counters."""
+the proxy with the engine forwarding (in the kernel and on its epoll thread), switching to Python when
+a toxic arrives, and byte counters."""
 
 from __future__ import annotations
 
@@ -157,9 +158,12 @@ def test_engine_close_and_unknown_ids(engine, wired):
 # -- the proxy with real Valkey ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def proxy_process():
-    process = spawn(env={"CACHESTORM_PROXY_FASTPATH": "1"})
+@pytest.fixture(scope="module", params=["sockmap", "epoll"])
+def proxy_process(request):
+    """Both native modes: in-kernel forwarding where BPF sockmap is available (it falls back to
+    the epoll thread where it is not), and the epoll thread alone."""
+    sockmap = "1" if request.param == "sockmap" else "0"
+    process = spawn(env={"CACHESTORM_PROXY_FASTPATH": "1", "CACHESTORM_PROXY_SOCKMAP": sockmap})
     yield process
     process.stop()
 
