@@ -16,7 +16,6 @@ import time
 
 import httpx
 import pytest
-import redis
 
 _fastpath = pytest.importorskip("chaos.proxy._fastpath", reason="native fast path not built (optional extension)")
 
@@ -76,7 +75,7 @@ class TcpServer:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
-        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.results: list = []
         self.thread = threading.Thread(target=self._serve, args=(handler,), daemon=True)
         self.thread.start()
