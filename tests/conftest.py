@@ -83,6 +83,18 @@ def proxy_process():
     process.stop()
 
 
+@pytest.fixture()
+def proxy_api(proxy_process):
+    """A Toxiproxy client on the module's proxy process; deletes the proxies the test made."""
+    from chaos.toxiproxy import ToxiproxyClient
+
+    client = ToxiproxyClient(proxy_process.api_url)
+    yield client
+    for name in client.proxies():
+        client.delete_proxy(name)
+    client.close()
+
+
 @pytest.fixture(scope="module")
 def echo():
     from tests.net_servers import EchoServer

@@ -1,9 +1,10 @@
-"""Small loopback TCP servers the proxy tests send real traffic through."""
+"""Small loopback TCP servers the proxy tests send real traffic through, and helpers to read from them."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 
 class EchoServer:
@@ -38,3 +39,23 @@ class EchoServer:
 
     def close(self):
         self.sock.close()
+
+
+def wait_for(condition, timeout=5.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.002)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def recv_exactly(sock: socket.socket, n: int, timeout=5.0) -> bytes:
+    sock.settimeout(timeout)
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(min(1 << 20, n - len(out)))
+        assert chunk, f"EOF after {len(out)} of {n} bytes"
+        out += chunk
+    return bytes(out)

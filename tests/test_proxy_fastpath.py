@@ -16,29 +16,9 @@ import redis
 _fastpath = pytest.importorskip("chaos.proxy._fastpath", reason="native fast path not built (optional extension)")
 
 from chaos.proxy.process import spawn  # noqa: E402
-from chaos.toxiproxy import ToxiproxyClient  # noqa: E402
+from tests.net_servers import recv_exactly, wait_for  # noqa: E402
 
 # -- the engine alone, on socket pairs ------------------------------------------------------------
-
-
-def wait_for(condition, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.002)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def recv_exactly(sock: socket.socket, n: int, timeout=5.0) -> bytes:
-    sock.settimeout(timeout)
-    out = bytearray()
-    while len(out) < n:
-        chunk = sock.recv(min(1 << 20, n - len(out)))
-        assert chunk, f"EOF after {len(out)} of {n} bytes"
-        out += chunk
-    return bytes(out)
 
 
 @pytest.fixture()
@@ -169,12 +149,8 @@ def proxy_process(request):
 
 
 @pytest.fixture()
-def api(proxy_process):
-    client = ToxiproxyClient(proxy_process.api_url)
-    yield client
-    for name in client.proxies():
-        client.delete_proxy(name)
-    client.close()
+def api(proxy_api):
+    return proxy_api
 
 
 @pytest.fixture()

@@ -20,7 +20,7 @@ import pytest
 _fastpath = pytest.importorskip("chaos.proxy._fastpath", reason="native fast path not built (optional extension)")
 
 from chaos.proxy.process import spawn  # noqa: E402
-from chaos.toxiproxy import ToxiproxyClient  # noqa: E402
+from tests.net_servers import recv_exactly, wait_for  # noqa: E402
 
 if not _fastpath.Engine(kernel=True).kernel():
     pytest.skip("BPF sockmap not available here (needs root and Linux >= 5.13)", allow_module_level=True)
@@ -34,12 +34,8 @@ def proxy_process():
 
 
 @pytest.fixture()
-def api(proxy_process):
-    client = ToxiproxyClient(proxy_process.api_url)
-    yield client
-    for name in client.proxies():
-        client.delete_proxy(name)
-    client.close()
+def api(proxy_api):
+    return proxy_api
 
 
 def stats(api, name="k") -> dict:
@@ -48,24 +44,6 @@ def stats(api, name="k") -> dict:
 
 def listen_port(api, upstream: str, name="k") -> int:
     return int(api.create_proxy(name, "127.0.0.1:0", upstream)["listen"].rsplit(":", 1)[1])
-
-
-def wait_for(condition, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.002)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    out = bytearray()
-    while len(out) < n:
-        chunk = sock.recv(min(1 << 20, n - len(out)))
-        assert chunk, f"EOF after {len(out)} of {n} bytes"
-        out += chunk
-    return bytes(out)
 
 
 class TcpServer:

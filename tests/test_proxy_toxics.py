@@ -8,8 +8,6 @@ import time
 
 import pytest
 
-from chaos.toxiproxy import ToxiproxyClient
-
 
 class OneShotServer:
     """Accepts, sends `payload`, then closes: to watch how the close travels."""
@@ -36,12 +34,8 @@ class OneShotServer:
 
 
 @pytest.fixture()
-def client(proxy_process):
-    client = ToxiproxyClient(proxy_process.api_url)
-    yield client
-    for name in client.proxies():
-        client.delete_proxy(name)
-    client.close()
+def client(proxy_api):
+    return proxy_api
 
 
 def new_proxy(client, upstream_port, name="t") -> int:
