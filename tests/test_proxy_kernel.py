@@ -177,7 +177,7 @@ def test_toxic_added_and_removed_under_pipelined_traffic_keeps_order(api, valkey
     """A client keeps 50 ECHOs in flight while a latency toxic is added (the pair leaves the kernel:
     gates closed, in-flight bytes drained) and removed: every reply arrives once, in order."""
     port = listen_port(api, valkey.url.split("//")[1].split("/")[0])
-    total, window = 3000, 50
+    total, window = 20000, 50
     errors: list[str] = []
 
     def client():
@@ -198,6 +198,7 @@ def test_toxic_added_and_removed_under_pipelined_traffic_keeps_order(api, valkey
     thread.start()
     wait_for(lambda: stats(api)["connections_in_kernel"] == 1, what="the pair to go to the kernel")
     api.add_toxic("k", "latency", {"latency": 2}, name="slow")
+    assert thread.is_alive(), "the client finished before the toxic came: nothing was handed over mid-stream"
     assert stats(api)["connections_in_kernel"] == 0
     time.sleep(0.2)  # let traffic run through the toxic for a while (not a readiness wait)
     api.remove_toxic("k", "slow")
