@@ -155,3 +155,27 @@ def _interrupt_up(sig, tmp_path: Path, temp: Path, cli_env: dict) -> None:
     assert _our_processes(marker, temp) == []
     assert list(temp.iterdir()) == []            # the stack's temp folder is gone
     assert not (tmp_path / ".cachestorm" / "stack.json").exists()
+
+
+def test_an_interrupt_lost_in_a_destructor_is_raised_afterwards():
+    """Python drops a KeyboardInterrupt raised inside __del__ ("Exception ignored"); the CLI's handler
+    remembers it so starting the stack still stops (cachestorm/interrupts.py)."""
+    code = (
+        "import os, signal, sys\n"
+        "from cachestorm import interrupts\n"
+        "interrupts.install()\n"
+        "class Holder:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        sum(range(1000))  # the handler runs in here; its exception is printed and lost\n"
+        "Holder()\n"
+        "print('carried on')\n"
+        "try:\n"
+        "    interrupts.raise_if_swallowed()\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert "carried on" in done.stdout, done.stderr
+    assert "Exception ignored" in done.stderr  # the loss really happened
+    assert done.returncode == 130

@@ -7,11 +7,11 @@ name -> import-string tables), so adding one is one line.
 from __future__ import annotations
 
 import importlib
-import signal
 import sys
 
 import typer
 
+from cachestorm import interrupts
 from cachestorm.errors import CachestormError
 
 # name -> "module:attribute" of a Typer app (sub-command groups)
@@ -66,13 +66,9 @@ def build_app() -> typer.Typer:
     return app
 
 
-def _terminate_like_ctrl_c(signum, frame) -> None:
-    """SIGTERM (a CI job cancelled, `kill`) cleans up exactly as Ctrl-C does: faults reverted, children stopped."""
-    raise KeyboardInterrupt
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
+    # SIGTERM (a CI job cancelled, `kill`) cleans up exactly as Ctrl-C does: faults reverted, children stopped
+    interrupts.install()
     try:
         # standalone_mode=False: Typer returns an exit code (Exit(n), Ctrl-C as 130) instead of exiting
         code = build_app()(standalone_mode=False)

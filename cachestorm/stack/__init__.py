@@ -6,6 +6,7 @@ Embedded by default (child processes on free loopback ports), or adopted from UR
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -18,7 +19,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cachestorm.errors import CachestormError
-from cachestorm.stack.processes import SPAWNED, kill_spawned_since, pid_alive, spawn, stop_pid, wait_until
+from cachestorm.interrupts import raise_if_swallowed
+from cachestorm.stack.processes import (
+    SPAWNED,
+    interrupts_deferred,
+    kill_spawned_since,
+    pid_alive,
+    spawn,
+    stop_pid,
+    wait_until,
+)
 from cachestorm.stack.servers import Server, start_postgres, start_redis
 from cachestorm.urls import check_url
 
@@ -107,6 +117,7 @@ def start_stack(settings: StackSettings) -> StackState:
                                         _unix_upstream(redis_server) if use_unix else None)
         postgres_proxy_url = _ensure_proxy(proxy_api_url, POSTGRES_PROXY, postgres_url,
                                            _unix_upstream(postgres_server) if use_unix else None)
+        raise_if_swallowed()  # a Ctrl-C lost in some __del__ on the way must still stop everything
     except BaseException:
         for server in reversed(owned):
             server.stop()
@@ -191,13 +202,13 @@ def _ensure_proxy(api_url: str, name: str, upstream_url: str, unix_upstream: str
     clients still use TCP to the proxy."""
     from chaos.toxiproxy import ToxiproxyClient
 
-    client = ToxiproxyClient(api_url)
-    proxies = client.proxies()
-    if name in proxies:
-        proxy = proxies[name]
-    else:
-        host, port = host_port(upstream_url)
-        proxy = client.create_proxy(name, listen="127.0.0.1:0", upstream=unix_upstream or f"{host}:{port}")
+    with ToxiproxyClient(api_url) as client:
+        proxies = client.proxies()
+        if name in proxies:
+            proxy = proxies[name]
+        else:
+            host, port = host_port(upstream_url)
+            proxy = client.create_proxy(name, listen="127.0.0.1:0", upstream=unix_upstream or f"{host}:{port}")
     listen_port = int(proxy["listen"].rsplit(":", 1)[1])
     api_host = urlsplit(api_url).hostname or "127.0.0.1"
     return with_host_port(upstream_url, api_host, listen_port)
@@ -213,7 +224,10 @@ def _check_redis(url: str) -> None:
         raise CachestormError(f"Redis at {url} does not answer PING ({exc.__class__.__name__}: "
                               f"{str(exc)[:120]}); check --redis-url or that the server runs") from exc
     finally:
-        client.close()  # not left to __del__, where a Ctrl-C would be swallowed
+        with interrupts_deferred():  # redis-py's __del__ methods run here, where a Ctrl-C would be lost
+            client.close()
+            del client
+            gc.collect()
 
 
 def _check_postgres(url: str) -> None:

@@ -41,7 +41,7 @@ def spawn(argv: list[str], log_path: Path, **popen_kwargs) -> subprocess.Popen:
     """Start a server in its own session so a terminal's Ctrl-C reaches only us; we stop it."""
     log = open(log_path, "ab")  # noqa: SIM115 - the child keeps the descriptor
     try:
-        with _interrupts_deferred():  # no interrupt between the fork and the registration below
+        with interrupts_deferred():  # no interrupt between the fork and the registration below
             process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, close_fds=True, **popen_kwargs,
@@ -55,7 +55,7 @@ def spawn(argv: list[str], log_path: Path, **popen_kwargs) -> subprocess.Popen:
 
 
 @contextmanager
-def _interrupts_deferred():
+def interrupts_deferred():
     """Hold SIGINT/SIGTERM back for a moment and deliver them afterwards through the usual handlers.
     (Blocking them with the signal mask instead would be inherited by the server we start.)"""
     pending: list[int] = []
