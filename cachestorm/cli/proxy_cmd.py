@@ -15,11 +15,19 @@ def serve(
     busy_poll_us: int = typer.Option(0, help="Busy-poll this long after the last chunk (lower latency, burns CPU)."),
 ) -> None:
     """Serve the Toxiproxy v2 API (plus /metrics) until Ctrl-C."""
+    from chaos.proxy import fastpath
     from chaos.proxy.server import run
 
     def announce(server) -> None:
         names = ", ".join(sorted(server.app.proxies)) or "none yet"
         typer.echo(f"cachestorm proxy API on {server.api_url} (proxies: {names}); Ctrl-C stops")
+        if fastpath.kernel_available():
+            forwarding = "in the kernel (BPF sockmap)"
+        elif fastpath.available():
+            forwarding = "by the native epoll engine (no BPF sockmap here: needs root or CAP_BPF, Linux >= 5.13)"
+        else:
+            forwarding = "in Python (native engine not built)"
+        typer.echo(f"connections without a toxic are forwarded {forwarding}")
 
     run(host, port, config, on_ready=announce, busy_poll_us=busy_poll_us)
     typer.echo("proxy stopped")
