@@ -22,7 +22,7 @@ _fastpath = pytest.importorskip("chaos.proxy._fastpath", reason="native fast pat
 from chaos.proxy.process import spawn  # noqa: E402
 from tests.net_servers import recv_exactly, wait_for  # noqa: E402
 
-if not _fastpath.Engine(kernel=True).kernel():
+if not _fastpath.kernel_supported():
     pytest.skip("BPF sockmap not available here (needs root and Linux >= 5.13)", allow_module_level=True)
 
 

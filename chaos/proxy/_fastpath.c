@@ -70,7 +70,7 @@ typedef struct Pair {
     int paused;        /* gates closed for good (the pair is leaving the engine) */
     int folded;        /* the program's counts are already in dir[].bytes */
     int drain[2];      /* direction i saw its FIN; waiting for redirected bytes to leave */
-    uint64_t drain_since;
+    uint64_t drain_since[2];
     struct Pair *next;
 } Pair;
 
@@ -255,11 +255,15 @@ static int drained(Engine *e, Pair *p, int d) {
     return written + unsent >= p->base[1 - d] + p->dir[d].bytes + redirected(e, p, d);
 }
 
-static void pass_fin(Engine *e, Pair *p, int d) {
+static void stop_drain(Engine *e, Pair *p, int d) {
     if (p->drain[d]) {
         p->drain[d] = 0;
         e->draining--;
     }
+}
+
+static void pass_fin(Engine *e, Pair *p, int d) {
+    stop_drain(e, p, d);
     if (!p->dir[d].shut) {
         shutdown(p->fd[1 - d], SHUT_WR);
         p->dir[d].shut = 1;
@@ -272,7 +276,7 @@ static void start_drain(Engine *e, Pair *p, int d) {
         pass_fin(e, p, d);
     } else if (!p->drain[d]) {
         p->drain[d] = 1;
-        p->drain_since = now_ns();
+        p->drain_since[d] = now_ns();
         e->draining++;
     }
 }
@@ -295,10 +299,7 @@ static void kernel_release(Engine *e, Pair *p) {
     if (!p->kernel) return;
     fold_counts(e, p);
     for (int d = 0; d < 2; d++) {
-        if (p->drain[d]) {
-            p->drain[d] = 0;
-            e->draining--;
-        }
+        stop_drain(e, p, d);
         if (p->inmap[d]) {
             sm_remove(&e->sm, p->slot[d]);
             e->slot_state[p->slot[d]] = SLOT_FREE;
@@ -390,7 +391,7 @@ static void check_drains(Engine *e) {
         for (Pair *p = e->buckets[b]; p; p = p->next) {
             if (p->done || !(p->drain[0] || p->drain[1])) continue;
             for (int d = 0; d < 2; d++)
-                if (p->drain[d] && (drained(e, p, d) || now - p->drain_since > DRAIN_GIVE_UP_NS)) pass_fin(e, p, d);
+                if (p->drain[d] && (drained(e, p, d) || now - p->drain_since[d] > DRAIN_GIVE_UP_NS)) pass_fin(e, p, d);
             if (p->dir[0].shut && p->dir[1].shut) finish(e, p);
             else if (rearm(e, p, 0) < 0 || rearm(e, p, 1) < 0) finish(e, p);
         }
@@ -557,10 +558,7 @@ static PyObject *Engine_detach(Engine *e, PyObject *args) {
         Py_END_ALLOW_THREADS
         fold_counts(e, p);
         for (int d = 0; d < 2; d++) {
-            if (p->drain[d]) {
-                p->drain[d] = 0;
-                e->draining--;
-            }
+            stop_drain(e, p, d);
             /* the socket stays in the map (taking it out would drop bytes the kernel holds for it),
              * gate closed: Python reads it as usual; the slot frees itself when the socket closes */
             if (p->inmap[d]) e->slot_state[p->slot[d]] = SLOT_RETIRED;
@@ -665,8 +663,6 @@ static PyObject *Engine_pause(Engine *e, PyObject *ids) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Engine_kernel(Engine *e, PyObject *noargs) { return PyBool_FromLong(e->kernel); }
-
 static PyObject *Engine_completion_fd(Engine *e, PyObject *noargs) { return PyLong_FromLong(e->donefd); }
 
 static PyObject *Engine_live(Engine *e, PyObject *noargs) {
@@ -691,7 +687,6 @@ static PyMethodDef Engine_methods[] = {
     {"stats", (PyCFunction)Engine_stats, METH_VARARGS,
      "stats(id) -> (up_bytes, down_bytes, closed, kernel_directions) or None"},
     {"pause", (PyCFunction)Engine_pause, METH_O, "pause(ids): stop in-kernel forwarding of these pairs (before detach)"},
-    {"kernel", (PyCFunction)Engine_kernel, METH_NOARGS, "True if pairs can be forwarded in the kernel (BPF sockmap)"},
     {"completed", (PyCFunction)Engine_completed, METH_NOARGS, "ids of pairs that ended since the last call"},
     {"completion_fd", (PyCFunction)Engine_completion_fd, METH_NOARGS, "an eventfd readable when pairs ended"},
     {"live", (PyCFunction)Engine_live, METH_NOARGS, "number of pairs being forwarded"},
@@ -709,7 +704,23 @@ static PyTypeObject EngineType = {
     .tp_methods = Engine_methods,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", "Native forwarding engine.", -1, NULL};
+/* Can this process forward in the kernel? (Loads the maps and program once, then drops them.) */
+static PyObject *kernel_supported(PyObject *module, PyObject *noargs) {
+    SockMap probe;
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = sm_open(&probe, 2) == 0;
+    if (ok) sm_close(&probe);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(ok);
+}
+
+static PyMethodDef module_methods[] = {
+    {"kernel_supported", kernel_supported, METH_NOARGS, "True if BPF sockmap forwarding works here"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", "Native forwarding engine.", -1, module_methods};
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
     if (PyType_Ready(&EngineType) < 0) return NULL;

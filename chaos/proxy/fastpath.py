@@ -16,15 +16,19 @@ import socket
 from typing import TYPE_CHECKING
 
 try:
-    from chaos.proxy._fastpath import Engine
+    from chaos.proxy._fastpath import Engine, kernel_supported
 except ImportError:  # not compiled (optional extension): the Python path does everything
-    Engine = None
+    Engine = kernel_supported = None
 
 if TYPE_CHECKING:
     from chaos.proxy.link import Connection
 
 ENV_SWITCH = "CACHESTORM_PROXY_FASTPATH"
 SOCKMAP_SWITCH = "CACHESTORM_PROXY_SOCKMAP"
+
+
+def _sockmap_wanted() -> bool:
+    return os.environ.get(SOCKMAP_SWITCH, "1") != "0"
 
 
 def available() -> bool:
@@ -34,8 +38,7 @@ def available() -> bool:
 class FastPath:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.engine = Engine(kernel=os.environ.get(SOCKMAP_SWITCH, "1") != "0")
-        self.kernel = self.engine.kernel()
+        self.engine = Engine(kernel=_sockmap_wanted())
         self.connections: dict[int, Connection] = {}
         loop.add_reader(self.engine.completion_fd(), self._on_completed)
 
@@ -94,10 +97,10 @@ _BY_LOOP: dict[asyncio.AbstractEventLoop, FastPath] = {}
 
 
 def kernel_available() -> bool:
-    """Would a new engine forward in the kernel? (Made once and kept: BPF setup is per engine.)"""
+    """Would a new engine forward in the kernel? (Probed once and kept.)"""
     global _KERNEL
     if _KERNEL is None:
-        _KERNEL = available() and os.environ.get(SOCKMAP_SWITCH, "1") != "0" and Engine(kernel=True).kernel()
+        _KERNEL = available() and _sockmap_wanted() and kernel_supported()
     return _KERNEL
 
 
