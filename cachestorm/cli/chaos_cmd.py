@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from cachestorm import interrupts
 from cachestorm.errors import CachestormError
 
 app = typer.Typer(help="Chaos faults and experiments (game days).", no_args_is_help=True)
@@ -46,13 +46,6 @@ def _context(ledger: str, allow_remote: bool, run_dir: Path | None, redis_url: s
     return ctx
 
 
-def _sigterm_is_ctrl_c() -> None:
-    """A `kill` (SIGTERM) rolls back like Ctrl-C does."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-
-
 def _run_live(runner, title: str, stop_on_error: bool = False) -> None:
     """Show what is active and how long it has left until the timeline ends; always roll back.
     `stop_on_error`: end as soon as nothing is active after an error (a fault that failed to apply
@@ -67,7 +60,7 @@ def _run_live(runner, title: str, stop_on_error: bool = False) -> None:
             table.add_row(fault["fault"], json.dumps(fault["settings"]), f"{fault['at']:g}s", left)
         return table
 
-    _sigterm_is_ctrl_c()
+    interrupts.install()  # a `kill` (SIGTERM) rolls back like Ctrl-C does, also when called outside main()
     runner.start()
     try:
         with Live(render(), console=console, refresh_per_second=4, transient=False) as live:
