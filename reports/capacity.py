@@ -12,13 +12,12 @@ its p99 <= the SLO, its error rate <= the maximum, and it achieved >= 95% of the
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
-from reports.latency import latency_files, new_histogram, summarize
+from reports.latency import finite_float, latency_files, new_histogram, summarize
 from reports.metrics import CounterSeries
 from reports.runfolder import locust_csv, read_json, read_jsonl, require_run_dir
 
@@ -230,7 +229,7 @@ def _error_counter(run_dir: Path, started_at: float | None) -> _ErrorCounter:
     rows = [r for r in locust_csv(run_dir, "stats_history") if r.get("Name") == "Aggregated"]
     points = []
     for row in rows:
-        stamp, requests, failures = (_float(row.get(c)) for c in ("Timestamp", "Total Request Count",
+        stamp, requests, failures = (finite_float(row.get(c)) for c in ("Timestamp", "Total Request Count",
                                                                   "Total Failure Count"))
         if None not in (stamp, requests, failures) and started_at is not None:
             points.append((stamp - started_at, requests, failures))
@@ -253,10 +252,3 @@ def _is_error(status) -> bool:
     code = int(text)
     return code >= 500 or (400 <= code < 500 and code != 404)
 
-
-def _float(value) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None

@@ -145,20 +145,20 @@ def _from_locust(run_dir: Path, phases: list[Phase], started_at: float | None) -
     if not history and totals is None:
         return {"source": None, "approximate": False, "overall": None, "by_kind": {}, "by_phase": {},
                 "during_fault": None, "series": [], "counts": {}}
-    start = started_at if started_at is not None else min((_float(r.get("Timestamp")) or 0) for r in history)
+    start = started_at if started_at is not None else min((finite_float(r.get("Timestamp")) or 0) for r in history)
     series = []
     for row in history:
-        stamp = _float(row.get("Timestamp"))
-        point = {name: _float(row.get(column)) for name, column in _LOCUST_COLUMNS}
+        stamp = finite_float(row.get("Timestamp"))
+        point = {name: finite_float(row.get(column)) for name, column in _LOCUST_COLUMNS}
         if stamp is None or point["p99_ms"] is None:
             continue
         point["count"] = None
         series.append({"t": int(stamp - start), **point})
     overall = None
     if totals is not None:
-        overall = {name: _float(totals.get(column)) for name, column in _LOCUST_COLUMNS}
-        overall["count"] = int(_float(totals.get("Request Count")) or 0)
-        overall["mean_ms"] = _float(totals.get("Average Response Time"))
+        overall = {name: finite_float(totals.get(column)) for name, column in _LOCUST_COLUMNS}
+        overall["count"] = int(finite_float(totals.get("Request Count")) or 0)
+        overall["mean_ms"] = finite_float(totals.get("Average Response Time"))
     return {
         "source": "locust",
         "approximate": True,
@@ -182,7 +182,8 @@ def _worst(points) -> dict | None:
     return worst
 
 
-def _float(value) -> float | None:
+def finite_float(value) -> float | None:
+    """A CSV cell as a finite float; None when empty, not a number, inf or NaN."""
     try:
         number = float(value)
     except (TypeError, ValueError):
