@@ -74,6 +74,25 @@ def interrupts_deferred():
             signal.raise_signal(pending[0])  # now through the restored handler (or the default action)
 
 
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a server started in its own session, with its whole process group (PostgreSQL's
+    workers), and wait until the group is gone: the leader's workers may still be finishing a write
+    into the folder the caller deletes next. TimeoutExpired if the leader outlives 10 s."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        if process.poll() is None:
+            process.kill()
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.01)
+
+
 def kill_spawned_since(mark: int) -> None:
     """SIGKILL every still-running process group spawned after `mark` (= len(SPAWNED) back then), and
     wait until each group is gone, so the caller can delete their folders."""
@@ -81,20 +100,9 @@ def kill_spawned_since(mark: int) -> None:
         if process.poll() is not None:
             continue
         try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            process.kill()
-        try:
-            process.wait(timeout=10)
+            kill_group(process)
         except subprocess.TimeoutExpired:
             continue
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(process.pid, 0)
-            except (ProcessLookupError, PermissionError):
-                break
-            time.sleep(0.01)
 
 
 def wait_until(ready: Callable[[], bool], process: subprocess.Popen | None, what: str,

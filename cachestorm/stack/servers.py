@@ -10,12 +10,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cachestorm.errors import CachestormError
-from cachestorm.stack.processes import free_port, spawn, stop_pid, wait_until
+from cachestorm.stack.processes import free_port, kill_group, spawn, stop_pid, wait_until
 
 START_ATTEMPTS = 5  # a port taken between our probe and the server's bind is retried on another
 
@@ -115,14 +114,14 @@ def start_redis(base_dir: str | Path, binary: str | None = None, port: int | Non
                        process, "Redis", log_path, timeout_s=15)
         except CachestormError as exc:
             last_error = exc
-            _kill(process)
+            kill_group(process)
             if "Address already in use" in log_path.read_text(errors="replace"):
                 log_path.unlink(missing_ok=True)
                 port = None
                 continue
             break
         except BaseException:  # Ctrl-C / SIGTERM while it starts: it is not ours to track yet, so stop it here
-            _kill(process)
+            kill_group(process)
             raise
         extra = {"unix_socket": socket_path} if socket_path else {}
         return Server("redis", f"redis://127.0.0.1:{port}/0", process.pid, f"127.0.0.1:{port}", data_dir,
@@ -247,12 +246,12 @@ def start_postgres(base_dir: str | Path, bin_dir: Path | None = None) -> Server:
             _create_database(port)
         except CachestormError as exc:
             last_error = exc
-            _kill(process)
+            kill_group(process)
             if "already in use" in log_path.read_text(errors="replace"):
                 continue
             break
         except BaseException:  # Ctrl-C / SIGTERM while it starts: it is not ours to track yet, so stop it here
-            _kill(process)
+            kill_group(process)
             raise
         return Server("postgres", f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}", process.pid,
                       f"-p {port}", data_dir, str(log_path), str(bin_dir / "postgres"),
@@ -272,25 +271,6 @@ def _create_database(port: int) -> None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
 
-def _kill(process: subprocess.Popen) -> None:
-    """SIGKILL a server started in its own session, with its whole process group (PostgreSQL's workers)."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        if process.poll() is None:
-            process.kill()
-    process.wait(timeout=10)
-    # the leader is gone; its workers may still be dying (and finishing a write into the folder the
-    # caller deletes next): wait until the whole group is gone
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(process.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.01)
-
-
 def _run_to_end(argv: list[str], **popen_kwargs) -> subprocess.CompletedProcess:
     """subprocess.run(capture_output=True, text=True), but an interrupt kills the child's whole process
     group: initdb's bootstrap backend would otherwise go on writing into a folder being deleted."""
@@ -299,6 +279,6 @@ def _run_to_end(argv: list[str], **popen_kwargs) -> subprocess.CompletedProcess:
     try:
         stdout, stderr = process.communicate()
     except BaseException:
-        _kill(process)
+        kill_group(process)
         raise
     return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
