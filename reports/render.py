@@ -33,23 +33,24 @@ def render_comparison(run_dirs: list, out_dir: str | Path) -> list[Path]:
     from reports.compare import as_analysis, compare_runs
 
     analyses = [as_analysis(run) for run in run_dirs]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    html = out_dir / "comparison.html"
-    html.write_text(render_comparison_html(analyses), encoding="utf-8")
-    markdown = out_dir / "comparison.md"
-    markdown.write_text(render_comparison_markdown(analyses), encoding="utf-8")
     summary = {"runs": [a.get("run") for a in analyses], "headlines": [a.get("headline") for a in analyses],
                "deltas": [compare_runs(analyses[0], a) for a in analyses[1:]]}
-    return [html, markdown, write_json(summary, out_dir / "comparison.json")]
+    return _write_html_md_json(out_dir, "comparison", render_comparison_html(analyses),
+                               render_comparison_markdown(analyses), summary)
 
 
 def render_capacity_comparison(capacities: list[dict], out_dir: str | Path) -> list[Path]:
     """Several strategies' capacity.json side by side: capacity.html, capacity.md, capacity.json in out_dir."""
+    return _write_html_md_json(out_dir, "capacity", render_capacity_html(capacities),
+                               render_capacity_markdown(capacities), {"capacities": capacities})
+
+
+def _write_html_md_json(out_dir: str | Path, stem: str, html_text: str, markdown_text: str, summary: dict) -> list[Path]:
+    """<stem>.html, <stem>.md and <stem>.json in out_dir (made if missing); their paths in that order."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    html = out_dir / "capacity.html"
-    html.write_text(render_capacity_html(capacities), encoding="utf-8")
-    markdown = out_dir / "capacity.md"
-    markdown.write_text(render_capacity_markdown(capacities), encoding="utf-8")
-    return [html, markdown, write_json({"capacities": capacities}, out_dir / "capacity.json")]
+    html = out_dir / f"{stem}.html"
+    html.write_text(html_text, encoding="utf-8")
+    markdown = out_dir / f"{stem}.md"
+    markdown.write_text(markdown_text, encoding="utf-8")
+    return [html, markdown, write_json(summary, out_dir / f"{stem}.json")]
