@@ -42,6 +42,8 @@ def one_line_error(command: list[str], cwd: Path, env: dict, timeout: float = 60
     (("frobnicate",), ("frobnicate", "cachestorm --help")),
     (("capacity",), ("--strategy", "cachestorm capacity --help")),
     (("chaos", "apply"), ("fault", "cachestorm chaos apply --help")),
+    (("bench", "proxy", "--requests", "0"), ("--requests", "cachestorm bench proxy --help")),  # used to hang
+    (("bench", "proxy", "--clients", "-3"), ("--clients", "cachestorm bench proxy --help")),
 ])
 def test_usage_errors_are_one_line(args, words, tmp_path, cli_env):
     line = one_line_error(cli(*args), tmp_path, cli_env)

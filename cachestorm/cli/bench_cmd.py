@@ -21,21 +21,21 @@ def _call(spec: str, **kwargs) -> None:
 
 
 @app.command("proxy")
-def proxy(requests: int = typer.Option(200_000, help="GETs per redis-benchmark round."),
-          clients: int = typer.Option(8, help="redis-benchmark -c")) -> None:
+def proxy(requests: int = typer.Option(200_000, min=1, help="GETs per redis-benchmark round."),
+          clients: int = typer.Option(8, min=1, help="redis-benchmark -c")) -> None:
     """Redis GETs through our proxy vs direct (redis-benchmark): throughput and p50/p99 ratios."""
     _call("cachestorm.bench.proxy:main", requests=requests, clients=clients)
 
 
 @app.command("target")
-def target(seconds: int = typer.Option(10, help="Seconds per round."),
-           connections: int = typer.Option(10, help="Concurrent connections.")) -> None:
+def target(seconds: int = typer.Option(10, min=1, help="Seconds per round."),
+           connections: int = typer.Option(10, min=1, help="Concurrent connections.")) -> None:
     """Cache-hit GETs/s of a target vs a bare Starlette endpoint doing one Redis GET."""
     _call("cachestorm.bench.target:main", seconds=seconds, connections=connections)
 
 
 @app.command("locust")
-def locust(seconds: int = typer.Option(15, help="Seconds per Locust run.")) -> None:
+def locust(seconds: int = typer.Option(15, min=1, help="Seconds per Locust run.")) -> None:
     """cachestorm's Locust user (skewed keys + history) vs a bare FastHttpUser, requests/s."""
     _call("cachestorm.bench.locust:main", seconds=seconds)
 
@@ -47,6 +47,6 @@ def open_model() -> None:
 
 
 @app.command("checker")
-def checker(operations: int = typer.Option(1_000_000, help="Operations in the synthetic history.")) -> None:
+def checker(operations: int = typer.Option(1_000_000, min=1, help="Operations in the synthetic history.")) -> None:
     """Consistency checker speed on a synthetic history."""
     _call("reports.bench_checker:main", operations=operations)
