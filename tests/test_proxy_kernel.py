@@ -1,7 +1,9 @@
-"""Kernel mode of the native engine (BPF sockmap, chaos/proxy/_sockmap.h): toxic-free TCP pairs
-forwarded by the kernel. Real Valkey and real TCP servers through a real proxy process; every test
-first checks that the connection really is forwarded in the kernel (GET /proxies
-`connections_in_kernel`), so none of them can pass on the epoll path by accident.
+"""Kernel mode of the native engine (BPF sockmap, chaos/proxy/_sockmap.h): toxic-free pairs
+forwarded by the kernel, with the upstream over TCP and over a Unix socket (`unix:` upstreams,
+which order FINs and hand-overs with a marker instead of TCP's acked bytes). Real Valkey and real
+servers through a real proxy process; every test first checks that the connection really is
+forwarded in the kernel (GET /proxies `connections_in_kernel`), so none of them can pass on the
+epoll path by accident.
 
 Skipped where sockmap is not available (not root, old kernel); CI runs as root on Linux 6.x.
 """
@@ -27,6 +29,28 @@ if not _fastpath.kernel_supported():
 
 
 @pytest.fixture(scope="module")
+def valkey(tmp_path_factory):
+    """A private Valkey listening on TCP and on a Unix socket."""
+    from cachestorm.stack.servers import start_redis
+
+    server = start_redis(tmp_path_factory.mktemp("valkey"), unix_socket=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def transport(request) -> str:
+    """How the proxy reaches the upstream."""
+    return request.param
+
+
+def valkey_upstream(valkey, transport: str) -> str:
+    if transport == "unix":
+        return f"unix:{valkey.extra['unix_socket']}"
+    return valkey.url.split("//")[1].split("/")[0]
+
+
+@pytest.fixture(scope="module")
 def proxy_process():
     process = spawn(env={"CACHESTORM_PROXY_FASTPATH": "1", "CACHESTORM_PROXY_SOCKMAP": "1"})
     yield process
@@ -46,14 +70,20 @@ def listen_port(api, upstream: str, name="k") -> int:
     return int(api.create_proxy(name, "127.0.0.1:0", upstream)["listen"].rsplit(":", 1)[1])
 
 
-class TcpServer:
-    """A one-connection-at-a-time TCP server running `handler(conn)` in a thread."""
+class OneShotServer:
+    """A one-connection server running `handler(conn)` in a thread, on TCP or a Unix socket."""
 
-    def __init__(self, handler):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, handler, transport: str = "tcp", tmp_path=None):
+        if transport == "unix":
+            path = str(tmp_path / "upstream.sock")
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.bind(path)
+            self.address = f"unix:{path}"
+        else:
+            self.sock = socket.socket()
+            self.sock.bind(("127.0.0.1", 0))
+            self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.sock.listen(8)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.results: list = []
         self.thread = threading.Thread(target=self._serve, args=(handler,), daemon=True)
         self.thread.start()
@@ -74,8 +104,8 @@ def test_version_reports_sockmap(proxy_process):
     assert httpx.get(f"{proxy_process.api_url}/version", trust_env=False).json()["sockmap"] is True
 
 
-def test_redis_traffic_in_the_kernel_with_exact_byte_counts(api, valkey):
-    port = listen_port(api, valkey.url.split("//")[1].split("/")[0])
+def test_redis_traffic_in_the_kernel_with_exact_byte_counts(api, valkey, transport):
+    port = listen_port(api, valkey_upstream(valkey, transport))
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"DEL kernel:n\r\n")
         assert recv_exactly(sock, 4) in (b":0\r\n", b":1\r\n")
@@ -97,10 +127,10 @@ def test_redis_traffic_in_the_kernel_with_exact_byte_counts(api, valkey):
     assert (counted["bytes_upstream"], counted["bytes_downstream"]) == (sent, received)  # kept after close
 
 
-def test_bytes_sent_before_the_proxy_accepted_are_forwarded(api, valkey):
+def test_bytes_sent_before_the_proxy_accepted_are_forwarded(api, valkey, transport):
     """The client writes right after connect, before the pair enters the sockmap: those bytes are
     neither lost nor stuck until the next write, and the pair still ends up in the kernel."""
-    port = listen_port(api, valkey.url.split("//")[1].split("/")[0])
+    port = listen_port(api, valkey_upstream(valkey, transport))
     for _ in range(20):
         with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
             sock.sendall(b"PING\r\nPING\r\n")
@@ -110,7 +140,7 @@ def test_bytes_sent_before_the_proxy_accepted_are_forwarded(api, valkey):
             assert recv_exactly(sock, 11) == b"$5\r\nafter\r\n"
 
 
-def test_server_that_speaks_first(api):
+def test_server_that_speaks_first(api, transport, tmp_path):
     """A greeting sent by the upstream as soon as it accepts reaches the client (not dropped while
     the pair is being put in the map), then traffic flows both ways."""
 
@@ -120,7 +150,7 @@ def test_server_that_speaks_first(api):
         conn.sendall(data.upper())
         return data
 
-    server = TcpServer(greet_then_echo)
+    server = OneShotServer(greet_then_echo, transport, tmp_path)
     port = listen_port(api, server.address)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         assert recv_exactly(sock, 11) == b"220 hello\r\n"
@@ -130,7 +160,7 @@ def test_server_that_speaks_first(api):
     assert server.results == [b"abcde"]
 
 
-def test_half_close_after_megabytes_keeps_every_byte_before_the_fin(api):
+def test_half_close_after_megabytes_keeps_every_byte_before_the_fin(api, transport, tmp_path):
     """4 MB then SHUT_WR: the FIN must reach the upstream only after everything the kernel
     redirected before it (the engine waits for the send queues), and the answer comes back whole."""
     payload = os.urandom(4 << 20)
@@ -144,7 +174,7 @@ def test_half_close_after_megabytes_keeps_every_byte_before_the_fin(api):
         conn.sendall(answer)
         return size, digest.hexdigest()
 
-    server = TcpServer(digest_until_eof)
+    server = OneShotServer(digest_until_eof, transport, tmp_path)
     port = listen_port(api, server.address)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"x")
@@ -173,10 +203,10 @@ def recv_exactly_nothing_yet(sock: socket.socket) -> bool:
     return False
 
 
-def test_toxic_added_and_removed_under_pipelined_traffic_keeps_order(api, valkey):
+def test_toxic_added_and_removed_under_pipelined_traffic_keeps_order(api, valkey, transport):
     """A client keeps 50 ECHOs in flight while a latency toxic is added (the pair leaves the kernel:
     gates closed, in-flight bytes drained) and removed: every reply arrives once, in order."""
-    port = listen_port(api, valkey.url.split("//")[1].split("/")[0])
+    port = listen_port(api, valkey_upstream(valkey, transport))
     total, window = 20000, 50
     errors: list[str] = []
 

@@ -41,6 +41,8 @@
 #define SCRATCH (64 * 1024)
 #define MAX_EVENTS 64
 #define KERNEL_SLOTS 16384
+#define ACCEPT_WAIT_NS (20ull * 1000 * 1000) /* how long add() waits for a unix upstream to accept */
+#define MARKER_SETTLE_NS (50ull * 1000)
 #define DRAIN_GIVE_UP_NS (2ull * 1000 * 1000 * 1000) /* a peer that stopped reading: pass the FIN on anyway */
 
 enum { SLOT_FREE = 0, SLOT_PAIR, SLOT_RETIRED }; /* RETIRED: its socket went back to Python, still in the map */
@@ -63,8 +65,16 @@ typedef struct Pair {
     int kernel;        /* routes were set for both sockets */
     int inmap[2];      /* fd[i] is in the sockmap at slot[i] */
     uint32_t slot[2];
-    uint64_t cookie[2];
-    uint64_t base[2];  /* bytes handed to fd[i] before it entered the map */
+    uint64_t key[2];   /* what the program looks fd[i]'s chunks up by (sm_key) */
+    int unix_[2];      /* fd[i] is a unix socket */
+    uint64_t base[2];  /* TCP: bytes handed to fd[i] before it entered the map */
+    /* ordering markers (toward a unix socket, which has no bytes_acked): dir i's marker is a
+     * byte redirected into fd[1 - i]'s own receive queue behind what dir i redirected before */
+    int mk_fd[2][2];
+    uint32_t mk_slot[2];
+    uint64_t mk_key[2];
+    int mk_on[2];      /* a marker is on its way */
+    int mk_done[2];    /* dir i's gate is closed or its FIN came, and the marker proved it drained */
     int kdir[2];       /* direction i is forwarded by the kernel (its gate is open) */
     int noopen[2];     /* userspace read bytes the program never passed: keep the gate shut */
     int paused;        /* gates closed for good (the pair is leaving the engine) */
@@ -88,7 +98,7 @@ typedef struct {
     int kernel;          /* sockmap loaded */
     SockMap sm;
     uint8_t *slot_state; /* KERNEL_SLOTS entries */
-    uint64_t *slot_cookie;
+    uint64_t *slot_cookie; /* the key of each slot's socket */
     uint32_t cursor;
     int draining;        /* pairs with a drain[] set */
     char scratch[SCRATCH];
@@ -181,16 +191,26 @@ static int alloc_slot(Engine *e) {
     return -1;
 }
 
-static int is_tcp(int fd) {
-    int proto = 0;
-    socklen_t len = sizeof proto;
-    return getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto == IPPROTO_TCP;
+enum { KIND_OTHER = 0, KIND_TCP, KIND_UNIX };
+
+static int sock_kind(int fd) {
+    int domain = 0, type = 0, proto = 0;
+    socklen_t len = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0) return KIND_OTHER;
+    len = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM) return KIND_OTHER;
+    if (domain == AF_UNIX) return KIND_UNIX;
+    len = sizeof proto;
+    if ((domain == AF_INET || domain == AF_INET6) && getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 &&
+        proto == IPPROTO_TCP)
+        return KIND_TCP;
+    return KIND_OTHER;
 }
 
 /* Bytes the program sent from fd[d] to the peer (0 once folded into dir[d].bytes). */
 static uint64_t redirected(Engine *e, Pair *p, int d) {
     uint64_t r = 0;
-    if (p->kernel && !p->folded) sm_counts(&e->sm, p->cookie[d], NULL, &r);
+    if (p->kernel && !p->folded) sm_counts(&e->sm, p->key[d], NULL, &r);
     return r;
 }
 
@@ -199,22 +219,41 @@ static void try_open(Engine *e, Pair *p, int d) {
     Dir *x = &p->dir[d];
     if (!p->kernel || p->paused || p->kdir[d] || p->noopen[d] || !p->inmap[0] || !p->inmap[1] || x->len || x->eof)
         return;
-    if (sm_route_set(&e->sm, p->cookie[d], p->slot[1 - d], p->slot[d], x->bytes) < 0) return;
+    /* toward a unix socket only while the way back is in the kernel too: then nothing but our
+     * marker ever lands in that socket's receive queue, so the marker can be read back safely */
+    if (p->unix_[1 - d] && !p->kdir[1 - d]) return;
+    uint64_t consumed = x->bytes;
+    if (sm_route_set(&e->sm, p->key[d], p->slot[1 - d], p->slot[d], consumed) < 0) return;
     uint64_t passed;
-    if (sm_counts(&e->sm, p->cookie[d], &passed, NULL) < 0) return;
-    if (passed == x->bytes)
+    if (sm_counts(&e->sm, p->key[d], &passed, NULL) < 0) return;
+    if (passed == consumed)
         p->kdir[d] = 1; /* only a pass moves `passed`, and none happens while equal: open for good */
-    else if (passed < x->bytes)
+    else if (passed < consumed)
         p->noopen[d] = 1;
+}
+
+static void try_open_both(Engine *e, Pair *p) {
+    try_open(e, p, 1); /* the way back first (see try_open), then forward, then back again */
+    try_open(e, p, 0);
+    try_open(e, p, 1);
 }
 
 /* Put a fresh pair in the sockmap, gates closed; then open what can be opened. */
 static void kernel_attach(Engine *e, Pair *p) {
-    if (!e->kernel || !is_tcp(p->fd[0]) || !is_tcp(p->fd[1])) return;
+    if (!e->kernel) return;
     for (int s = 0; s < 2; s++) {
+        int kind = sock_kind(p->fd[s]);
+        if (kind == KIND_OTHER) return;
+        p->unix_[s] = kind == KIND_UNIX;
+    }
+    if (p->unix_[0] && p->unix_[1]) return; /* nothing would tell when a FIN may follow */
+    for (int s = 0; s < 2; s++) {
+        /* a unix peer that is not accepted yet has no cookie: that pair stays in userspace mode */
+        if (sm_key(p->fd[s], &p->key[s]) < 0) return;
         /* a socket that was in the map before (it came back from Python) stays in userspace mode */
-        if (sm_cookie(p->fd[s], &p->cookie[s]) < 0 || sm_route_get(&e->sm, p->cookie[s], NULL, NULL, NULL) == 0) return;
-        if (sm_written(p->fd[s], &p->base[s]) < 0) return;
+        if (sm_route_get(&e->sm, p->key[s], NULL, NULL, NULL) == 0) return;
+        p->base[s] = 0;
+        if (!p->unix_[s] && sm_written(p->fd[s], &p->base[s]) < 0) return;
     }
     int a = alloc_slot(e);
     if (a < 0) return;
@@ -226,8 +265,8 @@ static void kernel_attach(Engine *e, Pair *p) {
     p->slot[0] = (uint32_t)a;
     p->slot[1] = (uint32_t)b;
     for (int s = 0; s < 2; s++) {
-        if (sm_route_set(&e->sm, p->cookie[s], p->slot[1 - s], p->slot[s], SM_CLOSED) < 0) {
-            sm_forget(&e->sm, p->cookie[0]);
+        if (sm_route_set(&e->sm, p->key[s], p->slot[1 - s], p->slot[s], SM_CLOSED) < 0) {
+            sm_forget(&e->sm, p->key[0]);
             e->slot_state[a] = e->slot_state[b] = SLOT_FREE;
             return;
         }
@@ -236,20 +275,87 @@ static void kernel_attach(Engine *e, Pair *p) {
     /* upstream first: a server that speaks first must not have its bytes redirected to an empty slot
      * (gates are closed anyway; a socket that fails to enter just stays in userspace mode) */
     for (int s = 1; s >= 0; s--) {
-        if (sm_insert(&e->sm, p->slot[s], p->fd[s]) == 0) {
+        if (sm_insert(&e->sm, p->slot[s], p->fd[s], p->key[s]) == 0) {
             p->inmap[s] = 1;
-            e->slot_cookie[p->slot[s]] = p->cookie[s];
+            e->slot_cookie[p->slot[s]] = p->key[s];
             sm_poke(p->fd[s]);
+            /* a unix socket runs the program once per chunk sent to it, so a chunk that was
+             * already queued would lag one behind for good: such a direction stays in userspace */
+            if (p->unix_[s] && sm_inq(p->fd[s]) != 0) p->noopen[s] = 1;
         } else {
             e->slot_state[p->slot[s]] = SLOT_FREE;
         }
     }
-    try_open(e, p, 0);
-    try_open(e, p, 1);
+    try_open_both(e, p);
+}
+
+static void marker_clear(Engine *e, Pair *p, int d) {
+    if (!p->mk_on[d]) return;
+    sm_remove(&e->sm, p->mk_slot[d]);
+    e->slot_state[p->mk_slot[d]] = SLOT_FREE;
+    sm_forget(&e->sm, p->mk_key[d]);
+    close(p->mk_fd[d][0]);
+    close(p->mk_fd[d][1]);
+    p->mk_on[d] = 0;
+}
+
+/* Send dir d's marker: a byte into a fresh socketpair whose receiving end sits in the map with a
+ * route that redirects into fd[1 - d]'s receive queue. The kernel queues it behind every chunk
+ * already redirected to fd[1 - d] and handles that queue in order. */
+static int marker_send(Engine *e, Pair *p, int d) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0) return -1;
+    uint64_t key;
+    int slot = sm_cookie(sv[0], &key) < 0 ? -1 : alloc_slot(e); /* a unix chunk carries its sender's cookie */
+    if (slot < 0) goto fail;
+    if (sm_route_set(&e->sm, key, p->slot[1 - d], SM_MARKER, 0) < 0 || sm_insert(&e->sm, (uint32_t)slot, sv[1], key) < 0) {
+        sm_forget(&e->sm, key);
+        e->slot_state[slot] = SLOT_FREE;
+        goto fail;
+    }
+    p->mk_fd[d][0] = sv[0];
+    p->mk_fd[d][1] = sv[1];
+    p->mk_slot[d] = (uint32_t)slot;
+    p->mk_key[d] = key;
+    p->mk_on[d] = 1;
+    if (send(sv[0], "m", 1, MSG_NOSIGNAL) != 1) {
+        marker_clear(e, p, d);
+        return -1;
+    }
+    return 0;
+fail:
+    close(sv[0]);
+    close(sv[1]);
+    return -1;
+}
+
+/* Dir d goes toward a unix socket: drained once its marker came back out of that socket. Only
+ * valid while nothing else can enter that socket's receive queue (the way back is in the kernel,
+ * or at its end and read to the end); otherwise 0 until the caller gives up. */
+static int marker_drained(Engine *e, Pair *p, int d) {
+    if (p->mk_done[d]) return 1;
+    if (!p->kernel || redirected(e, p, d) == 0) return 1;
+    int back = 1 - d, sink = p->fd[1 - d];
+    int back_quiet = (p->kdir[back] && !p->paused) || (p->dir[back].eof && !p->dir[back].len && !p->kdir[back]);
+    if (!p->mk_on[d]) {
+        if (!back_quiet) return 0;
+        marker_send(e, p, d);
+        return 0;
+    }
+    /* the redirect charges the marker to the socket just before queueing it: look twice */
+    if (sm_rmem(sink) <= 0) return 0;
+    struct timespec nap = {0, MARKER_SETTLE_NS};
+    nanosleep(&nap, NULL);
+    char m;
+    if (recv(sink, &m, 1, MSG_DONTWAIT) != 1) return 0;
+    marker_clear(e, p, d);
+    p->mk_done[d] = 1;
+    return 1;
 }
 
 /* Everything the program redirected from fd[d] (and userspace sent) was handed to fd[1 - d]. */
 static int drained(Engine *e, Pair *p, int d) {
+    if (p->unix_[1 - d]) return marker_drained(e, p, d);
     uint64_t written, unsent = p->dir[d].len - p->dir[d].off; /* read by userspace, not yet sent */
     if (sm_written(p->fd[1 - d], &written) < 0) return 1;
     return written + unsent >= p->base[1 - d] + p->dir[d].bytes + redirected(e, p, d);
@@ -284,8 +390,35 @@ static void start_drain(Engine *e, Pair *p, int d) {
 /* Close the gates for good: later bytes stay with the socket for whoever reads it next. */
 static void pause_gates(Engine *e, Pair *p) {
     if (!p->kernel || p->paused) return;
-    for (int d = 0; d < 2; d++) sm_route_set(&e->sm, p->cookie[d], p->slot[1 - d], p->slot[d], SM_CLOSED);
+    for (int d = 0; d < 2; d++) sm_route_set(&e->sm, p->key[d], p->slot[1 - d], p->slot[d], SM_CLOSED);
     p->paused = 1;
+}
+
+/* First step of pausing a pair with a unix socket: close the gate toward it only, so the way
+ * back still runs in the kernel while that direction's marker proves it drained. 1 if closed. */
+static int pause_toward_unix(Engine *e, Pair *p) {
+    if (!p->kernel || p->paused) return 0;
+    int closed = 0;
+    for (int d = 0; d < 2; d++) {
+        if (p->unix_[1 - d] && !p->mk_done[d]) {
+            sm_route_set(&e->sm, p->key[d], p->slot[1 - d], p->slot[d], SM_CLOSED);
+            closed = 1;
+        }
+    }
+    return closed;
+}
+
+/* Wait (lock held, GIL released by the caller) until the directions toward a unix socket are
+ * drained: the gates are closed and verdicts in flight have finished (barrier) */
+static void wait_toward_unix(Engine *e, Pair *p) {
+    uint64_t since = now_ns();
+    struct timespec nap = {0, 50 * 1000};
+    for (int d = 0; d < 2; d++) {
+        if (!p->unix_[1 - d]) continue;
+        while (!marker_drained(e, p, d) && now_ns() - since < DRAIN_GIVE_UP_NS) nanosleep(&nap, NULL);
+        marker_clear(e, p, d);
+        p->mk_done[d] = 1; /* proved, or given up on */
+    }
 }
 
 static void fold_counts(Engine *e, Pair *p) {
@@ -300,12 +433,13 @@ static void kernel_release(Engine *e, Pair *p) {
     fold_counts(e, p);
     for (int d = 0; d < 2; d++) {
         stop_drain(e, p, d);
+        marker_clear(e, p, d);
         if (p->inmap[d]) {
             sm_remove(&e->sm, p->slot[d]);
             e->slot_state[p->slot[d]] = SLOT_FREE;
             p->inmap[d] = 0;
         }
-        sm_forget(&e->sm, p->cookie[d]);
+        sm_forget(&e->sm, p->key[d]);
     }
     p->kernel = 0;
 }
@@ -369,18 +503,13 @@ static void handle(Engine *e, Pair *p, int s, uint32_t ev) {
         p->dir[s].eof = 1;
         start_drain(e, p, s);
     }
-    if ((p->mask[s] & EPOLLIN) && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
-        failed |= pump(e, p, s);
-        if (!failed) try_open(e, p, s);
-    }
-    if (!failed && (p->mask[s] & EPOLLOUT) && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))) {
-        failed |= pump(e, p, 1 - s);
-        if (!failed) try_open(e, p, 1 - s);
-    }
+    if ((p->mask[s] & EPOLLIN) && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))) failed |= pump(e, p, s);
+    if (!failed && (p->mask[s] & EPOLLOUT) && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))) failed |= pump(e, p, 1 - s);
     if (failed || (ev & EPOLLERR) || (p->dir[0].shut && p->dir[1].shut)) {
         finish(e, p);
         return;
     }
+    if (p->kernel && !(p->kdir[0] && p->kdir[1])) try_open_both(e, p);
     if (rearm(e, p, 0) < 0 || rearm(e, p, 1) < 0) finish(e, p);
 }
 
@@ -506,6 +635,15 @@ static PyObject *Engine_add(Engine *e, PyObject *args) {
         int flags = fcntl(fds[s], F_GETFL);
         if (flags < 0 || fcntl(fds[s], F_SETFL, flags | O_NONBLOCK) < 0) return PyErr_SetFromErrno(PyExc_OSError);
     }
+    if (e->kernel && sock_kind(fds[1]) == KIND_UNIX) {
+        /* the program knows a unix chunk by its sender's cookie, which exists once the server
+         * has accepted: give it a moment (no lock held; usually well under a millisecond) */
+        uint64_t key, since = now_ns();
+        struct timespec nap = {0, 100 * 1000};
+        Py_BEGIN_ALLOW_THREADS
+        while (sm_key(fds[1], &key) < 0 && now_ns() - since < ACCEPT_WAIT_NS) nanosleep(&nap, NULL);
+        Py_END_ALLOW_THREADS
+    }
     Pair *p = calloc(1, sizeof(Pair));
     if (!p) return PyErr_NoMemory();
     p->fd[0] = fds[0];
@@ -549,6 +687,13 @@ static PyObject *Engine_detach(Engine *e, PyObject *args) {
     if (p->kernel) {
         /* close the gates, let verdicts in flight finish, wait until what was redirected has left */
         int need_barrier = !p->paused;
+        int toward_unix = pause_toward_unix(e, p);
+        Py_BEGIN_ALLOW_THREADS
+        if (toward_unix) {
+            sm_barrier();
+            wait_toward_unix(e, p);
+        }
+        Py_END_ALLOW_THREADS
         pause_gates(e, p);
         Py_BEGIN_ALLOW_THREADS
         if (need_barrier) sm_barrier();
@@ -641,18 +786,46 @@ static PyObject *Engine_completed(Engine *e, PyObject *noargs) {
 static PyObject *Engine_pause(Engine *e, PyObject *ids) {
     PyObject *seq = PySequence_Fast(ids, "pause() takes a sequence of pair ids");
     if (!seq) return NULL;
-    int any = 0;
+    int any = 0, toward_unix = 0;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    uint64_t *want = calloc((size_t)n + 1, sizeof(uint64_t));
+    if (!want) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n && !PyErr_Occurred(); i++) want[i] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+    if (PyErr_Occurred()) {
+        free(want);
+        Py_DECREF(seq);
+        return NULL;
+    }
     pthread_mutex_lock(&e->lock);
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        unsigned long long id = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
-        if (PyErr_Occurred()) break;
-        Pair *p = find(e, id);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Pair *p = find(e, want[i]);
+        if (p && !p->done) toward_unix |= pause_toward_unix(e, p);
+    }
+    pthread_mutex_unlock(&e->lock);
+    if (toward_unix) {
+        Py_BEGIN_ALLOW_THREADS
+        sm_barrier();
+        pthread_mutex_lock(&e->lock);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Pair *p = find(e, want[i]);
+            if (p && !p->done && p->kernel && !p->paused) wait_toward_unix(e, p);
+        }
+        pthread_mutex_unlock(&e->lock);
+        Py_END_ALLOW_THREADS
+    }
+    pthread_mutex_lock(&e->lock);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Pair *p = find(e, want[i]);
         if (p && !p->done && p->kernel && !p->paused) {
             pause_gates(e, p);
             any = 1;
         }
     }
     pthread_mutex_unlock(&e->lock);
+    free(want);
     Py_DECREF(seq);
     if (PyErr_Occurred()) return NULL;
     if (any) {

@@ -5,6 +5,10 @@
 #include <errno.h>
 #include <linux/bpf.h>
 #include <linux/membarrier.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
 #include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
@@ -12,12 +16,16 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #ifndef SO_COOKIE
 #define SO_COOKIE 57
+#endif
+#ifndef SO_MEMINFO
+#define SO_MEMINFO 55
 #endif
 
 typedef struct {
@@ -65,6 +73,8 @@ static int elem(int cmd, int map, const void *key, void *value, uint64_t flags) 
 #define JEQ_IMM(d, i, off) INSN(BPF_JMP | BPF_JEQ | BPF_K, d, 0, off, i)
 #define JNE_IMM(d, i, off) INSN(BPF_JMP | BPF_JNE | BPF_K, d, 0, off, i)
 #define JNE_REG(d, s, off) INSN(BPF_JMP | BPF_JNE | BPF_X, d, s, off, 0)
+#define JNE32_IMM(d, i, off) INSN(BPF_JMP32 | BPF_JNE | BPF_K, d, 0, off, i)
+#define JA(off) INSN(BPF_JMP | BPF_JA, 0, 0, off, 0)
 
 static int load_program(SockMap *m) {
     /* r6 = skb; key = socket cookie; r7 = route; r8 = counts (numbers: index after the len check) */
@@ -82,28 +92,32 @@ static int load_program(SockMap *m) {
         /* 5 */ MOV_REG(2, 10),
         /* 6 */ ADD_IMM(2, -8),
         /* 7 */ CALL(BPF_FUNC_map_lookup_elem),
-        /* 8 */ JEQ_IMM(0, 0, 21), /* not ours -> 30 pass */
+        /* 8 */ JEQ_IMM(0, 0, 25), /* not ours -> 34 pass */
         /* 9 */ MOV_REG(7, 0),
         /* 10 */ LD_MAP(1, m->counts),
         /* 12 */ MOV_REG(2, 10),
         /* 13 */ ADD_IMM(2, -8),
         /* 14 */ CALL(BPF_FUNC_map_lookup_elem),
-        /* 15 */ JEQ_IMM(0, 0, 14), /* -> 30 pass */
+        /* 15 */ JEQ_IMM(0, 0, 18), /* -> 34 pass */
         /* 16 */ MOV_REG(8, 0),
         /* 17 */ LDX(BPF_W, 1, 6, offsetof(struct __sk_buff, len)),
         /* 18 */ LDX(BPF_DW, 2, 8, offsetof(Counts, passed)),
         /* 19 */ LDX(BPF_DW, 3, 7, offsetof(Route, consumed)),
-        /* 20 */ JNE_REG(2, 3, 8), /* gate closed -> 29 */
+        /* 20 */ JNE_REG(2, 3, 12), /* gate closed -> 33 */
         /* 21 */ XADD64(8, 1, offsetof(Counts, redirected)),
         /* 22 */ LDX(BPF_W, 3, 7, offsetof(Route, peer_slot)),
         /* 23 */ MOV_REG(1, 6),
         /* 24 */ LD_MAP(2, m->sockmap),
-        /* 26 */ MOV_IMM(4, 0),
-        /* 27 */ CALL(BPF_FUNC_sk_redirect_map), /* egress of the peer socket */
-        /* 28 */ EXIT(),
-        /* 29 */ XADD64(8, 1, offsetof(Counts, passed)),
-        /* 30 */ MOV_IMM(0, SK_PASS),
-        /* 31 */ EXIT(),
+        /* 26 */ LDX(BPF_W, 4, 7, offsetof(Route, own_slot)),
+        /* 27 */ JNE32_IMM(4, (int32_t)SM_MARKER, 2), /* -> 30: egress of the peer socket */
+        /* 28 */ MOV_IMM(4, BPF_F_INGRESS),          /* a marker: into the peer's own receive queue */
+        /* 29 */ JA(1),
+        /* 30 */ MOV_IMM(4, 0),
+        /* 31 */ CALL(BPF_FUNC_sk_redirect_map),
+        /* 32 */ EXIT(),
+        /* 33 */ XADD64(8, 1, offsetof(Counts, passed)),
+        /* 34 */ MOV_IMM(0, SK_PASS),
+        /* 35 */ EXIT(),
     };
     union bpf_attr a;
     memset(&a, 0, sizeof a);
@@ -152,6 +166,70 @@ int sm_cookie(int fd, uint64_t *cookie) {
     return getsockopt(fd, SOL_SOCKET, SO_COOKIE, cookie, &len);
 }
 
+/* One unix_diag query: the cookie of the socket with this inode, and its peer's inode (0: none).
+ * A connecting socket's peer is found only once the server has accepted it. */
+static int unix_diag(uint32_t ino, uint64_t *cookie, uint32_t *peer) {
+    int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (nl < 0) return -1;
+    struct {
+        struct nlmsghdr h;
+        struct unix_diag_req r;
+    } req;
+    memset(&req, 0, sizeof req);
+    req.h.nlmsg_len = sizeof req;
+    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    req.h.nlmsg_flags = NLM_F_REQUEST;
+    req.r.sdiag_family = AF_UNIX;
+    req.r.udiag_ino = ino;
+    req.r.udiag_show = UDIAG_SHOW_PEER;
+    req.r.udiag_cookie[0] = req.r.udiag_cookie[1] = ~0U; /* INET_DIAG_NOCOOKIE: look up by inode */
+    union {
+        char bytes[1024];
+        struct nlmsghdr h;
+    } reply;
+    int rc = -1;
+    if (send(nl, &req, sizeof req, 0) == (ssize_t)sizeof req) {
+        ssize_t n = recv(nl, reply.bytes, sizeof reply.bytes, 0);
+        struct nlmsghdr *h = &reply.h;
+        if (n > 0 && NLMSG_OK(h, (size_t)n) && h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+            struct unix_diag_msg *msg = NLMSG_DATA(h);
+            *cookie = (uint64_t)msg->udiag_cookie[0] | ((uint64_t)msg->udiag_cookie[1] << 32);
+            *peer = 0;
+            int len = (int)h->nlmsg_len - (int)NLMSG_LENGTH(sizeof *msg);
+            for (struct rtattr *a = (struct rtattr *)(msg + 1); RTA_OK(a, len); a = RTA_NEXT(a, len))
+                if (a->rta_type == UNIX_DIAG_PEER) memcpy(peer, RTA_DATA(a), sizeof *peer);
+            rc = 0;
+        }
+    }
+    close(nl);
+    return rc;
+}
+
+int sm_key(int fd, uint64_t *key) {
+    int domain = 0;
+    socklen_t len = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0) return -1;
+    if (domain != AF_UNIX) return sm_cookie(fd, key);
+    /* a unix chunk belongs to its sender: the program sees the peer's cookie */
+    struct stat st;
+    uint64_t own;
+    uint32_t peer, back;
+    if (fstat(fd, &st) < 0 || unix_diag((uint32_t)st.st_ino, &own, &peer) < 0 || peer == 0) return -1;
+    return unix_diag(peer, key, &back);
+}
+
+int sm_rmem(int fd) {
+    uint32_t info[SK_MEMINFO_VARS];
+    socklen_t len = sizeof info;
+    if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, info, &len) < 0) return -1;
+    return (int)info[SK_MEMINFO_RMEM_ALLOC];
+}
+
+int sm_inq(int fd) {
+    int queued = 0;
+    return ioctl(fd, SIOCINQ, &queued) < 0 ? -1 : queued;
+}
+
 int sm_route_set(SockMap *m, uint64_t cookie, uint32_t peer_slot, uint32_t own_slot, uint64_t consumed) {
     Route r = {.peer_slot = peer_slot, .own_slot = own_slot, .consumed = consumed};
     return elem(BPF_MAP_UPDATE_ELEM, m->routes, &cookie, &r, BPF_ANY);
@@ -179,11 +257,9 @@ void sm_forget(SockMap *m, uint64_t cookie) {
     elem(BPF_MAP_DELETE_ELEM, m->counts, &cookie, NULL, 0);
 }
 
-int sm_insert(SockMap *m, uint32_t slot, int fd) {
+int sm_insert(SockMap *m, uint32_t slot, int fd, uint64_t key) {
     Counts zero = {0, 0};
-    uint64_t cookie;
-    if (sm_cookie(fd, &cookie) < 0) return -1;
-    if (elem(BPF_MAP_UPDATE_ELEM, m->counts, &cookie, &zero, BPF_ANY) < 0) return -1;
+    if (elem(BPF_MAP_UPDATE_ELEM, m->counts, &key, &zero, BPF_ANY) < 0) return -1;
     uint64_t value = (uint64_t)fd;
     return elem(BPF_MAP_UPDATE_ELEM, m->sockmap, &slot, &value, BPF_ANY);
 }

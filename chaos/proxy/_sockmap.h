@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #define SM_CLOSED UINT64_MAX
+#define SM_MARKER UINT32_MAX /* own_slot of a marker route: redirect into the peer's receive queue */
 
 typedef struct {
     int sockmap, routes, counts, prog; /* -1 when not loaded */
@@ -29,7 +30,12 @@ int sm_route_set(SockMap *m, uint64_t cookie, uint32_t peer_slot, uint32_t own_s
 int sm_route_get(SockMap *m, uint64_t cookie, uint32_t *peer_slot, uint32_t *own_slot, uint64_t *consumed);
 int sm_counts(SockMap *m, uint64_t cookie, uint64_t *passed, uint64_t *redirected);
 void sm_forget(SockMap *m, uint64_t cookie);   /* drop the route and counters of a closed socket */
-int sm_insert(SockMap *m, uint32_t slot, int fd);
+int sm_insert(SockMap *m, uint32_t slot, int fd, uint64_t key); /* key: see sm_key */
+/* The cookie the program looks routes up by for chunks fd receives: fd's own for TCP, its peer's
+ * for a unix socket (-1 until the server has accepted the connection). */
+int sm_key(int fd, uint64_t *key);
+int sm_rmem(int fd); /* bytes charged to fd's receive memory (unix: only what the kernel redirected into it) */
+int sm_inq(int fd);  /* bytes waiting in fd's receive queue */
 void sm_remove(SockMap *m, uint32_t slot);
 int sm_slot_used(SockMap *m, uint32_t slot); /* 1 used, 0 empty (its socket closed), -1 error */
 int sm_poke(int fd);                          /* run the verdict on bytes queued before insertion */
