@@ -1,12 +1,12 @@
 """`cachestorm bench proxy`: Redis GETs direct vs through cachestorm's proxy (no toxics).
 
-Starts a private Valkey (TCP and a Unix socket) and three proxy processes: `kernel` is the proxy as
-the stack runs it (native engine; toxic-free TCP pairs forwarded in the kernel by BPF sockmap where
-available), `native` is the engine's epoll thread only (CACHESTORM_PROXY_SOCKMAP=0) and `python` the
-Python path (CACHESTORM_PROXY_FASTPATH=0). Each has proxies reaching Valkey over TCP loopback and
-over its Unix socket (StackSettings.unix_upstreams; sockmap needs TCP, so kernel/unix is the same as
-native/unix and is not run); clients always reach the proxy over TCP.
-Runs `redis-benchmark -t get -c C -n N --csv` against direct TCP and the four proxies, alternating
+Starts a private Valkey (TCP and a Unix socket) and three proxy processes: `kernel` is the native
+engine with toxic-free pairs forwarded in the kernel by BPF sockmap where available, `native` is the
+engine's epoll thread only (CACHESTORM_PROXY_SOCKMAP=0) and `python` the Python path
+(CACHESTORM_PROXY_FASTPATH=0). Each has proxies reaching Valkey over TCP loopback and over its Unix
+socket (StackSettings.unix_upstreams); clients always reach the proxy over TCP. The stack runs
+kernel/unix where sockmap is available, else native/tcp.
+Runs `redis-benchmark -t get -c C -n N --csv` against direct TCP and the six proxies, alternating
 for several rounds so the shared machine's noise hits each alike. Prints throughput, p50/p99, the
 ratios to direct and the load average (the machine is shared).
 """
@@ -57,8 +57,7 @@ ENGINES = {  # engine -> extra environment of the proxy process
     "python": {"CACHESTORM_PROXY_FASTPATH": "0"},
 }
 UPSTREAMS = ("tcp", "unix")  # how the proxy reaches Valkey
-PROXY_KINDS = ["kernel/tcp", "native/tcp", "native/unix", "python/tcp", "python/unix"]
-DEFAULT_KIND = "kernel/tcp"  # what `cachestorm up` runs
+PROXY_KINDS = ["kernel/unix", "kernel/tcp", "native/tcp", "native/unix", "python/tcp", "python/unix"]
 
 
 def _load_average() -> str:
@@ -162,13 +161,14 @@ def _print(result: dict) -> None:
         print(f"{kind}: proxied/direct throughput {row['throughput_ratio']:.2f}x (rounds {low:.2f}-{high:.2f}; "
               f"goal >= {GOAL_THROUGHPUT_RATIO}x: {ok_ratio}), added p50 {row['added_p50_us']:+.0f} µs "
               f"(goal < {GOAL_ADDED_P50_US:.0f}: {ok_p50})")
-    for engine in ("native", "python"):
+    for engine in ("kernel", "native", "python"):
         tcp, unix = result[f"{engine}/tcp"], result[f"{engine}/unix"]
         print(f"{engine}: unix upstream vs TCP upstream: {unix['rps'] / tcp['rps']:.2f}x throughput, "
               f"ratio to direct {tcp['throughput_ratio']:.2f}x -> {unix['throughput_ratio']:.2f}x, "
               f"p50 {unix['p50_us'] - tcp['p50_us']:+.0f} µs")
-    row = result[DEFAULT_KIND]
-    print(f"as the stack runs it ({DEFAULT_KIND}): {row['throughput_ratio']:.2f}x direct, {row['added_p50_us']:+.0f} µs p50; "
+    default_kind = "kernel/unix" if result["sockmap"] else "native/tcp"  # StackSettings.unix_upstreams=None
+    row = result[default_kind]
+    print(f"as the stack runs it ({default_kind}): {row['throughput_ratio']:.2f}x direct, {row['added_p50_us']:+.0f} µs p50; "
           "real Toxiproxy 2.12 on this machine (reference): 0.47x, +90 µs p50")
 
 
