@@ -8,10 +8,11 @@
  * when both directions are shut (or a socket fails) the pair's fds are closed and its id is queued
  * for Python, which learns about it from an eventfd (completion_fd) and calls completed().
  *
- * Kernel mode (see _sockmap.h): when BPF sockmap is available (root, Linux >= 5.13), a TCP pair is
- * also put in a sockmap and each direction whose gate opens is forwarded by the kernel itself --
- * this thread then only waits for the FIN (EPOLLRDHUP, which per-chunk wakeups do not trigger),
- * makes sure everything redirected was handed to the other socket, and passes the FIN on.
+ * Kernel mode (see _sockmap.h): when BPF sockmap is available (root, Linux >= 5.13), a pair of a
+ * TCP client and a TCP or unix upstream is also put in a sockmap and each direction whose gate
+ * opens is forwarded by the kernel itself -- this thread then only waits for the FIN (EPOLLRDHUP,
+ * which per-chunk wakeups do not trigger), makes sure everything redirected was handed to the other
+ * socket (TCP: acked + queued bytes; unix: a marker, see marker_send), and passes the FIN on.
  * Bytes that arrive while a gate is closed are read here, as in userspace mode.
  *
  * All pair state is under one mutex: the engine thread holds it while it handles a batch of

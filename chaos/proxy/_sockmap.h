@@ -1,4 +1,4 @@
-/* In-kernel forwarding for proxied TCP pairs with no toxic (BPF sockmap), used by _fastpath.c.
+/* In-kernel forwarding for proxied pairs with no toxic (BPF sockmap), used by _fastpath.c.
  *
  * Each socket of a pair sits in one sockmap slot. An SK_SKB verdict program runs on every chunk
  * the kernel receives on such a socket and redirects it to the peer's slot (sent out by the kernel,
@@ -39,8 +39,8 @@ int sm_inq(int fd);  /* bytes waiting in fd's receive queue */
 void sm_remove(SockMap *m, uint32_t slot);
 int sm_slot_used(SockMap *m, uint32_t slot); /* 1 used, 0 empty (its socket closed), -1 error */
 int sm_poke(int fd);                          /* run the verdict on bytes queued before insertion */
-int sm_written(int fd, uint64_t *bytes);
-void sm_settle(int fd);                       /* the verdict has run on everything fd received so far */      /* bytes handed to this TCP socket so far (lower bound) */
+int sm_written(int fd, uint64_t *bytes);      /* bytes handed to this TCP socket so far (lower bound) */
+void sm_settle(int fd);                       /* the verdict has run on everything fd received so far */
 void sm_barrier(void);                        /* every verdict run in progress has finished */
 
 #endif

@@ -3,7 +3,7 @@
 
 Falls back to the Python path (returns None) when the extension was not built or
 CACHESTORM_PROXY_FASTPATH=0. Where BPF sockmap is available (root, Linux >= 5.13) the engine lets
-the kernel forward toxic-free TCP pairs itself (see _sockmap.h); CACHESTORM_PROXY_SOCKMAP=0 keeps
+the kernel forward toxic-free pairs (TCP client, TCP or unix upstream) itself (see _sockmap.h); CACHESTORM_PROXY_SOCKMAP=0 keeps
 it to its epoll thread. The engine owns a pair's sockets while it forwards them; a finished
 pair is reported through its completion eventfd, which this module watches on the loop.
 """
