@@ -235,3 +235,44 @@ def test_toxic_added_and_removed_under_pipelined_traffic_keeps_order(api, valkey
     thread.join(30)
     assert not thread.is_alive(), "the client hung"
     assert errors == []
+
+
+def test_toxic_added_while_the_upstream_is_not_reading_keeps_every_byte_in_order(api, transport, tmp_path):
+    """The upstream stops reading while the client streams, so the kernel still holds redirected
+    bytes for it (its send queue is full) when a toxic takes the pair over. The hand-over must wait
+    until those bytes have left (TCP: acked + queued bytes; Unix socket: the marker) before Python
+    writes anything after them: the upstream receives the stream whole and in order. (With a toxic
+    on, the client's FIN then closes the connection, as in Toxiproxy, so no answer is awaited.)"""
+    payload = os.urandom(12 << 20)
+    paused, resume = threading.Event(), threading.Event()
+
+    def stall_then_digest(conn):
+        digest, size = hashlib.sha256(), 0
+        while size < (1 << 20):
+            chunk = conn.recv(1 << 16)
+            digest.update(chunk)
+            size += len(chunk)
+        paused.set()
+        resume.wait(10)
+        while chunk := conn.recv(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+        return size, digest.hexdigest()
+
+    server = OneShotServer(stall_then_digest, transport, tmp_path)
+    port = listen_port(api, server.address)
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(payload[:1])
+        wait_for(lambda: stats(api)["connections_in_kernel"] == 1, what="the pair to go to the kernel")
+        sender = threading.Thread(target=lambda: (sock.sendall(payload[1:]), sock.shutdown(socket.SHUT_WR)), daemon=True)
+        sender.start()
+        assert paused.wait(10), "the upstream never got its first megabyte"
+        time.sleep(0.2)  # let the client fill every buffer on the way while the upstream reads nothing
+        threading.Timer(0.3, resume.set).start()  # the upstream reads again while the toxic is being added
+        api.add_toxic("k", "latency", {"latency": 1}, name="late")
+        assert stats(api)["connections_in_kernel"] == 0
+        sender.join(30)
+        assert not sender.is_alive(), "the client could not send everything"
+        server.thread.join(20)
+    server.close()
+    assert server.results == [(len(payload), hashlib.sha256(payload).hexdigest())]

@@ -230,6 +230,35 @@ def test_slow_open_delays_new_connections(client, echo):
     assert 0.24 <= took <= 0.5, took
 
 
+@pytest.mark.parametrize("then_latency", [False, True])
+def test_bytes_and_fin_sent_before_the_upstream_connects_are_delivered(client, then_latency):
+    """slow_open keeps the upstream unconnected while the client writes 200 kB and closes: the
+    upstream still gets every byte, then the EOF (the Python path used to drop them at the EOF)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    received: list[int] = []
+
+    def count_to_eof():
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(5)
+            received.append(len(recv_all(conn)))
+
+    thread = threading.Thread(target=count_to_eof, daemon=True)
+    thread.start()
+    port = new_proxy(client, server.getsockname()[1])
+    client.add_toxic("t", "slow_open", {"delay": 200})
+    if then_latency:  # the bytes then also wait in a toxic's queue
+        client.add_toxic("t", "latency", {"latency": 20}, stream="upstream")
+    with connect(port) as sock:
+        sock.sendall(b"z" * 200_000)
+        sock.shutdown(socket.SHUT_WR)
+        thread.join(5)
+    server.close()
+    assert received == [200_000]
+
+
 def test_duration_removes_the_toxic_by_itself(client, echo):
     port = new_proxy(client, echo.port)
     client.add_toxic("t", "latency", {"latency": 100, "duration": 300})

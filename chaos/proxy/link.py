@@ -121,6 +121,8 @@ class Link:
         for data in pending:
             self.feed(data) if self.slow else write(data)
         self.update_forward()
+        if self.eof_queued:
+            self._pass_eof()  # the source ended before the sink was connected
 
     def set_sink_write(self, write: Any) -> None:
         """Swap the final writer (e.g. insert a Redis reply sequencer)."""
@@ -224,6 +226,12 @@ class Link:
         if self.eof_queued:
             return
         self.eof_queued = True
+        if self.sink_write is not None:
+            self._pass_eof()
+        # else: what the source sent before its EOF still waits for the sink (set_sink passes it on)
+
+    def _pass_eof(self) -> None:
+        """Like Toxiproxy: once what came before the EOF is written, close the connection."""
         if not self.slow:
             self.conn.close()
             return
