@@ -181,3 +181,25 @@ def test_an_interrupt_lost_in_a_destructor_is_raised_afterwards():
     assert "carried on" in done.stdout, done.stderr
     assert "Exception ignored" in done.stderr  # the loss really happened
     assert done.returncode == 130
+
+
+@pytest.mark.parametrize("command", [
+    ("up", "--redis-url", "redis://192.0.2.1:6379/0"),
+    ("run", "--postgres-url", "postgresql://postgres@192.0.2.1:5432/db", "--duration", "1s"),
+    ("capacity", "-s", "cache-aside", "--toxiproxy-url", "http://192.0.2.1:8474"),
+])
+def test_a_server_on_another_host_needs_allow_remote(command, tmp_path, cli_env):
+    """cachestorm sends load and faults to the servers it is given: another host is refused before
+    anything connects anywhere (192.0.2.1 is TEST-NET-1), with the flag that allows it named."""
+    line = one_line_error(cli(*command), tmp_path, cli_env, timeout=30)
+    assert "192.0.2.1 is not this machine" in line and "--allow-remote" in line
+    assert not (tmp_path / ".cachestorm").exists() and not (tmp_path / "runs").exists()
+
+
+def test_allow_remote_lets_another_host_through_validation():
+    from cachestorm.stack import StackSettings, validate_stack_settings
+
+    remote = "redis://192.0.2.1:6379/0"
+    validate_stack_settings(StackSettings(redis_url=remote, allow_remote=True))  # no connection is made here
+    validate_stack_settings(StackSettings(redis_url="redis://localhost:6379/0"))
+    validate_stack_settings(StackSettings(postgres_url="postgresql://u@[::1]:5432/db"))

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from cachestorm.capacity import CapacityPlan, run_capacity
 from cachestorm.conductor import RunSettings, parse_duration
+from cachestorm.cli import options
 from cachestorm.stack import StackSettings
 
 # a wide table also when piped (CI logs): the verdict column names every failed SLO
@@ -18,28 +19,29 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 
 def capacity(
     strategy: str = typer.Option(..., "--strategy", "-s", help="One or more, comma-separated (one shared stack)."),
-    domain: str = typer.Option("profiles", "--domain", help="profiles | catalog | counters | permissions"),
+    domain: str = options.DOMAIN,
     max_rate: float = typer.Option(800.0, "--max-rate", help="Arrivals/s of the last step."),
     steps: int = typer.Option(5, "--steps", help="Steps from max-rate/steps up to max-rate."),
     hold: str = typer.Option("10s", "--hold", help="How long each step lasts."),
     slo_p99: str = typer.Option("100ms", "--slo-p99", help="p99 SLO per step (latency from the intended send time)."),
     max_error_rate: float = typer.Option(0.01, "--max-error-rate", help="Error-rate SLO per step (fraction)."),
-    out: str = typer.Option("runs", "--out", help="Folder for run folders."),
-    instances: int = typer.Option(1, "--instances", help="Target processes side by side."),
-    rows: int = typer.Option(10_000, "--rows", help="Rows seeded in PostgreSQL."),
-    keys: int = typer.Option(1_000, "--keys", help="Key space the traffic draws from."),
-    key_model: str = typer.Option("zipf", "--key-model", help="zipf | hotspot | latest | uniform"),
-    alpha: float = typer.Option(1.0, "--alpha", help="Zipf exponent."),
-    celebrity_share: float = typer.Option(0.0, "--celebrity-share", help="Share of requests for key 1."),
-    write_ratio: float = typer.Option(0.05, "--write-ratio", help="Share of writes."),
+    out: str = options.OUT,
+    instances: int = options.INSTANCES,
+    rows: int = options.ROWS,
+    keys: int = options.KEYS,
+    key_model: str = options.KEY_MODEL,
+    alpha: float = options.ALPHA,
+    celebrity_share: float = options.CELEBRITY_SHARE,
+    write_ratio: float = options.WRITE_RATIO,
     ttl: str = typer.Option("300s", "--ttl", help="Cache TTL."),
-    recompute: str = typer.Option("50ms", "--recompute", help="DB cost of one recompute (pg_sleep)."),
-    pool_size: int = typer.Option(10, "--pool-size", help="DB pool size per target."),
-    pool_timeout: str = typer.Option("1s", "--pool-timeout", help="DB pool acquire timeout."),
-    seed: int = typer.Option(42, "--seed", help="Seed of the traffic models."),
-    redis_url: str = typer.Option(None, "--redis-url", help="Adopt this Redis."),
-    postgres_url: str = typer.Option(None, "--postgres-url", help="Adopt this PostgreSQL."),
-    toxiproxy_url: str = typer.Option(None, "--toxiproxy-url", help="Use this Toxiproxy."),
+    recompute: str = options.RECOMPUTE,
+    pool_size: int = options.POOL_SIZE,
+    pool_timeout: str = options.POOL_TIMEOUT,
+    seed: int = options.SEED,
+    redis_url: str = options.REDIS_URL,
+    postgres_url: str = options.POSTGRES_URL,
+    toxiproxy_url: str = options.TOXIPROXY_URL,
+    allow_remote: bool = options.ALLOW_REMOTE,
     no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML/Markdown reports."),
 ) -> None:
     """Find the knee: the highest throughput that still meets the p99 and error-rate SLOs."""
@@ -51,7 +53,7 @@ def capacity(
         celebrity_share=celebrity_share, write_ratio=write_ratio, ttl_s=parse_duration(ttl, "--ttl"),
         recompute_ms=parse_duration(recompute, "--recompute") * 1000, pool_size=pool_size,
         pool_timeout_s=parse_duration(pool_timeout, "--pool-timeout"), seed=seed,
-        stack=StackSettings(redis_url, postgres_url, toxiproxy_url), render=not no_report)
+        stack=StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote), render=not no_report)
     seconds = plan.steps * plan.hold_s
     with console.status(f"capacity: {len(plan.strategies)} × {plan.steps} steps of {plan.hold_s:g} s "
                         f"(~{seconds:.0f} s of load each) ...") as status:

@@ -7,6 +7,7 @@ from rich.console import Console
 
 from cachestorm.conductor import RunSettings, parse_duration
 from cachestorm.conductor import run as run_once
+from cachestorm.cli import options
 from cachestorm.stack import StackSettings
 from cachestorm.summary import print_summary
 
@@ -28,7 +29,7 @@ def _explicit(ctx: typer.Context) -> frozenset[str]:
 def run(
     ctx: typer.Context,
     strategy: str = typer.Option("default", "--strategy", "-s", help="NAME[+PROTECTION...], e.g. cache-aside+coalescing; default: the domain's recommended one"),
-    domain: str = typer.Option("profiles", "--domain", help="profiles | catalog | counters | permissions"),
+    domain: str = options.DOMAIN,
     duration: str = typer.Option("30s", "--duration", "-d", help="How long the load runs (30s, 2m)."),
     users: int = typer.Option(50, "--users", "-u", help="Locust users (closed model)."),
     spawn_rate: float = typer.Option(50.0, "--spawn-rate", help="Users started per second."),
@@ -37,26 +38,27 @@ def run(
     shape_args: str = typer.Option(None, "--shape-args", help="Shape parameters, e.g. 'step=200,hold=10s'."),
     experiment: str = typer.Option(None, "--experiment", "-e", help="A ready experiment name or a YAML file."),
     experiment_at: str = typer.Option(None, "--experiment-at", help="Move the experiment's first fault to this second of the load."),
-    out: str = typer.Option("runs", "--out", help="Folder for run folders."),
+    out: str = options.OUT,
     label: str = typer.Option(None, "--label", help="Name of the run folder (default: domain-strategy)."),
-    instances: int = typer.Option(1, "--instances", help="Target processes side by side."),
-    rows: int = typer.Option(10_000, "--rows", help="Rows seeded in PostgreSQL."),
-    keys: int = typer.Option(1_000, "--keys", help="Key space the traffic draws from."),
-    key_model: str = typer.Option("zipf", "--key-model", help="zipf | hotspot | latest | uniform"),
-    alpha: float = typer.Option(1.0, "--alpha", help="Zipf exponent."),
-    celebrity_share: float = typer.Option(0.0, "--celebrity-share", help="Share of requests for key 1."),
+    instances: int = options.INSTANCES,
+    rows: int = options.ROWS,
+    keys: int = options.KEYS,
+    key_model: str = options.KEY_MODEL,
+    alpha: float = options.ALPHA,
+    celebrity_share: float = options.CELEBRITY_SHARE,
     hot_keys: int = typer.Option(10, "--hot-keys", help="Keys 1..N count as hot."),
-    write_ratio: float = typer.Option(0.05, "--write-ratio", help="Share of writes."),
+    write_ratio: float = options.WRITE_RATIO,
     preset: str = typer.Option(None, "--preset", help="ycsb-a..ycsb-f | twitter-median | meta-etc"),
     retry: str = typer.Option("none", "--retry", help="none | naive:N | backoff:N | budget:R"),
     ttl: str = typer.Option(None, "--ttl", help="Cache TTL (default: the domain's, e.g. 30s for profiles)."),
-    recompute: str = typer.Option("50ms", "--recompute", help="DB cost of one recompute (pg_sleep)."),
-    pool_size: int = typer.Option(10, "--pool-size", help="DB pool size per target."),
-    pool_timeout: str = typer.Option("1s", "--pool-timeout", help="DB pool acquire timeout."),
-    seed: int = typer.Option(42, "--seed", help="Seed of the traffic models."),
-    redis_url: str = typer.Option(None, "--redis-url", help="Adopt this Redis."),
-    postgres_url: str = typer.Option(None, "--postgres-url", help="Adopt this PostgreSQL."),
-    toxiproxy_url: str = typer.Option(None, "--toxiproxy-url", help="Use this Toxiproxy."),
+    recompute: str = options.RECOMPUTE,
+    pool_size: int = options.POOL_SIZE,
+    pool_timeout: str = options.POOL_TIMEOUT,
+    seed: int = options.SEED,
+    redis_url: str = options.REDIS_URL,
+    postgres_url: str = options.POSTGRES_URL,
+    toxiproxy_url: str = options.TOXIPROXY_URL,
+    allow_remote: bool = options.ALLOW_REMOTE,
     no_report: bool = typer.Option(False, "--no-report", help="Skip rendering the report."),
     warm: bool = typer.Option(True, "--warm/--cold", help="Read every key once before the load (default), or start cold."),
 ) -> None:
@@ -69,7 +71,7 @@ def run(
         celebrity_share=celebrity_share, hot_keys=hot_keys, write_ratio=write_ratio, preset=preset, retry=retry,
         ttl_s=parse_duration(ttl, "--ttl") if ttl else None, recompute_ms=parse_duration(recompute, "--recompute") * 1000,
         pool_size=pool_size, pool_timeout_s=parse_duration(pool_timeout, "--pool-timeout"), seed=seed,
-        stack=StackSettings(redis_url, postgres_url, toxiproxy_url), render=not no_report, warm=warm,
+        stack=StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote), render=not no_report, warm=warm,
     )
     with console.status(f"running {strategy} for {settings.duration_s:.0f} s ..."):
         run_dir = run_once(settings)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cachestorm.errors import CachestormError
+from cachestorm.cli import options
 from cachestorm.stack import (
     StackSettings,
     clear_state,
@@ -24,16 +25,17 @@ console = Console()
 
 
 def up(
-    redis_url: str = typer.Option(None, "--redis-url", help="Adopt this Redis instead of starting Valkey."),
-    postgres_url: str = typer.Option(None, "--postgres-url", help="Adopt this PostgreSQL instead of starting one."),
-    toxiproxy_url: str = typer.Option(None, "--toxiproxy-url", help="Use this Toxiproxy instead of ours."),
+    redis_url: str = options.REDIS_URL,
+    postgres_url: str = options.POSTGRES_URL,
+    toxiproxy_url: str = options.TOXIPROXY_URL,
+    allow_remote: bool = options.ALLOW_REMOTE,
     as_json: bool = typer.Option(False, "--json", help="Print the endpoints as JSON."),
 ) -> None:
     """Start Redis, PostgreSQL and the chaos proxy on free loopback ports."""
     existing = load_state()
     if existing is not None:
         raise CachestormError(f"a stack is already up ({state_path()}); run `cachestorm down` first")
-    state = start_stack(StackSettings(redis_url, postgres_url, toxiproxy_url))
+    state = start_stack(StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote))
     try:
         save_state(state)
     except BaseException:

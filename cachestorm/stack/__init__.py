@@ -48,6 +48,7 @@ class StackSettings:
     # loopback leg, measured 0.53x -> 0.6x+ of direct throughput by `cachestorm bench proxy` on 2
     # cores; on the epoll engine the gain is small (+0.045x median), so TCP stays there.
     unix_upstreams: bool | None = None
+    allow_remote: bool = False  # adopt servers on other hosts (load and faults go there)
 
 
 @dataclass
@@ -90,12 +91,18 @@ def with_host_port(url: str, host: str, port: int) -> str:
 # ---------------------------------------------------------------- start / stop
 
 def validate_stack_settings(settings: StackSettings) -> None:
-    if settings.redis_url:
-        check_url(settings.redis_url, ("redis",), "--redis-url")
-    if settings.postgres_url:
-        check_url(settings.postgres_url, ("postgresql", "postgres"), "--postgres-url")
-    if settings.toxiproxy_url:
-        check_url(settings.toxiproxy_url, ("http",), "--toxiproxy-url")
+    from chaos.context import is_loopback
+
+    for flag, url, schemes in (("--redis-url", settings.redis_url, ("redis",)),
+                               ("--postgres-url", settings.postgres_url, ("postgresql", "postgres")),
+                               ("--toxiproxy-url", settings.toxiproxy_url, ("http",))):
+        if not url:
+            continue
+        check_url(url, schemes, flag)
+        host = urlsplit(url).hostname or ""
+        if not settings.allow_remote and not is_loopback(host):
+            raise CachestormError(f"{flag} {url}: {host} is not this machine, and cachestorm sends its load and "
+                                  "faults there; pass --allow-remote if that is what you want")
 
 
 def start_stack(settings: StackSettings) -> StackState:

@@ -1,0 +1,27 @@
+"""Typer options shared by several commands, declared once (a default is only read, never changed)."""
+
+from __future__ import annotations
+
+import typer
+
+# the stack: adopt servers instead of starting our own
+REDIS_URL = typer.Option(None, "--redis-url", help="Adopt this Redis instead of starting Valkey.")
+POSTGRES_URL = typer.Option(None, "--postgres-url", help="Adopt this PostgreSQL instead of starting one.")
+TOXIPROXY_URL = typer.Option(None, "--toxiproxy-url", help="Use this Toxiproxy instead of ours.")
+ALLOW_REMOTE = typer.Option(False, "--allow-remote",
+                            help="Accept URLs of other hosts (cachestorm sends load and faults there).")
+
+# the workload, as `run` and `capacity` build it
+DOMAIN = typer.Option("profiles", "--domain", help="profiles | catalog | counters | permissions")
+OUT = typer.Option("runs", "--out", help="Folder for run folders.")
+INSTANCES = typer.Option(1, "--instances", help="Target processes side by side.")
+ROWS = typer.Option(10_000, "--rows", help="Rows seeded in PostgreSQL.")
+KEYS = typer.Option(1_000, "--keys", help="Key space the traffic draws from.")
+KEY_MODEL = typer.Option("zipf", "--key-model", help="zipf | hotspot | latest | uniform")
+ALPHA = typer.Option(1.0, "--alpha", help="Zipf exponent.")
+CELEBRITY_SHARE = typer.Option(0.0, "--celebrity-share", help="Share of requests for key 1.")
+WRITE_RATIO = typer.Option(0.05, "--write-ratio", help="Share of writes.")
+RECOMPUTE = typer.Option("50ms", "--recompute", help="DB cost of one recompute (pg_sleep).")
+POOL_SIZE = typer.Option(10, "--pool-size", help="DB pool size per target.")
+POOL_TIMEOUT = typer.Option("1s", "--pool-timeout", help="DB pool acquire timeout.")
+SEED = typer.Option(42, "--seed", help="Seed of the traffic models.")
