@@ -17,6 +17,7 @@ import yaml
 from cachestorm.errors import CachestormError
 from reports.compare import as_analysis
 from reports.headline import CATALOG, comparable
+from reports.runfolder import incomplete
 
 WHERE_FIELDS = ("strategy", "experiment", "domain", "label", "run_id")
 
@@ -114,7 +115,19 @@ def evaluate_gate(config_path: str | Path, run_dirs: list) -> GateResult:
     if not run_dirs:
         raise CachestormError("no runs to gate; pass one or more run folders")
     analyses = [as_analysis(run) for run in run_dirs]
-    return GateResult(str(config_path), [r for slo in slos for r in evaluate_slo(slo, analyses)])
+    return GateResult(str(config_path), [*_completion(analyses), *(r for slo in slos for r in evaluate_slo(slo, analyses))])
+
+
+def _completion(analyses: list[dict]) -> list[SloResult]:
+    """A run that failed or was interrupted fails the gate whatever its numbers say."""
+    results = []
+    for analysis in analyses:
+        run = analysis.get("run") or {}
+        if why := incomplete(run):
+            results.append(SloResult("run completed", "outcome", run.get("label"), run.get("path"),
+                                     run.get("outcome"), None, "max", False,
+                                     message=f"the run did not complete ({why})"))
+    return results
 
 
 def evaluate_slo(slo: Slo, analyses: list[dict]) -> list[SloResult]:

@@ -11,6 +11,7 @@ from html import escape
 
 from reports.compare import compare_runs, metric_names, winners
 from reports.headline import metric_info
+from reports.runfolder import incomplete
 from reports.svg import Chart, Line, render
 
 _CSS = """
@@ -153,6 +154,9 @@ def render_run_html(analysis: dict, capacity: dict | None = None) -> str:
              f'<div class="meta">strategy <b>{escape(str(run.get("strategy")))}</b> · domain '
              f'{escape(str(run.get("domain")))} · experiment {escape(str(run.get("experiment")))} · '
              f'{fmt(run.get("duration_s"), "s")} · run <code>{escape(str(run.get("run_id")))}</code></div>']
+    if why := incomplete(run):
+        parts.append(f'<p class="bad"><b>This run did not complete</b> ({escape(why)}): its numbers cover '
+                     "only what was recorded before that.</p>")
     parts.append('<h2>Charts</h2><div class="charts">' + "".join(render(c) for c in run_charts(analysis)) + "</div>")
     headline = analysis.get("headline") or {}
     rows = [[escape(metric_info(name).label), f'<td data-sort="{_sort_key(headline.get(name))}">'

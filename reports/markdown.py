@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from reports.compare import compare_runs, metric_names, winners
 from reports.headline import metric_info
+from reports.runfolder import incomplete
 from reports.html import fmt
 
 _RUN_METRICS = ("requests", "p99_ms", "p99_ms_before_fault", "p99_ms_during_fault", "error_rate",
@@ -19,10 +20,13 @@ def _cell(text: str) -> str:
 def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None) -> str:
     run = analysis.get("run") or {}
     headline = analysis.get("headline") or {}
-    lines = [f"### cachestorm: {_cell(run.get('label'))}", "",
-             f"strategy **{_cell(run.get('strategy'))}** · domain {_cell(run.get('domain'))} · experiment "
-             f"{_cell(run.get('experiment'))} · {fmt(run.get('duration_s'), 's')}", "",
-             "| metric | value |", "| --- | ---: |"]
+    lines = [f"### cachestorm: {_cell(run.get('label'))}", ""]
+    if why := incomplete(run):
+        lines += [f"**This run did not complete** ({_cell(why)}): its numbers cover only what was recorded "
+                  "before that.", ""]
+    lines += [f"strategy **{_cell(run.get('strategy'))}** · domain {_cell(run.get('domain'))} · experiment "
+              f"{_cell(run.get('experiment'))} · {fmt(run.get('duration_s'), 's')}", "",
+              "| metric | value |", "| --- | ---: |"]
     for name in _RUN_METRICS:
         if headline.get(name) is not None:
             info = metric_info(name)

@@ -75,3 +75,25 @@ def require_run_dir(run_dir: str | Path) -> Path:
     if not (run_dir / "run.json").exists() and not (run_dir / "histories").is_dir():
         raise CachestormError(f"{run_dir}: not a run folder (no run.json); pass a runs/<run-id>/ directory")
     return run_dir
+
+
+def first_failure(journal: list[dict]) -> dict | None:
+    """The first step that did not end well (failed, interrupted, Locust's bad exit), or None."""
+    for record in journal:
+        outcome = str(record.get("outcome"))
+        if outcome in ("failed", "interrupted") or outcome.startswith("exit "):
+            return {"what": record.get("what"), "kind": record.get("kind"), "outcome": outcome,
+                    "error": (record.get("details") or {}).get("error")}
+    return None
+
+
+def incomplete(run: dict) -> str | None:
+    """Why a run's numbers cover only part of it ("failed: start targets: ..."), or None if it ended ok.
+    Analyses made before runs recorded an outcome count as complete."""
+    outcome = run.get("outcome", "ok")
+    if outcome == "ok":
+        return None
+    failure = run.get("failure") or {}
+    step = f": {failure.get('what')}" if failure.get("what") else ""
+    error = f": {failure['error']}" if failure.get("error") else ""
+    return f"{outcome or 'unknown'}{step}{error}"

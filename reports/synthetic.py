@@ -92,7 +92,7 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
                         "duration_s": duration_s, "declared_staleness_bound_s": 1.0},
            "experiment": experiment, "started_at": SYNTHETIC_STARTED_AT,
            "ended_at": SYNTHETIC_STARTED_AT + duration_s, "t0_monotonic_ns": SYNTHETIC_T0_NS,
-           "cachestorm_version": "synthetic"}
+           "cachestorm_version": "synthetic", "outcome": "ok"}
     (run_dir / "run.json").write_text(json.dumps(run, indent=2))
     journal = [
         {"what": "load", "kind": "load", "t_start": 0.0, "t_end": float(duration_s), "outcome": "ok", "details": {}},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,44 @@ def test_workflow_runs_the_matrix_then_the_gate_with_junit():
     assert "comparison" in upload["with"]["path"]
     junit_step = next(s for s in steps if "junit" in s.get("uses", "").lower())
     assert junit_step["with"]["report_paths"] == "junit.xml"
+
+
+def _mark_failed(run_dir: Path, step: str = "start targets", error: str = "CachestormError: target exited") -> None:
+    """What the conductor leaves when a step fails before or during the load."""
+    run = json.loads((run_dir / "run.json").read_text())
+    run["outcome"] = "failed"
+    (run_dir / "run.json").write_text(json.dumps(run))
+    with open(run_dir / "journal.jsonl", "a") as journal:
+        journal.write(json.dumps({"what": step, "kind": "target", "t_start": 0.0, "t_end": 0.1,
+                                  "outcome": "failed", "details": {"error": error}}) + "\n")
+
+
+def test_a_run_that_did_not_complete_fails_the_gate_whatever_its_numbers(tmp_path):
+    run_dir = tmp_path / "runs" / "failed-run"
+    write_synthetic_run(run_dir)
+    _mark_failed(run_dir)
+    result = gate(tmp_path, GOOD, run_dir)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the run did not complete (failed: start targets: CachestormError: target exited)" in result.stdout
+    failed = [c for c in junit_cases(tmp_path / "junit.xml") if c.find("failure") is not None]
+    assert [c.get("name") for c in failed] == ["run completed"]
+
+
+def test_report_of_a_run_that_did_not_complete_is_marked_and_exits_1(tmp_path):
+    run_dir = tmp_path / "runs" / "failed-run"
+    write_synthetic_run(run_dir)
+    clean = subprocess.run([sys.executable, "-m", "cachestorm", "report", str(run_dir)], cwd=tmp_path,
+                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+                           capture_output=True, text=True, timeout=60)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "did not complete" not in (run_dir / "report.html").read_text()
+    _mark_failed(run_dir)
+    result = subprocess.run([sys.executable, "-m", "cachestorm", "report", str(run_dir)], cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "did not complete (failed: start targets" in result.stdout and "Traceback" not in result.stderr
+    for name in ("report.html", "summary.md"):
+        text = (run_dir / name).read_text()
+        assert "This run did not complete" in text and "start targets" in text, name
+    assert json.loads((run_dir / "report.json").read_text())["run"]["outcome"] == "failed"

@@ -25,17 +25,21 @@ def report(
     runs: list[Path] = typer.Argument(..., help="Run folders."),
     out: Path = typer.Option(None, "--out", help="Where a comparison of several runs goes."),
 ) -> None:
-    """Render report.html, summary.md and report.json for each run (and a comparison of several)."""
+    """Render report.html, summary.md and report.json for each run (and a comparison of several).
+    Exit 1 if a run did not complete (it is still rendered, marked as such)."""
     from reports import render_comparison, render_run
 
+    incomplete = False
     for run_dir in check_run_dirs(runs):
-        _warn_if_incomplete(run_dir)
+        incomplete |= _warn_if_incomplete(run_dir)
         for path in render_run(run_dir):
             console.print(f"wrote {path}")
     if len(runs) > 1:
         out = out or runs[0].parent / f"comparison-{time.strftime('%Y%m%d-%H%M%S')}"
         for path in render_comparison(runs, out):
             console.print(f"wrote {path}")
+    if incomplete:
+        raise typer.Exit(1)  # rendered, but a run did not complete: not a result to trust as it is
 
 
 def compare(
@@ -63,17 +67,22 @@ def compare(
             raise typer.Exit(1)
 
 
-def _warn_if_incomplete(run_dir: Path) -> None:
+def _warn_if_incomplete(run_dir: Path) -> bool:
     """A run that failed or was interrupted still renders, but nobody should mistake it for a clean one."""
     import json
 
+    from reports.runfolder import first_failure, incomplete, read_jsonl
+
     try:
-        outcome = json.loads((run_dir / "run.json").read_text()).get("outcome")
-    except (OSError, ValueError, AttributeError):
+        run = json.loads((run_dir / "run.json").read_text())
+        outcome = run.get("outcome") if isinstance(run, dict) else None
+    except (OSError, ValueError):
         outcome = None
-    if outcome != "ok":
-        console.print(f"[yellow]warning:[/] {run_dir} ended with outcome {outcome or 'unknown'}: "
-                      "its numbers cover only what was recorded")
+    why = incomplete({"outcome": outcome, "failure": first_failure(read_jsonl(run_dir / "journal.jsonl"))})
+    if why:
+        console.print(f"[yellow]warning:[/] {run_dir} did not complete ({why}): its numbers cover only what "
+                      "was recorded; exit code 1")
+    return why is not None
 
 
 def _show(value) -> str:
