@@ -1,7 +1,7 @@
 """A proxy whose upstream is a local Unix socket (`unix:/abs/path.sock`, cachestorm extra): clients
 still connect over TCP; both the native engine and the Python path reach a real Valkey over its
 Unix socket, toxics behave the same, a missing socket resets the client; the stack uses it
-where the proxy forwards in the kernel, or when asked (StackSettings.unix_upstreams)."""
+by default (StackSettings.unix_upstreams)."""
 
 from __future__ import annotations
 
@@ -120,21 +120,17 @@ def test_missing_socket_resets_the_client(proxy_process, tmp_path):
         client.close()
 
 
-def test_default_stack_uses_unix_upstreams_where_the_proxy_forwards_in_the_kernel(stack):
-    from chaos.proxy.fastpath import kernel_available
-
+def test_default_stack_reaches_its_own_servers_over_unix_sockets(stack):
     with ToxiproxyClient(stack.proxy_api_url) as client:
         proxies = client.proxies()
     for name in ("redis", "postgres"):
-        assert proxies[name]["upstream"].startswith("unix:") == kernel_available(), proxies[name]
+        assert proxies[name]["upstream"].startswith("unix:"), proxies[name]
 
 
 def test_unix_upstream_setting():
     from cachestorm.stack import StackSettings, _unix_upstreams_wanted
-    from chaos.proxy.fastpath import kernel_available
 
-    assert _unix_upstreams_wanted(StackSettings()) == kernel_available()
-    assert _unix_upstreams_wanted(StackSettings(unix_upstreams=True)) is True
+    assert _unix_upstreams_wanted(StackSettings()) is True
     assert _unix_upstreams_wanted(StackSettings(unix_upstreams=False)) is False
     # a real Toxiproxy speaks TCP only, whatever was asked
     assert _unix_upstreams_wanted(StackSettings(unix_upstreams=True, toxiproxy_url="http://127.0.0.1:8474")) is False

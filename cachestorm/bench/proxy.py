@@ -5,7 +5,7 @@ engine with toxic-free pairs forwarded in the kernel by BPF sockmap where availa
 engine's epoll thread only (CACHESTORM_PROXY_SOCKMAP=0) and `python` the Python path
 (CACHESTORM_PROXY_FASTPATH=0). Each has proxies reaching Valkey over TCP loopback and over its Unix
 socket (StackSettings.unix_upstreams); clients always reach the proxy over TCP. The stack runs
-kernel/unix where sockmap is available, else native/tcp.
+kernel/unix where sockmap is available, else native/unix.
 Runs `redis-benchmark -t get -c C -n N --csv` against direct TCP and the six proxies, alternating
 for several rounds so the shared machine's noise hits each alike. Prints throughput, p50/p99, the
 ratios to direct and the load average (the machine is shared).
@@ -166,7 +166,7 @@ def _print(result: dict) -> None:
         print(f"{engine}: unix upstream vs TCP upstream: {unix['rps'] / tcp['rps']:.2f}x throughput, "
               f"ratio to direct {tcp['throughput_ratio']:.2f}x -> {unix['throughput_ratio']:.2f}x, "
               f"p50 {unix['p50_us'] - tcp['p50_us']:+.0f} µs")
-    default_kind = "kernel/unix" if result["sockmap"] else "native/tcp"  # StackSettings.unix_upstreams=None
+    default_kind = "kernel/unix" if result["sockmap"] else "native/unix"  # StackSettings.unix_upstreams
     row = result[default_kind]
     print(f"as the stack runs it ({default_kind}): {row['throughput_ratio']:.2f}x direct, {row['added_p50_us']:+.0f} µs p50; "
           "real Toxiproxy 2.12 on this machine (reference): 0.47x, +90 µs p50")

@@ -43,11 +43,11 @@ class StackSettings:
     redis_url: str | None = None
     postgres_url: str | None = None
     toxiproxy_url: str | None = None
-    # our proxy reaches our own Valkey/PostgreSQL over their Unix sockets (clients still use TCP).
-    # None = where the proxy forwards in the kernel (BPF sockmap): there it saves the second TCP
-    # loopback leg, measured 0.53x -> 0.6x+ of direct throughput by `cachestorm bench proxy` on 2
-    # cores; on the epoll engine the gain is small (+0.045x median), so TCP stays there.
-    unix_upstreams: bool | None = None
+    # our proxy reaches our own Valkey/PostgreSQL over their Unix sockets (clients still use TCP):
+    # it saves the second TCP loopback leg. `cachestorm bench proxy` on 2 cores, ratio to direct:
+    # in the kernel 0.52-0.55x -> 0.62-0.64x, epoll engine 0.43-0.46x -> 0.49-0.54x, Python path
+    # 0.40-0.45x -> 0.48-0.54x. False keeps TCP; a real Toxiproxy always gets TCP.
+    unix_upstreams: bool = True
     allow_remote: bool = False  # adopt servers on other hosts (load and faults go there)
 
 
@@ -189,13 +189,7 @@ def start_proxy(base_dir: str) -> Server:
 
 
 def _unix_upstreams_wanted(settings: StackSettings) -> bool:
-    if settings.toxiproxy_url:
-        return False  # a real Toxiproxy speaks TCP only
-    if settings.unix_upstreams is not None:
-        return settings.unix_upstreams
-    from chaos.proxy.fastpath import kernel_available
-
-    return kernel_available()
+    return settings.unix_upstreams and not settings.toxiproxy_url  # a real Toxiproxy speaks TCP only
 
 
 def _unix_upstream(server: Server | None) -> str | None:
