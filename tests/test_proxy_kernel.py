@@ -276,3 +276,34 @@ def test_toxic_added_while_the_upstream_is_not_reading_keeps_every_byte_in_order
         server.thread.join(20)
     server.close()
     assert server.results == [(len(payload), hashlib.sha256(payload).hexdigest())]
+
+
+def test_unix_upstream_that_accepts_late_still_carries_the_traffic(api, tmp_path):
+    """The kernel knows a Unix chunk by its sender, whose socket exists only once the server has
+    accepted: a server that accepts 300 ms late leaves the pair on the epoll thread (the proxy
+    waits 20 ms for it, without blocking its loop), and every byte still gets through."""
+    path = tmp_path / "late.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(4)
+    served: list[bytes] = []
+
+    def accept_late():
+        time.sleep(0.3)
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            data = recv_exactly(conn, 5)
+            served.append(data)
+            conn.sendall(data.upper())
+
+    thread = threading.Thread(target=accept_late, daemon=True)
+    thread.start()
+    port = listen_port(api, f"unix:{path}")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"hello")
+        assert recv_exactly(sock, 5) == b"HELLO"
+        assert stats(api)["connections_in_kernel"] == 0
+    thread.join(5)
+    listener.close()
+    assert served == [b"hello"]

@@ -42,7 +42,6 @@
 #define SCRATCH (64 * 1024)
 #define MAX_EVENTS 64
 #define KERNEL_SLOTS 16384
-#define ACCEPT_WAIT_NS (20ull * 1000 * 1000) /* how long add() waits for a unix upstream to accept */
 #define MARKER_SETTLE_NS (50ull * 1000)
 #define DRAIN_GIVE_UP_NS (2ull * 1000 * 1000 * 1000) /* a peer that stopped reading: pass the FIN on anyway */
 
@@ -636,15 +635,6 @@ static PyObject *Engine_add(Engine *e, PyObject *args) {
         int flags = fcntl(fds[s], F_GETFL);
         if (flags < 0 || fcntl(fds[s], F_SETFL, flags | O_NONBLOCK) < 0) return PyErr_SetFromErrno(PyExc_OSError);
     }
-    if (e->kernel && sock_kind(fds[1]) == KIND_UNIX) {
-        /* the program knows a unix chunk by its sender's cookie, which exists once the server
-         * has accepted: give it a moment (no lock held; usually well under a millisecond) */
-        uint64_t key, since = now_ns();
-        struct timespec nap = {0, 100 * 1000};
-        Py_BEGIN_ALLOW_THREADS
-        while (sm_key(fds[1], &key) < 0 && now_ns() - since < ACCEPT_WAIT_NS) nanosleep(&nap, NULL);
-        Py_END_ALLOW_THREADS
-    }
     Pair *p = calloc(1, sizeof(Pair));
     if (!p) return PyErr_NoMemory();
     p->fd[0] = fds[0];
@@ -878,6 +868,16 @@ static PyTypeObject EngineType = {
     .tp_methods = Engine_methods,
 };
 
+/* Could a pair with this upstream enter the sockmap now? A unix chunk is known by its sender's
+ * cookie, which exists once the server has accepted the connection (callers wait a moment). */
+static PyObject *upstream_ready(PyObject *module, PyObject *arg) {
+    int fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    uint64_t key;
+    if (sock_kind(fd) == KIND_UNIX && sm_key(fd, &key) < 0) Py_RETURN_FALSE;
+    Py_RETURN_TRUE;
+}
+
 /* Can this process forward in the kernel? (Loads the maps and program once, then drops them.) */
 static PyObject *kernel_supported(PyObject *module, PyObject *noargs) {
     SockMap probe;
@@ -891,6 +891,7 @@ static PyObject *kernel_supported(PyObject *module, PyObject *noargs) {
 
 static PyMethodDef module_methods[] = {
     {"kernel_supported", kernel_supported, METH_NOARGS, "True if BPF sockmap forwarding works here"},
+    {"upstream_ready", upstream_ready, METH_O, "upstream_ready(fd): False while a unix upstream has not accepted yet"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -16,15 +16,16 @@ import socket
 from typing import TYPE_CHECKING
 
 try:
-    from chaos.proxy._fastpath import Engine, kernel_supported
+    from chaos.proxy._fastpath import Engine, kernel_supported, upstream_ready
 except ImportError:  # not compiled (optional extension): the Python path does everything
-    Engine = kernel_supported = None
+    Engine = kernel_supported = upstream_ready = None
 
 if TYPE_CHECKING:
     from chaos.proxy.link import Connection
 
 ENV_SWITCH = "CACHESTORM_PROXY_FASTPATH"
 SOCKMAP_SWITCH = "CACHESTORM_PROXY_SOCKMAP"
+ACCEPT_WAIT_S = 0.02  # how long a new pair waits for a Unix-socket upstream to accept (kernel mode)
 
 
 def _sockmap_wanted() -> bool:
@@ -38,9 +39,20 @@ def available() -> bool:
 class FastPath:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
+        self.engine_kernel = _sockmap_wanted() and kernel_available()
         self.engine = Engine(kernel=_sockmap_wanted())
         self.connections: dict[int, Connection] = {}
         loop.add_reader(self.engine.completion_fd(), self._on_completed)
+
+    async def upstream_accepted(self, upstream: socket.socket) -> None:
+        """In-kernel forwarding of a Unix-socket upstream needs the server to have accepted the
+        connection (see _sockmap.h); wait a moment for it without blocking the loop, else the pair
+        just stays on the epoll thread."""
+        if not self.engine_kernel or upstream.family != socket.AF_UNIX:
+            return
+        deadline = self.loop.time() + ACCEPT_WAIT_S
+        while not upstream_ready(upstream.fileno()) and self.loop.time() < deadline:
+            await asyncio.sleep(0.0002)
 
     def add(self, conn: Connection, client: socket.socket, upstream: socket.socket) -> int:
         """Hand both sockets to the engine (it closes them when the pair ends)."""

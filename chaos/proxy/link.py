@@ -458,6 +458,9 @@ class Connection:
             upstream.close()
             return
         self._raw.append(upstream)
+        await self.fast.upstream_accepted(upstream)
+        if self.closed:
+            return  # its sockets in _raw were closed with it
         if not self.python_only:
             try:
                 self.pair_id = self.fast.add(self, client_sock, upstream)
