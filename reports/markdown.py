@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from reports.compare import compare_runs, metric_names, winners
 from reports.headline import metric_info
-from reports.runfolder import incomplete
 from reports.html import fmt
+from reports.runfolder import incomplete
 
 _RUN_METRICS = ("requests", "p99_ms", "p99_ms_before_fault", "p99_ms_during_fault", "error_rate",
                 "db_amplification", "db_loads_per_expiry", "recovery_s", "hit_ratio", "stale_reads",

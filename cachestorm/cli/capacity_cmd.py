@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cachestorm.capacity import CapacityPlan, run_capacity
-from cachestorm.conductor import RunSettings, parse_duration
 from cachestorm.cli import options
+from cachestorm.conductor import RunSettings, parse_duration
 from cachestorm.stack import StackSettings
 
 # a wide table also when piped (CI logs): the verdict column names every failed SLO

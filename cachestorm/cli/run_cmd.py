@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from cachestorm.cli import options
 from cachestorm.conductor import RunSettings, parse_duration
 from cachestorm.conductor import run as run_once
-from cachestorm.cli import options
 from cachestorm.stack import StackSettings
 from cachestorm.summary import print_summary
 

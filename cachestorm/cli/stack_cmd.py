@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cachestorm.errors import CachestormError
 from cachestorm.cli import options
+from cachestorm.errors import CachestormError
 from cachestorm.stack import (
     StackSettings,
     clear_state,

@@ -3,9 +3,10 @@
 
 Falls back to the Python path (returns None) when the extension was not built or
 CACHESTORM_PROXY_FASTPATH=0. Where BPF sockmap is available (root, Linux >= 5.13) the engine lets
-the kernel forward toxic-free pairs (TCP client, TCP or unix upstream) itself (see _sockmap.h); CACHESTORM_PROXY_SOCKMAP=0 keeps
-it to its epoll thread. The engine owns a pair's sockets while it forwards them; a finished
-pair is reported through its completion eventfd, which this module watches on the loop.
+the kernel forward toxic-free pairs (a TCP client, a TCP or Unix-socket upstream) itself (see
+_sockmap.h); CACHESTORM_PROXY_SOCKMAP=0 keeps it to its epoll thread. The engine owns a pair's
+sockets while it forwards them; a finished pair is reported through its completion eventfd, which
+this module watches on the loop.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def available() -> bool:
 class FastPath:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.engine_kernel = _sockmap_wanted() and kernel_available()
+        self.engine_kernel = kernel_available()
         self.engine = Engine(kernel=_sockmap_wanted())
         self.connections: dict[int, Connection] = {}
         loop.add_reader(self.engine.completion_fd(), self._on_completed)
