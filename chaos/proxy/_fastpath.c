@@ -43,6 +43,7 @@
 #define MAX_EVENTS 64
 #define KERNEL_SLOTS 16384
 #define MARKER_SETTLE_NS (50ull * 1000)
+#define WAIT_STEP_NS (50 * 1000) /* how often a hand-over checks whether redirected bytes have left */
 #define DRAIN_GIVE_UP_NS (2ull * 1000 * 1000 * 1000) /* a peer that stopped reading: pass the FIN on anyway */
 
 enum { SLOT_FREE = 0, SLOT_PAIR, SLOT_RETIRED }; /* RETIRED: its socket went back to Python, still in the map */
@@ -302,9 +303,9 @@ static void marker_clear(Engine *e, Pair *p, int d) {
 /* Send dir d's marker: a byte into a fresh socketpair whose receiving end sits in the map with a
  * route that redirects into fd[1 - d]'s receive queue. The kernel queues it behind every chunk
  * already redirected to fd[1 - d] and handles that queue in order. */
-static int marker_send(Engine *e, Pair *p, int d) {
+static void marker_send(Engine *e, Pair *p, int d) {
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0) return -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0) return;
     uint64_t key;
     int slot = sm_cookie(sv[0], &key) < 0 ? -1 : alloc_slot(e); /* a unix chunk carries its sender's cookie */
     if (slot < 0) goto fail;
@@ -318,15 +319,11 @@ static int marker_send(Engine *e, Pair *p, int d) {
     p->mk_slot[d] = (uint32_t)slot;
     p->mk_key[d] = key;
     p->mk_on[d] = 1;
-    if (send(sv[0], "m", 1, MSG_NOSIGNAL) != 1) {
-        marker_clear(e, p, d);
-        return -1;
-    }
-    return 0;
+    if (send(sv[0], "m", 1, MSG_NOSIGNAL) != 1) marker_clear(e, p, d);
+    return;
 fail:
     close(sv[0]);
     close(sv[1]);
-    return -1;
 }
 
 /* Dir d goes toward a unix socket: drained once its marker came back out of that socket. Only
@@ -336,10 +333,9 @@ static int marker_drained(Engine *e, Pair *p, int d) {
     if (p->mk_done[d]) return 1;
     if (!p->kernel || redirected(e, p, d) == 0) return 1;
     int back = 1 - d, sink = p->fd[1 - d];
-    int back_quiet = (p->kdir[back] && !p->paused) || (p->dir[back].eof && !p->dir[back].len && !p->kdir[back]);
     if (!p->mk_on[d]) {
-        if (!back_quiet) return 0;
-        marker_send(e, p, d);
+        int back_quiet = (p->kdir[back] && !p->paused) || (p->dir[back].eof && !p->dir[back].len && !p->kdir[back]);
+        if (back_quiet) marker_send(e, p, d);
         return 0;
     }
     /* the redirect charges the marker to the socket just before queueing it: look twice */
@@ -408,14 +404,20 @@ static int pause_toward_unix(Engine *e, Pair *p) {
     return closed;
 }
 
-/* Wait (lock held, GIL released by the caller) until the directions toward a unix socket are
- * drained: the gates are closed and verdicts in flight have finished (barrier) */
+/* Wait (lock held, GIL released by the caller) until direction d is drained, or give up
+ * DRAIN_GIVE_UP_NS after `since` (a peer that stopped reading). */
+static void wait_drained(Engine *e, Pair *p, int d, uint64_t since) {
+    struct timespec nap = {0, WAIT_STEP_NS};
+    while (!drained(e, p, d) && now_ns() - since < DRAIN_GIVE_UP_NS) nanosleep(&nap, NULL);
+}
+
+/* After pause_toward_unix and a barrier: wait until the directions toward a unix socket are
+ * drained (lock held, GIL released by the caller). */
 static void wait_toward_unix(Engine *e, Pair *p) {
     uint64_t since = now_ns();
-    struct timespec nap = {0, 50 * 1000};
     for (int d = 0; d < 2; d++) {
         if (!p->unix_[1 - d]) continue;
-        while (!marker_drained(e, p, d) && now_ns() - since < DRAIN_GIVE_UP_NS) nanosleep(&nap, NULL);
+        wait_drained(e, p, d, since);
         marker_clear(e, p, d);
         p->mk_done[d] = 1; /* proved, or given up on */
     }
@@ -665,9 +667,13 @@ static PyObject *pending_bytes(Dir *x) {
 
 /* Stop forwarding a live pair and hand it back: (client_fd, upstream_fd, pending_to_upstream,
  * pending_to_client, up_bytes, down_bytes); None if the pair is unknown or already done. */
+static void pause_pairs(Engine *e, const uint64_t *ids, Py_ssize_t n);
+
 static PyObject *Engine_detach(Engine *e, PyObject *args) {
     unsigned long long id;
     if (!PyArg_ParseTuple(args, "K:detach", &id)) return NULL;
+    uint64_t one = id;
+    pause_pairs(e, &one, 1); /* no-op for a pair that pause() already took care of */
     pthread_mutex_lock(&e->lock);
     Pair *p = find(e, id);
     if (!p || p->done) {
@@ -676,21 +682,11 @@ static PyObject *Engine_detach(Engine *e, PyObject *args) {
     }
     unregister(e, p);
     if (p->kernel) {
-        /* close the gates, let verdicts in flight finish, wait until what was redirected has left */
-        int need_barrier = !p->paused;
-        int toward_unix = pause_toward_unix(e, p);
+        /* gates closed and verdicts in flight finished (pause_pairs): wait until what was redirected has left */
         Py_BEGIN_ALLOW_THREADS
-        if (toward_unix) {
-            sm_barrier();
-            wait_toward_unix(e, p);
-        }
-        Py_END_ALLOW_THREADS
-        pause_gates(e, p);
-        Py_BEGIN_ALLOW_THREADS
-        if (need_barrier) sm_barrier();
         uint64_t since = now_ns();
-        struct timespec nap = {0, 50 * 1000};
-        while (!(drained(e, p, 0) && drained(e, p, 1)) && now_ns() - since < DRAIN_GIVE_UP_NS) nanosleep(&nap, NULL);
+        wait_drained(e, p, 0, since);
+        wait_drained(e, p, 1, since);
         Py_END_ALLOW_THREADS
         fold_counts(e, p);
         for (int d = 0; d < 2; d++) {
@@ -773,26 +769,13 @@ static PyObject *Engine_completed(Engine *e, PyObject *noargs) {
     return list;
 }
 
-/* Close the kernel gates of these pairs with one barrier for all (a toxic is coming for them). */
-static PyObject *Engine_pause(Engine *e, PyObject *ids) {
-    PyObject *seq = PySequence_Fast(ids, "pause() takes a sequence of pair ids");
-    if (!seq) return NULL;
-    int any = 0, toward_unix = 0;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    uint64_t *want = calloc((size_t)n + 1, sizeof(uint64_t));
-    if (!want) {
-        Py_DECREF(seq);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = 0; i < n && !PyErr_Occurred(); i++) want[i] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
-    if (PyErr_Occurred()) {
-        free(want);
-        Py_DECREF(seq);
-        return NULL;
-    }
+/* Close the kernel gates of these pairs with one barrier for all: first the gates toward a unix
+ * socket (whose markers need the way back open), then the rest. Call with the GIL, without the lock. */
+static void pause_pairs(Engine *e, const uint64_t *ids, Py_ssize_t n) {
+    int toward_unix = 0, any = 0;
     pthread_mutex_lock(&e->lock);
     for (Py_ssize_t i = 0; i < n; i++) {
-        Pair *p = find(e, want[i]);
+        Pair *p = find(e, ids[i]);
         if (p && !p->done) toward_unix |= pause_toward_unix(e, p);
     }
     pthread_mutex_unlock(&e->lock);
@@ -801,7 +784,7 @@ static PyObject *Engine_pause(Engine *e, PyObject *ids) {
         sm_barrier();
         pthread_mutex_lock(&e->lock);
         for (Py_ssize_t i = 0; i < n; i++) {
-            Pair *p = find(e, want[i]);
+            Pair *p = find(e, ids[i]);
             if (p && !p->done && p->kernel && !p->paused) wait_toward_unix(e, p);
         }
         pthread_mutex_unlock(&e->lock);
@@ -809,21 +792,35 @@ static PyObject *Engine_pause(Engine *e, PyObject *ids) {
     }
     pthread_mutex_lock(&e->lock);
     for (Py_ssize_t i = 0; i < n; i++) {
-        Pair *p = find(e, want[i]);
+        Pair *p = find(e, ids[i]);
         if (p && !p->done && p->kernel && !p->paused) {
             pause_gates(e, p);
             any = 1;
         }
     }
     pthread_mutex_unlock(&e->lock);
-    free(want);
-    Py_DECREF(seq);
-    if (PyErr_Occurred()) return NULL;
     if (any) {
         Py_BEGIN_ALLOW_THREADS
         sm_barrier();
         Py_END_ALLOW_THREADS
     }
+}
+
+/* pause(ids): a toxic is coming for these pairs; detach() each afterwards. */
+static PyObject *Engine_pause(Engine *e, PyObject *ids) {
+    PyObject *seq = PySequence_Fast(ids, "pause() takes a sequence of pair ids");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    uint64_t *want = calloc((size_t)n + 1, sizeof(uint64_t));
+    if (!want) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n && !PyErr_Occurred(); i++) want[i] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+    Py_DECREF(seq);
+    if (!PyErr_Occurred()) pause_pairs(e, want, n);
+    free(want);
+    if (PyErr_Occurred()) return NULL;
     Py_RETURN_NONE;
 }
 
