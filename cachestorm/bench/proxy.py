@@ -57,7 +57,7 @@ ENGINES = {  # engine -> extra environment of the proxy process
     "python": {"CACHESTORM_PROXY_FASTPATH": "0"},
 }
 UPSTREAMS = ("tcp", "unix")  # how the proxy reaches Valkey
-PROXY_KINDS = ["kernel/unix", "kernel/tcp", "native/tcp", "native/unix", "python/tcp", "python/unix"]
+PROXY_KINDS = [f"{engine}/{upstream}" for engine in ENGINES for upstream in UPSTREAMS]
 
 
 def _load_average() -> str:
@@ -91,8 +91,6 @@ def run_proxy_benchmark(requests: int = 200_000, clients: int = 8, rounds: int =
                 fastpath_built, sockmap = bool(version.get("fastpath")), bool(version.get("sockmap"))
             with ToxiproxyClient(process.api_url) as client:
                 for name, upstream in upstreams.items():
-                    if f"{engine}/{name}" not in PROXY_KINDS:
-                        continue
                     listen = client.create_proxy(f"bench-{name}", "127.0.0.1:0", upstream)["listen"]
                     ports[f"{engine}/{name}"] = int(listen.rsplit(":", 1)[1])
         subprocess.run([binary, "-p", str(ports["direct"]), "-t", "set", "-n", "1000", "-q"], capture_output=True)
@@ -161,7 +159,7 @@ def _print(result: dict) -> None:
         print(f"{kind}: proxied/direct throughput {row['throughput_ratio']:.2f}x (rounds {low:.2f}-{high:.2f}; "
               f"goal >= {GOAL_THROUGHPUT_RATIO}x: {ok_ratio}), added p50 {row['added_p50_us']:+.0f} µs "
               f"(goal < {GOAL_ADDED_P50_US:.0f}: {ok_p50})")
-    for engine in ("kernel", "native", "python"):
+    for engine in ENGINES:
         tcp, unix = result[f"{engine}/tcp"], result[f"{engine}/unix"]
         print(f"{engine}: unix upstream vs TCP upstream: {unix['rps'] / tcp['rps']:.2f}x throughput, "
               f"ratio to direct {tcp['throughput_ratio']:.2f}x -> {unix['throughput_ratio']:.2f}x, "
