@@ -97,3 +97,10 @@ def incomplete(run: dict) -> str | None:
     step = f": {failure.get('what')}" if failure.get("what") else ""
     error = f": {failure['error']}" if failure.get("error") else ""
     return f"{outcome or 'unknown'}{step}{error}"
+
+
+def run_incomplete(run_dir: str | Path) -> str | None:
+    """incomplete() of a run folder, from its run.json and its journal (what report.json's run says)."""
+    run_dir = Path(run_dir)
+    run = read_json(run_dir / "run.json")
+    return incomplete({"outcome": run.get("outcome"), "failure": first_failure(read_jsonl(run_dir / "journal.jsonl"))})

@@ -69,16 +69,9 @@ def compare(
 
 def _warn_if_incomplete(run_dir: Path) -> bool:
     """A run that failed or was interrupted still renders, but nobody should mistake it for a clean one."""
-    import json
+    from reports.runfolder import run_incomplete
 
-    from reports.runfolder import first_failure, incomplete, read_jsonl
-
-    try:
-        run = json.loads((run_dir / "run.json").read_text())
-        outcome = run.get("outcome") if isinstance(run, dict) else None
-    except (OSError, ValueError):
-        outcome = None
-    why = incomplete({"outcome": outcome, "failure": first_failure(read_jsonl(run_dir / "journal.jsonl"))})
+    why = run_incomplete(run_dir)
     if why:
         console.print(f"[yellow]warning:[/] {run_dir} did not complete ({why}): its numbers cover only what "
                       "was recorded; exit code 1")
