@@ -65,10 +65,10 @@ def cli_env(tmp_path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def valkey(tmp_path_factory):
-    """A private Valkey for tests that must not share the session stack's."""
+    """A private Valkey for tests that must not share the session stack's (TCP and a Unix socket)."""
     from cachestorm.stack.servers import start_redis
 
-    server = start_redis(tmp_path_factory.mktemp("valkey"))
+    server = start_redis(tmp_path_factory.mktemp("valkey"), unix_socket=True)
     yield server
     server.stop()
 

@@ -190,15 +190,17 @@ def test_a_run_that_did_not_complete_fails_the_gate_whatever_its_numbers(tmp_pat
 def test_report_of_a_run_that_did_not_complete_is_marked_and_exits_1(tmp_path):
     run_dir = tmp_path / "runs" / "failed-run"
     write_synthetic_run(run_dir)
-    clean = subprocess.run([sys.executable, "-m", "cachestorm", "report", str(run_dir)], cwd=tmp_path,
-                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "COLUMNS": "200"},
-                           capture_output=True, text=True, timeout=60)
+
+    def report():
+        return subprocess.run([sys.executable, "-m", "cachestorm", "report", str(run_dir)], cwd=tmp_path,
+                              env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+                              capture_output=True, text=True, timeout=60)
+
+    clean = report()
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "did not complete" not in (run_dir / "report.html").read_text()
     _mark_failed(run_dir)
-    result = subprocess.run([sys.executable, "-m", "cachestorm", "report", str(run_dir)], cwd=tmp_path,
-                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "COLUMNS": "200"},
-                            capture_output=True, text=True, timeout=60)
+    result = report()
     assert result.returncode == 1, result.stdout + result.stderr
     assert "did not complete (failed: start targets" in result.stdout and "Traceback" not in result.stderr
     for name in ("report.html", "summary.md"):

@@ -28,16 +28,6 @@ if not _fastpath.kernel_supported():
     pytest.skip("BPF sockmap not available here (needs root and Linux >= 5.13)", allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def valkey(tmp_path_factory):
-    """A private Valkey listening on TCP and on a Unix socket."""
-    from cachestorm.stack.servers import start_redis
-
-    server = start_redis(tmp_path_factory.mktemp("valkey"), unix_socket=True)
-    yield server
-    server.stop()
-
-
 @pytest.fixture(params=["tcp", "unix"])
 def transport(request) -> str:
     """How the proxy reaches the upstream."""

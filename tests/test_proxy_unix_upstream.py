@@ -18,15 +18,6 @@ from chaos.toxiproxy import ToxiproxyClient
 LATENCY_MS = 80
 
 
-@pytest.fixture(scope="module")
-def valkey(tmp_path_factory):
-    from cachestorm.stack.servers import start_redis
-
-    server = start_redis(tmp_path_factory.mktemp("valkey-unix"), unix_socket=True)
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="module", params=["native", "python"])
 def proxy_process(request):
     """One proxy process per engine: the native fast path (if built) and the Python path."""
