@@ -108,7 +108,7 @@ def validate_stack_settings(settings: StackSettings) -> None:
 def start_stack(settings: StackSettings) -> StackState:
     """Start (or adopt) every part; on any failure stop what was started and re-raise."""
     validate_stack_settings(settings)
-    base_dir = tempfile.mkdtemp(prefix="cachestorm-stack-")
+    base_dir = tempfile.mkdtemp(prefix="cachestorm-stack-", dir=_reachable_temp_root())
     os.chmod(base_dir, 0o755)  # PostgreSQL runs as an unprivileged user when we are root
     owned: list[Server] = []
     mark = len(SPAWNED)  # servers spawned from here on are ours to stop if the start fails
@@ -134,6 +134,16 @@ def start_stack(settings: StackSettings) -> StackState:
         raise
     return StackState(redis_url, redis_proxy_url, postgres_url, postgres_proxy_url, proxy_api_url,
                       [s.as_dict() for s in owned], base_dir, time.time())
+
+
+def _reachable_temp_root() -> str | None:
+    """The temp folder, unless we are root and it is private (TMPDIR in a 0700 home): PostgreSQL, run as
+    an unprivileged user, must reach its data folder, so /var/tmp is used then."""
+    from cachestorm.stack.servers import _readable_by_others
+
+    if os.geteuid() != 0 or _readable_by_others(Path(tempfile.gettempdir())):
+        return None
+    return "/var/tmp"
 
 
 def stop_stack(state: StackState) -> list[str]:

