@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cachestorm.conductor import RunSettings, run, validate_strategy
 from cachestorm.errors import CachestormError
-from cachestorm.stack import StackState, start_stack, stop_stack
+from cachestorm.stack import StackState, guardian, start_stack, stop_stack
 
 # Locust stops at the end of the shape; -t is only a safety net for a slow boot
 DURATION_MARGIN_S = 3.0
@@ -63,6 +63,12 @@ def step_settings(base: RunSettings, plan: CapacityPlan, strategy: str, out: str
 
 def run_capacity(base: RunSettings, plan: CapacityPlan,
                  on_progress: Callable[[str, int, int], None] | None = None) -> CapacityResult:
+    with guardian.guarded("capacity"):  # its shared stack goes with it, even if this process is SIGKILLed
+        return _run_capacity(base, plan, on_progress)
+
+
+def _run_capacity(base: RunSettings, plan: CapacityPlan,
+                  on_progress: Callable[[str, int, int], None] | None) -> CapacityResult:
     plan.validate()
     dataclasses.replace(base, strategy=plan.strategies[0]).validate()
     several = len(plan.strategies) > 1

@@ -26,14 +26,17 @@ from cachestorm.scrape import Scraper
 from cachestorm.stack import (
     StackSettings,
     StackState,
+    guardian,
     health,
     load_state,
     restart_redis,
+    save_state,
     start_stack,
     stop_stack,
     validate_stack_settings,
 )
 from cachestorm.stack.processes import free_port, spawn, stop_pid, wait_until
+from cachestorm.stack.watch import DependencyWatch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOMAINS = ("profiles", "catalog", "counters", "permissions")
@@ -181,7 +184,11 @@ class TargetProcess:
 
     def start(self, timeout_s: float = 60.0) -> None:
         self.process = spawn(self.argv, self.log_path, cwd=str(REPO_ROOT), env=_child_env())
-        wait_until(self._healthy, self.process, f"target {self.name}", self.log_path, timeout_s=timeout_s)
+        try:
+            wait_until(self._healthy, self.process, f"target {self.name}", self.log_path, timeout_s=timeout_s)
+        except BaseException:  # Ctrl-C while it starts: the caller does not track it yet, so stop it here
+            self.stop()
+            raise
 
     def restart(self) -> None:
         self.stop()
@@ -287,7 +294,14 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
     """Run once and return the run folder. `on_event(name, **kw)` reports progress (optional).
 
     `stack`: a stack the caller owns (a matrix shares one); else `up`'s, else one for this run.
+    A run that failed (a step failed, a dependency was lost) is marked and reported, then its error
+    is raised; whatever it started is stopped, even if this process is SIGKILLed (the guardian).
     """
+    with guardian.guarded("run"):
+        return _run(settings, on_event, stack)
+
+
+def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
     experiment = resolve_experiment(settings.experiment)
     applied = apply_recommendations(settings, experiment)
     settings.validate()
@@ -315,6 +329,7 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
     locust: subprocess.Popen | None = None
     counters_start: dict[str, int] = {}
     outcome = "failed"
+    failure: Exception | None = None
     try:
         with journal.step("stack", "stack") as info:
             stack = stack or _existing_stack(settings.stack)
@@ -347,6 +362,7 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
             locust = subprocess.Popen(locust_argv(settings, targets, run_dir), stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=_child_env(),
                                       start_new_session=True)
+            guardian.track_process(locust.pid)
         finally:
             log.close()
         meta["load_started_at"] = load_start
@@ -354,7 +370,7 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
         notify("load", duration_s=settings.duration_s)
         if experiment is not None:
             runner = _start_experiment(experiment, settings, stack, targets, run_dir, journal, load_start)
-        returncode = _wait_for_locust(locust, settings, runner)
+        returncode = _wait_for_locust(locust, settings, runner, DependencyWatch(stack), journal)
         journal.record("load", "load", load_start, time.time(),
                        "ok" if returncode in (0, 1) else f"exit {returncode}",
                        {"users": settings.users, "rate": settings.rate, "returncode": returncode,
@@ -365,6 +381,8 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
     except KeyboardInterrupt:
         outcome = "interrupted"
         raise
+    except Exception as exc:  # noqa: BLE001 - marked, reported, then raised again below
+        failure = exc
     finally:
         previous_handler = _ignore_sigint()  # a second Ctrl-C must not cut the clean-up short
         _stop_quietly(runner, journal)
@@ -373,7 +391,12 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
         if scraper is not None:
             scraper.stop()
         if targets and outcome == "ok":
-            _finalise(settings, targets, stack, run_dir, journal, counters_start)
+            try:
+                _finalise(settings, targets, stack, run_dir, journal, counters_start)
+            except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL gone at the very end
+                outcome, failure = "failed", exc
+        if failure is not None:
+            meta["error"] = _one_line(failure)
         for target in targets:
             target.stop()
         if owned_stack is not None:
@@ -383,10 +406,32 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
         meta["outcome"] = outcome
         write_run_meta(run_dir, meta)
         _restore_sigint(previous_handler)
-    _merge_recordings(run_dir, journal)
-    if settings.render:
-        render_run(run_dir, journal)
-    return run_dir
+    if failure is None:
+        _merge_recordings(run_dir, journal)
+        if settings.render:
+            render_run(run_dir, journal)
+        return run_dir
+    _report_failed_run(run_dir, journal, settings)
+    if isinstance(failure, CachestormError):
+        raise CachestormError(f"{failure} — the run is marked failed: {run_dir}", exit_code=1) from failure
+    raise failure
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _report_failed_run(run_dir: Path, journal: Journal, settings: RunSettings) -> None:
+    """A failed run is still reported (marked failed); a report that cannot be made must not hide why
+    the run failed, so its own error only goes to the journal."""
+    start = time.time()
+    try:
+        _merge_recordings(run_dir, journal)
+        if settings.render:
+            render_run(run_dir, journal)
+    except Exception as exc:  # noqa: BLE001
+        journal.record("report of a failed run", "report", start, time.time(), "failed", {"error": _one_line(exc)})
 
 
 def _ignore_sigint():
@@ -457,12 +502,24 @@ def _start_experiment(experiment, settings, stack, targets, run_dir, journal, lo
         redis_url=stack.redis_url, postgres_url=stack.postgres_url, proxy_api_url=stack.proxy_api_url,
         domain=settings.domain, hot_keys=settings.hot_keys, key_space=settings.keys,
         targets=[_handle(TargetHandle, t) for t in targets],
-        restart_redis=(lambda: restart_redis(stack)) if any(s["kind"] == "redis" for s in stack.servers) else None,
+        restart_redis=(lambda: _restart_redis(stack)) if any(s["kind"] == "redis" for s in stack.servers) else None,
         run_dir=str(run_dir), ledger_path=str(Path(".cachestorm") / "active-faults.jsonl"),
     )
     runner = ExperimentRunner(experiment, context, journal)
     runner.start()
     return runner
+
+
+def _restart_redis(stack: StackState) -> None:
+    """A redis-restart fault. The stack of `cachestorm up` outlives the run: its new Redis is not the
+    run's to clean up, and its state file must name the new PID for `cachestorm down`."""
+    up_state = load_state()
+    if up_state is not None and up_state.base_dir == stack.base_dir:
+        with guardian.untracked():
+            restart_redis(stack)
+        save_state(stack)
+    else:
+        restart_redis(stack)
 
 
 def _handle(handle_class, target: TargetProcess):
@@ -477,13 +534,21 @@ def _handle(handle_class, target: TargetProcess):
     return handle
 
 
-def _wait_for_locust(locust: subprocess.Popen, settings: RunSettings, runner) -> int:
+def _wait_for_locust(locust: subprocess.Popen, settings: RunSettings, runner, watch: DependencyWatch,
+                     journal: Journal) -> int:
     deadline = time.monotonic() + settings.duration_s + 60  # Locust stops itself; this is the backstop
     while True:
         try:
             return locust.wait(timeout=0.2)
         except subprocess.TimeoutExpired:
             pass
+        try:
+            watch.check()
+        except CachestormError as exc:
+            now = time.time()
+            journal.record("dependency lost", "stack", now, now, "failed", {"error": str(exc)})
+            _stop_locust(locust)
+            raise
         if runner is not None and runner.abort_event.is_set():
             _stop_locust(locust)
             return locust.wait()

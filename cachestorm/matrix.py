@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cachestorm.conductor import RunSettings, resolve_experiment, run, validate_strategy
 from cachestorm.errors import CachestormError
-from cachestorm.stack import StackState, start_stack, stop_stack
+from cachestorm.stack import StackState, guardian, start_stack, stop_stack
 
 
 @dataclasses.dataclass
@@ -21,6 +21,12 @@ class MatrixResult:
 
 def run_matrix(base: RunSettings, strategies: list[str], experiments: list[str | None], out: str,
                name: str = "matrix", on_progress: Callable[[str, int, int], None] | None = None) -> MatrixResult:
+    with guardian.guarded("matrix"):  # its shared stack goes with it, even if this process is SIGKILLed
+        return _run_matrix(base, strategies, experiments, out, name, on_progress)
+
+
+def _run_matrix(base: RunSettings, strategies: list[str], experiments: list[str | None], out: str,
+                name: str, on_progress: Callable[[str, int, int], None] | None) -> MatrixResult:
     if not strategies:
         raise CachestormError("give at least one strategy")
     for strategy in strategies:

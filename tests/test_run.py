@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,19 +15,6 @@ from cachestorm.stack.processes import pid_alive
 
 CLI = [sys.executable, "-m", "cachestorm"]
 SMALL = ["--users", "10", "--spawn-rate", "10", "--keys", "200", "--rows", "300", "--recompute", "20ms"]
-
-
-def _processes_mentioning(*needles: bytes) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if any(n in cmdline for n in needles):
-                found.add(int(entry.name))
-    return found
 
 
 @pytest.mark.slow
@@ -90,7 +76,9 @@ def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env, sig
             assert run.poll() is None, run.communicate()[1][-2000:]
             assert time.monotonic() < deadline, "the fault never became active"
             time.sleep(0.1)
-        targets_running = _processes_mentioning(b"-m\0targets\0--domain")
+        [run_dir] = list((tmp_path / "runs").iterdir())  # only what this run started, not the machine's
+        targets_running = [pid for r in read_journal(run_dir) if r["what"] == "start targets"
+                           for pid in r["details"]["pids"]]
         assert targets_running
         run.send_signal(sig)
         _, stderr = run.communicate(timeout=60)

@@ -13,10 +13,12 @@ from cachestorm.errors import CachestormError
 from cachestorm.stack import (
     StackSettings,
     clear_state,
+    guardian,
     health,
     load_state,
     save_state,
     start_stack,
+    state_lock,
     state_path,
     stop_stack,
 )
@@ -32,15 +34,16 @@ def up(
     as_json: bool = typer.Option(False, "--json", help="Print the endpoints as JSON."),
 ) -> None:
     """Start Redis, PostgreSQL and the chaos proxy on free loopback ports."""
-    existing = load_state()
-    if existing is not None:
-        raise CachestormError(f"a stack is already up ({state_path()}); run `cachestorm down` first")
-    state = start_stack(StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote))
-    try:
-        save_state(state)
-    except BaseException:
-        stop_stack(state)
-        raise
+    with state_lock():
+        existing = load_state()
+        if existing is not None:
+            raise CachestormError(f"a stack is already up ({state_path()}); run `cachestorm down` first")
+        state = start_stack(StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote))
+        try:
+            save_state(state)
+        except BaseException:
+            stop_stack(state)
+            raise
     if as_json:
         typer.echo(json.dumps(state.endpoints()))
         return
@@ -74,11 +77,21 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print health as J
 
 
 def down() -> None:
-    """Stop what `up` started (graceful, then forced) and delete its data. Safe to run twice."""
-    state = load_state()
-    if state is None:
+    """Stop what `up` started (graceful, then forced) and delete its data, and whatever a killed run left
+    in this folder. Safe to run twice."""
+    with state_lock():
+        state = load_state()
+        stopped = None
+        if state is not None:
+            stopped = stop_stack(state)
+            clear_state()
+        left, running = guardian.clean_abandoned()
+    for pid in running:
+        console.print(f"left alone: run {pid} is still running (Ctrl-C it; it stops what it started)")
+    if left:
+        console.print(f"stopped what a killed run left: {', '.join(left)}")
+    if state is None and not left:
         console.print("nothing to stop: no stack is up in this folder")
         return
-    stopped = stop_stack(state)
-    clear_state()
-    console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was still running'}")
+    if stopped is not None:
+        console.print(f"stopped: {', '.join(stopped) if stopped else 'nothing was still running'}")

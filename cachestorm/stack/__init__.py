@@ -6,6 +6,7 @@ Embedded by default (child processes on free loopback ports), or adopted from UR
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import json
 import os
@@ -14,12 +15,14 @@ import socket
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from cachestorm.errors import CachestormError
 from cachestorm.interrupts import raise_if_swallowed
+from cachestorm.stack import guardian
 from cachestorm.stack.processes import (
     SPAWNED,
     interrupts_deferred,
@@ -110,6 +113,7 @@ def start_stack(settings: StackSettings) -> StackState:
     validate_stack_settings(settings)
     base_dir = tempfile.mkdtemp(prefix="cachestorm-stack-", dir=_reachable_temp_root())
     os.chmod(base_dir, 0o755)  # PostgreSQL runs as an unprivileged user when we are root
+    guardian.track_dir(base_dir)  # a stack owned by a run goes with it, even when the run is SIGKILLed
     owned: list[Server] = []
     mark = len(SPAWNED)  # servers spawned from here on are ours to stop if the start fails
     use_unix = _unix_upstreams_wanted(settings)
@@ -302,6 +306,20 @@ def _leftovers_hint(path: Path) -> str:
     return f" (still running: PIDs {', '.join(map(str, pids))})" if pids else " (none of its PIDs is running)"
 
 
+@contextmanager
+def state_lock(workdir: str | Path = "."):
+    """One `up` or `down` at a time per folder: two parallel `up`s would both start a stack, and the
+    state file would keep only one of them."""
+    path = state_path(workdir).with_name("stack.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def clear_state(workdir: str | Path = ".") -> None:
     state_path(workdir).unlink(missing_ok=True)
 
@@ -328,4 +346,4 @@ def health(state: StackState) -> dict[str, tuple[bool, str]]:
 
 
 __all__ = ["StackSettings", "StackState", "start_stack", "stop_stack", "restart_redis", "save_state", "load_state",
-           "clear_state", "health", "state_path", "stop_pid"]
+           "clear_state", "health", "state_path", "state_lock", "stop_pid"]

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cachestorm.errors import CachestormError
+from cachestorm.stack import guardian
 
 
 def free_port() -> int:
@@ -47,6 +48,7 @@ def spawn(argv: list[str], log_path: Path, **popen_kwargs) -> subprocess.Popen:
                 start_new_session=True, close_fds=True, **popen_kwargs,
             )
             SPAWNED.append(process)
+            guardian.track_process(process.pid)  # a run that is SIGKILLed does not leave it running
         return process
     except FileNotFoundError as exc:
         raise CachestormError(f"cannot run {argv[0]}: not found") from exc
