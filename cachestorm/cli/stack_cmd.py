@@ -34,7 +34,9 @@ def up(
     as_json: bool = typer.Option(False, "--json", help="Print the endpoints as JSON."),
 ) -> None:
     """Start Redis, PostgreSQL and the chaos proxy on free loopback ports."""
-    with state_lock():
+    # guarded while it starts: a SIGKILLed `up` leaves no half-started stack; once saved, the stack is
+    # the state file's (closing the guardian releases it)
+    with state_lock(), guardian.guarded("up"):
         existing = load_state()
         if existing is not None:
             raise CachestormError(f"a stack is already up ({state_path()}); run `cachestorm down` first")
