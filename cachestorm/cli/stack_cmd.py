@@ -21,6 +21,7 @@ from cachestorm.stack import (
     state_lock,
     state_path,
     stop_stack,
+    validate_stack_settings,
 )
 
 console = Console()
@@ -36,11 +37,13 @@ def up(
     """Start Redis, PostgreSQL and the chaos proxy on free loopback ports."""
     # guarded while it starts: a SIGKILLed `up` leaves no half-started stack; once saved, the stack is
     # the state file's (closing the guardian releases it)
+    settings = StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote)
+    validate_stack_settings(settings)  # before anything is written into this folder
     with state_lock(), guardian.guarded("up"):
         existing = load_state()
         if existing is not None:
             raise CachestormError(f"a stack is already up ({state_path()}); run `cachestorm down` first")
-        state = start_stack(StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote))
+        state = start_stack(settings)
         try:
             save_state(state)
         except BaseException:
@@ -81,6 +84,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print health as J
 def down() -> None:
     """Stop what `up` started (graceful, then forced) and delete its data, and whatever a killed run left
     in this folder. Safe to run twice."""
+    if not state_path().parent.exists():
+        console.print("nothing to stop: no stack is up in this folder")
+        return
     with state_lock():
         state = load_state()
         stopped = None

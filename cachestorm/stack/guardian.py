@@ -47,6 +47,8 @@ class Guardian:
         self._process: subprocess.Popen | None = None
 
     def start(self) -> Guardian:
+        """Write the record and start the guardian process; done at the first thing to track, so a run
+        that fails its checks leaves no `.cachestorm` folder and starts no process."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write()
         self._process = subprocess.Popen(
@@ -61,16 +63,22 @@ class Guardian:
     def track_process(self, pid: int) -> None:
         """Kill this process's group if the owner dies without stopping it (it leads its own session)."""
         with self._lock:
+            self._ensure_started()
             self.record["processes"].append({"pid": pid, "start_time": start_time(pid)})
             self._write()
 
     def track_dir(self, path: str | Path) -> None:
         with self._lock:
+            self._ensure_started()
             self.record["dirs"].append(str(Path(path).resolve()))
             self._write()
 
     def close(self) -> None:
         """The owner cleaned up itself: drop the record, let the guardian go. Safe twice."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         self.path.unlink(missing_ok=True)
         if self._process is not None:
             try:
@@ -79,6 +87,10 @@ class Guardian:
             except (OSError, subprocess.TimeoutExpired):
                 self._process.kill()
             self._process = None
+
+    def _ensure_started(self) -> None:
+        if self._process is None:
+            self.start()
 
     def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -93,7 +105,7 @@ def guarded(what: str = "run", workdir: str | Path = "."):
     if _current is not None:  # nested (a matrix's runs): the outer guardian already covers us
         yield _current
         return
-    guardian = Guardian(workdir, what).start()
+    guardian = Guardian(workdir, what)
     _current = guardian
     try:
         yield guardian
