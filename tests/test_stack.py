@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -24,16 +25,21 @@ def test_up_status_down_leaves_nothing_behind(tmp_path, cli_env):
     up = cli(["up", "--json"], tmp_path, cli_env)
     assert up.returncode == 0, up.stderr
     endpoints = json.loads(up.stdout)
-    state = json.loads((tmp_path / ".cachestorm" / "stack.json").read_text())
+    state_file = tmp_path / ".cachestorm" / "stack.json"
+    state = json.loads(state_file.read_text())
     pids = [s["pid"] for s in state["servers"]]
     data_dirs = [state["base_dir"]]
     assert len(pids) == 3 and all(pid_alive(p) for p in pids)
     try:
-        # direct and proxied endpoints really work
-        for key in ("redis", "redis (proxied)"):
-            assert redis.Redis.from_url(endpoints[key]).ping()
-        for key in ("postgres", "postgres (proxied)"):
-            with psycopg.connect(endpoints[key]) as conn:
+        # direct and proxied endpoints really work, with the password only the state file has
+        assert state_file.stat().st_mode & 0o777 == 0o600
+        password = urlsplit(state["postgres_url"]).password
+        assert password and password not in up.stdout
+        assert endpoints["postgres"] == state["postgres_url"].replace(password, "***")
+        for key in ("redis_url", "redis_proxy_url"):
+            assert redis.Redis.from_url(state[key]).ping()
+        for key in ("postgres_url", "postgres_proxy_url"):
+            with psycopg.connect(state[key]) as conn:
                 assert conn.execute("SELECT 1").fetchone() == (1,)
         assert endpoints["proxy api"].startswith("http://127.0.0.1:")
 
