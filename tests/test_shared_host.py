@@ -172,7 +172,7 @@ def test_allow_remote_lifts_the_limits(tmp_path):
 
 def test_proxy_api_itself_stays_on_loopback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "chaos.proxy", "--host", "0.0.0.0", "--port", "0"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert result.stderr.startswith("error: --host 0.0.0.0 is not a loopback address")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -257,3 +257,18 @@ def _read(path: str) -> bytes:
         return Path(path).read_bytes()
     except OSError:
         return b""
+
+
+def test_an_allowed_folder_does_not_extend_through_symlinks(tmp_path):
+    from chaos.proxy.errors import ApiError
+    from chaos.proxy.guard import AddressGuard
+
+    allowed, outside = tmp_path / "stack", tmp_path / "root-only"
+    allowed.mkdir()
+    outside.mkdir()
+    (allowed / "escape.sock").symlink_to(outside / "valkey.sock")
+    guard = AddressGuard.of(unix_sockets=[str(allowed)])
+    guard.check("127.0.0.1:0", f"unix:{allowed / 'redis-1.sock'}")
+    for sneaky in (allowed / "escape.sock", allowed / ".." / "root-only" / "valkey.sock", Path(f"{allowed}-2/x.sock")):
+        with pytest.raises(ApiError, match="not one of this stack's own Unix sockets"):
+            guard.check("127.0.0.1:0", f"unix:{sneaky}")
