@@ -272,3 +272,19 @@ def test_an_allowed_folder_does_not_extend_through_symlinks(tmp_path):
     for sneaky in (allowed / "escape.sock", allowed / ".." / "root-only" / "valkey.sock", Path(f"{allowed}-2/x.sock")):
         with pytest.raises(ApiError, match="not one of this stack's own Unix sockets"):
             guard.check("127.0.0.1:0", f"unix:{sneaky}")
+
+
+def test_adopted_urls_can_come_from_the_environment(stack, tmp_path, cli_env):
+    from targets.settings import URL_ENV
+
+    env = {**cli_env, URL_ENV["postgres_url"]: stack.postgres_url}
+    up = subprocess.run([sys.executable, "-m", "cachestorm", "up", "--json"], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=120)
+    try:
+        assert up.returncode == 0, up.stderr
+        state = json.loads((tmp_path / ".cachestorm" / "stack.json").read_text())
+        assert state["postgres_url"] == stack.postgres_url  # adopted, password and all
+        assert urlsplit(stack.postgres_url).password not in up.stdout + up.stderr
+        assert [s["kind"] for s in state["servers"]] == ["redis", "proxy"]
+    finally:
+        subprocess.run([sys.executable, "-m", "cachestorm", "down"], cwd=tmp_path, env=env, timeout=120)
