@@ -1,5 +1,5 @@
 # One image for the reference targets and the Locust traffic (docker-compose.yml).
-FROM python:3.11-slim
+FROM python:3.11.7-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY cachestorm cachestorm

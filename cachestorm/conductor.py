@@ -172,6 +172,7 @@ class TargetProcess:
     port: int
     argv: list[str]
     log_path: Path
+    url_env: dict[str, str] = field(default_factory=dict)  # the stack's URLs: passwords stay off the command line
     process: subprocess.Popen | None = None
 
     @property
@@ -183,7 +184,7 @@ class TargetProcess:
         return self.process.pid if self.process else None
 
     def start(self, timeout_s: float = 60.0) -> None:
-        self.process = spawn(self.argv, self.log_path, cwd=str(REPO_ROOT), env=_child_env())
+        self.process = spawn(self.argv, self.log_path, cwd=str(REPO_ROOT), env={**_child_env(), **self.url_env})
         try:
             wait_until(self._healthy, self.process, f"target {self.name}", self.log_path, timeout_s=timeout_s)
         except BaseException:  # Ctrl-C while it starts: the caller does not track it yet, so stop it here
@@ -213,14 +214,20 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def target_argv(settings: RunSettings, stack: StackState, port: int, instance: str) -> list[str]:
+def target_argv(settings: RunSettings, port: int, instance: str) -> list[str]:
+    """Without the stack's URLs: they go by `target_url_env` (a command line is visible to every user)."""
     return [sys.executable, "-m", "targets", "--domain", settings.domain, "--strategy", settings.strategy,
             "--host", "127.0.0.1", "--port", str(port),
-            "--redis-url", stack.redis_proxy_url, "--postgres-url", stack.postgres_proxy_url,
             "--rows", str(settings.rows), *(["--ttl", str(settings.ttl_s)] if settings.ttl_s else []),
             "--recompute-ms", str(settings.recompute_ms), "--pool-size", str(settings.pool_size),
             "--pool-timeout", str(settings.pool_timeout_s), "--hot-keys", str(settings.hot_keys),
             "--instance-id", instance, *settings.target_args]
+
+
+def target_url_env(stack: StackState) -> dict[str, str]:
+    from targets.settings import URL_ENV
+
+    return {URL_ENV["redis_url"]: stack.redis_proxy_url, URL_ENV["postgres_url"]: stack.postgres_proxy_url}
 
 
 def start_targets(settings: RunSettings, stack: StackState, run_dir: Path) -> list[TargetProcess]:
@@ -232,8 +239,8 @@ def start_targets(settings: RunSettings, stack: StackState, run_dir: Path) -> li
             name = f"target-{index + 1}"
             for attempt in range(5):  # a port taken between probe and bind: try another
                 port = free_port()
-                target = TargetProcess(name, port, target_argv(settings, stack, port, name),
-                                       logs / f"{name}.log")
+                target = TargetProcess(name, port, target_argv(settings, port, name), logs / f"{name}.log",
+                                       target_url_env(stack))
                 try:
                     target.start()
                     break

@@ -3,6 +3,7 @@
 A journal record is one JSON line:
     {"what", "kind", "start", "end", "t_start", "t_end", "outcome", "details"}
 with wall-clock unix seconds (`start`, `end`) and seconds since the run started (`t_*`).
+Passwords in URLs are redacted on the way into the journal and run.json: a run folder is shared freely.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from cachestorm.urls import redact
 
 JOURNAL = "journal.jsonl"
 RUN_META = "run.json"
@@ -41,7 +44,7 @@ class Journal:
             "t_end": None if end is None else round(end - self.t0_wall, 3),
             "outcome": outcome, "details": details or {},
         }
-        line = json.dumps(entry, default=str) + "\n"
+        line = redact(json.dumps(entry, default=str)) + "\n"
         with self._lock, open(self.path, "a") as handle:
             handle.write(line)
             handle.flush()
@@ -83,7 +86,7 @@ def read_journal(run_dir: str | Path) -> list[dict]:
 def write_run_meta(run_dir: str | Path, meta: dict) -> None:
     path = Path(run_dir) / RUN_META
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    tmp.write_text(redact(json.dumps(meta, indent=2, default=str)))
     os.replace(tmp, path)
 
 

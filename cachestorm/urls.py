@@ -1,10 +1,17 @@
-"""URL checks shared by the CLI, the stack and the targets: one wording for one mistake."""
+"""URL checks shared by the CLI, the stack and the targets: one wording for one mistake.
+And the one redaction of passwords in URLs, for everything written to a run folder or shown."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from cachestorm.errors import CachestormError
+
+REDACTED = "***"
+# scheme://user:password@ (user may be empty: redis://:password@host); a URL's password is percent-encoded,
+# so it stops at the first '@', '/', quote or blank
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s\"']*):(?P<password>[^@/\s\"']+)@")
 
 
 def check_url(url: str, schemes: tuple[str, ...], flag: str) -> str:
@@ -15,5 +22,10 @@ def check_url(url: str, schemes: tuple[str, ...], flag: str) -> str:
     except ValueError:
         port = None
     if parts.scheme not in schemes or not parts.hostname or port is None:
-        raise CachestormError(f"{flag} {url!r} is not a valid URL: expected {schemes[0]}://HOST:PORT/...")
+        raise CachestormError(f"{flag} {redact(url)!r} is not a valid URL: expected {schemes[0]}://HOST:PORT/...")
     return url
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***."""
+    return _PASSWORD_IN_URL.sub(lambda match: f"{match['head']}:{REDACTED}@", text)

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cachestorm.errors import CachestormError
+from cachestorm.urls import redact
 
 DEFAULT_LEDGER = Path(".cachestorm") / "active-faults.jsonl"
 
@@ -72,7 +73,7 @@ class ChaosContext:
             return
         host = urlsplit(url).hostname or ""
         if not is_loopback(host):
-            raise CachestormError(f"{what} {url} is not a loopback address; chaos refuses to touch remote "
+            raise CachestormError(f"{what} {redact(url)} is not a loopback address; chaos refuses to touch remote "
                                   "hosts unless allowed (--allow-remote / ChaosContext.allow_remote=True)")
 
 

@@ -14,6 +14,7 @@ from reports.latency import analyze_latency
 from reports.metrics import CounterSeries
 from reports.phases import fault_windows, load_window, split_phases
 from reports.runfolder import first_failure, locust_csv, read_json, read_jsonl, require_run_dir
+from reports.warnings import run_warnings
 
 SCHEMA = "cachestorm-report/1"
 
@@ -25,7 +26,8 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
     run = read_json(run_dir / "run.json")
     journal = read_jsonl(run_dir / "journal.jsonl")
     metrics = CounterSeries.from_metrics(read_jsonl(run_dir / "metrics.jsonl"))
-    pg = CounterSeries.from_pg_stats(read_jsonl(run_dir / "pg_stats.jsonl"))
+    pg_records = read_jsonl(run_dir / "pg_stats.jsonl")
+    pg = CounterSeries.from_pg_stats(pg_records)
     started_at = run.get("started_at")
     run_end = _run_end(run, journal) or _data_end(metrics, pg)
     windows = fault_windows(journal, run_end)
@@ -59,6 +61,7 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
         "db": analyze_db(metrics, pg, phases, windows, p99_series, expiry_window_s),
         "cache": analyze_cache(metrics, phases),
         "consistency": consistency,
+        "warnings": run_warnings(pg_records),
     }
     counts = latency.get("counts") or {}
     if counts.get("requests"):

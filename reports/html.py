@@ -157,6 +157,7 @@ def render_run_html(analysis: dict, capacity: dict | None = None) -> str:
     if why := incomplete(run):
         parts.append(f'<p class="bad"><b>This run did not complete</b> ({escape(why)}): its numbers cover '
                      "only what was recorded before that.</p>")
+    parts += [f'<p class="bad"><b>warning:</b> {escape(w)}</p>' for w in analysis.get("warnings") or []]
     parts.append('<h2>Charts</h2><div class="charts">' + "".join(render(c) for c in run_charts(analysis)) + "</div>")
     headline = analysis.get("headline") or {}
     rows = [[escape(metric_info(name).label), f'<td data-sort="{_sort_key(headline.get(name))}">'

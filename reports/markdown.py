@@ -24,6 +24,7 @@ def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None)
     if why := incomplete(run):
         lines += [f"**This run did not complete** ({_cell(why)}): its numbers cover only what was recorded "
                   "before that.", ""]
+    lines += [line for warning in analysis.get("warnings") or [] for line in (f"**warning:** {_cell(warning)}", "")]
     lines += [f"strategy **{_cell(run.get('strategy'))}** · domain {_cell(run.get('domain'))} · experiment "
               f"{_cell(run.get('experiment'))} · {fmt(run.get('duration_s'), 's')}", "",
               "| metric | value |", "| --- | ---: |"]

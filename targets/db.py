@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from cachestorm.errors import CachestormError
+from cachestorm.urls import redact
 from targets.errors import DB_UNAVAILABLE, POOL_TIMEOUT, TargetError
 from targets.metrics import Metrics
 
@@ -46,7 +47,7 @@ def prepare_database(url: str, table: str, seed_data_sql: str, rows: int, reset:
             conn.commit()
     except psycopg.OperationalError as exc:
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        raise CachestormError(f"PostgreSQL at {url} is unreachable ({first[:160]}); "
+        raise CachestormError(f"PostgreSQL at {redact(url)} is unreachable ({redact(first)[:160]}); "
                               "check --postgres-url or start the stack (cachestorm up)") from exc
 
 

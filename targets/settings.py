@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 
 from cachestorm.errors import CachestormError
 from cachestorm.urls import check_url
+
+# The URLs may carry passwords: a parent passes them here, not as flags (a command line is visible to
+# every local user in `ps`). A flag still wins.
+URL_ENV = {"redis_url": "CACHESTORM_REDIS_URL", "postgres_url": "CACHESTORM_POSTGRES_URL"}
 
 
 @dataclass
@@ -47,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default=d.strategy, help="NAME[+PROTECTION...], or 'default'")
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
-    p.add_argument("--redis-url", default=d.redis_url)
-    p.add_argument("--postgres-url", default=d.postgres_url)
+    for name, variable in URL_ENV.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=os.environ.get(variable, getattr(d, name)),
+                       help=f"(default: ${variable}, else {getattr(d, name)})")
     p.add_argument("--rows", type=int, default=d.rows)
     p.add_argument("--ttl", type=float, default=None, help="cache TTL in s (default: per domain)")
     p.add_argument("--recompute-ms", type=float, default=d.recompute_ms)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from targets.settings import TargetSettings
+from targets.settings import URL_ENV, TargetSettings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ class TargetProcess:
         self.settings = replace(settings, port=settings.port if settings.port != 8000 else free_port())
         self.url = f"http://127.0.0.1:{self.settings.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="target-", suffix=".log", delete=False)  # noqa: SIM115
-        env = {**os.environ, "PYTHONPATH": str(REPO), **(extra_env or {})}
+        env = {**os.environ, "PYTHONPATH": str(REPO), **url_env(self.settings), **(extra_env or {})}
         self.process = subprocess.Popen([sys.executable, "-m", "targets", *to_argv(self.settings)],
                                         stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
@@ -88,9 +88,15 @@ def flush_redis(url: str) -> None:
         client.flushdb()
 
 
+def url_env(s: TargetSettings) -> dict[str, str]:
+    """The URLs (passwords and all) as environment variables for `python -m targets`."""
+    return {variable: getattr(s, name) for name, variable in URL_ENV.items()}
+
+
 def to_argv(s: TargetSettings) -> list[str]:
+    """Flags for `python -m targets`, without the URLs: pass `url_env(s)` in its environment."""
     argv = ["--domain", s.domain, "--strategy", s.strategy, "--host", s.host, "--port", str(s.port),
-            "--redis-url", s.redis_url, "--postgres-url", s.postgres_url, "--rows", str(s.rows),
+            "--rows", str(s.rows),
             "--recompute-ms", str(s.recompute_ms), "--pool-size", str(s.pool_size),
             "--pool-timeout", str(s.pool_timeout), "--hot-keys", str(s.hot_keys),
             "--lock-ms", str(s.lock_ms), "--flush-interval", str(s.flush_interval),

@@ -74,11 +74,12 @@ def valkey(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def proxy_process():
-    """A private chaos proxy (python -m chaos.proxy), stopped after the module."""
+def proxy_process(tmp_path_factory):
+    """A private chaos proxy (python -m chaos.proxy), stopped after the module; it may forward to the
+    tests' own Unix sockets (under pytest's temporary folder)."""
     from chaos.proxy.process import spawn
 
-    process = spawn()
+    process = spawn(allow_unix=[tmp_path_factory.getbasetemp()])
     yield process
     process.stop()
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -71,7 +72,7 @@ def test_ctrl_c_mid_fault_reverts_it(fault, workdir, cli_env, redis_client, prox
 
 
 @pytest.mark.parametrize("fault", ["redis-acl-readonly", "redis-down"])
-def test_heal_after_sigkill_of_the_controller(fault, workdir, cli_env, redis_client, proxy_client):
+def test_heal_after_sigkill_of_the_controller(fault, workdir, cli_env, redis_client, proxy_client, stack):
     config_before = tuple(redis_client.config_get("maxmemory*")[k] for k in ("maxmemory", "maxmemory-policy"))
     acl_before = redis_client.acl_list()
     extra, active = FAULTS[fault]
@@ -86,6 +87,7 @@ def test_heal_after_sigkill_of_the_controller(fault, workdir, cli_env, redis_cli
     status = subprocess.run(cli("chaos", "status", "--json"), cwd=workdir, env=cli_env, capture_output=True,
                             text=True, timeout=30)
     assert [e["fault"] for e in json.loads(status.stdout)["active_faults"]] == [fault]
+    assert urlsplit(stack.postgres_url).password not in status.stdout  # the ledger has it; status shows ***
     healed = subprocess.run(cli("chaos", "heal"), cwd=workdir, env=cli_env, capture_output=True, text=True,
                             timeout=30)
     assert healed.returncode == 0, healed

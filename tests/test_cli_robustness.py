@@ -19,6 +19,7 @@ import pytest
 
 from chaos.context import ChaosContext
 from chaos.ledger import Ledger
+from tests.own_processes import processes_with
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,21 +110,6 @@ def test_locust_bad_experiment_fails_before_the_test(tmp_path, cli_env):
     assert "Traceback" not in result.stderr
 
 
-def _our_processes(marker: str, folder: Path) -> list[str]:
-    """Live processes that inherited `marker` or name `folder` (PostgreSQL reuses its environ for its title)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if (marker.encode() in environ or str(folder) in cmdline) and state != "Z":
-            found.append(f"{pid} {cmdline[:120]}")
-    return found
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_up_while_postgres_starts_leaves_nothing(sig, tmp_path, cli_env):
     """The signal lands while PostgreSQL is spawned but not yet ready: it used to stay running."""
@@ -152,9 +138,9 @@ def _interrupt_up(sig, tmp_path: Path, temp: Path, cli_env: dict) -> None:
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     deadline = time.monotonic() + 15
-    while _our_processes(marker, temp) and time.monotonic() < deadline:
+    while processes_with(marker, temp) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _our_processes(marker, temp) == []
+    assert processes_with(marker, temp) == []
     assert list(temp.iterdir()) == []            # the stack's temp folder is gone
     assert not (tmp_path / ".cachestorm" / "stack.json").exists()
 

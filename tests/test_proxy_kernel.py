@@ -41,8 +41,9 @@ def valkey_upstream(valkey, transport: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def proxy_process():
-    process = spawn(env={"CACHESTORM_PROXY_FASTPATH": "1", "CACHESTORM_PROXY_SOCKMAP": "1"})
+def proxy_process(tmp_path_factory):
+    process = spawn(env={"CACHESTORM_PROXY_FASTPATH": "1", "CACHESTORM_PROXY_SOCKMAP": "1"},
+                    allow_unix=[tmp_path_factory.getbasetemp()])
     yield process
     process.stop()
 

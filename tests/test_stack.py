@@ -6,12 +6,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 import redis
 
 from cachestorm.stack.processes import pid_alive
+from tests.own_processes import marker_env, processes_with
 
 CLI = [sys.executable, "-m", "cachestorm"]
 
@@ -24,16 +26,21 @@ def test_up_status_down_leaves_nothing_behind(tmp_path, cli_env):
     up = cli(["up", "--json"], tmp_path, cli_env)
     assert up.returncode == 0, up.stderr
     endpoints = json.loads(up.stdout)
-    state = json.loads((tmp_path / ".cachestorm" / "stack.json").read_text())
+    state_file = tmp_path / ".cachestorm" / "stack.json"
+    state = json.loads(state_file.read_text())
     pids = [s["pid"] for s in state["servers"]]
     data_dirs = [state["base_dir"]]
     assert len(pids) == 3 and all(pid_alive(p) for p in pids)
     try:
-        # direct and proxied endpoints really work
-        for key in ("redis", "redis (proxied)"):
-            assert redis.Redis.from_url(endpoints[key]).ping()
-        for key in ("postgres", "postgres (proxied)"):
-            with psycopg.connect(endpoints[key]) as conn:
+        # direct and proxied endpoints really work, with the password only the state file has
+        assert state_file.stat().st_mode & 0o777 == 0o600
+        password = urlsplit(state["postgres_url"]).password
+        assert password and password not in up.stdout
+        assert endpoints["postgres"] == state["postgres_url"].replace(password, "***")
+        for key in ("redis_url", "redis_proxy_url"):
+            assert redis.Redis.from_url(state[key]).ping()
+        for key in ("postgres_url", "postgres_proxy_url"):
+            with psycopg.connect(state[key]) as conn:
                 assert conn.execute("SELECT 1").fetchone() == (1,)
         assert endpoints["proxy api"].startswith("http://127.0.0.1:")
 
@@ -78,13 +85,13 @@ def test_two_stacks_side_by_side_do_not_collide(stack, tmp_path):
     (["up", "--redis-url", "redis://127.0.0.1:1/0"], "does not answer PING"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing_running(tmp_path, cli_env, args, message):
-    before = _our_children()
-    result = cli(args, tmp_path, cli_env)
+    env, marker = marker_env(cli_env, "bad-input")
+    result = cli(args, tmp_path, env)
     assert result.returncode == 2
     assert message in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / ".cachestorm" / "stack.json").exists()
-    assert _our_children() <= before
+    assert processes_with(marker) == []
 
 
 def test_missing_server_binary_is_a_clear_error(tmp_path, cli_env, monkeypatch):
@@ -104,21 +111,6 @@ def test_server_that_does_not_come_up_is_reported_with_its_log(tmp_path):
     fake.chmod(0o755)
     with pytest.raises(CachestormError, match="exited with code 3.*pretend config error"):
         start_redis(tmp_path, binary=str(fake))
-
-
-def _our_children() -> set[int]:
-    """PIDs of valkey/postgres/proxy processes on the machine (to see nothing new is left)."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"valkey-server" in cmdline or b"chaos.proxy" in cmdline or b"postgres -D" in cmdline.replace(b"\0", b" "):
-            pids.add(int(entry.name))
-    return pids
 
 
 def test_restart_redis_loses_the_cache_and_keeps_the_urls(tmp_path):

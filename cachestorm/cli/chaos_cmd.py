@@ -13,6 +13,7 @@ from rich.table import Table
 
 from cachestorm import interrupts
 from cachestorm.errors import CachestormError
+from cachestorm.urls import redact
 
 app = typer.Typer(help="Chaos faults and experiments (game days).", no_args_is_help=True)
 console = Console()
@@ -208,7 +209,7 @@ def status_cmd(ledger: str = typer.Option(DEFAULT_LEDGER, "--ledger", help=LEDGE
         except CachestormError as exc:
             toxics.append({"api": url, "error": str(exc)})
     if as_json:
-        typer.echo(json.dumps({"active_faults": active, "toxics": toxics}, default=str))
+        typer.echo(redact(json.dumps({"active_faults": active, "toxics": toxics}, default=str)))  # entries hold URLs
         return
     table = Table(title=f"active faults ({ledger})")
     for column in ("id", "fault", "settings", "applied", "window", "controller"):

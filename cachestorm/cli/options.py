@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import typer
 
-# the stack: adopt servers instead of starting our own
-REDIS_URL = typer.Option(None, "--redis-url", help="Adopt this Redis instead of starting Valkey.")
-POSTGRES_URL = typer.Option(None, "--postgres-url", help="Adopt this PostgreSQL instead of starting one.")
+from targets.settings import URL_ENV
+
+# the stack: adopt servers instead of starting our own; from the environment, a password stays out of `ps`
+REDIS_URL = typer.Option(None, "--redis-url", envvar=URL_ENV["redis_url"],
+                         help="Adopt this Redis instead of starting Valkey.")
+POSTGRES_URL = typer.Option(None, "--postgres-url", envvar=URL_ENV["postgres_url"],
+                            help="Adopt this PostgreSQL instead of starting one.")
 TOXIPROXY_URL = typer.Option(None, "--toxiproxy-url", help="Use this Toxiproxy instead of ours.")
 ALLOW_REMOTE = typer.Option(False, "--allow-remote",
                             help="Accept URLs of other hosts (cachestorm sends load and faults there).")

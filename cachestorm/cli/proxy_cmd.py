@@ -13,9 +13,14 @@ def serve(
     port: int = typer.Option(8474, help="API port (0 = any free port)."),
     config: str = typer.Option(None, "--config", help="Populate JSON file: a list of {name, listen, upstream}."),
     busy_poll_us: int = typer.Option(0, help="Busy-poll this long after the last chunk (lower latency, burns CPU)."),
+    allow_unix: list[str] = typer.Option([], "--allow-unix", metavar="PATH",
+                                         help="A Unix socket (or a folder of them) proxies may forward to; repeatable."),
+    allow_remote: bool = typer.Option(False, "--allow-remote",
+                                      help="Allow any listen address, privileged ports and any Unix upstream."),
 ) -> None:
     """Serve the Toxiproxy v2 API (plus /metrics) until Ctrl-C."""
     from chaos.proxy import fastpath
+    from chaos.proxy.guard import AddressGuard
     from chaos.proxy.server import run
 
     def announce(server) -> None:
@@ -29,5 +34,6 @@ def serve(
             forwarding = "in Python (native engine not built)"
         typer.echo(f"connections without a toxic are forwarded {forwarding}")
 
-    run(host, port, config, on_ready=announce, busy_poll_us=busy_poll_us)
+    run(host, port, config, on_ready=announce, busy_poll_us=busy_poll_us,
+        guard=AddressGuard.of(allow_remote, allow_unix))
     typer.echo("proxy stopped")

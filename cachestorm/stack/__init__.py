@@ -15,6 +15,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from cachestorm.stack.processes import (
     wait_until,
 )
 from cachestorm.stack.servers import Server, start_postgres, start_redis
-from cachestorm.urls import check_url
+from cachestorm.urls import check_url, redact
 
 STATE_DIR = ".cachestorm"
 STATE_FILE = "stack.json"
@@ -66,9 +67,10 @@ class StackState:
     started_at: float = 0.0
 
     def endpoints(self) -> dict[str, str]:
-        return {"redis": self.redis_url, "redis (proxied)": self.redis_proxy_url,
-                "postgres": self.postgres_url, "postgres (proxied)": self.postgres_proxy_url,
-                "proxy api": self.proxy_api_url}
+        """For display and run folders: passwords redacted (clients take the URLs from the state file)."""
+        return {name: redact(url) for name, url in (
+            ("redis", self.redis_url), ("redis (proxied)", self.redis_proxy_url), ("postgres", self.postgres_url),
+            ("postgres (proxied)", self.postgres_proxy_url), ("proxy api", self.proxy_api_url))}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -104,7 +106,7 @@ def validate_stack_settings(settings: StackSettings) -> None:
         check_url(url, schemes, flag)
         host = urlsplit(url).hostname or ""
         if not settings.allow_remote and not is_loopback(host):
-            raise CachestormError(f"{flag} {url}: {host} is not this machine, and cachestorm sends its load and "
+            raise CachestormError(f"{flag} {redact(url)}: {host} is not this machine, and cachestorm sends its load and "
                                   "faults there; pass --allow-remote if that is what you want")
 
 
@@ -124,7 +126,8 @@ def start_stack(settings: StackSettings) -> StackState:
         postgres_server = None if settings.postgres_url else _own(owned, start_postgres(base_dir))
         postgres_url = settings.postgres_url or postgres_server.url
         _check_postgres(postgres_url)
-        proxy_api_url = settings.toxiproxy_url or _own(owned, start_proxy(base_dir)).url
+        own_sockets = [s.extra["unix_socket"] for s in owned if s.extra.get("unix_socket")]
+        proxy_api_url = settings.toxiproxy_url or _own(owned, start_proxy(base_dir, own_sockets)).url
         redis_proxy_url = _ensure_proxy(proxy_api_url, REDIS_PROXY, redis_url,
                                         _unix_upstream(redis_server) if use_unix else None)
         postgres_proxy_url = _ensure_proxy(proxy_api_url, POSTGRES_PROXY, postgres_url,
@@ -185,12 +188,13 @@ def _own(owned: list[Server], server: Server) -> Server:
     return server
 
 
-def start_proxy(base_dir: str) -> Server:
-    """Our Toxiproxy-compatible proxy; it picks its own port and writes it to a ready file."""
+def start_proxy(base_dir: str, unix_sockets: Iterable[str] = ()) -> Server:
+    """Our Toxiproxy-compatible proxy; it picks its own port and writes it to a ready file.
+    `unix_sockets`: our own servers' sockets, the only Unix upstreams it will forward to."""
     ready_file = Path(base_dir) / "proxy-ready.json"
     log_path = Path(base_dir) / "proxy.log"
     argv = [sys.executable, "-m", "chaos.proxy", "--host", "127.0.0.1", "--port", "0",
-            "--ready-file", str(ready_file)]
+            "--ready-file", str(ready_file), *(arg for path in unix_sockets for arg in ("--allow-unix", path))]
     process = spawn(argv, log_path)
     try:
         wait_until(ready_file.exists, process, "the chaos proxy", log_path, timeout_s=30)
@@ -247,8 +251,8 @@ def _check_redis(url: str) -> None:
     try:
         client.ping()
     except Exception as exc:  # noqa: BLE001
-        raise CachestormError(f"Redis at {url} does not answer PING ({exc.__class__.__name__}: "
-                              f"{str(exc)[:120]}); check --redis-url or that the server runs") from exc
+        raise CachestormError(f"Redis at {redact(url)} does not answer PING ({exc.__class__.__name__}: "
+                              f"{redact(str(exc))[:120]}); check --redis-url or that the server runs") from exc
     finally:
         with interrupts_deferred():  # redis-py's __del__ methods run here, where a Ctrl-C would be lost
             client.close()
@@ -264,7 +268,7 @@ def _check_postgres(url: str) -> None:
             conn.execute("SELECT 1")
     except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise CachestormError(f"PostgreSQL at {url} refused a connection ({first[:160]}); "
+        raise CachestormError(f"PostgreSQL at {redact(url)} refused a connection ({redact(first)[:160]}); "
                               "check --postgres-url or that the server runs") from exc
 
 
@@ -278,7 +282,10 @@ def save_state(state: StackState, workdir: str | Path = ".") -> Path:
     path = state_path(workdir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(state.to_json())
+    tmp.unlink(missing_ok=True)  # a leftover could have another mode; O_EXCL below creates ours
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds the PostgreSQL password
+    with os.fdopen(fd, "w") as handle:
+        handle.write(state.to_json())
     os.replace(tmp, path)
     return path
 
@@ -333,7 +340,7 @@ def health(state: StackState) -> dict[str, tuple[bool, str]]:
                              ("postgres (proxied)", state.postgres_proxy_url, _check_postgres)):
         try:
             check(url)
-            results[name] = (True, url)
+            results[name] = (True, redact(url))
         except CachestormError as exc:
             results[name] = (False, str(exc))
     try:

@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -264,32 +265,43 @@ def _readable_by_others(path: Path) -> bool:
     return True
 
 
-def _pg_ready(port: int) -> bool:
+def _pg_ready(port: int, password: str) -> bool:
     import psycopg
 
-    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=password, dbname="postgres",
                          connect_timeout=2) as conn:
         conn.execute("SELECT 1")
     return True
 
 
 def start_postgres(base_dir: str | Path, bin_dir: Path | None = None) -> Server:
+    """PostgreSQL with a generated password (scram-sha-256, also on its Unix socket) and its socket in
+    its own mode-700 folder: another local user can neither log in nor reach the socket. The password
+    is in `url` (so in the 0600 state file), never on a command line."""
     user = _unprivileged_user()
     bin_dir = _reachable_install(bin_dir or find_postgres_bin(), user)
-    data_dir = tempfile.mkdtemp(prefix="postgres-", dir=base_dir)
-    os.chmod(data_dir, 0o755)
+    data_dir = tempfile.mkdtemp(prefix="postgres-", dir=base_dir)  # mode 700: the socket's folder
     log_path = Path(data_dir) / "server.log"
     pgdata = Path(data_dir) / "data"
+    password = secrets.token_urlsafe(24)  # URL-safe: no percent-encoding in the URL
+    password_file = Path(data_dir) / "initdb-password"
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
     as_user: dict = {}
     if user is not None:
         os.chown(data_dir, user.pw_uid, user.pw_gid)
+        os.chown(password_file, user.pw_uid, user.pw_gid)
         as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [],
                    "env": {**os.environ, "HOME": data_dir, "USER": user.pw_name}}
-    init = _run_to_end(
-        [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-         "--locale=C", "--no-sync", "--no-instructions"],
-        cwd=data_dir, **as_user,
-    )
+    try:
+        init = _run_to_end(
+            [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=scram-sha-256",
+             f"--pwfile={password_file}", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+            cwd=data_dir, **as_user,
+        )
+    finally:
+        password_file.unlink(missing_ok=True)
     if init.returncode != 0:
         shutil.rmtree(data_dir, ignore_errors=True)
         detail = (init.stderr or init.stdout).strip().splitlines()
@@ -299,13 +311,14 @@ def start_postgres(base_dir: str | Path, bin_dir: Path | None = None) -> Server:
         port = free_port()
         argv = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port),
                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data_dir}",
+                "-c", "unix_socket_permissions=0700",
                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                 "-c", "max_connections=300", "-c", "shared_preload_libraries=pg_stat_statements",
                 "-c", "pg_stat_statements.track=all"]
         process = spawn(argv, log_path, cwd=data_dir, **as_user)
         try:
-            wait_until(lambda p=port: _pg_ready(p), process, "PostgreSQL", log_path, timeout_s=30)
-            _create_database(port)
+            wait_until(lambda p=port: _pg_ready(p, password), process, "PostgreSQL", log_path, timeout_s=30)
+            _create_database(port, password)
         except CachestormError as exc:
             last_error = exc
             kill_group(process)
@@ -315,21 +328,20 @@ def start_postgres(base_dir: str | Path, bin_dir: Path | None = None) -> Server:
         except BaseException:  # Ctrl-C / SIGTERM while it starts: it is not ours to track yet, so stop it here
             kill_group(process)
             raise
-        return Server("postgres", f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}", process.pid,
+        return Server("postgres", f"postgresql://postgres:{password}@127.0.0.1:{port}/{DATABASE}", process.pid,
                       f"-p {port}", data_dir, str(log_path), str(bin_dir / "postgres"),
                       {"unix_socket": str(Path(data_dir) / f".s.PGSQL.{port}")})
     shutil.rmtree(data_dir, ignore_errors=True)
     raise CachestormError(f"PostgreSQL did not start: {last_error}")
 
 
-def _create_database(port: int) -> None:
+def _create_database(port: int, password: str) -> None:
     import psycopg
 
-    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
-                         autocommit=True) as conn:
+    login = {"host": "127.0.0.1", "port": port, "user": "postgres", "password": password, "autocommit": True}
+    with psycopg.connect(dbname="postgres", **login) as conn:
         conn.execute(f"CREATE DATABASE {DATABASE}")
-    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=DATABASE,
-                         autocommit=True) as conn:
+    with psycopg.connect(dbname=DATABASE, **login) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 
 

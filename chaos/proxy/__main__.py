@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from cachestorm.errors import CachestormError
+from chaos.proxy.guard import AddressGuard
 from chaos.proxy.server import run
 
 
@@ -21,9 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-file", default=None)
     parser.add_argument("--busy-poll-us", type=int, default=0,
                         help="keep polling this long after the last chunk instead of sleeping (0 = off)")
+    parser.add_argument("--allow-unix", action="append", default=[], metavar="PATH",
+                        help="a Unix socket (or a folder of them) proxies may forward to; repeatable")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow any listen address, privileged ports and any Unix upstream")
     args = parser.parse_args(argv)
     try:
-        run(args.host, args.port, args.config, args.ready_file, busy_poll_us=args.busy_poll_us)
+        run(args.host, args.port, args.config, args.ready_file, busy_poll_us=args.busy_poll_us,
+            guard=AddressGuard.of(args.allow_remote, args.allow_unix))
     except CachestormError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

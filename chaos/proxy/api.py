@@ -17,6 +17,7 @@ from chaos.proxy.errors import (
     TOXIC_NOT_FOUND,
     ApiError,
 )
+from chaos.proxy.guard import AddressGuard
 from chaos.proxy.http import Request, Response
 from chaos.proxy.proxy import Proxy
 
@@ -77,8 +78,9 @@ def _bool_field(data: dict, key: str, default: bool) -> bool:
 
 
 class ApiApp:
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    def __init__(self, loop: asyncio.AbstractEventLoop, guard: AddressGuard | None = None):
         self.loop = loop
+        self.guard = guard or AddressGuard()
         self.proxies: dict[str, Proxy] = {}
         self.lock = asyncio.Lock()  # API changes one at a time; the data path never takes it
 
@@ -109,6 +111,7 @@ class ApiApp:
     async def add_proxy(self, name: str, listen: str, upstream: str, enabled: bool) -> Proxy:
         if name in self.proxies:
             raise PROXY_ALREADY_EXISTS
+        self.guard.check(listen, upstream)
         proxy = Proxy(self.loop, name, listen, upstream)
         if enabled:
             await proxy.start()
@@ -194,11 +197,9 @@ class ApiApp:
         data = _decode(request.body)
         if not isinstance(data, dict):
             raise BAD_REQUEST_BODY.joined("json: cannot unmarshal array into Go value of type toxiproxy.Proxy")
-        await proxy.update(
-            _string_field(data, "listen", proxy.listen),
-            _string_field(data, "upstream", proxy.upstream),
-            _bool_field(data, "enabled", proxy.enabled),
-        )
+        listen, upstream = _string_field(data, "listen", proxy.listen), _string_field(data, "upstream", proxy.upstream)
+        self.guard.check(listen, upstream)
+        await proxy.update(listen, upstream, _bool_field(data, "enabled", proxy.enabled))
         return _json(200, proxy.to_json())
 
     async def proxy_delete(self, request: Request, name: str) -> Response:

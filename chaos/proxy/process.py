@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from cachestorm.errors import CachestormError
@@ -36,15 +37,19 @@ def spawn(
     timeout: float = 15.0,
     busy_poll_us: int = 0,
     env: dict[str, str] | None = None,
+    allow_unix: Iterable[str] = (),
 ) -> ProxyProcess:
     """Run `python -m chaos.proxy` and return once its API answers on the address it reports.
-    `env`: extra environment variables (e.g. CACHESTORM_PROXY_FASTPATH=0)."""
+    `env`: extra environment variables (e.g. CACHESTORM_PROXY_FASTPATH=0). `allow_unix`: Unix sockets
+    (or folders of them) its proxies may forward to."""
     ready = Path(tempfile.mkdtemp(prefix="cachestorm-proxy-")) / "ready.json"
     command = [sys.executable, "-m", "chaos.proxy", "--host", host, "--port", str(port), "--ready-file", str(ready)]
     if config:
         command += ["--config", config]
     if busy_poll_us:
         command += ["--busy-poll-us", str(busy_poll_us)]
+    for path in allow_unix:
+        command += ["--allow-unix", str(path)]
     popen = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -10,7 +10,9 @@ import signal
 from pathlib import Path
 
 from cachestorm.errors import CachestormError
+from chaos.context import is_loopback
 from chaos.proxy.api import ApiApp
+from chaos.proxy.guard import AddressGuard
 from chaos.proxy.http import Request, serve_connection
 from chaos.proxy.link import BUSY_POLL
 
@@ -45,13 +47,19 @@ def load_config(path: str | os.PathLike) -> bytes:
 
 
 async def start(
-    host: str = "127.0.0.1", port: int = 8474, config: bytes | None = None, busy_poll_us: int = 0
+    host: str = "127.0.0.1", port: int = 8474, config: bytes | None = None, busy_poll_us: int = 0,
+    guard: AddressGuard | None = None,
 ) -> ProxyServer:
+    """`guard`: what the API may open (default: loopback listeners, no Unix upstreams)."""
     if not 0 <= port <= 65535:  # asyncio would silently wrap 99999 to another port
         raise CachestormError(f"--port {port} is not a TCP port; choose 0 (any free port) to 65535")
+    guard = guard or AddressGuard()
+    if not guard.allow_remote and not is_loopback(host):
+        raise CachestormError(f"--host {host} is not a loopback address, and the proxy API has no authentication; "
+                              "pass --allow-remote if that is what you want")
     loop = asyncio.get_running_loop()
     BUSY_POLL.configure(loop, busy_poll_us / 1_000_000)
-    app = ApiApp(loop)
+    app = ApiApp(loop, guard)
     if config is not None:
         answer = await app(Request("POST", "/populate", {}, config))
         if answer.status != 201:
@@ -81,6 +89,7 @@ def run(
     ready_file: str | None = None,
     on_ready=None,
     busy_poll_us: int = 0,
+    guard: AddressGuard | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; then close every listener and connection."""
     import uvloop
@@ -88,7 +97,7 @@ def run(
     config = load_config(config_path) if config_path else None
 
     async def main() -> None:
-        server = await start(host, port, config, busy_poll_us)
+        server = await start(host, port, config, busy_poll_us, guard)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
