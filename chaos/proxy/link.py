@@ -162,7 +162,7 @@ class Link:
     # -- toxics --------------------------------------------------------------
     def attach(self, toxic: Toxic) -> None:
         state = toxic.new_state()
-        applies = random.random() < toxic.toxicity
+        applies = toxic.applies_to_link()
         self.entries[toxic] = (state, applies)
         if applies:
             self.conn.proxy.stats.toxic_applied(toxic.type_name)
@@ -184,7 +184,7 @@ class Link:
         entry = self.entries.get(toxic)
         if entry is None:
             return
-        applies_now = random.random() < toxic.toxicity
+        applies_now = toxic.applies_to_link()
         if applies_now != entry[1]:
             self.detach(toxic)
             self.entries[toxic] = (toxic.new_state(), applies_now)
