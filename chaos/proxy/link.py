@@ -641,6 +641,15 @@ class Connection:
         for transport in self._transports():
             transport.abort()
 
+    def reset_when_wired(self) -> None:
+        """reset() once a connection being taken back from the native engine has its transports (a
+        reset in the middle of `_adopt` would close the client's socket gracefully, without RST)."""
+        task = self._connect_task
+        if task is not None and not task.done():
+            task.add_done_callback(lambda _task: self.reset())
+        else:
+            self.reset()
+
     def reset(self) -> None:
         """Close both sockets with TCP RST (SO_LINGER 0)."""
         if self.closed:

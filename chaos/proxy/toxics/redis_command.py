@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from typing import ClassVar
 
+from chaos.proxy.errors import ApiError
 from chaos.proxy.redis_commands import SUBSCRIBING, CommandMatcher
 from chaos.proxy.replies import ReplySequencer
 from chaos.proxy.resp import parse_command
@@ -38,7 +39,17 @@ class RedisCommandToxic(Toxic):
     toxicity_per_command: ClassVar[bool] = True
 
     def merge_attributes(self, attributes):
-        super().merge_attributes(attributes)
+        before = dict(self.attrs)
+        try:
+            super().merge_attributes(attributes)
+            self._compile()
+        except ApiError:
+            if before:  # a refused update leaves the live toxic as it was
+                self.attrs = before
+                self._compile()
+            raise
+
+    def _compile(self) -> None:
         self.check_attributes()
         self.matcher = CommandMatcher(self.attrs["commands"], self.attrs["keys"], self.default_commands())
 

@@ -42,12 +42,20 @@ class RedisFailoverToxic(RedisReplyToxic):
     def _elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000.0
 
+    def new_state(self):
+        state = super().new_state()
+        state.doomed = False
+        return state
+
     def attach(self, link, state):
         super().attach(link, state)
         if _live(link.conn):
-            link.loop.call_soon(link.conn.reset)
+            state.doomed = True  # what it sends until the reset is lost with it
+            link.conn.reset_when_wired()
 
     async def process(self, link, state, data, emit):
+        if state.doomed:
+            return
         if self._elapsed_ms() < self.attrs["down"]:
             link.conn.reset()
             return

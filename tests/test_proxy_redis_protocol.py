@@ -1,0 +1,269 @@
+"""redis_latency, redis_error and redis_failover through a real Valkey with redis-py (RESP2 and
+RESP3, pipelines and MULTI/EXEC)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
+
+
+@pytest.fixture()
+def setup(valkey, proxy_process):
+    """(toxiproxy client, direct redis, a factory of proxied redis clients)."""
+    upstream = valkey.url.split("//")[1].split("/")[0]
+    client = ToxiproxyClient(proxy_process.api_url)
+    proxy = client.create_proxy("redis", "127.0.0.1:0", upstream)
+    direct = redis.Redis.from_url(valkey.url)
+    direct.flushall()
+    made = []
+
+    def proxied(**options) -> redis.Redis:
+        made.append(redis.Redis.from_url(f"redis://{proxy['listen']}/0", socket_timeout=5, **options))
+        return made[-1]
+
+    yield client, direct, proxied
+    for one in made:
+        one.close()
+    direct.close()
+    client.delete_proxy("redis")
+    client.close()
+
+
+def no_retry() -> Retry:
+    """redis-py retries a failed command on a new connection by default: these tests see each failure."""
+    return Retry(NoBackoff(), 0)
+
+
+def timed(call) -> float:
+    started = time.monotonic()
+    call()
+    return time.monotonic() - started
+
+
+# -- per-command and per-key latency ---------------------------------------------------------
+def test_slow_sets_fast_gets(setup):
+    client, direct, proxied = setup
+    r = proxied()
+    r.set("k", "v")
+    client.add_toxic("redis", "redis_latency", {"latency": 400, "commands": ["set"]})
+    assert timed(lambda: r.set("k", "w")) >= 0.38
+    assert timed(lambda: r.get("k")) < 0.2
+    assert direct.get("k") == b"w"
+
+
+def test_only_hot_keys_are_slow_and_a_pipeline_waits_for_its_slow_command(setup):
+    client, _, proxied = setup
+    r = proxied()
+    r.ping()
+    client.add_toxic("redis", "redis_latency", {"latency": 400, "keys": ["hot:*"]})
+    assert timed(lambda: r.get("cold:1")) < 0.2
+    assert timed(lambda: r.get("hot:1")) >= 0.38
+    assert timed(lambda: r.mget("cold:1", "hot:2")) >= 0.38  # one of its keys is hot
+    pipe = r.pipeline(transaction=False)
+    pipe.set("cold:a", 1).set("hot:a", 2).get("cold:a").get("hot:a")
+    started = time.monotonic()
+    assert pipe.execute() == [True, True, b"1", b"2"]
+    assert time.monotonic() - started >= 0.75  # two slow commands, one after the other
+
+
+def test_latency_toxicity_is_a_share_of_commands_on_one_connection(setup):
+    client, _, proxied = setup
+    r = proxied()
+    r.ping()
+    client.add_toxic("redis", "redis_latency", {"latency": 30, "commands": ["GET"]}, toxicity=0.5)
+    slow = sum(timed(lambda: r.get("x")) >= 0.028 for _ in range(60))
+    assert 10 <= slow <= 50, slow
+
+
+# -- injected error replies --------------------------------------------------------------------
+@pytest.mark.parametrize(("error", "exception", "get_fails"), [
+    ("OOM", redis.exceptions.OutOfMemoryError, False),
+    ("READONLY", redis.exceptions.ReadOnlyError, False),
+    ("LOADING", redis.exceptions.BusyLoadingError, True),
+    ("BUSY", redis.exceptions.ResponseError, True),
+])
+def test_each_error_refuses_what_a_real_server_refuses(setup, error, exception, get_fails):
+    client, direct, proxied = setup
+    direct.set("k", "before")
+    client.add_toxic("redis", "redis_error", {"error": error})
+    r = proxied()  # a new connection: redis-py's handshake (CLIENT SETINFO, SELECT) is not refused
+    with pytest.raises(exception, match="^BUSY" if error == "BUSY" else None):
+        r.set("k", "after")
+    if get_fails:
+        with pytest.raises(exception):
+            r.get("k")
+    else:
+        assert r.get("k") == b"before"
+    if error == "OOM":
+        assert r.delete("k") == 1  # a write that frees memory still runs out of memory
+    else:
+        assert direct.get("k") == b"before"
+
+
+def test_custom_error_on_hot_keys_only(setup):
+    client, direct, proxied = setup
+    client.add_toxic("redis", "redis_error", {"error": "TRYAGAIN slot migrating", "keys": ["hot:*"]})
+    r = proxied()
+    assert r.set("cold:1", "v") is True
+    with pytest.raises(redis.exceptions.TryAgainError):
+        r.set("hot:1", "v")
+    with pytest.raises(redis.exceptions.TryAgainError):
+        r.delete("cold:1", "hot:1")
+    assert direct.get("cold:1") == b"v" and direct.get("hot:1") is None
+
+
+def test_error_toxicity_is_a_share_of_commands_on_one_connection(setup):
+    client, direct, proxied = setup
+    client.add_toxic("redis", "redis_error", {"error": "OOM"}, toxicity=0.5)
+    r = proxied()
+    failed = 0
+    for index in range(300):
+        try:
+            r.set(f"s{index}", "v")
+        except redis.exceptions.OutOfMemoryError:
+            failed += 1
+    assert 100 <= failed <= 200, failed
+    assert len(direct.keys("s*")) == 300 - failed
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_pipelined_replies_stay_in_order(setup, protocol):
+    client, direct, proxied = setup
+    direct.set("a", "1")
+    client.add_toxic("redis", "redis_error", {"error": "READONLY"})
+    r = proxied(protocol=protocol)
+    pipe = r.pipeline(transaction=False)
+    pipe.get("a").set("b", "2").hgetall("nope").incr("n").exists("a").get("b").ping()
+    results = pipe.execute(raise_on_error=False)
+    assert results[0] == b"1" and results[2] == {} and results[4] == 1 and results[5] is None
+    assert isinstance(results[1], redis.exceptions.ReadOnlyError)
+    assert isinstance(results[3], redis.exceptions.ReadOnlyError)
+    assert results[6] is True
+    assert direct.get("b") is None and direct.get("n") is None
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_a_refused_command_inside_multi_aborts_the_transaction(setup, protocol):
+    client, direct, proxied = setup
+    client.add_toxic("redis", "redis_error", {"error": "OOM", "keys": ["hot:*"]})
+    r = proxied(protocol=protocol)
+    pipe = r.pipeline(transaction=True)
+    pipe.set("cold:1", "v").set("hot:1", "v").incr("cold:n")
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        pipe.execute()
+    # as with a real refusal at queue time: nothing in the transaction ran
+    assert direct.get("cold:1") is None and direct.get("cold:n") is None
+    # the connection is in sync: the next transaction and commands work
+    pipe = r.pipeline(transaction=True)
+    pipe.set("cold:2", "x").get("cold:2")
+    assert pipe.execute() == [True, b"x"]
+    assert r.get("cold:2") == b"x"
+
+
+def test_execabort_says_why_on_the_wire(setup):
+    client, _, _ = setup
+    client.add_toxic("redis", "redis_error", {"error": "READONLY"})
+    port = int(client.get_proxy("redis")["listen"].rsplit(":", 1)[1])
+    wire = (b"*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$1\r\n1\r\n*2\r\n$3\r\nGET\r\n$1\r\nx\r\n"
+            b"*1\r\n$4\r\nEXEC\r\n*1\r\n$4\r\nPING\r\n")
+    expected = (b"+OK\r\n-READONLY You can't write against a read only replica.\r\n+QUEUED\r\n"
+                b"-EXECABORT Transaction discarded because of: READONLY You can't write against a read only "
+                b"replica.\r\n+PONG\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+        for index in range(0, len(wire), 7):  # commands split across TCP writes
+            sock.sendall(wire[index : index + 7])
+            time.sleep(0.002)
+        got = b""
+        while len(got) < len(expected):
+            chunk = sock.recv(4096)
+            assert chunk, f"connection closed after {got!r}"
+            got += chunk
+    assert got == expected
+
+
+def test_removing_the_toxic_mid_connection_keeps_it_in_sync(setup):
+    client, direct, proxied = setup
+    r = proxied()
+    client.add_toxic("redis", "redis_error", {"error": "LOADING"}, name="loading")
+    with pytest.raises(redis.exceptions.BusyLoadingError):
+        r.get("x")
+    client.remove_toxic("redis", "loading")
+    assert r.set("x", "1") is True and r.get("x") == b"1"
+
+
+@pytest.mark.parametrize(("attributes", "message"), [
+    ({"error": "ERR two\r\nlines"}, "attribute error must be one of"),
+    ({"error": ""}, "attribute error must be one of"),
+    ({"commands": ["GET", "EXEC"]}, "EXEC cannot be faulted"),
+    ({"keys": [""]}, "a key pattern must not be empty"),
+    ({"keys": "hot:*"}, "cannot unmarshal string"),
+])
+def test_bad_attributes_are_one_line_400s(setup, attributes, message):
+    client, _, _ = setup
+    with pytest.raises(ToxiproxyError) as failure:
+        client.add_toxic("redis", "redis_error", attributes)
+    assert failure.value.status == 400
+    assert message in str(failure.value) and "\n" not in str(failure.value)
+    assert client.toxics("redis") == []
+
+
+def test_bad_attribute_update_is_refused_and_keeps_the_toxic(setup):
+    client, _, proxied = setup
+    client.add_toxic("redis", "redis_error", {"error": "OOM"}, name="e")
+    with pytest.raises(ToxiproxyError) as failure:
+        client.update_toxic("redis", "e", {"commands": ["MULTI"]})
+    assert failure.value.status == 400
+    assert client.get_toxic("redis", "e")["attributes"]["commands"] == []
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        proxied().set("k", "v")
+
+
+# -- failover ----------------------------------------------------------------------------------------
+def test_failover_resets_refuses_writes_briefly_then_accepts(setup):
+    client, direct, proxied = setup
+    port = int(client.get_proxy("redis")["listen"].rsplit(":", 1)[1])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=3)
+    raw.sendall(b"*1\r\n$4\r\nPING\r\n")
+    assert raw.recv(100) == b"+PONG\r\n"
+    r = proxied(retry=no_retry())
+    assert r.set("k", "v1") is True
+    opened = client.get_proxy("redis")["stats"]["connections_total"]
+    client.add_toxic("redis", "redis_failover", {"refuse": 1500})
+    with pytest.raises(ConnectionResetError):  # the old primary's connections die with RST
+        raw.sendall(b"*1\r\n$4\r\nPING\r\n")
+        raw.recv(100)
+    raw.close()
+    # redis-py finds its pooled connection dead at checkout and reconnects: to a node still a replica
+    with pytest.raises(redis.exceptions.ReadOnlyError):
+        r.set("k", "v2")
+    assert client.get_proxy("redis")["stats"]["connections_total"] == opened + 1
+    assert r.get("k") == b"v1"  # reads work meanwhile
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            assert r.set("k", "v3") is True
+            break
+        except redis.exceptions.ReadOnlyError:
+            time.sleep(0.05)
+    assert direct.get("k") == b"v3"
+    assert time.monotonic() < deadline
+
+
+def test_failover_down_resets_new_connections_then_loading(setup):
+    client, _, proxied = setup
+    client.add_toxic("redis", "redis_failover", {"down": 600, "refuse": 600, "error": "LOADING"})
+    with pytest.raises(redis.exceptions.ConnectionError):
+        proxied(retry=no_retry()).ping()
+    time.sleep(0.7)
+    r = proxied()
+    with pytest.raises(redis.exceptions.BusyLoadingError):
+        r.get("k")
+    time.sleep(0.7)
+    assert r.get("k") is None
