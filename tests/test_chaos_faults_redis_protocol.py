@@ -1,0 +1,134 @@
+"""Redis-protocol faults (redis-command-latency, redis-error-reply, redis-failover) through the
+stack's real proxy and Valkey, from Python, from experiment YAML and from `cachestorm chaos apply`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+from cachestorm.errors import CachestormError
+from cachestorm.stack import save_state
+from chaos.context import context_from_stack
+from chaos.experiment import load_experiment
+from chaos.faults import make_fault
+from chaos.faults.base import SettingError
+
+
+@pytest.fixture()
+def ctx(stack, tmp_path, proxy_client):
+    return context_from_stack(stack, ledger_path=str(tmp_path / "ledger.jsonl"))
+
+
+def proxied(stack) -> redis.Redis:
+    return redis.Redis.from_url(stack.redis_proxy_url, socket_timeout=5, socket_connect_timeout=5)
+
+
+def timed(call) -> float:
+    started = time.monotonic()
+    call()
+    return time.monotonic() - started
+
+
+def test_command_latency_slows_sets_of_hot_keys_only(ctx, stack, proxy_client, redis_client):
+    client = proxied(stack)
+    client.ping()
+    fault = make_fault("redis-command-latency", {"latency_ms": 300, "commands": "SET", "keys": "profiles:hot*"})
+    fault.bind(ctx, window_s=5)
+    try:
+        fault.apply()
+        [toxic] = proxy_client.toxics("redis")
+        assert (toxic["type"], toxic["stream"], toxic["attributes"]["duration"]) == ("redis_latency", "upstream", 5500)
+        assert timed(lambda: client.set("profiles:hot1", "v")) >= 0.28
+        assert timed(lambda: client.set("profiles:7", "v")) < 0.2
+        assert timed(lambda: client.get("profiles:hot1")) < 0.2
+    finally:
+        fault.revert()
+    assert proxy_client.toxics("redis") == []
+    assert timed(lambda: client.set("profiles:hot1", "v")) < 0.2
+
+
+def test_error_reply_refuses_a_share_of_writes(ctx, stack, proxy_client, redis_client):
+    client = proxied(stack)
+    fault = make_fault("redis-error-reply", {"error": "OOM", "toxicity": 0.5}).bind(ctx, window_s=5)
+    failed = 0
+    try:
+        fault.apply()
+        for index in range(200):
+            try:
+                client.set(f"profiles:{index}", "v")
+            except redis.exceptions.OutOfMemoryError:
+                failed += 1
+        assert client.get("profiles:0") in (b"v", None)  # reads pass
+    finally:
+        fault.revert()
+    assert 60 <= failed <= 140, failed
+    assert redis_client.dbsize() == 200 - failed
+
+
+def test_failover_sequence_through_the_stack(ctx, stack, proxy_client, redis_client):
+    client = proxied(stack)
+    client.set("profiles:1", "v1")
+    fault = make_fault("redis-failover", {"refuse_ms": 800}).bind(ctx, window_s=3)
+    try:
+        fault.apply()
+        with pytest.raises(redis.exceptions.ReadOnlyError):
+            client.set("profiles:1", "v2")
+        assert client.get("profiles:1") == b"v1"
+        time.sleep(1.0)
+        assert client.set("profiles:1", "v3") is True
+    finally:
+        fault.revert()
+    assert redis_client.get("profiles:1") == b"v3"
+
+
+def test_failover_longer_than_its_window_is_refused(ctx):
+    fault = make_fault("redis-failover", {"refuse_ms": 5000}).bind(ctx, window_s=2)
+    with pytest.raises(SettingError, match="longer than the fault's window"):
+        fault.check()
+
+
+@pytest.mark.parametrize(("fault", "settings", "message"), [
+    ("redis-error-reply", {"error": "two\nlines"}, "error must be one of OOM, LOADING"),
+    ("redis-error-reply", {"commands": ["GET", "MULTI"]}, "MULTI cannot be faulted"),
+    ("redis-command-latency", {"keys": ["", "x"]}, "key pattern must not be empty"),
+    ("redis-command-latency", {"latency_ms": -5}, "latency_ms must not be negative"),
+    ("redis-failover", {"toxicity": 2}, "toxicity must be within 0..1"),
+])
+def test_bad_settings_fail_before_anything_runs(fault, settings, message):
+    with pytest.raises(SettingError, match=message) as failure:
+        make_fault(fault, settings)
+    assert "\n" not in str(failure.value)
+
+
+def test_the_real_toxiproxy_is_told_it_cannot(ctx, monkeypatch):
+    from chaos.toxiproxy import ToxiproxyClient
+
+    monkeypatch.setattr(ToxiproxyClient, "is_ours", lambda self: False)  # a seam: which server answered
+    fault = make_fault("redis-error-reply").bind(ctx, window_s=2)
+    with pytest.raises(CachestormError, match="needs cachestorm's proxy"):
+        fault.prepare()
+
+
+def test_experiment_yaml_names_the_bad_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nmethod:\n"
+                    "  - {fault: redis-command-latency, at: 0s, for: 1s, settings: {commands: [SET]}}\n"
+                    "  - {fault: redis-error-reply, at: 1s, for: 1s, settings: {commands: [EXEC]}}\n")
+    with pytest.raises(CachestormError, match=r"bad.yaml:4: .*EXEC cannot be faulted"):
+        load_experiment(str(path))
+
+
+def test_chaos_apply_from_the_cli(stack, tmp_path, cli_env, redis_client, proxy_client):
+    save_state(stack, tmp_path)
+    cli = [sys.executable, "-m", "cachestorm", "chaos", "apply"]
+    done = subprocess.run([*cli, "redis-error-reply", "--set", "error=LOADING", "--set", "keys=profiles:*",
+                           "--for", "0.5s"], cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done
+    assert "end of window" in done.stdout and proxy_client.toxics("redis") == []
+    bad = subprocess.run([*cli, "redis-error-reply", "--set", "commands=DISCARD", "--for", "1s"], cwd=tmp_path,
+                         env=cli_env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "DISCARD cannot be faulted" in bad.stderr, bad
