@@ -107,6 +107,32 @@ def test_each_error_refuses_what_a_real_server_refuses(setup, error, exception, 
         assert direct.get("k") == b"before"
 
 
+def test_connection_set_up_is_never_refused_by_default(setup):
+    client, _, proxied = setup
+    client.add_toxic("redis", "redis_error", {"error": "LOADING"})
+    r = redis.Redis.from_url(f"redis://{client.get_proxy('redis')['listen']}/1", protocol=3, socket_timeout=5)
+    try:
+        info = r.client_info()  # HELLO 3, CLIENT SETINFO and SELECT 1 went through
+        assert (int(info["resp"]), int(info["db"])) == (3, 1), info
+        with pytest.raises(redis.exceptions.BusyLoadingError):
+            r.ping()
+    finally:
+        r.close()
+
+
+def test_subscribed_connections_are_left_alone(setup):
+    client, direct, proxied = setup
+    client.add_toxic("redis", "redis_error", {"error": "LOADING"})
+    pubsub = proxied().pubsub()
+    pubsub.subscribe("news")
+    assert pubsub.get_message(timeout=3)["type"] == "subscribe"
+    direct.publish("news", "hello")
+    assert pubsub.get_message(timeout=3)["data"] == b"hello"
+    pubsub.ping()  # in RESP2 subscribed mode its reply is a message, not a reply to pair with it
+    assert pubsub.get_message(timeout=3)["data"] == b""
+    pubsub.close()
+
+
 def test_custom_error_on_hot_keys_only(setup):
     client, direct, proxied = setup
     client.add_toxic("redis", "redis_error", {"error": "TRYAGAIN slot migrating", "keys": ["hot:*"]})
