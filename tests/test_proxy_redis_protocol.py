@@ -285,8 +285,11 @@ def test_failover_resets_refuses_writes_briefly_then_accepts(setup):
 def test_failover_down_resets_new_connections_then_loading(setup):
     client, _, proxied = setup
     client.add_toxic("redis", "redis_failover", {"down": 600, "refuse": 600, "error": "LOADING"})
-    with pytest.raises(redis.exceptions.ConnectionError):
-        proxied(retry=no_retry()).ping()
+    port = int(client.get_proxy("redis")["listen"].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
+        with pytest.raises(ConnectionResetError):  # nobody to talk to yet
+            raw.sendall(b"*1\r\n$4\r\nPING\r\n")
+            raw.recv(100)
     time.sleep(0.7)
     r = proxied()
     with pytest.raises(redis.exceptions.BusyLoadingError):
