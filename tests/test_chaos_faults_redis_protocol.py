@@ -64,8 +64,9 @@ def test_error_reply_refuses_a_share_of_writes(ctx, stack, proxy_client, redis_c
                 failed += 1
         assert client.get("profiles:0") in (b"v", None)  # reads pass
     finally:
-        fault.revert()
+        details = fault.revert()
     assert 60 <= failed <= 140, failed
+    assert details["commands_faulted"] == failed  # what the journal records
     assert redis_client.dbsize() == 200 - failed
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import time
 
+import httpx
 import pytest
 import redis
 from redis.backoff import NoBackoff
@@ -80,6 +81,8 @@ def test_latency_toxicity_is_a_share_of_commands_on_one_connection(setup):
     client.add_toxic("redis", "redis_latency", {"latency": 30, "commands": ["GET"]}, toxicity=0.5)
     slow = sum(timed(lambda: r.get("x")) >= 0.028 for _ in range(60))
     assert 10 <= slow <= 50, slow
+    delayed = client.get_proxy("redis")["stats"]["commands_faulted"]["redis_latency"]
+    assert 10 <= delayed <= slow, (slow, delayed)  # every delayed GET is slow; on a loaded box a few more
 
 
 # -- injected error replies --------------------------------------------------------------------
@@ -145,7 +148,7 @@ def test_custom_error_on_hot_keys_only(setup):
     assert direct.get("cold:1") == b"v" and direct.get("hot:1") is None
 
 
-def test_error_toxicity_is_a_share_of_commands_on_one_connection(setup):
+def test_error_toxicity_is_a_share_of_commands_on_one_connection(setup, proxy_process):
     client, direct, proxied = setup
     client.add_toxic("redis", "redis_error", {"error": "OOM"}, toxicity=0.5)
     r = proxied()
@@ -157,6 +160,9 @@ def test_error_toxicity_is_a_share_of_commands_on_one_connection(setup):
             failed += 1
     assert 100 <= failed <= 200, failed
     assert len(direct.keys("s*")) == 300 - failed
+    assert client.get_proxy("redis")["stats"]["commands_faulted"] == {"redis_error": failed}
+    metrics = httpx.get(f"{proxy_process.api_url}/metrics").text
+    assert f'cachestorm_proxy_commands_faulted_total{{proxy="redis",type="redis_error"}} {failed}\n' in metrics
 
 
 @pytest.mark.parametrize("protocol", [2, 3])

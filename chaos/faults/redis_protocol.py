@@ -43,6 +43,25 @@ class RedisProtocolFault(ToxicFault):
                                   "Toxiproxy toxic); use redis-oom or redis-acl-readonly instead")
         return state
 
+    def _faulted(self) -> int:
+        client = self.toxiproxy()
+        try:
+            return client.get_proxy(self.state["proxy"])["stats"]["commands_faulted"].get(self.toxic_type, 0)
+        finally:
+            client.close()
+
+    def _apply(self) -> dict:
+        self._faulted_before = self._faulted()
+        return super()._apply()
+
+    def _revert(self) -> dict:
+        details = super()._revert()
+        before = getattr(self, "_faulted_before", None)  # unknown when healed from another process
+        if before is not None:
+            # commands this toxic type acted on in the window: the journal shows whether it bit
+            details["commands_faulted"] = self._faulted() - before
+        return details
+
     def attributes(self) -> dict:
         attributes = {}
         if self.commands:

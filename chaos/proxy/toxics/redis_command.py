@@ -67,11 +67,15 @@ class RedisCommandToxic(Toxic):
         """The probability that a matching command is affected."""
         return self.toxicity if self.toxicity_per_command else 1.0
 
-    def hit(self, name: bytes, command: bytes) -> bool:
+    def hit(self, link, name: bytes, command: bytes) -> bool:
+        """Whether this command is affected (and if so, counted in the proxy's stats)."""
         share = self.share()
         if share <= 0 or not self.matcher.matches(name, command):
             return False
-        return share >= 1 or random.random() < share
+        if share < 1 and random.random() >= share:
+            return False
+        link.conn.proxy.stats.commands_faulted[self.type_name] += 1
+        return True
 
     def new_state(self):
         return CommandStream()

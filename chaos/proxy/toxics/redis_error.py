@@ -23,4 +23,4 @@ class RedisErrorToxic(RedisReplyToxic):
         return error_commands(self.attrs["error"])
 
     def reply_for(self, link, state, name, command):
-        return self.reply if self.hit(name, command) else None
+        return self.reply if self.hit(link, name, command) else None

@@ -64,4 +64,4 @@ class RedisFailoverToxic(RedisReplyToxic):
     def reply_for(self, link, state, name, command):
         if self._elapsed_ms() >= self.attrs["down"] + self.attrs["refuse"]:
             return None
-        return self.reply if self.hit(name, command) else None
+        return self.reply if self.hit(link, name, command) else None

@@ -19,7 +19,7 @@ class RedisLatencyToxic(RedisCommandToxic):
     async def process(self, link, state, data, emit):
         ready = []
         for name, command in self.split(state, data):
-            if self.hit(name, command):
+            if self.hit(link, name, command):
                 if ready:
                     await emit(b"".join(ready))
                     ready = []

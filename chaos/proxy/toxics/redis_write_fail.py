@@ -44,7 +44,7 @@ class RedisWriteFailToxic(RedisReplyToxic):
 
     def reply_for(self, link, state, name, command):
         drop = self.attrs["mode"] == "drop"
-        if (drop and state.in_multi) or not self.hit(name, command):
+        if (drop and state.in_multi) or not self.hit(link, name, command):
             return None
         link.conn.proxy.stats.writes_failed += 1
         return fake_success(name) if drop else ERROR_REPLY
