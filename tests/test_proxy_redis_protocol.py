@@ -181,6 +181,21 @@ def test_pipelined_replies_stay_in_order(setup, protocol):
     assert direct.get("b") is None and direct.get("n") is None
 
 
+def test_resp3_pushes_between_replies_do_not_shift_them(setup):
+    client, direct, proxied = setup
+    r = proxied(protocol=3)
+    r.execute_command("CLIENT", "TRACKING", "ON")
+    direct.set("tracked", "1")
+    client.add_toxic("redis", "redis_error", {"error": "READONLY", "commands": ["SET"]})
+    pipe = r.pipeline(transaction=False)
+    # the DEL of a key this connection tracks makes the server push an invalidation (">") right
+    # after the DEL's reply, while the refused SET's reply waits its turn behind the next GET's
+    pipe.get("tracked").delete("tracked").get("other").set("w", "1").get("tracked")
+    results = pipe.execute(raise_on_error=False)
+    assert results[:3] == [b"1", 1, None] and results[4] is None, results
+    assert isinstance(results[3], redis.exceptions.ReadOnlyError)
+
+
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_a_refused_command_inside_multi_aborts_the_transaction(setup, protocol):
     client, direct, proxied = setup
