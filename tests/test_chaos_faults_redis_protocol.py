@@ -133,3 +133,12 @@ def test_chaos_apply_from_the_cli(stack, tmp_path, cli_env, redis_client, proxy_
     bad = subprocess.run([*cli, "redis-error-reply", "--set", "commands=DISCARD", "--for", "1s"], cwd=tmp_path,
                          env=cli_env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "DISCARD cannot be faulted" in bad.stderr, bad
+    experiment = tmp_path / "protocol.yaml"
+    experiment.write_text("name: protocol\nmethod:\n"
+                          "  - {fault: redis-command-latency, at: 0s, for: 0.4s, settings: {commands: [SET], keys: ['hot:*']}}\n"
+                          "  - {fault: redis-error-reply, at: 0.1s, for: 0.4s, settings: {error: BUSY, toxicity: 0.5}}\n"
+                          "  - {fault: redis-failover, at: 0.2s, for: 0.5s, settings: {refuse_ms: 200}}\n")
+    ran = subprocess.run([sys.executable, "-m", "cachestorm", "chaos", "run", str(experiment), "--run-dir",
+                          str(tmp_path / "run")], cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran
+    assert proxy_client.toxics("redis") == []
