@@ -235,6 +235,34 @@ def test_execabort_says_why_on_the_wire(setup):
     assert got == expected
 
 
+def test_two_replying_toxics_on_one_connection_stay_in_order(setup):
+    client, direct, proxied = setup
+    client.add_toxic("redis", "redis_write_fail", {"commands": ["SET"]}, name="writes")
+    client.add_toxic("redis", "redis_latency", {"latency": 20, "commands": ["GET"]}, name="slow")
+    client.add_toxic("redis", "redis_error", {"error": "BUSY", "keys": ["hot:*"]}, name="busy")
+    r = proxied()
+    direct.set("cold", "c")
+    for _ in range(3):
+        pipe = r.pipeline(transaction=False)
+        pipe.get("cold").set("cold", "x").get("hot:1").incr("cold:n").get("cold")
+        results = pipe.execute(raise_on_error=False)
+        assert results[0] == b"c" and results[4] == b"c", results
+        assert isinstance(results[1], redis.exceptions.ResponseError) and "write failed" in str(results[1])
+        assert isinstance(results[2], redis.exceptions.ResponseError) and str(results[2]).startswith("BUSY")
+        assert isinstance(results[3], int)
+    pipe = r.pipeline(transaction=True)
+    pipe.incr("cold:n").get("hot:2")
+    with pytest.raises(redis.exceptions.ResponseError, match="GET hot:2.*BUSY"):
+        pipe.execute()
+    for name in ("writes", "slow", "busy"):
+        client.remove_toxic("redis", name)
+    assert r.set("cold", "y") is True and r.get("cold") == b"y" and direct.get("cold:n") == b"3"
+    deadline = time.monotonic() + 5  # with nothing left to sequence, the connection goes back to the engine
+    while client.get_proxy("redis")["stats"]["connections_native"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.get_proxy("redis")["stats"]["connections_native"] == 1
+
+
 def test_removing_the_toxic_mid_connection_keeps_it_in_sync(setup):
     client, direct, proxied = setup
     r = proxied()

@@ -112,10 +112,19 @@ class RedisCommandToxic(Toxic):
 
 
 class RedisReplyToxic(RedisCommandToxic):
-    """A RESP-aware toxic that answers some commands itself: `reply_for` says with what."""
+    """A RESP-aware toxic that answers some commands itself: `reply_for` says with what.
+
+    Several of them on one link act as one: the first in the chain reads the commands and asks each
+    in chain order (the first reply wins); the others pass bytes on. So every command is counted
+    once in the one reply sequencer and one MULTI state is kept."""
 
     def reply_for(self, link, state: CommandStream, name: bytes, command: bytes) -> bytes | None:
+        """The reply to answer `command` with, or None to forward it; `state` is the reading toxic's."""
         raise NotImplementedError
+
+    def holds(self, link, state) -> bool:
+        """True: nothing from this connection goes on (it is being reset); `state` is this toxic's."""
+        return False
 
     def attach(self, link, state):
         link.conn.ensure_sequencer(ReplySequencer)
@@ -125,10 +134,22 @@ class RedisReplyToxic(RedisCommandToxic):
         link.conn.release_sequencer()
 
     async def process(self, link, state, data, emit):
+        peers = [(toxic, peer_state) for toxic, peer_state in link.chain if isinstance(toxic, RedisReplyToxic)]
+        if peers and peers[0][0] is not self:
+            await emit(data)  # the first of us on this link reads and answers for all
+            return
+        peers = peers or [(self, state)]
+        if any(toxic.holds(link, peer_state) for toxic, peer_state in peers):
+            return
         sequencer = link.conn.replies
         forward = []
         for name, command in self.split(state, data):
-            reply = None if state.passthrough else self.reply_for(link, state, name, command)
+            reply = None
+            if not state.passthrough:
+                for toxic, _ in peers:
+                    reply = toxic.reply_for(link, state, name, command)
+                    if reply is not None:
+                        break
             if reply is None:
                 if name == b"EXEC" and state.refused_in_multi:
                     # the server aborts it (POISON); the client learns why in Valkey's words

@@ -53,13 +53,13 @@ class RedisFailoverToxic(RedisReplyToxic):
             state.doomed = True  # what it sends until the reset is lost with it
             link.conn.reset_when_wired()
 
-    async def process(self, link, state, data, emit):
+    def holds(self, link, state):
         if state.doomed:
-            return
+            return True
         if self._elapsed_ms() < self.attrs["down"]:
             link.conn.reset()
-            return
-        await super().process(link, state, data, emit)
+            return True
+        return False
 
     def reply_for(self, link, state, name, command):
         if self._elapsed_ms() >= self.attrs["down"] + self.attrs["refuse"]:
