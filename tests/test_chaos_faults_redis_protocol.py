@@ -3,10 +3,14 @@ stack's real proxy and Valkey, from Python, from experiment YAML and from `cache
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -105,13 +109,58 @@ def test_bad_settings_fail_before_anything_runs(fault, settings, message):
     assert "\n" not in str(failure.value)
 
 
-def test_the_real_toxiproxy_is_told_it_cannot(ctx, monkeypatch):
+def test_a_server_that_is_not_ours_is_told_it_cannot(ctx, monkeypatch):
     from chaos.toxiproxy import ToxiproxyClient
 
     monkeypatch.setattr(ToxiproxyClient, "is_ours", lambda self: False)  # a seam: which server answered
     fault = make_fault("redis-error-reply").bind(ctx, window_s=2)
     with pytest.raises(CachestormError, match="needs cachestorm's proxy"):
         fault.prepare()
+
+
+# the same lookup as the proxy-conf branch's chaos/toxiproxy_server.py (use that once merged)
+REAL_TOXIPROXY = Path(os.environ.get("CACHESTORM_TOXIPROXY_SERVER")
+                      or Path(__file__).resolve().parents[2] / "shared" / "toxiproxy" / "toxiproxy-server")
+
+
+@pytest.fixture()
+def real_toxiproxy():
+    """Shopify's Toxiproxy (the oracle) from ../shared or CACHESTORM_TOXIPROXY_SERVER, on a free port."""
+    if not REAL_TOXIPROXY.is_file():
+        pytest.skip(f"no real Toxiproxy server: set CACHESTORM_TOXIPROXY_SERVER or put it at {REAL_TOXIPROXY}")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([str(REAL_TOXIPROXY), "-host", "127.0.0.1", "-port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                httpx.get(f"{url}/version", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and process.poll() is None, "the real Toxiproxy did not start"
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("fault", ["redis-command-latency", "redis-error-reply", "redis-failover"])
+def test_the_real_toxiproxy_is_told_it_cannot(fault, stack, tmp_path, real_toxiproxy):
+    from chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
+
+    with ToxiproxyClient(real_toxiproxy) as client:
+        client.create_proxy("redis", "127.0.0.1:0", stack.redis_url.split("//")[1].split("/")[0])
+        with pytest.raises(ToxiproxyError) as refused:  # it has no such toxic
+            client.add_toxic("redis", make_fault(fault).toxic_type, {}, stream="upstream")
+        assert refused.value.status == 400
+    ctx = context_from_stack(stack, ledger_path=str(tmp_path / "ledger.jsonl"), proxy_api_url=real_toxiproxy)
+    with pytest.raises(CachestormError, match=f"fault '{fault}' needs cachestorm's proxy"):
+        make_fault(fault).bind(ctx, window_s=5).prepare()
 
 
 def test_experiment_yaml_names_the_bad_line(tmp_path):
