@@ -197,6 +197,27 @@ def test_resp3_pushes_between_replies_do_not_shift_them(setup):
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
+def test_a_long_pipeline_with_random_refusals_stays_in_sync(setup, protocol):
+    client, direct, proxied = setup
+    direct.mset({f"k{i}": f"v{i}" for i in range(50)})
+    client.add_toxic("redis", "redis_error", {"error": "ERR refused", "commands": ["GET"]}, toxicity=0.3)
+    pipe = proxied(protocol=protocol).pipeline(transaction=False)
+    for index in range(2000):  # many TCP chunks, replies split anywhere
+        pipe.get(f"k{index % 50}")
+        pipe.strlen(f"k{index % 50}")
+    results = pipe.execute(raise_on_error=False)
+    refused = 0
+    for index in range(2000):
+        got, length = results[2 * index], results[2 * index + 1]
+        assert length == len(f"v{index % 50}"), (index, length)
+        if isinstance(got, redis.exceptions.ResponseError):
+            refused += 1
+        else:
+            assert got == f"v{index % 50}".encode(), (index, got)
+    assert 400 <= refused <= 800, refused
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
 def test_a_refused_command_inside_multi_aborts_the_transaction(setup, protocol):
     client, direct, proxied = setup
     client.add_toxic("redis", "redis_error", {"error": "OOM", "keys": ["hot:*"]})
