@@ -136,6 +136,35 @@ def test_subscribed_connections_are_left_alone(setup):
     pubsub.close()
 
 
+def test_redis_py_retries_loading_on_a_new_connection(setup):
+    """What a user of LOADING faults should know: redis-py's BusyLoadingError is a ConnectionError.
+    redis.Redis(host, port) retries those 10 times by default (backoff from 10 ms, reconnecting each
+    time), so a share of -LOADING mostly shows as reconnects and latency; Redis.from_url does not
+    retry (as in the targets, which turn retries off), so every refusal surfaces."""
+    client, direct, proxied = setup
+    direct.set("k", "v")
+    host, port = client.get_proxy("redis")["listen"].rsplit(":", 1)
+    retrying = redis.Redis(host=host, port=int(port), socket_timeout=5)
+    retrying.ping()
+    opened = client.get_proxy("redis")["stats"]["connections_total"]
+    client.add_toxic("redis", "redis_error", {"error": "LOADING", "commands": ["GET"]}, toxicity=0.5)
+    try:
+        assert all(retrying.get("k") == b"v" for _ in range(40))  # nothing surfaced
+    finally:
+        retrying.close()
+    refused = client.get_proxy("redis")["stats"]["commands_faulted"]["redis_error"]
+    assert refused >= 15, refused
+    assert client.get_proxy("redis")["stats"]["connections_total"] - opened == refused  # one reconnect each
+    plain = proxied()
+    surfaced = 0
+    for _ in range(40):
+        try:
+            plain.get("k")
+        except redis.exceptions.BusyLoadingError:
+            surfaced += 1
+    assert surfaced >= 10, surfaced
+
+
 def test_custom_error_on_hot_keys_only(setup):
     client, direct, proxied = setup
     client.add_toxic("redis", "redis_error", {"error": "TRYAGAIN slot migrating", "keys": ["hot:*"]})
