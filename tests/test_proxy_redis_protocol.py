@@ -313,6 +313,19 @@ def test_two_replying_toxics_on_one_connection_stay_in_order(setup):
     assert client.get_proxy("redis")["stats"]["connections_native"] == 1
 
 
+def test_updating_toxicity_acts_on_live_connections_at_once(setup):
+    client, _, proxied = setup
+    r = proxied()
+    client.add_toxic("redis", "redis_error", {"error": "OOM"}, name="oom")
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        r.set("k", "v")
+    client.update_toxic("redis", "oom", toxicity=0)
+    assert r.set("k", "v") is True  # the same connection
+    client.update_toxic("redis", "oom", toxicity=1)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        r.set("k", "v")
+
+
 def test_removing_the_toxic_mid_connection_keeps_it_in_sync(setup):
     client, direct, proxied = setup
     r = proxied()
