@@ -117,3 +117,29 @@ def test_bad_mode_is_400(setup):
     with pytest.raises(ToxiproxyError) as failure:
         client.add_toxic("redis", "redis_write_fail", {"mode": "explode"})
     assert failure.value.status == 400
+
+
+def test_keys_narrow_the_failed_writes(setup):
+    client, direct, proxied = setup
+    client.add_toxic("redis", "redis_write_fail", {"keys": ["profiles:*"]})
+    with pytest.raises(redis.ResponseError, match="write failed"):
+        proxied.set("profiles:1", "v")
+    assert proxied.set("sessions:1", "v") is True
+    with pytest.raises(redis.ResponseError):
+        proxied.mset({"sessions:2": "v", "profiles:2": "v"})  # one of its keys matches
+    assert direct.get("sessions:1") == b"v" and direct.get("sessions:2") is None
+
+
+def test_inline_commands_are_matched_by_key_too(setup):
+    client, direct, _ = setup
+    port = int(client.get_proxy("redis")["listen"].rsplit(":", 1)[1])
+    client.add_toxic("redis", "redis_write_fail", {"keys": ["hot:*"]})
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+        sock.sendall(b"SET cold:1 v\r\nSET hot:1 v\r\nGET cold:1\r\n")
+        expected = b"+OK\r\n-ERR cachestorm: write failed by fault\r\n$1\r\nv\r\n"
+        got = b""
+        while len(got) < len(expected):
+            chunk = sock.recv(1024)
+            assert chunk, f"connection closed after {got!r}"
+            got += chunk
+    assert got == expected and direct.get("hot:1") is None

@@ -24,6 +24,10 @@ FAULTS: dict[str, str] = {
     "cache-delete-fail": "chaos.faults.cache_delete_fail:CacheDeleteFail",
     "redis-oom": "chaos.faults.redis_oom:RedisOom",
     "redis-acl-readonly": "chaos.faults.redis_acl_readonly:RedisAclReadonly",
+    # Redis-protocol faults (our proxy's RESP-aware toxics)
+    "redis-command-latency": "chaos.faults.redis_command_latency:RedisCommandLatency",
+    "redis-error-reply": "chaos.faults.redis_error_reply:RedisErrorReply",
+    "redis-failover": "chaos.faults.redis_failover:RedisFailover",
     # database trouble
     "db-latency": "chaos.faults.db_latency:DatabaseLatency",
     "db-down": "chaos.faults.db_down:DatabaseDown",

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from cachestorm.errors import CachestormError
 from chaos.faults.base import SettingError
-from chaos.faults.toxic import ToxicFault
+from chaos.faults.redis_protocol import RedisProtocolFault
 
 
 @dataclass
-class RedisWriteFail(ToxicFault):
+class RedisWriteFail(RedisProtocolFault):
     name = "redis-write-fail"
     summary = "redis_write_fail toxic (cachestorm proxy only): a share of write commands fail"
     toxic_type = "redis_write_fail"
 
     rate: float = 1.0             # share of matching commands that fail
     mode: str = "error"           # error (an -ERR reply) | drop (no reply)
-    commands: list[str] = field(default_factory=list)   # []: every write command
-    proxy: str = "redis"
-    stream: str = "upstream"
 
     def validate(self) -> None:
         super().validate()
@@ -28,15 +24,5 @@ class RedisWriteFail(ToxicFault):
         if self.mode not in ("error", "drop"):
             raise SettingError(f"fault {self.name!r}: mode must be 'error' or 'drop'", "mode")
 
-    def _prepare(self) -> dict:
-        state = super()._prepare()
-        if not state["ours"]:
-            raise CachestormError(f"fault {self.name!r} needs cachestorm's proxy (redis_write_fail is not a "
-                                  "Toxiproxy toxic); use redis-oom or redis-acl-readonly instead")
-        return state
-
     def attributes(self) -> dict:
-        attributes = {"rate": self.rate, "mode": self.mode}
-        if self.commands:
-            attributes["commands"] = [c.upper() for c in self.commands]
-        return attributes
+        return {"rate": self.rate, "mode": self.mode, **super().attributes()}

@@ -162,7 +162,7 @@ class Link:
     # -- toxics --------------------------------------------------------------
     def attach(self, toxic: Toxic) -> None:
         state = toxic.new_state()
-        applies = random.random() < toxic.toxicity
+        applies = toxic.applies_to_link()
         self.entries[toxic] = (state, applies)
         if applies:
             self.conn.proxy.stats.toxic_applied(toxic.type_name)
@@ -184,7 +184,7 @@ class Link:
         entry = self.entries.get(toxic)
         if entry is None:
             return
-        applies_now = random.random() < toxic.toxicity
+        applies_now = toxic.applies_to_link()
         if applies_now != entry[1]:
             self.detach(toxic)
             self.entries[toxic] = (toxic.new_state(), applies_now)
@@ -640,6 +640,15 @@ class Connection:
     def _abort_transports(self) -> None:
         for transport in self._transports():
             transport.abort()
+
+    def reset_when_wired(self) -> None:
+        """reset() once a connection being taken back from the native engine has its transports (a
+        reset in the middle of `_adopt` would close the client's socket gracefully, without RST)."""
+        task = self._connect_task
+        if task is not None and not task.done():
+            task.add_done_callback(lambda _task: self.reset())
+        else:
+            self.reset()
 
     def reset(self) -> None:
         """Close both sockets with TCP RST (SO_LINGER 0)."""

@@ -28,6 +28,8 @@ def render(proxies: Iterable) -> str:
            [(f'proxy="{p.name}"', len(p.toxics)) for p in proxies])  # fmt: skip
     family("cachestorm_proxy_writes_failed_total", "counter", "Redis writes failed or dropped by redis_write_fail.",
            [(f'proxy="{p.name}"', p.stats.writes_failed) for p in proxies])  # fmt: skip
+    family("cachestorm_proxy_commands_faulted_total", "counter", "Redis commands delayed or answered by a RESP-aware toxic, by toxic type.",
+           [(f'proxy="{p.name}",type="{t}"', n) for p in proxies for t, n in sorted(p.stats.commands_faulted.items())])  # fmt: skip
     family("cachestorm_proxy_enabled", "gauge", "1 if the proxy is listening.",
            [(f'proxy="{p.name}"', int(p.enabled)) for p in proxies])  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -84,6 +84,7 @@ class Proxy:
             "bytes_downstream": down,
             "toxics_applied": sum(self.stats.toxics_applied.values()),
             "writes_failed": self.stats.writes_failed,
+            "commands_faulted": dict(sorted(self.stats.commands_faulted.items())),
         }
 
     def bytes_moved(self) -> tuple[int, int]:

@@ -40,6 +40,22 @@ def parse_command(buf: bytes | bytearray, pos: int) -> tuple[int, bytes]:
     return cursor, name
 
 
+def command_args(command: bytes) -> list[bytes]:
+    """Every word of one complete command (as split by parse_command), the name first, as sent."""
+    if command[:1] != b"*":  # inline
+        return command.split()
+    nl = command.find(b"\r\n")
+    args = []
+    cursor = nl + 2
+    for _ in range(int(command[1:nl])):
+        nl = command.find(b"\r\n", cursor)
+        start = nl + 2
+        end = start + int(command[cursor + 1 : nl])
+        args.append(command[start:end])
+        cursor = end + 2
+    return args
+
+
 def parse_reply(buf: bytes | bytearray, pos: int) -> int:
     """End of one complete reply (RESP2 or RESP3) at `pos`, or -1."""
     if pos >= len(buf):

@@ -12,6 +12,7 @@ class ProxyStats:
         self.closed_bytes_downstream = 0
         self.toxics_applied: Counter[str] = Counter()  # toxic type -> connections it applied to
         self.writes_failed = 0  # redis_write_fail: failed or dropped writes
+        self.commands_faulted: Counter[str] = Counter()  # RESP-aware toxic type -> commands it acted on
 
     def toxic_applied(self, toxic_type: str) -> None:
         self.toxics_applied[toxic_type] += 1

@@ -7,6 +7,9 @@ from chaos.proxy.toxics.base import Toxic
 from chaos.proxy.toxics.latency import LatencyToxic
 from chaos.proxy.toxics.limit_data import LimitDataToxic
 from chaos.proxy.toxics.noop import NoopToxic
+from chaos.proxy.toxics.redis_error import RedisErrorToxic
+from chaos.proxy.toxics.redis_failover import RedisFailoverToxic
+from chaos.proxy.toxics.redis_latency import RedisLatencyToxic
 from chaos.proxy.toxics.redis_write_fail import RedisWriteFailToxic
 from chaos.proxy.toxics.reset_peer import ResetPeerToxic
 from chaos.proxy.toxics.slicer import SlicerToxic
@@ -26,9 +29,12 @@ TOXIC_TYPES: dict[str, type[Toxic]] = {
         LimitDataToxic,
         NoopToxic,
         RedisWriteFailToxic,
+        RedisLatencyToxic,
+        RedisErrorToxic,
+        RedisFailoverToxic,
         SlowOpenToxic,
     )
 }
-EXTRA_TOXIC_TYPES = ("redis_write_fail", "slow_open")
+EXTRA_TOXIC_TYPES = ("redis_write_fail", "redis_latency", "redis_error", "redis_failover", "slow_open")
 
 __all__ = ["TOXIC_TYPES", "EXTRA_TOXIC_TYPES", "Toxic"]

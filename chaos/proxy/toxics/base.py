@@ -11,6 +11,7 @@ connection lives in a per-link `state` object made by `new_state()`. The directi
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -96,6 +97,10 @@ class Toxic:
             "stream": self.stream,
             "toxicity": self.toxicity,
         }
+
+    def applies_to_link(self) -> bool:
+        """Toxiproxy's draw: the toxic acts on a connection's link with probability `toxicity`."""
+        return random.random() < self.toxicity
 
     # -- per-link behaviour (defaults: pass everything through) --------------
     def new_state(self) -> Any:
