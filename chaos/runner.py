@@ -188,6 +188,8 @@ class ExperimentRunner:
                 applied = _Applied(index, step, fault, ledger_id, start)
                 self._active[index] = applied
             applied.details = fault.apply()
+            if fault.self_expiry:  # who reverts it should this process die, for the journal
+                applied.details["self_expiry"] = fault.self_expiry
         except Exception as exc:  # noqa: BLE001 - one failed fault must not stop the rollback of others
             error = f"{exc.__class__.__name__}: {exc}"
             self._errors.append(f"{step.fault} at {step.at_s:g}s: {error}")
