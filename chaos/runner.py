@@ -97,7 +97,7 @@ class ExperimentRunner:
     def active_faults(self) -> list[dict]:
         with self._lock:
             return [{"fault": a.step.fault, "at": a.step.at_s, "for": a.step.for_s,
-                     "settings": a.step.settings} for a in self._active.values()]
+                     "settings": a.step.settings, "self_expiry": a.fault.self_expiry} for a in self._active.values()]
 
     def summary(self) -> dict:
         deviations = [p for p in self._probe_log if p["outcome"] == "deviated"]

@@ -46,6 +46,7 @@ FAULTS = {  # fault -> (extra CLI args, "is it active?")
     "redis-oom": ([], lambda r, p: r.config_get("maxmemory")["maxmemory"] != "0"),
     "redis-acl-readonly": ([], lambda r, p: any("-@write" in line for line in r.acl_list())),
     "redis-down": ([], lambda r, p: not p.get_proxy("redis")["enabled"]),
+    "lfu-tracking": ([], lambda r, p: "lfu" in r.config_get("maxmemory-policy")["maxmemory-policy"]),
 }
 
 
@@ -114,3 +115,38 @@ def test_apply_runs_out_its_window_and_run_reports_the_hypothesis(workdir, cli_e
     listed = subprocess.run(cli("chaos", "list"), cwd=workdir, env=cli_env, capture_output=True, text=True,
                             timeout=30)
     assert "hot-key-expiry" in listed.stdout and "invalidation-lost" in listed.stdout
+
+
+@pytest.mark.parametrize("fault", ["redis-down", "redis-oom", "redis-acl-readonly", "lfu-tracking"])
+def test_a_sigkilled_apply_s_fault_expires_by_itself(fault, workdir, cli_env, redis_client, proxy_client):
+    config_before = tuple(redis_client.config_get("maxmemory*")[k] for k in ("maxmemory", "maxmemory-policy"))
+    acl_before = redis_client.acl_list()
+    extra, active = FAULTS[fault]
+    process = subprocess.Popen(cli("chaos", "apply", fault, *extra, "--for", "3s"), cwd=workdir, env=cli_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: active(redis_client, proxy_client), process=process)
+    finally:
+        process.kill()
+        process.wait()
+    killed = time.monotonic()
+    assert active(redis_client, proxy_client)   # its controller is gone; nothing of ours runs any more
+    status = subprocess.run(cli("chaos", "status", "--json"), cwd=workdir, env=cli_env, capture_output=True,
+                            text=True, timeout=30)
+    [entry] = json.loads(status.stdout)["active_faults"]
+    # pending, or already run when this loaded machine took longer than the window to get here
+    assert entry["if_controller_dies"].startswith(("the proxy at http://127.0.0.1:", "reverted by the proxy")), entry
+    wait_for(lambda: not active(redis_client, proxy_client), timeout=3.5 + 8)   # the window, the grace, slack
+    assert time.monotonic() - killed < 3.5 + 8
+    clean(redis_client, proxy_client, config_before, acl_before)
+    if fault != "redis-acl-readonly":
+        return   # the rest once (each CLI call costs seconds here)
+    status = subprocess.run(cli("chaos", "status", "--json"), cwd=workdir, env=cli_env, capture_output=True,
+                            text=True, timeout=30)
+    [entry] = json.loads(status.stdout)["active_faults"]   # still in the ledger: `heal` drops it
+    assert entry["if_controller_dies"].startswith("reverted by the proxy at"), entry
+    assert entry["if_controller_dies"].endswith("(window ended): ok"), entry
+    healed = subprocess.run(cli("chaos", "heal"), cwd=workdir, env=cli_env, capture_output=True, text=True,
+                            timeout=30)
+    assert healed.returncode == 0, healed
+    clean(redis_client, proxy_client, config_before, acl_before)

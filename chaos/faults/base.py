@@ -175,9 +175,13 @@ class Fault:
         return details
 
     # -- self-expiry -----------------------------------------------------------------
-    def expiry_actions(self) -> list[dict] | None:
-        """The revert as data our proxy can run (see chaos.proxy.expiry); None: it cannot."""
-        return None
+    def expiry_actions(self) -> list[dict]:
+        """The revert as data our proxy can run (see chaos.proxy.expiry); [] when nothing needs undoing."""
+        return []
+
+    def can_self_expire(self) -> bool:
+        """False when only this process can undo it (e.g. a restart through the conductor's callback)."""
+        return self.one_shot or type(self).expiry_actions is not Fault.expiry_actions
 
     def redis_action(self, commands: list[list[str]], auth: list | None = None) -> dict:
         """A "redis" expiry action on the context's Redis (its credentials, if any, are tried last)."""
@@ -194,10 +198,10 @@ class Fault:
 
         if self.one_shot:
             return ""
+        if not self.can_self_expire():
+            return f"none: {self.name} cannot be reverted without its controller; `cachestorm chaos heal`"
         actions = self.expiry_actions()
         api = getattr(self.context, "proxy_api_url", "")
-        if actions is None:
-            return f"none: {self.name} cannot be reverted without its controller; `cachestorm chaos heal`"
         if not actions:
             return ""   # nothing to undo (e.g. the proxy was disabled already)
         if not api:
