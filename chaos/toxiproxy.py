@@ -18,9 +18,10 @@ from chaos.proxy.expiry import EXPIRIES_PATH
 class ToxiproxyError(CachestormError):
     """A failed call to the Toxiproxy API; `status` is the HTTP status (None: no answer)."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, refused: bool = False):
         super().__init__(message)
         self.status = status
+        self.refused = refused   # nothing listens there: the server is gone
 
 
 class ToxiproxyClient:
@@ -52,7 +53,8 @@ class ToxiproxyClient:
         except httpx.HTTPError as exc:
             raise ToxiproxyError(
                 f"cannot reach the Toxiproxy API at {self.base_url} ({type(exc).__name__}: {exc}); "
-                "start it with `cachestorm proxy serve` or `cachestorm up`"
+                "start it with `cachestorm proxy serve` or `cachestorm up`",
+                refused=isinstance(exc, httpx.ConnectError),
             ) from None
         if response.status_code >= 400 and response.status_code not in ok:
             raise ToxiproxyError(

@@ -150,3 +150,73 @@ def test_a_sigkilled_apply_s_fault_expires_by_itself(fault, workdir, cli_env, re
                             timeout=30)
     assert healed.returncode == 0, healed
     clean(redis_client, proxy_client, config_before, acl_before)
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 4, b"not a ledger\n",
+                                     b'{"op": "apply", "id": "a1", "settings": {}}\n'])
+def test_heal_on_a_file_that_is_no_ledger_says_so_and_keeps_it(content, workdir, cli_env):
+    ledger = workdir / ".cachestorm" / "active-faults.jsonl"
+    ledger.parent.mkdir(exist_ok=True)
+    ledger.write_bytes(content)
+    for command in (["chaos", "heal"], ["chaos", "status"]):
+        done = subprocess.run(cli(*command), cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2, done
+        assert done.stderr.startswith("error: the fault ledger") and len(done.stderr.splitlines()) == 1, done.stderr
+        assert "Traceback" not in done.stderr + done.stdout
+    assert ledger.read_bytes() == content   # nothing lost
+
+
+def test_heal_finishes_against_a_stack_that_no_longer_exists(workdir, cli_env, tmp_path, proxy_client):
+    from cachestorm.stack.servers import start_redis
+    from chaos.context import ChaosContext
+    from chaos.faults import make_fault
+    from chaos.proxy.process import spawn
+
+    ledger = Ledger(workdir / ".cachestorm" / "active-faults.jsonl")
+    proxy, redis_server = spawn(), start_redis(tmp_path)
+    try:   # a run's own stack, with faults applied, then killed together with the run
+        from chaos.toxiproxy import ToxiproxyClient
+
+        with ToxiproxyClient(proxy.api_url) as client:
+            client.create_proxy("redis", "127.0.0.1:0", redis_server.url.split("//")[1].split("/")[0])
+        ctx = ChaosContext(redis_url=redis_server.url, proxy_api_url=proxy.api_url, ledger_path=ledger.path)
+        for name in ("redis-down", "redis-oom", "redis-latency"):
+            fault = make_fault(name).bind(ctx, window_s=60)
+            fault.prepare()
+            ledger.add(fault, ctx)
+            fault.apply()
+    finally:
+        proxy.popen.kill()
+        proxy.popen.wait()
+        redis_server.stop()
+    assert len(ledger.active()) == 3
+    healed = subprocess.run(cli("chaos", "heal"), cwd=workdir, env=cli_env, capture_output=True, text=True,
+                            timeout=60)
+    assert healed.returncode == 0, healed   # and `workdir` has a live stack (a new `up`) that heal also checks
+    assert healed.stdout.count("gone") >= 3, healed.stdout
+    assert ledger.active() == []
+    again = subprocess.run(cli("chaos", "heal"), cwd=workdir, env=cli_env, capture_output=True, text=True,
+                           timeout=30)
+    assert again.returncode == 0 and "nothing to heal" in again.stdout, again
+
+
+def test_run_refuses_to_start_on_top_of_a_leftover_fault(workdir, cli_env, redis_client, stack):
+    from chaos.context import context_from_stack
+    from chaos.faults import make_fault
+
+    ledger = Ledger(workdir / ".cachestorm" / "active-faults.jsonl")
+    ctx = context_from_stack(stack, ledger_path=ledger.path)
+    fault = make_fault("redis-acl-readonly").bind(ctx, window_s=60)
+    fault.prepare()
+    ledger.add(fault, ctx)
+    fault.apply()   # what a SIGKILLed run leaves behind
+    try:
+        ran = subprocess.run(cli("run", "--duration", "2s", "--users", "1", "--out", str(workdir / "runs")),
+                             cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 2, ran
+        assert ran.stderr.startswith("error: 1 fault(s) are still active") and "Traceback" not in ran.stderr, ran
+        assert "redis-acl-readonly" in ran.stderr and "`cachestorm chaos heal`" in ran.stderr
+        assert len(ran.stderr.splitlines()) == 1 and not (workdir / "runs").exists()
+    finally:
+        fault.revert()
+        ledger.mark_reverted(ledger.active()[0]["id"])

@@ -13,12 +13,12 @@ from rich.table import Table
 
 from cachestorm import interrupts
 from cachestorm.errors import CachestormError
+from chaos.context import DEFAULT_LEDGER
 
 app = typer.Typer(help="Chaos faults and experiments (game days).", no_args_is_help=True)
 console = Console()
 
 LEDGER_HELP = "Ledger of applied faults (what `chaos heal` reverts)."
-DEFAULT_LEDGER = ".cachestorm/active-faults.jsonl"
 
 
 def _context(ledger: str, allow_remote: bool, run_dir: Path | None, redis_url: str | None,
@@ -121,7 +121,7 @@ def apply_cmd(
     fault: str = typer.Argument(..., help="Fault name (see `chaos list`)."),
     set_: list[str] = typer.Option([], "--set", help="A setting as key=value (repeatable)."),
     for_: str = typer.Option("30s", "--for", help="How long the fault lasts: 30s, 2m."),
-    ledger: str = typer.Option(DEFAULT_LEDGER, "--ledger", help=LEDGER_HELP),
+    ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=LEDGER_HELP),
     run_dir: Path = typer.Option(None, "--run-dir", help="Journal folder (default .cachestorm/chaos/...)."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Do not ask before touching remote hosts."),
     redis_url: str = typer.Option(None, "--redis-url", help="Redis (direct, admin) instead of the stack's."),
@@ -155,7 +155,7 @@ def apply_cmd(
 def run_cmd(
     experiment: str = typer.Argument(..., help="A ready experiment name or a YAML file."),
     at: str = typer.Option(None, "--at", help="Move the timeline so the first fault starts at this second."),
-    ledger: str = typer.Option(DEFAULT_LEDGER, "--ledger", help=LEDGER_HELP),
+    ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=LEDGER_HELP),
     run_dir: Path = typer.Option(None, "--run-dir", help="Run folder to read live numbers from and journal to."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Do not ask before touching remote hosts."),
 ) -> None:
@@ -193,7 +193,7 @@ def _print_outcome(summary: dict, folder: Path) -> None:
 
 
 @app.command("status")
-def status_cmd(ledger: str = typer.Option(DEFAULT_LEDGER, "--ledger", help=LEDGER_HELP),
+def status_cmd(ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=LEDGER_HELP),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Active faults from the ledger, who reverts each if its controller dies, and the proxy's toxics."""
     from chaos.faults.process_signals import start_time
@@ -253,7 +253,7 @@ def status_cmd(ledger: str = typer.Option(DEFAULT_LEDGER, "--ledger", help=LEDGE
 
 
 @app.command("heal")
-def heal_cmd(ledger: str = typer.Option(DEFAULT_LEDGER, "--ledger", help=LEDGER_HELP)) -> None:
+def heal_cmd(ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=LEDGER_HELP)) -> None:
     """Revert every fault in the ledger and remove cachestorm's leftover toxics on the proxy."""
     from chaos.ledger import Ledger, heal
 
