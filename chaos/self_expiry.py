@@ -28,6 +28,19 @@ def _clock(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at))
 
 
+def what_it_does(actions: list[dict]) -> str:
+    """A listed expiry's actions in a few words (passwords are not in a listing)."""
+    said = []
+    for action in actions:
+        if action["do"] == "redis":
+            said += [" ".join(command[:4]) for command in action["commands"]]
+        elif action["do"] == "signal":
+            said.append(f"SIGCONT pid {action['pid']}")
+        else:
+            said.append(f"{action['do']} {action['proxy']}" + (f"/{action['toxic']}" if "toxic" in action else ""))
+    return "; ".join(said)
+
+
 def who_reverts(entry: dict, found: dict[str, dict | str]) -> str:
     """One line for a ledger entry: the proxy's pending or finished revert, or that nobody will."""
     expiry_id = (entry.get("state") or {}).get("expiry_id")

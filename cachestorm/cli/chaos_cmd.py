@@ -198,7 +198,7 @@ def status_cmd(ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=
     """Active faults from the ledger, who reverts each if its controller dies, and the proxy's toxics."""
     from chaos.faults.process_signals import start_time
     from chaos.ledger import Ledger
-    from chaos.self_expiry import listings, who_reverts
+    from chaos.self_expiry import listings, what_it_does, who_reverts
     from chaos.toxiproxy import ToxiproxyClient
 
     active = Ledger(ledger).active()
@@ -241,7 +241,7 @@ def status_cmd(ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=
         for pending in listing["pending"]:
             when = (time.strftime("%H:%M:%S", time.localtime(pending["due_at"])) if pending.get("due_at")
                     else f"when pid {pending['owner']['pid']} exits")
-            table.add_row(url, pending["id"], pending["label"], when)
+            table.add_row(url, pending["id"], f"{pending['label']}: {what_it_does(pending['actions'])}", when)
     console.print(table)
     table = Table(title="proxy toxics")
     for column in ("proxy", "toxic", "type", "stream", "attributes"):
