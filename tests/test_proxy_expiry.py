@@ -52,6 +52,13 @@ def test_a_bad_revert_is_refused_when_registered(api, action, error):
     assert api.get(EXPIRIES_PATH).json()["pending"] == []
 
 
+def test_an_owner_the_proxy_cannot_see_is_refused(api):
+    entry = {"id": "o", "owner": {"pid": os.getpid(), "started": "0"}, "actions": [{"do": "enable-proxy",
+                                                                                     "proxy": "redis"}]}
+    answer = api.post(EXPIRIES_PATH, json=entry)   # a dead or foreign owner would fire at once
+    assert answer.status_code == 409 and "not visible" in answer.json()["error"]
+
+
 def test_passwords_are_never_listed_and_delete_cancels(api):
     action = {"do": "redis", "address": "127.0.0.1:1", "auth": [["cachestorm-admin", "s3cret"], None],
               "commands": [["CONFIG", "SET", "maxmemory", "0"]]}

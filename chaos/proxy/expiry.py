@@ -33,6 +33,7 @@ from chaos.proxy.errors import ApiError
 from chaos.proxy.resp import parse_reply
 
 EXPIRIES_PATH = "/cachestorm/expiries"   # the API route (cachestorm's own prefix)
+OWNER_NOT_VISIBLE = 409     # the status for an owner this proxy cannot watch
 OWNER_CHECK_S = 1.0          # how often owners of window-less entries are looked for
 DONE_KEPT = 100              # fired entries kept for `chaos status`
 REDIS_TIMEOUT_S = 5.0
@@ -109,6 +110,9 @@ class Expiries:
             raise _bad("needs after_ms, an owner, or both (else it would never fire)")
         if owner is not None and not (isinstance(owner.get("pid"), int) and isinstance(owner.get("started"), str)):
             raise _bad("owner must be {pid: int, started: str}")
+        if owner is not None and start_time(owner["pid"]) != owner["started"]:
+            # another PID namespace (a container), or already dead: watching it would fire at once
+            raise ApiError(f"owner pid {owner['pid']} is not visible from the proxy", OWNER_NOT_VISIBLE)
         self.cancel(entry_id)
         entry = {"id": entry_id, "label": label, "actions": actions, "owner": owner, "registered_at": time.time(),
                  "due_at": None if after_ms is None else time.time() + after_ms / 1000.0}
