@@ -36,6 +36,7 @@ from cachestorm.stack import (
 from cachestorm.stack.processes import free_port, spawn, stop_pid, wait_until
 from chaos.context import DEFAULT_LEDGER
 from chaos.ledger import refuse_active_faults
+from chaos.self_expiry import unguarded_warning
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOMAINS = ("profiles", "catalog", "counters", "permissions")
@@ -464,6 +465,9 @@ def _start_experiment(experiment, settings, stack, targets, run_dir, journal, lo
         run_dir=str(run_dir), ledger_path=str(DEFAULT_LEDGER),
     )
     runner = ExperimentRunner(experiment, context, journal)
+    warning = unguarded_warning(stack.proxy_api_url, [step.build() for step in experiment.method])
+    if warning:  # each fault's journal record says it too ("self_expiry")
+        print(warning, file=sys.stderr)
     runner.start()
     return runner
 
