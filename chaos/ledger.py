@@ -173,10 +173,19 @@ def heal(ledger_path: str | Path = DEFAULT_LEDGER, proxy_api_urls: tuple[str, ..
 
 def refuse_active_faults(ledger_path: str | Path = DEFAULT_LEDGER) -> None:
     """Before a run: a fault left active (a killed run's ACL read-only, its low maxmemory) would break
-    the run's reset or skew its numbers, so the run does not start on top of it."""
+    the run's reset or skew its numbers, so the run does not start on top of it. Entries the proxy
+    has already reverted by itself are closed here instead."""
     from chaos.faults.process_signals import start_time
+    from chaos.self_expiry import expired_by_proxy, listings
 
-    active = Ledger(ledger_path).active()
+    ledger = Ledger(ledger_path)
+    active = ledger.active()
+    if not active:
+        return
+    found = listings(sorted({(e.get("context") or {}).get("proxy_api_url") for e in active} - {None, ""}))
+    for entry in [e for e in active if expired_by_proxy(e, found)]:
+        ledger.mark_reverted(entry["id"], "expired by the proxy")
+        active.remove(entry)
     if not active:
         return
     names = ", ".join(sorted({entry["fault"] for entry in active}))

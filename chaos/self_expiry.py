@@ -41,6 +41,14 @@ def what_it_does(actions: list[dict]) -> str:
     return "; ".join(said)
 
 
+def expired_by_proxy(entry: dict, found: dict[str, dict | str]) -> bool:
+    """Whether the entry's proxy already ran its whole revert, successfully."""
+    expiry_id = (entry.get("state") or {}).get("expiry_id")
+    listing = found.get((entry.get("context") or {}).get("proxy_api_url", ""))
+    return bool(expiry_id) and isinstance(listing, dict) and any(
+        done["id"] == expiry_id and done["outcome"] == "ok" for done in listing["done"])
+
+
 def who_reverts(entry: dict, found: dict[str, dict | str]) -> str:
     """One line for a ledger entry: the proxy's pending or finished revert, or that nobody will."""
     expiry_id = (entry.get("state") or {}).get("expiry_id")
