@@ -183,9 +183,12 @@ class Fault:
         """False when only this process can undo it (e.g. a restart through the conductor's callback)."""
         return self.one_shot or type(self).expiry_actions is not Fault.expiry_actions
 
-    def redis_action(self, commands: list[list[str]], auth: list | None = None) -> dict:
-        """A "redis" expiry action on the context's Redis (its credentials, if any, are tried last)."""
+    def redis_action(self, commands: list[list[str]], auth: list | None = None) -> dict | None:
+        """A "redis" expiry action on the context's Redis (its credentials, if any, are tried last);
+        None when the proxy could not reach it (TLS or a Unix socket: its reverts speak plain TCP)."""
         url = urlsplit(self.context.redis_url)
+        if url.scheme != "redis" or not url.hostname:
+            return None
         own = [url.username or "default", url.password] if url.password else None
         return {"do": "redis", "address": f"{url.hostname}:{url.port or 6379}",
                 "auth": [*(auth or []), own], "commands": commands}
@@ -205,6 +208,8 @@ class Fault:
         api = getattr(self.context, "proxy_api_url", "")
         if not actions:
             return ""   # nothing to undo (e.g. the proxy was disabled already)
+        if None in actions:
+            return f"none: the proxy cannot reach Redis at a {urlsplit(self.context.redis_url).scheme}: URL"
         if not api:
             return "none: no proxy API to hand the revert to; `cachestorm chaos heal` if this process dies"
         entry = {"id": self.state.setdefault("expiry_id", secrets.token_hex(6)), "actions": actions, "label": self.describe()}
