@@ -24,6 +24,7 @@ from locust import events
 from locust.runners import WorkerRunner
 
 from cachestorm.errors import CachestormError
+from chaos.context import DEFAULT_LEDGER
 
 log = logging.getLogger("cachestorm.chaos")
 REDIS_KEY_PREFIX = {"profiles": "profiles", "catalog": "products", "counters": "counters",
@@ -42,7 +43,7 @@ def _add_arguments(parser):
         ("--postgres-admin-url", "", "PostgreSQL, direct (default: from `cachestorm up`)"),
         ("--run-dir", "", "Run folder: probes read its metrics/latency files; the journal goes there"),
         ("--chaos-domain", "", "Redis key prefix of the hot keys (default: from the locustfile's name)"),
-        ("--chaos-ledger", ".cachestorm/active-faults.jsonl", "Ledger of applied faults (for `chaos heal`)"),
+        ("--chaos-ledger", str(DEFAULT_LEDGER), "Ledger of applied faults (for `chaos heal`)"),
     ]
     for flag, default, help_text in options:
         if not parser._option_string_actions.get(flag):  # locustfiles register --run-dir too
