@@ -148,3 +148,12 @@ def test_against_a_real_toxiproxy_faults_say_they_cannot_self_expire(stack, tmp_
     assert who_reverts(entry, listings([real_toxiproxy])).startswith("nobody: the proxy at")
     assert unguarded_warning(stack.proxy_api_url, [fault]) is None   # ours: no warning
     assert "cannot expire by itself" in unguarded_warning(stack.proxy_api_url, [make_fault("target-kill")])
+
+
+def test_every_lasting_fault_can_expire_by_itself_or_says_it_cannot():
+    """A new fault that forgets `expiry_actions()` would outlive a killed controller silently."""
+    from chaos.faults import FAULTS, fault_class
+
+    cannot = {name for name in FAULTS if not make_fault(name).can_self_expire()}
+    assert cannot == {"target-kill"}   # its revert is a restart through the conductor's callback
+    assert all(fault_class(name).one_shot or make_fault(name).can_self_expire() for name in set(FAULTS) - cannot)
