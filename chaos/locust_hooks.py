@@ -102,6 +102,9 @@ def build_runner(environment):
 @events.init.add_listener
 def _validate(environment, **_kwargs):
     """A bad --experiment / --experiment-at fails at startup, in one line, before any load is sent."""
+    # Locust sets its -t timer from the event loop's cached clock, stale by however long startup has
+    # blocked the loop (seconds on a loaded machine): `-t 4s` then ended after 0.3 s, before a fault
+    gevent.get_hub().loop.update_now()
     options = environment.parsed_options
     if options is None or isinstance(environment.runner, WorkerRunner) or not getattr(options, "experiment", ""):
         return

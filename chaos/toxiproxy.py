@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from cachestorm.errors import CachestormError
-from chaos.proxy.expiry import EXPIRIES_PATH
+from chaos.proxy import EXPIRIES_PATH
 
 
 class ToxiproxyError(CachestormError):

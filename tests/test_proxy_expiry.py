@@ -16,7 +16,7 @@ import pytest
 from chaos.context import ChaosContext, TargetHandle, context_from_stack
 from chaos.faults import make_fault
 from chaos.faults.process_signals import state_letter
-from chaos.proxy.expiry import EXPIRIES_PATH
+from chaos.proxy import EXPIRIES_PATH
 from chaos.self_expiry import unguarded_warning, who_reverts
 
 # the real server beside the repository (../shared) or where CACHESTORM_TOXIPROXY_SERVER points

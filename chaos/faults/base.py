@@ -197,7 +197,7 @@ class Fault:
         """Hand the revert to the proxy; returns who will revert it and when, or why nobody can."""
         from chaos.context import is_loopback
         from chaos.faults.process_signals import start_time
-        from chaos.proxy.expiry import OWNER_NOT_VISIBLE
+        from chaos.proxy import OWNER_NOT_VISIBLE
         from chaos.toxiproxy import ToxiproxyError
 
         if self.one_shot:

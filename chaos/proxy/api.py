@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from chaos.proxy import fastpath, metrics
+from chaos.proxy import EXPIRIES_PATH, fastpath, metrics
 from chaos.proxy.errors import (
     BAD_REQUEST_BODY,
     MISSING_FIELD,
@@ -17,7 +17,7 @@ from chaos.proxy.errors import (
     TOXIC_NOT_FOUND,
     ApiError,
 )
-from chaos.proxy.expiry import EXPIRIES_PATH, Expiries
+from chaos.proxy.expiry import Expiries
 from chaos.proxy.http import Request, Response
 from chaos.proxy.proxy import Proxy
 

@@ -29,11 +29,10 @@ from collections import deque
 from typing import Any
 
 from chaos.faults.process_signals import start_time
+from chaos.proxy import OWNER_NOT_VISIBLE
 from chaos.proxy.errors import ApiError
 from chaos.proxy.resp import parse_reply
 
-EXPIRIES_PATH = "/cachestorm/expiries"   # the API route (cachestorm's own prefix)
-OWNER_NOT_VISIBLE = 409     # the status for an owner this proxy cannot watch
 OWNER_CHECK_S = 1.0          # how often owners of window-less entries are looked for
 DONE_KEPT = 100              # fired entries kept for `chaos status`
 REDIS_TIMEOUT_S = 5.0
