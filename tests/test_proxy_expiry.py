@@ -43,6 +43,8 @@ def api(proxy_process):
     ({"do": "shell", "command": "rm -rf /"}, "unknown action 'shell'"),
     ({"do": "redis", "address": "127.0.0.1:6379", "commands": [["FLUSHALL", "SYNC"]]}, "FLUSHALL SYNC is not allowed"),
     ({"do": "redis", "address": "192.0.2.1:6379", "commands": [["CONFIG", "SET", "a", "b"]]}, "must be a loopback"),
+    ({"do": "redis", "address": "127.0.0.1:6379", "commands": [["CONFIG", "SET", "dir", "/root/.ssh"]]},
+     "may only set one of maxmemory"),
     ({"do": "signal", "pid": 1, "started": "1", "signal": "SIGKILL"}, "SIGCONT (the only one allowed)"),
     ({"do": "enable-proxy"}, "enable-proxy needs proxy"),
 ])

@@ -11,7 +11,8 @@ when it fires):
     {"do": "enable-proxy", "proxy"}                       a disabled proxy of ours listens again
     {"do": "remove-toxic", "proxy", "toxic"}
     {"do": "redis", "address": "127.0.0.1:6379", "auth": [[user, password] | null, ...],
-     "commands": [["CONFIG", "SET", ...], ...]}           CONFIG SET / ACL SETUSER / ACL DELUSER only,
+     "commands": [["CONFIG", "SET", ...], ...]}           CONFIG SET maxmemory[-policy] / ACL SETUSER /
+                                                          ACL DELUSER only,
                                                           on a loopback TCP Redis (anyone local can
                                                           reach it: no access beyond the caller's)
     {"do": "signal", "pid", "started", "signal": "SIGCONT"}   only SIGCONT, only the same process
@@ -37,6 +38,7 @@ OWNER_CHECK_S = 1.0          # how often owners of window-less entries are looke
 DONE_KEPT = 100              # fired entries kept for `chaos status`
 REDIS_TIMEOUT_S = 5.0
 _REDIS_COMMANDS = {("CONFIG", "SET"), ("ACL", "SETUSER"), ("ACL", "DELUSER")}
+_CONFIG_PARAMETERS = {"maxmemory", "maxmemory-policy"}   # what our faults change; not `dir`, `dbfilename` ...
 
 
 def _bad(message: str) -> ApiError:
@@ -83,6 +85,8 @@ def _check_redis(action: dict) -> None:
         if (command[0].upper(), command[1].upper()) not in _REDIS_COMMANDS:
             raise _bad(f"redis command {command[0]} {command[1]} is not allowed "
                        "(CONFIG SET, ACL SETUSER, ACL DELUSER)")
+        if command[0].upper() == "CONFIG" and (len(command) != 4 or command[2].lower() not in _CONFIG_PARAMETERS):
+            raise _bad(f"CONFIG SET may only set one of {', '.join(sorted(_CONFIG_PARAMETERS))}")
 
 
 def _shown(entry: dict) -> dict:
