@@ -77,7 +77,7 @@ def test_latency_delays_and_hands_its_removal_to_the_proxy(ctx, stack, proxy_cli
         pending = {e["id"]: e for e in proxy_client.expiries()["pending"]}   # our proxy removes it if we die
         entry = pending[fault.state["expiry_id"]]
         assert entry["actions"] == [{"do": "remove-toxic", "proxy": "redis", "toxic": toxics[0]["name"]}]
-        assert 5.3 < entry["due_at"] - time.time() <= 5.5
+        assert 3 < entry["due_at"] - time.time() <= 5.5   # window + grace, less however long this took
         started = time.monotonic()
         client.ping()
         assert time.monotonic() - started >= 0.14
