@@ -159,3 +159,10 @@ def test_every_lasting_fault_can_expire_by_itself_or_says_it_cannot():
     cannot = {name for name in FAULTS if not make_fault(name).can_self_expire()}
     assert cannot == {"target-kill"}   # its revert is a restart through the conductor's callback
     assert all(fault_class(name).one_shot or make_fault(name).can_self_expire() for name in set(FAULTS) - cannot)
+
+
+@pytest.mark.parametrize("redis_url", ["redis://10.1.2.3:6379/0", "unix:///run/valkey.sock", "rediss://127.0.0.1:1/0"])
+def test_a_redis_the_proxy_may_not_reach_means_no_self_expiry_not_a_failed_apply(redis_url, proxy_process):
+    fault = make_fault("redis-oom").bind(ChaosContext(redis_url=redis_url, proxy_api_url=proxy_process.api_url), 3)
+    fault.state = {"maxmemory": "0", "maxmemory-policy": "noeviction", "expiry_id": "r"}
+    assert fault._arm_expiry().startswith("none: the proxy's reverts reach only a loopback Redis over TCP")

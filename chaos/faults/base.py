@@ -185,9 +185,11 @@ class Fault:
 
     def redis_action(self, commands: list[list[str]], auth: list | None = None) -> dict | None:
         """A "redis" expiry action on the context's Redis (its credentials, if any, are tried last);
-        None when the proxy could not reach it (TLS or a Unix socket: its reverts speak plain TCP)."""
+        None when the proxy may not reach it (its reverts speak plain TCP to a loopback Redis only)."""
+        from chaos.proxy import loopback_host
+
         url = urlsplit(self.context.redis_url)
-        if url.scheme != "redis" or not url.hostname:
+        if url.scheme != "redis" or not loopback_host(url.hostname or ""):
             return None
         own = [url.username or "default", url.password] if url.password else None
         return {"do": "redis", "address": f"{url.hostname}:{url.port or 6379}",
@@ -209,7 +211,10 @@ class Fault:
         if not actions:
             return ""   # nothing to undo (e.g. the proxy was disabled already)
         if None in actions:
-            return f"none: the proxy cannot reach Redis at a {urlsplit(self.context.redis_url).scheme}: URL"
+            url = urlsplit(self.context.redis_url)
+            where = f"{url.scheme}://{url.hostname}" if url.hostname else f"{url.scheme}:{url.path}"
+            return (f"none: the proxy's reverts reach only a loopback Redis over TCP, not {where}; "
+                    "`cachestorm chaos heal` if this process dies")
         if not api:
             return "none: no proxy API to hand the revert to; `cachestorm chaos heal` if this process dies"
         entry = {"id": self.state.setdefault("expiry_id", secrets.token_hex(6)), "actions": actions, "label": self.describe()}

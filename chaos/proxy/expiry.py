@@ -22,7 +22,6 @@ Passwords (in "auth") are never listed back.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import signal
 import time
@@ -30,7 +29,7 @@ from collections import deque
 from typing import Any
 
 from chaos.faults.process_signals import start_time
-from chaos.proxy import OWNER_NOT_VISIBLE
+from chaos.proxy import OWNER_NOT_VISIBLE, loopback_host
 from chaos.proxy.errors import ApiError
 from chaos.proxy.resp import parse_reply
 
@@ -67,12 +66,7 @@ def check_actions(actions: Any) -> list[dict]:
 
 def _check_redis(action: dict) -> None:
     host, _sep, port = str(action.get("address", "")).rpartition(":")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
-        int(port)
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not (loopback_host(host) and port.isdigit()):
         raise _bad(f"redis address {action.get('address')!r} must be a loopback host:port")
     auth = action.get("auth", [None])
     if not isinstance(auth, list) or not all(a is None or (isinstance(a, list) and len(a) == 2) for a in auth):
