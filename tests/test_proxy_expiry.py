@@ -166,3 +166,13 @@ def test_a_redis_the_proxy_may_not_reach_means_no_self_expiry_not_a_failed_apply
     fault = make_fault("redis-oom").bind(ChaosContext(redis_url=redis_url, proxy_api_url=proxy_process.api_url), 3)
     fault.state = {"maxmemory": "0", "maxmemory-policy": "noeviction", "expiry_id": "r"}
     assert fault._arm_expiry().startswith("none: the proxy's reverts reach only a loopback Redis over TCP")
+
+
+def test_apply_against_a_real_toxiproxy_warns_before_the_fault(stack, tmp_path, cli_env, redis_client, real_toxiproxy):
+    done = subprocess.run([sys.executable, "-m", "cachestorm", "chaos", "apply", "redis-oom", "--for", "0.2s",
+                           "--redis-url", stack.redis_url, "--proxy-api-url", real_toxiproxy],
+                          cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done
+    out = " ".join(done.stdout.split())
+    assert out.startswith(f"warning: {real_toxiproxy} is a real Toxiproxy"), out[:300]
+    assert "redis-oom stay(s) active until `cachestorm chaos heal`" in out
