@@ -37,6 +37,9 @@ from cachestorm.stack import (
 )
 from cachestorm.stack.processes import free_port, spawn, stop_pid, wait_until
 from cachestorm.stack.watch import DependencyWatch
+from chaos.context import DEFAULT_LEDGER
+from chaos.ledger import refuse_active_faults
+from chaos.self_expiry import unguarded_warning
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOMAINS = ("profiles", "catalog", "counters", "permissions")
@@ -316,6 +319,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
     if experiment is not None and settings.experiment_at_s is not None:
         experiment = experiment.shifted(settings.experiment_at_s)
     _check_locust_args(settings)
+    refuse_active_faults(DEFAULT_LEDGER)
     label = settings.label or f"{settings.domain}-{settings.strategy}" + (
         f"-{Path(settings.experiment).stem}" if settings.experiment else "")
     run_dir = new_run_dir(Path(settings.out).resolve(), label)  # Locust runs from the repo root
@@ -510,9 +514,12 @@ def _start_experiment(experiment, settings, stack, targets, run_dir, journal, lo
         domain=settings.domain, hot_keys=settings.hot_keys, key_space=settings.keys,
         targets=[_handle(TargetHandle, t) for t in targets],
         restart_redis=(lambda: _restart_redis(stack)) if any(s["kind"] == "redis" for s in stack.servers) else None,
-        run_dir=str(run_dir), ledger_path=str(Path(".cachestorm") / "active-faults.jsonl"),
+        run_dir=str(run_dir), ledger_path=str(DEFAULT_LEDGER),
     )
     runner = ExperimentRunner(experiment, context, journal)
+    warning = unguarded_warning(stack.proxy_api_url, [step.build() for step in experiment.method])
+    if warning:  # each fault's journal record says it too ("self_expiry")
+        print(warning, file=sys.stderr)
     runner.start()
     return runner
 

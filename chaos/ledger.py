@@ -5,6 +5,8 @@ One JSON line per event, appended under an exclusive lock and fsynced:
     {"op": "apply", "id", "fault", "settings", "state", "window_s", "context", "pid", "at"}
     {"op": "revert", "id", "at", "outcome"}
 An entry is active while it has no revert line. When nothing is active the file is emptied.
+A file that is not such a ledger (binary, other text, a record without `fault`) is refused with
+`LedgerError` and left as it is: it may be the user's, or the only record of a live fault.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cachestorm.errors import CachestormError
 from chaos.context import DEFAULT_LEDGER, ChaosContext
+
+
+class LedgerError(CachestormError):
+    """The ledger file cannot be read as one (exit 2); nothing was changed."""
 
 
 class Ledger:
@@ -46,20 +53,35 @@ class Ledger:
         handle.flush()
         os.fsync(handle.fileno())
 
-    @staticmethod
-    def _active(handle) -> dict[str, dict]:
-        handle.seek(0)
+    def _active(self, handle) -> dict[str, dict]:
+        fd = handle.fileno()
+        raw = os.pread(fd, os.fstat(fd).st_size, 0)
+        try:
+            lines = raw.decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise self._unreadable("it is binary, not JSON lines") from None
         active: dict[str, dict] = {}
-        for line in handle.read().splitlines():
+        for number, line in enumerate(lines, start=1):
             try:
                 record = json.loads(line)
             except ValueError:
-                continue  # a torn line from a crash mid-write
-            if record.get("op") == "apply":
+                if line.startswith("{") or not line.strip():
+                    continue  # a torn line from a crash mid-write (we only ever write objects)
+                raise self._unreadable(f"line {number} is not a JSON record") from None
+            op = record.get("op") if isinstance(record, dict) else None
+            if op not in ("apply", "revert") or not isinstance(record.get("id"), str):
+                raise self._unreadable(f"line {number} is not an apply/revert record with an id")
+            if op == "apply":
+                if not isinstance(record.get("fault"), str):
+                    raise self._unreadable(f"line {number} is an apply record without a fault name")
                 active[record["id"]] = record
-            elif record.get("op") == "revert":
-                active.pop(record.get("id"), None)
+            else:
+                active.pop(record["id"], None)
         return active
+
+    def _unreadable(self, why: str) -> LedgerError:
+        return LedgerError(f"the fault ledger {self.path} is not a cachestorm ledger ({why}); it was left as it "
+                           "is: look at it, move it away (or pass another --ledger) and try again")
 
     def add(self, fault, context: ChaosContext) -> str:
         """Record a prepared fault (settings + state) before it is applied; returns its id."""
@@ -84,10 +106,30 @@ class Ledger:
             return list(self._active(handle).values())
 
 
+def server_gone(exc: BaseException) -> bool:
+    """Whether `exc` says nothing listens where the fault lives any more (connection refused, no socket).
+
+    Every fault lives in a server's memory (a proxy's toxics and `enabled`, Redis's CONFIG and ACL,
+    a stopped process), so a server that is gone took its fault with it. A timeout is not proof.
+    """
+    from chaos.toxiproxy import ToxiproxyError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ConnectionRefusedError | FileNotFoundError):
+            return True
+        if isinstance(exc, ToxiproxyError) and exc.refused:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def heal(ledger_path: str | Path = DEFAULT_LEDGER, proxy_api_urls: tuple[str, ...] = ()) -> list[dict]:
     """Revert every active ledger entry, then remove leftover cachestorm toxics on the proxies.
 
-    Returns one result per action: {"fault", "id", "outcome", "details"}.
+    An entry whose server is gone (a stack since stopped or killed) is reported as "gone" and dropped:
+    its fault went with the server. Returns one result per action: {"fault", "id", "outcome", "details"}.
     """
     from chaos.faults import fault_class
     from chaos.faults.toxic import TOXIC_PREFIX
@@ -107,9 +149,12 @@ def heal(ledger_path: str | Path = DEFAULT_LEDGER, proxy_api_urls: tuple[str, ..
             details = fault.revert()
             outcome = "reverted"
         except Exception as exc:  # noqa: BLE001 - keep healing the rest
-            details, outcome = {"error": f"{exc.__class__.__name__}: {exc}"}, "failed"
-        if outcome == "reverted":
-            ledger.mark_reverted(entry["id"], "healed")
+            details = {"error": f"{exc.__class__.__name__}: {exc}"}
+            outcome = "gone" if server_gone(exc) else "failed"
+            if outcome == "gone":
+                details["note"] = "its server no longer runs, and the fault went with it"
+        if outcome != "failed":
+            ledger.mark_reverted(entry["id"], "healed" if outcome == "reverted" else "server gone")
         results.append({"fault": entry["fault"], "id": entry["id"], "outcome": outcome, "details": details})
     for url in sorted(proxies):
         try:
@@ -121,6 +166,31 @@ def heal(ledger_path: str | Path = DEFAULT_LEDGER, proxy_api_urls: tuple[str, ..
                             results.append({"fault": "leftover toxic", "id": toxic["name"],
                                             "outcome": "removed", "details": {"proxy": proxy_name}})
         except Exception as exc:  # noqa: BLE001
-            results.append({"fault": "leftover toxics", "id": url, "outcome": "failed",
+            results.append({"fault": "leftover toxics", "id": url, "outcome": "gone" if server_gone(exc) else "failed",
                             "details": {"error": str(exc)}})
     return results
+
+
+def refuse_active_faults(ledger_path: str | Path = DEFAULT_LEDGER) -> None:
+    """Before a run: a fault left active (a killed run's ACL read-only, its low maxmemory) would break
+    the run's reset or skew its numbers, so the run does not start on top of it. Entries the proxy
+    has already reverted by itself are closed here instead."""
+    from chaos.faults.process_signals import start_time
+    from chaos.self_expiry import expired_by_proxy, listings
+
+    ledger = Ledger(ledger_path)
+    active = ledger.active()
+    if not active:
+        return
+    found = listings(sorted({(e.get("context") or {}).get("proxy_api_url") for e in active} - {None, ""}))
+    for entry in [e for e in active if expired_by_proxy(e, found)]:
+        ledger.mark_reverted(entry["id"], "expired by the proxy")
+        active.remove(entry)
+    if not active:
+        return
+    names = ", ".join(sorted({entry["fault"] for entry in active}))
+    live = sorted({entry.get("pid") for entry in active if isinstance(entry.get("pid"), int)
+                   and start_time(entry["pid"]) is not None})
+    who = f"; pid {', '.join(map(str, live))} still applies some" if live else ""
+    raise CachestormError(f"{len(active)} fault(s) are still active from an earlier run or `chaos apply` "
+                          f"({names}, in {ledger_path}{who}); run `cachestorm chaos heal` first")

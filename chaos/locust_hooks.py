@@ -24,6 +24,7 @@ from locust import events
 from locust.runners import WorkerRunner
 
 from cachestorm.errors import CachestormError
+from chaos.context import DEFAULT_LEDGER
 
 log = logging.getLogger("cachestorm.chaos")
 REDIS_KEY_PREFIX = {"profiles": "profiles", "catalog": "products", "counters": "counters",
@@ -42,7 +43,7 @@ def _add_arguments(parser):
         ("--postgres-admin-url", "", "PostgreSQL, direct (default: from `cachestorm up`)"),
         ("--run-dir", "", "Run folder: probes read its metrics/latency files; the journal goes there"),
         ("--chaos-domain", "", "Redis key prefix of the hot keys (default: from the locustfile's name)"),
-        ("--chaos-ledger", ".cachestorm/active-faults.jsonl", "Ledger of applied faults (for `chaos heal`)"),
+        ("--chaos-ledger", str(DEFAULT_LEDGER), "Ledger of applied faults (for `chaos heal`)"),
     ]
     for flag, default, help_text in options:
         if not parser._option_string_actions.get(flag):  # locustfiles register --run-dir too
@@ -101,6 +102,9 @@ def build_runner(environment):
 @events.init.add_listener
 def _validate(environment, **_kwargs):
     """A bad --experiment / --experiment-at fails at startup, in one line, before any load is sent."""
+    # Locust sets its -t timer from the event loop's cached clock, stale by however long startup has
+    # blocked the loop (seconds on a loaded machine): `-t 4s` then ended after 0.3 s, before a fault
+    gevent.get_hub().loop.update_now()
     options = environment.parsed_options
     if options is None or isinstance(environment.runner, WorkerRunner) or not getattr(options, "experiment", ""):
         return

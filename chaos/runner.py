@@ -97,7 +97,7 @@ class ExperimentRunner:
     def active_faults(self) -> list[dict]:
         with self._lock:
             return [{"fault": a.step.fault, "at": a.step.at_s, "for": a.step.for_s,
-                     "settings": a.step.settings} for a in self._active.values()]
+                     "settings": a.step.settings, "self_expiry": a.fault.self_expiry} for a in self._active.values()]
 
     def summary(self) -> dict:
         deviations = [p for p in self._probe_log if p["outcome"] == "deviated"]
@@ -188,6 +188,8 @@ class ExperimentRunner:
                 applied = _Applied(index, step, fault, ledger_id, start)
                 self._active[index] = applied
             applied.details = fault.apply()
+            if fault.self_expiry:  # who reverts it should this process die, for the journal
+                applied.details["self_expiry"] = fault.self_expiry
         except Exception as exc:  # noqa: BLE001 - one failed fault must not stop the rollback of others
             error = f"{exc.__class__.__name__}: {exc}"
             self._errors.append(f"{step.fault} at {step.at_s:g}s: {error}")

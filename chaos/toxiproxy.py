@@ -12,14 +12,16 @@ from typing import Any
 import httpx
 
 from cachestorm.errors import CachestormError
+from chaos.proxy import EXPIRIES_PATH
 
 
 class ToxiproxyError(CachestormError):
     """A failed call to the Toxiproxy API; `status` is the HTTP status (None: no answer)."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, refused: bool = False):
         super().__init__(message)
         self.status = status
+        self.refused = refused   # nothing listens there: the server is gone
 
 
 class ToxiproxyClient:
@@ -51,7 +53,8 @@ class ToxiproxyClient:
         except httpx.HTTPError as exc:
             raise ToxiproxyError(
                 f"cannot reach the Toxiproxy API at {self.base_url} ({type(exc).__name__}: {exc}); "
-                "start it with `cachestorm proxy serve` or `cachestorm up`"
+                "start it with `cachestorm proxy serve` or `cachestorm up`",
+                refused=isinstance(exc, httpx.ConnectError),
             ) from None
         if response.status_code >= 400 and response.status_code not in ok:
             raise ToxiproxyError(
@@ -128,6 +131,20 @@ class ToxiproxyClient:
         """Delete a toxic; True if it existed. A missing toxic (404) is fine, so this is safe twice."""
         response = self._call("DELETE", f"/proxies/{proxy}/toxics/{name}", ok=(404,))
         return response.status_code != 404
+
+    # -- cachestorm's proxy only: reverts it runs by itself (chaos.proxy.expiry) ---------
+    def add_expiry(self, entry: dict) -> bool:
+        """Register a revert; False if the server has no such endpoint (a real Toxiproxy)."""
+        return self._call("POST", EXPIRIES_PATH, json=entry, ok=(404,)).status_code != 404
+
+    def remove_expiry(self, entry_id: str) -> bool:
+        """Cancel a pending revert; True if it was pending."""
+        return self._call("DELETE", f"{EXPIRIES_PATH}/{entry_id}", ok=(404,)).status_code != 404
+
+    def expiries(self) -> dict | None:
+        """{"pending": [...], "done": [...]}; None on a server without expiries (a real Toxiproxy)."""
+        response = self._call("GET", EXPIRIES_PATH, ok=(404,))
+        return None if response.status_code == 404 else response.json()
 
     # -- server --------------------------------------------------------------
     def version(self) -> str:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from cachestorm.stack import save_state
-from chaos.ledger import Ledger
+from chaos.ledger import Ledger, refuse_active_faults
 
 
 @pytest.fixture()
@@ -47,6 +47,7 @@ FAULTS = {  # fault -> (extra CLI args, "is it active?")
     "redis-oom": ([], lambda r, p: r.config_get("maxmemory")["maxmemory"] != "0"),
     "redis-acl-readonly": ([], lambda r, p: any("-@write" in line for line in r.acl_list())),
     "redis-down": ([], lambda r, p: not p.get_proxy("redis")["enabled"]),
+    "lfu-tracking": ([], lambda r, p: "lfu" in r.config_get("maxmemory-policy")["maxmemory-policy"]),
 }
 
 
@@ -116,3 +117,111 @@ def test_apply_runs_out_its_window_and_run_reports_the_hypothesis(workdir, cli_e
     listed = subprocess.run(cli("chaos", "list"), cwd=workdir, env=cli_env, capture_output=True, text=True,
                             timeout=30)
     assert "hot-key-expiry" in listed.stdout and "invalidation-lost" in listed.stdout
+
+
+@pytest.mark.parametrize("fault", ["redis-down", "redis-oom", "redis-acl-readonly", "lfu-tracking"])
+def test_a_sigkilled_apply_s_fault_expires_by_itself(fault, workdir, cli_env, redis_client, proxy_client):
+    config_before = tuple(redis_client.config_get("maxmemory*")[k] for k in ("maxmemory", "maxmemory-policy"))
+    acl_before = redis_client.acl_list()
+    extra, active = FAULTS[fault]
+    process = subprocess.Popen(cli("chaos", "apply", fault, *extra, "--for", "3s"), cwd=workdir, env=cli_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: active(redis_client, proxy_client), process=process)
+    finally:
+        process.kill()
+        process.wait()
+    killed = time.monotonic()
+    assert active(redis_client, proxy_client)   # its controller is gone; nothing of ours runs any more
+    status = subprocess.run(cli("chaos", "status", "--json"), cwd=workdir, env=cli_env, capture_output=True,
+                            text=True, timeout=30)
+    [entry] = json.loads(status.stdout)["active_faults"]
+    # pending, or already run when this loaded machine took longer than the window to get here
+    assert entry["if_controller_dies"].startswith(("the proxy at http://127.0.0.1:", "reverted by the proxy")), entry
+    wait_for(lambda: not active(redis_client, proxy_client), timeout=3.5 + 8)   # the window, the grace, slack
+    assert time.monotonic() - killed < 3.5 + 8
+    clean(redis_client, proxy_client, config_before, acl_before)
+    if fault == "redis-oom":   # the next run starts: nothing is active any more, the ledger is closed
+        refuse_active_faults(workdir / ".cachestorm" / "active-faults.jsonl")
+        assert Ledger(workdir / ".cachestorm" / "active-faults.jsonl").active() == []
+    if fault != "redis-acl-readonly":
+        return   # the rest once (each CLI call costs seconds here)
+    status = subprocess.run(cli("chaos", "status", "--json"), cwd=workdir, env=cli_env, capture_output=True,
+                            text=True, timeout=30)
+    [entry] = json.loads(status.stdout)["active_faults"]   # still in the ledger: `heal` drops it
+    assert entry["if_controller_dies"].startswith("reverted by the proxy at"), entry
+    assert entry["if_controller_dies"].endswith("(window ended): ok"), entry
+    healed = subprocess.run(cli("chaos", "heal"), cwd=workdir, env=cli_env, capture_output=True, text=True,
+                            timeout=30)
+    assert healed.returncode == 0, healed
+    clean(redis_client, proxy_client, config_before, acl_before)
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 4, b"not a ledger\n",
+                                     b'{"op": "apply", "id": "a1", "settings": {}}\n'])
+def test_heal_on_a_file_that_is_no_ledger_says_so_and_keeps_it(content, workdir, cli_env):
+    ledger = workdir / ".cachestorm" / "active-faults.jsonl"
+    ledger.parent.mkdir(exist_ok=True)
+    ledger.write_bytes(content)
+    for command in (["chaos", "heal"], ["chaos", "status"]):
+        done = subprocess.run(cli(*command), cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2, done
+        assert done.stderr.startswith("error: the fault ledger") and len(done.stderr.splitlines()) == 1, done.stderr
+        assert "Traceback" not in done.stderr + done.stdout
+    assert ledger.read_bytes() == content   # nothing lost
+
+
+def test_heal_finishes_against_a_stack_that_no_longer_exists(workdir, cli_env, tmp_path, proxy_client):
+    from cachestorm.stack.servers import start_redis
+    from chaos.context import ChaosContext
+    from chaos.faults import make_fault
+    from chaos.proxy.process import spawn
+
+    ledger = Ledger(workdir / ".cachestorm" / "active-faults.jsonl")
+    proxy, redis_server = spawn(), start_redis(tmp_path)
+    try:   # a run's own stack, with faults applied, then killed together with the run
+        from chaos.toxiproxy import ToxiproxyClient
+
+        with ToxiproxyClient(proxy.api_url) as client:
+            client.create_proxy("redis", "127.0.0.1:0", redis_server.url.split("//")[1].split("/")[0])
+        ctx = ChaosContext(redis_url=redis_server.url, proxy_api_url=proxy.api_url, ledger_path=ledger.path)
+        for name in ("redis-down", "redis-oom", "redis-latency"):
+            fault = make_fault(name).bind(ctx, window_s=60)
+            fault.prepare()
+            ledger.add(fault, ctx)
+            fault.apply()
+    finally:
+        proxy.popen.kill()
+        proxy.popen.wait()
+        redis_server.stop()
+    assert len(ledger.active()) == 3
+    healed = subprocess.run(cli("chaos", "heal"), cwd=workdir, env=cli_env, capture_output=True, text=True,
+                            timeout=60)
+    assert healed.returncode == 0, healed   # and `workdir` has a live stack (a new `up`) that heal also checks
+    assert healed.stdout.count("gone") >= 3, healed.stdout
+    assert ledger.active() == []
+    again = subprocess.run(cli("chaos", "heal"), cwd=workdir, env=cli_env, capture_output=True, text=True,
+                           timeout=30)
+    assert again.returncode == 0 and "nothing to heal" in again.stdout, again
+
+
+def test_run_refuses_to_start_on_top_of_a_leftover_fault(workdir, cli_env, redis_client, stack):
+    from chaos.context import context_from_stack
+    from chaos.faults import make_fault
+
+    ledger = Ledger(workdir / ".cachestorm" / "active-faults.jsonl")
+    ctx = context_from_stack(stack, ledger_path=ledger.path)
+    fault = make_fault("redis-acl-readonly").bind(ctx, window_s=60)
+    fault.prepare()
+    ledger.add(fault, ctx)
+    fault.apply()   # what a SIGKILLed run leaves behind
+    try:
+        ran = subprocess.run(cli("run", "--duration", "2s", "--users", "1", "--out", str(workdir / "runs")),
+                             cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 2, ran
+        assert ran.stderr.startswith("error: 1 fault(s) are still active") and "Traceback" not in ran.stderr, ran
+        assert "redis-acl-readonly" in ran.stderr and "`cachestorm chaos heal`" in ran.stderr
+        assert len(ran.stderr.splitlines()) == 1 and not (workdir / "runs").exists()
+    finally:
+        fault.revert()
+        ledger.mark_reverted(ledger.active()[0]["id"])

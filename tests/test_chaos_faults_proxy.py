@@ -66,7 +66,7 @@ def test_reset_peer_breaks_connections(ctx, stack, proxy_client, redis_client):
     assert proxied(stack).ping()
 
 
-def test_latency_delays_and_carries_the_self_expiry_duration(ctx, stack, proxy_client, redis_client):
+def test_latency_delays_and_hands_its_removal_to_the_proxy(ctx, stack, proxy_client, redis_client):
     client = proxied(stack)
     client.ping()
     fault = make_fault("redis-latency", {"latency_ms": 150}).bind(ctx, window_s=5)
@@ -74,13 +74,17 @@ def test_latency_delays_and_carries_the_self_expiry_duration(ctx, stack, proxy_c
         fault.apply()
         toxics = proxy_client.toxics("redis")
         assert [t["attributes"]["latency"] for t in toxics] == [150]
-        assert toxics[0]["attributes"]["duration"] == 5500  # our proxy removes it itself if we die
+        pending = {e["id"]: e for e in proxy_client.expiries()["pending"]}   # our proxy removes it if we die
+        entry = pending[fault.state["expiry_id"]]
+        assert entry["actions"] == [{"do": "remove-toxic", "proxy": "redis", "toxic": toxics[0]["name"]}]
+        assert 3 < entry["due_at"] - time.time() <= 5.5   # window + grace, less however long this took
         started = time.monotonic()
         client.ping()
         assert time.monotonic() - started >= 0.14
     finally:
         fault.revert()
     assert_clean(proxy_client)
+    assert fault.state["expiry_id"] not in {e["id"] for e in proxy_client.expiries()["pending"]}
 
 
 def test_proxy_side_duration_removes_the_toxic_without_us(ctx, proxy_client):

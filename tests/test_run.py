@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +123,66 @@ def test_bad_run_input_is_one_line_and_starts_nothing(tmp_path, cli_env, args, m
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.slow
+def test_a_sigkilled_run_s_faults_expire_by_themselves(tmp_path, cli_env, stack, redis_client):
+    """The run's own revert never comes; our proxy reverts the windowed fault when its window ends
+    and the window-less one (until the end of the run) as soon as the run's process is gone."""
+    import os
+
+    from cachestorm.stack import save_state
+
+    save_state(stack, tmp_path)   # the session's stack as `up` would leave it
+    def redis_state():
+        return redis_client.config_get("maxmemory*"), redis_client.acl_list()
+
+    before = redis_state()
+    experiment = tmp_path / "leftovers.yaml"
+    experiment.write_text("name: leftovers\nmethod:\n  - {fault: lfu-tracking, at: 0s}\n"
+                          "  - {fault: redis-acl-readonly, at: 0s, for: 3s}\n")
+    run = subprocess.Popen(CLI + ["run", "--strategy", "cache-aside", "--duration", "60s", *SMALL,
+                                  "--experiment", str(experiment), "--out", str(tmp_path / "runs")],
+                           cwd=tmp_path, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not any("-@write" in line for line in redis_client.acl_list()) or \
+                "lfu" not in redis_client.config_get("maxmemory-policy")["maxmemory-policy"]:
+            assert run.poll() is None, run.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the faults never became active"
+            time.sleep(0.1)
+        children = _descendants(run.pid)
+    finally:
+        run.kill()
+        run.wait()
+        for pid in children:   # the run's targets and Locust (their own clean-up is not what this tests)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    killed = time.monotonic()
+    deadline = killed + 3.5 + 10
+    while redis_state() != before:
+        assert time.monotonic() < deadline, redis_state()
+        time.sleep(0.1)
+    healed = subprocess.run(CLI + ["chaos", "heal"], cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                            timeout=60)
+    assert healed.returncode == 0, healed

@@ -14,12 +14,12 @@ from rich.table import Table
 from cachestorm import interrupts
 from cachestorm.errors import CachestormError
 from cachestorm.urls import redact
+from chaos.context import DEFAULT_LEDGER
 
 app = typer.Typer(help="Chaos faults and experiments (game days).", no_args_is_help=True)
 console = Console()
 
 LEDGER_HELP = "Ledger of applied faults (what `chaos heal` reverts)."
-DEFAULT_LEDGER = ".cachestorm/active-faults.jsonl"
 
 
 def _context(ledger: str, allow_remote: bool, run_dir: Path | None, redis_url: str | None,
@@ -53,14 +53,20 @@ def _run_live(runner, title: str, stop_on_error: bool = False) -> None:
     has nothing to wait for)."""
     def render() -> Table:
         table = Table(title=f"{title}  t={runner.elapsed():.1f}s  (Ctrl-C reverts everything)")
-        for column in ("fault", "settings", "started", "left"):
+        for column in ("fault", "settings", "started", "left", "reverted by, if this process dies"):
             table.add_column(column)
         for fault in runner.active_faults():
             left = "until the end" if fault["for"] is None else \
                 f"{max(0.0, fault['at'] + fault['for'] - runner.elapsed()):.1f}s"
-            table.add_row(fault["fault"], json.dumps(fault["settings"]), f"{fault['at']:g}s", left)
+            table.add_row(fault["fault"], json.dumps(fault["settings"]), f"{fault['at']:g}s", left,
+                          fault["self_expiry"] or "-")
         return table
 
+    from chaos.self_expiry import unguarded_warning
+
+    warning = unguarded_warning(runner.context.proxy_api_url, [step.build() for step in runner.experiment.method])
+    if warning:
+        console.print(f"[yellow]{warning}[/]")
     interrupts.install()  # a `kill` (SIGTERM) rolls back like Ctrl-C does, also when called outside main()
     runner.start()
     try:
@@ -116,7 +122,7 @@ def apply_cmd(
     fault: str = typer.Argument(..., help="Fault name (see `chaos list`)."),
     set_: list[str] = typer.Option([], "--set", help="A setting as key=value (repeatable)."),
     for_: str = typer.Option("30s", "--for", help="How long the fault lasts: 30s, 2m."),
-    ledger: str = typer.Option(DEFAULT_LEDGER, "--ledger", help=LEDGER_HELP),
+    ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=LEDGER_HELP),
     run_dir: Path = typer.Option(None, "--run-dir", help="Journal folder (default .cachestorm/chaos/...)."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Do not ask before touching remote hosts."),
     redis_url: str = typer.Option(None, "--redis-url", help="Redis (direct, admin) instead of the stack's."),
@@ -150,7 +156,7 @@ def apply_cmd(
 def run_cmd(
     experiment: str = typer.Argument(..., help="A ready experiment name or a YAML file."),
     at: str = typer.Option(None, "--at", help="Move the timeline so the first fault starts at this second."),
-    ledger: str = typer.Option(DEFAULT_LEDGER, "--ledger", help=LEDGER_HELP),
+    ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=LEDGER_HELP),
     run_dir: Path = typer.Option(None, "--run-dir", help="Run folder to read live numbers from and journal to."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Do not ask before touching remote hosts."),
 ) -> None:
@@ -188,11 +194,12 @@ def _print_outcome(summary: dict, folder: Path) -> None:
 
 
 @app.command("status")
-def status_cmd(ledger: str = typer.Option(DEFAULT_LEDGER, "--ledger", help=LEDGER_HELP),
+def status_cmd(ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=LEDGER_HELP),
                as_json: bool = typer.Option(False, "--json")) -> None:
-    """Active faults from the ledger, and the toxics on the proxy."""
+    """Active faults from the ledger, who reverts each if its controller dies, and the proxy's toxics."""
     from chaos.faults.process_signals import start_time
     from chaos.ledger import Ledger
+    from chaos.self_expiry import listings, what_it_does, who_reverts
     from chaos.toxiproxy import ToxiproxyClient
 
     active = Ledger(ledger).active()
@@ -208,18 +215,34 @@ def status_cmd(ledger: str = typer.Option(DEFAULT_LEDGER, "--ledger", help=LEDGE
                         toxics.append({"api": url, "proxy": name, "enabled": False, "name": "(proxy disabled)"})
         except CachestormError as exc:
             toxics.append({"api": url, "error": str(exc)})
+    expiries = listings(proxies)
+    for entry in active:
+        entry["if_controller_dies"] = who_reverts(entry, expiries)
     if as_json:
-        typer.echo(redact(json.dumps({"active_faults": active, "toxics": toxics}, default=str)))  # entries hold URLs
+        typer.echo(redact(json.dumps({"active_faults": active, "toxics": toxics, "expiries": expiries}, default=str)))  # entries hold URLs
         return
     table = Table(title=f"active faults ({ledger})")
-    for column in ("id", "fault", "settings", "applied", "window", "controller"):
+    for column in ("id", "fault", "settings", "applied", "window", "controller", "reverted by, if it dies"):
         table.add_column(column)
     for entry in active:
         alive = start_time(entry["pid"]) is not None
         table.add_row(entry["id"], entry["fault"], json.dumps(entry["settings"]),
                       time.strftime("%H:%M:%S", time.localtime(entry["at"])),
                       "until stopped" if entry.get("window_s") is None else f"{entry['window_s']:g}s",
-                      f"pid {entry['pid']} " + ("running" if alive else "[red]gone[/] (run `chaos heal`)"))
+                      f"pid {entry['pid']} " + ("running" if alive else "[red]gone[/] (run `chaos heal`)"),
+                      entry["if_controller_dies"])
+    console.print(table)
+    table = Table(title="reverts the proxies will run by themselves")
+    for column in ("proxy api", "id", "what", "when"):
+        table.add_column(column)
+    for url, listing in expiries.items():
+        if isinstance(listing, str):
+            table.add_row(url, "-", f"[red]none can self-expire[/]: {listing}", "-")
+            continue
+        for pending in listing["pending"]:
+            when = (time.strftime("%H:%M:%S", time.localtime(pending["due_at"])) if pending.get("due_at")
+                    else f"when pid {pending['owner']['pid']} exits")
+            table.add_row(url, pending["id"], f"{pending['label']}: {what_it_does(pending['actions'])}", when)
     console.print(table)
     table = Table(title="proxy toxics")
     for column in ("proxy", "toxic", "type", "stream", "attributes"):
@@ -231,7 +254,7 @@ def status_cmd(ledger: str = typer.Option(DEFAULT_LEDGER, "--ledger", help=LEDGE
 
 
 @app.command("heal")
-def heal_cmd(ledger: str = typer.Option(DEFAULT_LEDGER, "--ledger", help=LEDGER_HELP)) -> None:
+def heal_cmd(ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=LEDGER_HELP)) -> None:
     """Revert every fault in the ledger and remove cachestorm's leftover toxics on the proxy."""
     from chaos.ledger import Ledger, heal
 

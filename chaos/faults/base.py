@@ -6,13 +6,21 @@ A fault is a dataclass whose fields are its public settings. Its life cycle:
 - `apply()` makes the fault take effect; returns details for the journal.
 - `revert()` undoes it; safe twice, safe before `apply()`, and works on a fault rebuilt from a
   ledger entry in another process (`chaos heal`).
+
+Self-expiry: a fault whose `expiry_actions()` says how to undo it as data hands that to our proxy
+(it runs for the stack's life) just before `apply()`; the proxy runs it when the window (plus
+`SELF_EXPIRY_GRACE_MS`) is over - or, for a fault without a window, when this process is gone -
+unless `revert()` cancelled it first. So a SIGKILLed controller leaves nothing behind for long.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import secrets
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from cachestorm.errors import CachestormError
 
@@ -25,6 +33,7 @@ class SettingError(CachestormError):
         self.field = field
 
 
+SELF_EXPIRY_GRACE_MS = 500   # our own revert normally comes first; the proxy's timer is the safety net
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -88,6 +97,7 @@ class Fault:
     context: Any = None
     state: dict | None = None
     window_s: float | None = None              # how long the fault lasts (None: until the run ends)
+    self_expiry: str = ""                      # who reverts it if the controller dies (set by apply)
     _reverted: bool = False
 
     # -- construction ------------------------------------------------------------------
@@ -145,11 +155,14 @@ class Fault:
     # -- life cycle ------------------------------------------------------------------
     def prepare(self) -> None:
         self.state = self._prepare() or {}
+        if not self.one_shot:
+            self.state["expiry_id"] = secrets.token_hex(6)
 
     def apply(self) -> dict:
         if self.state is None:
             self.prepare()
         self._reverted = False
+        self.self_expiry = self._arm_expiry()   # before the fault takes effect, like the ledger entry
         return self._apply() or {}
 
     def revert(self) -> dict:
@@ -158,7 +171,82 @@ class Fault:
             return {"skipped": True}
         details = self._revert() or {}
         self._reverted = True
+        self._disarm_expiry()
         return details
+
+    # -- self-expiry -----------------------------------------------------------------
+    def expiry_actions(self) -> list[dict]:
+        """The revert as data our proxy can run (see chaos.proxy.expiry); [] when nothing needs undoing."""
+        return []
+
+    def can_self_expire(self) -> bool:
+        """False when only this process can undo it (e.g. a restart through the conductor's callback)."""
+        return self.one_shot or type(self).expiry_actions is not Fault.expiry_actions
+
+    def redis_action(self, commands: list[list[str]], auth: list | None = None) -> dict | None:
+        """A "redis" expiry action on the context's Redis (its credentials, if any, are tried last);
+        None when the proxy may not reach it (its reverts speak plain TCP to a loopback Redis only)."""
+        from chaos.proxy import loopback_host
+
+        url = urlsplit(self.context.redis_url)
+        if url.scheme != "redis" or not loopback_host(url.hostname or ""):
+            return None
+        own = [url.username or "default", url.password] if url.password else None
+        return {"do": "redis", "address": f"{url.hostname}:{url.port or 6379}",
+                "auth": [*(auth or []), own], "commands": commands}
+
+    def _arm_expiry(self) -> str:
+        """Hand the revert to the proxy; returns who will revert it and when, or why nobody can."""
+        from chaos.context import is_loopback
+        from chaos.faults.process_signals import start_time
+        from chaos.proxy import OWNER_NOT_VISIBLE
+        from chaos.toxiproxy import ToxiproxyError
+
+        if self.one_shot:
+            return ""
+        if not self.can_self_expire():
+            return f"none: {self.name} cannot be reverted without its controller; `cachestorm chaos heal`"
+        actions = self.expiry_actions()
+        api = getattr(self.context, "proxy_api_url", "")
+        if not actions:
+            return ""   # nothing to undo (e.g. the proxy was disabled already)
+        if None in actions:
+            url = urlsplit(self.context.redis_url)
+            where = f"{url.scheme}://{url.hostname}" if url.hostname else f"{url.scheme}:{url.path}"
+            return (f"none: the proxy's reverts reach only a loopback Redis over TCP, not {where}; "
+                    "`cachestorm chaos heal` if this process dies")
+        if not api:
+            return "none: no proxy API to hand the revert to; `cachestorm chaos heal` if this process dies"
+        entry = {"id": self.state.setdefault("expiry_id", secrets.token_hex(6)), "actions": actions, "label": self.describe()}
+        if self.window_s is not None:
+            entry["after_ms"] = self.window_s * 1000 + SELF_EXPIRY_GRACE_MS
+        elif is_loopback(urlsplit(api).hostname or ""):
+            entry["owner"] = {"pid": os.getpid(), "started": start_time(os.getpid())}
+        else:
+            return f"none: no window, and the proxy at {api} cannot see this process die"
+        try:
+            with self.toxiproxy() as client:
+                added = client.add_expiry(entry)
+        except ToxiproxyError as exc:
+            if exc.status not in (None, OWNER_NOT_VISIBLE):
+                raise   # the proxy refused the revert: a bug here, not a reason to go on unguarded
+            return f"none: {exc}"
+        if not added:
+            return (f"none: {api} is not cachestorm's proxy (a real Toxiproxy cannot revert by itself); "
+                    "`cachestorm chaos heal` if this process dies")
+        when = f"{entry['after_ms'] / 1000:g}s after apply" if "after_ms" in entry else "when this process exits"
+        return f"the proxy at {api}, {when}"
+
+    def _disarm_expiry(self) -> None:
+        from chaos.toxiproxy import ToxiproxyError
+
+        if self.one_shot or not self.state.get("expiry_id") or not getattr(self.context, "proxy_api_url", ""):
+            return
+        try:
+            with self.toxiproxy() as client:
+                client.remove_expiry(self.state["expiry_id"])
+        except ToxiproxyError:
+            pass  # reverted already; the proxy's later run of the same revert changes nothing
 
     def _prepare(self) -> dict:
         return {}

@@ -34,6 +34,9 @@ class LfuTracking(Fault):
             client.close()
         return {"previous": self.state}
 
+    def expiry_actions(self) -> list[dict]:
+        return [self.redis_action([["CONFIG", "SET", "maxmemory-policy", str(self.state["maxmemory-policy"])]])]
+
     def _revert(self) -> dict:
         client = self.redis_admin()
         try:

@@ -1,7 +1,6 @@
 """A service is unreachable: its proxy is disabled (listener closed, connections dropped).
 
-"Down" is not a toxic, so it has no proxy-side self-expiry; the ledger + `chaos heal` cover a
-crashed controller.
+Our proxy re-enables it by itself when the window ends (an "enable-proxy" expiry action).
 """
 
 from __future__ import annotations
@@ -35,6 +34,9 @@ class ProxyDown(Fault):
         finally:
             client.close()
         return {"proxy": self.state["proxy"]}
+
+    def expiry_actions(self) -> list[dict]:
+        return [{"do": "enable-proxy", "proxy": self.state["proxy"]}] if self.state.get("was_enabled", True) else []
 
     def _revert(self) -> dict:
         client = self.toxiproxy()

@@ -56,6 +56,14 @@ class RedisAclReadonly(Fault):
                                     password=self.state["admin_password"], decode_responses=True,
                                     socket_connect_timeout=3, socket_timeout=5)
 
+    def expiry_actions(self) -> list[dict]:
+        """What _revert does, as data: through our admin user, else the context's own credentials."""
+        state = self.state
+        restore = ["ACL", "SETUSER", state["user"], "nocommands", *str(state["previous_commands"]).split()]
+        drop_admin = (["ACL", "SETUSER", ADMIN_USER, f"<{state['admin_password']}"] if state["admin_existed"]
+                      else ["ACL", "DELUSER", ADMIN_USER])
+        return [self.redis_action([restore, drop_admin], auth=[[ADMIN_USER, state["admin_password"]]])]
+
     def _revert(self) -> dict:
         import redis
 

@@ -39,6 +39,11 @@ class RedisOom(Fault):
             client.close()
         return {"used_memory": used, "maxmemory": limit, "previous": self.state}
 
+    def expiry_actions(self) -> list[dict]:
+        # the same order as _revert: maxmemory first
+        return [self.redis_action([["CONFIG", "SET", "maxmemory", str(self.state["maxmemory"])],
+                                   ["CONFIG", "SET", "maxmemory-policy", str(self.state["maxmemory-policy"])]])]
+
     def _revert(self) -> dict:
         client = self.redis_admin()
         try:

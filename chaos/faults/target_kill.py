@@ -22,6 +22,9 @@ class TargetKill(TargetProcessFault):
                   if signal_if_same(p["pid"], p["started"], signal.SIGKILL)]
         return {"killed": killed}
 
+    def can_self_expire(self) -> bool:
+        return not self.restart   # a restart needs the controller's callback
+
     def _revert(self) -> dict:
         if not self.restart:
             return {"restarted": []}

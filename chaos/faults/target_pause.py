@@ -20,6 +20,10 @@ class TargetPause(TargetProcessFault):
             signal_if_same(proc["pid"], proc["started"], signal.SIGSTOP)
         return {"targets": [p["name"] for p in self.state["processes"]]}
 
+    def expiry_actions(self) -> list[dict]:
+        return [{"do": "signal", "pid": p["pid"], "started": p["started"], "signal": "SIGCONT"}
+                for p in self.state["processes"] if p["started"] is not None]
+
     def _revert(self) -> dict:
         resumed = [p["name"] for p in self.state["processes"]
                    if signal_if_same(p["pid"], p["started"], signal.SIGCONT)]

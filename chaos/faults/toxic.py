@@ -1,8 +1,8 @@
 """Faults made of Toxiproxy toxics on one proxy: named toxics added at apply, removed at revert.
 
 Toxic names start with `cachestorm-chaos-` so `chaos heal` can find leftovers. On our own proxy
-every toxic also carries `duration` (ms): it removes itself when its window ends even if the
-controller died.
+the removal is handed to the proxy (`expiry_actions`, see base.py), so a toxic goes away when its
+window ends even if the controller died.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import ClassVar
 from chaos.faults.base import Fault, SettingError
 
 TOXIC_PREFIX = "cachestorm-chaos-"
-SELF_EXPIRY_GRACE_MS = 500   # our own revert normally comes first; the proxy's timer is the safety net
 
 
 @dataclass
@@ -57,8 +56,6 @@ class ToxicFault(Fault):
 
     def _apply(self) -> dict:
         attributes = self.attributes()
-        if self.state["ours"] and self.window_s:
-            attributes["duration"] = int(self.window_s * 1000) + SELF_EXPIRY_GRACE_MS
         client = self.toxiproxy()
         try:
             for stream, name in self.state["toxics"].items():
@@ -68,6 +65,10 @@ class ToxicFault(Fault):
             client.close()
         return {"proxy": self.state["proxy"], "toxics": list(self.state["toxics"].values()),
                 "attributes": attributes}
+
+    def expiry_actions(self) -> list[dict]:
+        return [{"do": "remove-toxic", "proxy": self.state["proxy"], "toxic": name}
+                for name in self.state["toxics"].values()]
 
     def _revert(self) -> dict:
         client = self.toxiproxy()

@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from chaos.proxy import fastpath, metrics
+from chaos.proxy import EXPIRIES_PATH, fastpath, metrics
 from chaos.proxy.errors import (
     BAD_REQUEST_BODY,
     MISSING_FIELD,
@@ -17,6 +17,7 @@ from chaos.proxy.errors import (
     TOXIC_NOT_FOUND,
     ApiError,
 )
+from chaos.proxy.expiry import Expiries
 from chaos.proxy.guard import AddressGuard
 from chaos.proxy.http import Request, Response
 from chaos.proxy.proxy import Proxy
@@ -35,6 +36,9 @@ _ROUTES = [
     (re.compile(r"^/proxies/([^/]+)/toxics$"), {"GET": "toxic_index", "POST": "toxic_create"}),
     (re.compile(r"^/proxies/([^/]+)/toxics/([^/]+)$"),
      {"GET": "toxic_show", "POST": "toxic_update", "PATCH": "toxic_update", "DELETE": "toxic_delete"}),
+    # cachestorm's own, under its own prefix (a Toxiproxy client never calls these)
+    (re.compile(rf"^{EXPIRIES_PATH}$"), {"GET": "expiry_index", "POST": "expiry_create"}),
+    (re.compile(rf"^{EXPIRIES_PATH}/([^/]+)$"), {"DELETE": "expiry_delete"}),
 ]  # fmt: skip
 
 
@@ -83,6 +87,7 @@ class ApiApp:
         self.guard = guard or AddressGuard()
         self.proxies: dict[str, Proxy] = {}
         self.lock = asyncio.Lock()  # API changes one at a time; the data path never takes it
+        self.expiries = Expiries(loop, self.proxies, self.lock)
 
     async def __call__(self, request: Request) -> Response:
         if request.headers.get("user-agent", "").startswith("Mozilla/"):
@@ -112,13 +117,14 @@ class ApiApp:
         if name in self.proxies:
             raise PROXY_ALREADY_EXISTS
         self.guard.check(listen, upstream)
-        proxy = Proxy(self.loop, name, listen, upstream)
+        proxy = Proxy(self.loop, name, listen, upstream, self.expiries)
         if enabled:
             await proxy.start()
         self.proxies[name] = proxy
         return proxy
 
     def close(self) -> None:
+        self.expiries.close()
         for proxy in self.proxies.values():
             proxy.stop()
         fastpath.release(self.loop)
@@ -234,4 +240,22 @@ class ApiApp:
 
     async def toxic_delete(self, request: Request, name: str, toxic_name: str) -> Response:
         self._get(name).remove_toxic(toxic_name)
+        return Response(204)
+
+    async def expiry_index(self, request: Request) -> Response:
+        return _json(200, self.expiries.listing())
+
+    async def expiry_create(self, request: Request) -> Response:
+        data = _decode(request.body)
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+            raise ApiError("bad expiry: expected an object with a string id", 400)
+        after_ms = data.get("after_ms")
+        if after_ms is not None and (isinstance(after_ms, bool) or not isinstance(after_ms, int | float) or after_ms < 0):
+            raise ApiError("bad expiry: after_ms must be a number >= 0 or null", 400)
+        entry = self.expiries.add(data["id"], data.get("actions"), after_ms, data.get("owner"), str(data.get("label", "")))
+        return _json(201, entry)
+
+    async def expiry_delete(self, request: Request, entry_id: str) -> Response:
+        if not self.expiries.cancel(entry_id):
+            raise ApiError("expiry not found", 404)
         return Response(204)

@@ -50,7 +50,7 @@ def join_host_port(host: str, port: int) -> str:
 
 
 class Proxy:
-    def __init__(self, loop: asyncio.AbstractEventLoop, name: str, listen: str, upstream: str):
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str, listen: str, upstream: str, expiries=None):
         self.loop = loop
         self.name = name
         self.listen = listen or "127.0.0.1:0"
@@ -60,7 +60,7 @@ class Proxy:
         self.connections: set[Connection] = set()
         self.toxics: list[Toxic] = []  # creation order = chain order
         self.stats = ProxyStats()
-        self._expiry: dict[Toxic, asyncio.TimerHandle] = {}
+        self.expiries = expiries  # the API's Expiries: where a toxic's `duration` is scheduled
 
     # -- JSON ---------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -231,28 +231,29 @@ class Proxy:
 
     def _drop(self, toxic: Toxic) -> None:
         self.toxics.remove(toxic)
-        handle = self._expiry.pop(toxic, None)
-        if handle is not None:
-            handle.cancel()
+        if self.expiries is not None:
+            self.expiries.cancel(self.toxic_expiry_id(toxic.name))
         for conn in list(self.connections):
             conn.link_for(toxic.stream).detach(toxic)
         if not self.toxics:
             for conn in list(self.connections):
                 conn.return_to_fast_path()
 
+    def toxic_expiry_id(self, toxic_name: str) -> str:
+        return f"toxic/{self.name}/{toxic_name}"
+
     def _schedule_expiry(self, toxic: Toxic) -> None:
-        """cachestorm extra: attribute `duration` (ms) removes the toxic by itself after that long."""
-        handle = self._expiry.pop(toxic, None)
-        if handle is not None:
-            handle.cancel()
+        """cachestorm extra: attribute `duration` (ms) removes the toxic by itself after that long,
+        through the same expiry registry as every other fault's revert."""
+        if self.expiries is None:
+            return
         duration = toxic.attrs.get("duration", 0)
         if duration > 0:
-            self._expiry[toxic] = self.loop.call_later(duration / 1000.0, self._expire, toxic)
-
-    def _expire(self, toxic: Toxic) -> None:
-        self._expiry.pop(toxic, None)
-        if toxic in self.toxics:
-            self._drop(toxic)
+            action = {"do": "remove-toxic", "proxy": self.name, "toxic": toxic.name}
+            self.expiries.add(self.toxic_expiry_id(toxic.name), [action], after_ms=duration,
+                              label=f"toxic {toxic.name} on proxy {self.name}")
+        else:
+            self.expiries.cancel(self.toxic_expiry_id(toxic.name))
 
 
 def _toxicity(value: Any) -> float:
