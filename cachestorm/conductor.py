@@ -304,6 +304,7 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
     meta = {"cachestorm_version": __version__, "run_id": run_dir.name, "label": label,
             "settings": _jsonable(settings), "started_at": t0_wall, "t0_monotonic_ns": t0_mono,
             "experiment": getattr(experiment, "name", settings.experiment),
+            # the settings the experiment's `run:` section set (the user typed the rest: settings.explicit)
             "recommended_settings_applied": applied}
     write_run_meta(run_dir, meta)
     notify = on_event or (lambda *a, **k: None)
@@ -601,4 +602,5 @@ def _check_locust_args(settings: RunSettings) -> None:
 
 def _jsonable(settings: RunSettings) -> dict:
     data = asdict(settings)
+    data["explicit"] = sorted(settings.explicit)  # which settings the user typed (not a frozenset's repr)
     return json.loads(json.dumps(data, default=str))
