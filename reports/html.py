@@ -10,7 +10,7 @@ import math
 from html import escape
 
 from reports.compare import compare_runs, metric_names, winners
-from reports.headline import metric_info
+from reports.headline import display, format_number, lead, metric_info, shown_metrics
 from reports.runfolder import incomplete
 from reports.svg import Chart, Line, render
 
@@ -68,20 +68,7 @@ def fmt(value, unit: str = "") -> str:
         return "–"
     if isinstance(value, str):
         return value
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "∞"
-        if unit == "" and 0 < abs(value) < 1:
-            text = f"{value:.4g}"
-        elif value == int(value) and abs(value) < 1e15:
-            text = f"{int(value):,}"
-        else:
-            text = f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    else:
-        text = f"{value:,}"
-    return f"{text} {unit}".strip()
+    return format_number(value, unit)
 
 
 def _page(title: str, body: str) -> str:
@@ -107,8 +94,12 @@ def _shaded(analysis: dict) -> list[tuple[float, float, str]]:
             if p.get("kind") == "during"]
 
 
+# per-second data [s, s+1) is drawn at its centre, so a spike is never drawn before its fault's band
+SECOND_CENTRE = 0.5
+
+
 def _series(points: list[dict], field: str) -> list[tuple[float, float | None]]:
-    return [(p["t"], p.get(field)) for p in points]
+    return [(p["t"] + SECOND_CENTRE, p.get(field)) for p in points]
 
 
 # ---------------------------------------------------------------- one run
@@ -125,15 +116,16 @@ def run_charts(analysis: dict) -> list[Chart]:
     names = {"target_reads": "DB reads (targets)", "target_all": "all DB queries (targets)",
              "pg_calls": "statements (PostgreSQL)", "pg_xact_commit": "commits (PostgreSQL)"}
     charts.append(Chart("DB queries per second", "queries/s",
-                        [Line(label, [(p["t"], p["per_s"]) for p in db.get(name) or []], dashed=name.startswith("pg"))
+                        [Line(label, _series(db.get(name) or [], "per_s"), dashed=name.startswith("pg"))
                          for name, label in names.items() if db.get(name)], shaded, chart_id="db"))
     cache = (analysis.get("cache") or {}).get("series") or []
     charts.append(Chart("Cache hit ratio", "hits / lookups", [Line("hit ratio", _series(cache, "hit_ratio"))],
                         shaded, y_max=1.0, chart_id="hit-ratio"))
     errors = (analysis.get("errors") or {}).get("series") or []
     kinds = sorted({kind for p in errors for kind in p.get("by_kind") or {}})
-    error_lines = [Line("errors", [(p["t"], p["errors"]) for p in errors])]
-    error_lines += [Line(kind, [(p["t"], (p.get("by_kind") or {}).get(kind, 0)) for p in errors]) for kind in kinds]
+    error_lines = [Line("errors", _series(errors, "errors"))]
+    error_lines += [Line(kind, [(p["t"] + SECOND_CENTRE, (p.get("by_kind") or {}).get(kind, 0)) for p in errors])
+                    for kind in kinds]
     charts.append(Chart("Errors per second", "errors/s", error_lines, shaded, chart_id="errors"))
     consistency = analysis.get("consistency") or {}
     stale = (consistency.get("findings") or {}).get("stale_reads") or {}
@@ -160,9 +152,13 @@ def render_run_html(analysis: dict, capacity: dict | None = None) -> str:
     parts.append('<h2>Charts</h2><div class="charts">' + "".join(render(c) for c in run_charts(analysis)) + "</div>")
     headline = analysis.get("headline") or {}
     rows = [[escape(metric_info(name).label), f'<td data-sort="{_sort_key(headline.get(name))}">'
-             f"{escape(fmt(headline.get(name), metric_info(name).unit))}</td>"]
-            for name in metric_names([headline])]
-    parts.append("<h2>Headline</h2>" + _table(["metric", "value"], rows))
+             f"{escape(display(analysis, name))}</td>"]
+            for name in shown_metrics(analysis)]
+    promise = (analysis.get("consistency") or {}).get("promise") or {}
+    lead_lines = "".join(
+        f'<p class="{"good" if n == 0 and promise.get("held") else "bad" if n or not promise.get("held") else ""}">'
+        f"{escape(text)}</p>" for n, text in enumerate(lead(analysis)))
+    parts.append("<h2>Headline</h2>" + lead_lines + _table(["metric", "value"], rows))
     parts.append(_latency_section(analysis))
     parts.append(_faults_section(analysis))
     parts.append(_errors_section(analysis))
@@ -325,7 +321,7 @@ def _count(count: int) -> str:
 def render_comparison_html(analyses: list[dict]) -> str:
     labels = [str((a.get("run") or {}).get("label")) for a in analyses]
     headlines = [a.get("headline") or {} for a in analyses]
-    names = metric_names(headlines)
+    names = [n for n in metric_names(headlines) if any(display(a, n) is not None for a in analyses)]
     best = winners(headlines)
     title = f"cachestorm comparison: {len(analyses)} runs"
     parts = [f"<h1>{escape(title)}</h1>", '<div class="meta">best value per column highlighted '
@@ -339,7 +335,7 @@ def render_comparison_html(analyses: list[dict]) -> str:
         for name in names:
             css = ' class="winner"' if index in best.get(name, []) else ""
             row.append(f'<td{css} data-sort="{_sort_key(headline.get(name))}">'
-                       f"{escape(fmt(headline.get(name)))}</td>")
+                       f"{escape(display(analysis, name) or '–')}</td>")
         rows.append(row)
     parts.append("<h2>Side by side</h2>" + _table(header, rows))
     parts.append('<h2>Charts</h2><div class="charts">' + "".join(
@@ -360,14 +356,14 @@ def comparison_charts(analyses: list[dict], labels: list[str]) -> list[Chart]:
               lines(lambda a: _series((a.get("latency") or {}).get("series") or [], "p99_ms")), shaded,
               chart_id="cmp-p99"),
         Chart("DB queries per second (each run's headline source)", "queries/s",
-              lines(lambda a: [(p["t"], p["per_s"]) for p in
-                               ((a.get("db") or {}).get("series") or {}).get(db_source(a) or "", [])]), shaded,
+              lines(lambda a: _series(((a.get("db") or {}).get("series") or {}).get(db_source(a) or "", []),
+                                      "per_s")), shaded,
               chart_id="cmp-db"),
         Chart("Cache hit ratio", "hits / lookups",
               lines(lambda a: _series((a.get("cache") or {}).get("series") or [], "hit_ratio")), shaded,
               y_max=1.0, chart_id="cmp-hit"),
         Chart("Errors per second", "errors/s",
-              lines(lambda a: [(p["t"], p["errors"]) for p in (a.get("errors") or {}).get("series") or []]),
+              lines(lambda a: _series((a.get("errors") or {}).get("series") or [], "errors")),
               shaded, chart_id="cmp-errors"),
         Chart("Worst staleness per second", "seconds",
               lines(lambda a: _series((((a.get("consistency") or {}).get("findings") or {}).get("stale_reads")

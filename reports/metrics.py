@@ -82,6 +82,10 @@ class CounterSeries:
         """Total increase over the sample intervals that overlap [t_from, t_to]."""
         return sum(inc for t0, t1, inc in self._steps(name, labels) if t1 > t_from and t0 < t_to)
 
+    def increase_within(self, name: str, t_from: float, t_to: float, **labels: str) -> float:
+        """Total increase over the sample intervals that lie entirely inside [t_from, t_to]."""
+        return sum(inc for t0, t1, inc in self._steps(name, labels) if t0 >= t_from and t1 <= t_to)
+
     def label_values(self, name: str, label: str) -> list[str]:
         found = set()
         for samples in self.samples.values():

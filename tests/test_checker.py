@@ -32,7 +32,8 @@ def test_clean_history_reports_nothing(tmp_path):
     assert result["anomalies"] == 0
     findings = result["findings"]
     assert findings["stale_reads"]["count"] == 0 and findings["stale_reads"]["reads"] == 3
-    assert all(row["all_consistent"] and row["display"] == "all" for row in findings["consistency_nines"])
+    assert all(row["all_consistent"] and row["display"] == "all 3 reads (≥ 0.48 nines)"
+               for row in findings["consistency_nines"])
     assert findings["read_your_writes"]["reads_checked"] == 1
     assert findings["counters"]["checked"] and findings["counters"]["db_total"] == 3
 
