@@ -8,7 +8,8 @@ from pathlib import Path
 from reports.headline import CATALOG, comparable, metric_info
 
 REGRESSION_RELATIVE = 0.10  # worse by more than 10% ...
-ABSOLUTE_SLACK = {"ms": 0.5, "s": 0.05, "q/s": 1.0, "x": 0.1, "/1k reads": 0.1}  # ... and by more than this
+ABSOLUTE_SLACK = {"ms": 0.5, "s": 0.05, "q/s": 1.0, "x": 0.1, "/1k reads": 0.1,  # ... and by more than this
+                  "nines": 0.1}
 RATIO_SLACK = {"error_rate": 0.001, "hit_ratio": 0.01}  # absolute points for fractions
 
 

@@ -237,7 +237,7 @@ def _per_1k(count, total) -> float | None:
 
 def metric_info(name: str) -> MetricInfo:
     if name.startswith("nines_within_"):
-        return MetricInfo(name.replace("_", " ").replace("nines within", "nines within"), "", "higher")
+        return MetricInfo(name.replace("_", " ").replace("nines within", "nines within"), "nines", "higher")
     return CATALOG.get(name, MetricInfo(name, "", "lower"))
 
 
