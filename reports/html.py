@@ -272,12 +272,16 @@ def _consistency_section(analysis: dict) -> str:
     findings = consistency["findings"]
     stale = findings["stale_reads"]
     counters = findings["counters"]
-    parts = ["<h2>Consistency</h2>", f"<p class=\"note\">{fmt(consistency['operations'])} operations, "
+    promise = consistency.get("promise") or {}
+    parts = ["<h2>Consistency</h2>",
+             f'<p class="{"good" if promise.get("held") else "bad"}"><b>{escape(promise.get("text", ""))}</b></p>',
+             f"<p class=\"note\">{fmt(consistency['operations'])} operations, "
              f"{fmt(consistency['reads_checked'])} reads checked; declared staleness bound "
              f"{escape(fmt(consistency.get('staleness_bound_s'), 's'))}</p>"]
     spread = stale.get("staleness_s") or {}
     rows = [
-        ["stale reads", _count(stale["count"]), escape(
+        # within the declared bound a stale read is the promise, not an alarm: red only beyond it
+        ["stale reads", _count(stale["count"], bad=bool(promise.get("beyond", stale["count"]))), escape(
             f"p50 {fmt(spread.get('p50'), 's')}, p99 {fmt(spread.get('p99'), 's')}, max {fmt(spread.get('max'), 's')}; "
             f"over bound: {fmt(stale.get('over_bound'))}")],
         ["read-your-writes violations", _count(findings["read_your_writes"]["count"]),
@@ -289,8 +293,14 @@ def _consistency_section(analysis: dict) -> str:
         ["counters: duplicated increments", _count(counters["duplicated"]["count"]) if counters["checked"] else "–",
          escape(f"indeterminate (timeouts): {fmt(counters['indeterminate_total'])}")],
         ["granted after revoke", _count(findings["revoked_granted"]["count"]),
-         escape(f"bound {fmt(findings['revoked_granted']['bound_s'], 's')}")],
+         escape(f"bound {fmt(findings['revoked_granted']['bound_s'], 's')} (the domain's own); the targets' own "
+                f"count: {fmt((analysis.get('cache') or {}).get('permission_violations'))}")],
     ]
+    domain = (analysis.get("run") or {}).get("domain")
+    foreign = {"counters": ("counters: lost increments", "counters: duplicated increments"),
+               "permissions": ("granted after revoke",)}
+    hidden = {title for owner, titles in foreign.items() if domain and domain != owner for title in titles}
+    rows = [row for row in rows if row[0] not in hidden]  # another domain's findings: not this report's
     parts.append(_table(["finding", "count", "detail"], rows, False))
     parts += [f'<p class="bad">warning: {escape(w)}</p>' for w in consistency.get("warnings") or []]
     for title, examples in (("stale reads (worst first)", stale["examples"]),
@@ -312,8 +322,8 @@ def _consistency_section(analysis: dict) -> str:
     return "".join(parts)
 
 
-def _count(count: int) -> str:
-    return f'<td class="{"bad" if count else "good"}">{fmt(count)}</td>'
+def _count(count: int, bad: bool | None = None) -> str:
+    return f'<td class="{"bad" if (count if bad is None else bad) else "good"}">{fmt(count)}</td>'
 
 
 # ---------------------------------------------------------------- several runs
