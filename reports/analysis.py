@@ -58,8 +58,7 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
         "probes": _probe_summary(journal),
         "latency": latency,
         "errors": errors,
-        "db": analyze_db(metrics, pg, phases, windows, p99_series, expiry_window_s, error_series,
-                         (t_begin, t_finish)),
+        "db": analyze_db(metrics, pg, phases, windows, p99_series, expiry_window_s, error_series),
         "cache": analyze_cache(metrics, phases),
         "consistency": consistency,
     }
