@@ -37,6 +37,8 @@ def compare_runs(a, b, *, threshold: float = REGRESSION_RELATIVE) -> dict:
     bounds = [set((x.get("headline_notes") or {}).get("at_least") or []) for x in (baseline, candidate)]
     rows = []
     for name in metric_names([ha, hb]):
+        if all(_hidden(x, name) for x in (baseline, candidate)):
+            continue  # another domain's figure (e.g. counters in two profiles runs)
         row = _compare_metric(name, ha.get(name), hb.get(name), threshold)
         if name in bounds[0] and name in bounds[1]:  # both "all reads consistent": the sizes differ, not the runs
             row["regression"] = row["improvement"] = False
@@ -73,6 +75,11 @@ def _compare_metric(name: str, raw_a, raw_b, threshold: float) -> dict:
     row["regression"] = info.judged and worse and significant
     row["improvement"] = info.judged and (not worse) and significant
     return row
+
+
+def _hidden(analysis: dict, name: str) -> bool:
+    na = ((analysis.get("headline_notes") or {}).get("not_applicable") or {}).get(name)
+    return na is not None and not na["shown"]
 
 
 def winners(headlines: list[dict]) -> dict[str, list[int]]:
