@@ -214,18 +214,23 @@ def _faults_section(analysis: dict) -> str:
                                                      if p["kind"] == "during"], strict=False):
         hot = fault.get("hot_key_expiry") or {}
         during = (latency.get("by_phase") or {}).get(phase["name"]) or {}
+        worst = (latency.get("worst_second_by_phase") or {}).get(phase["name"]) or {}
         rows.append([escape(fault["fault"]), escape(f"{fault['t_start']:.1f}–{fault['t_end']:.1f} s"),
-                     escape(fmt(during.get("p99_ms"), "ms")), escape(fmt(fault.get("peak_queries_per_s"), "q/s")),
+                     escape(fmt(during.get("p99_ms"), "ms")),
+                     escape(f"{fmt(worst.get('p99_ms'), 'ms')} / {fmt(worst.get('p999_ms'), 'ms')}"),
+                     escape(fmt(fault.get("peak_queries_per_s"), "q/s")),
                      escape(fmt(fault.get("amplification"), "x")), escape(fmt(_pg_amplification(fault), "x")),
                      escape(fmt(hot.get("db_reads_per_key"))), escape(fmt(hot.get("recomputes_per_key"))),
-                     escape(fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
-                            else "not recovered")])
-    steady = (f"steady state (median before the first fault): {fmt(db.get('steady_queries_per_s'), 'q/s')}, "
+                     escape((fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
+                             else "not recovered") + f" (last: {fmt(fault.get('recovered_last'))})")])
+    steady = (f"steady state (median before the first fault): {fmt(db.get('steady_queries_per_s'), 'q/s')} "
+              f"(amplification divides by at least {fmt(db.get('steady_floor_per_s'), 'q/s')}), "
               f"p99 {fmt(db.get('steady_p99_ms'), 'ms')}; DB source: {db.get('source')}")
     if not rows:
         return f"<h2>Faults</h2><p class=\"note\">no faults in this run; {escape(steady)}</p>"
     return ("<h2>Faults</h2>" + f"<p class=\"note\">{escape(steady)}</p>"
-            + _table(["fault", "window", "p99", "DB peak", "amplification", "amplification (PostgreSQL)",
+            + _table(["fault", "window", "p99 (window)", "worst second p99 / p99.9", "DB peak",
+                      "amplification", "amplification (PostgreSQL)",
                       "DB reads / expired key",
                       "recomputes / expired key", "recovery"], rows))
 

@@ -41,11 +41,15 @@ def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None)
                      + " |")
     faults = (analysis.get("db") or {}).get("faults") or []
     if faults:
-        lines += ["", "| fault | window | DB peak | amplification | recovery | recovered last |",
-                  "| --- | --- | ---: | ---: | ---: | --- |"]
-        for fault in faults:
+        latency = analysis.get("latency") or {}
+        during = [p["name"] for p in analysis.get("phases") or [] if p["kind"] == "during"]
+        lines += ["", "| fault | window | worst second p99 | DB peak | amplification | recovery | recovered last |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+        for fault, phase in zip(faults, during + [None] * len(faults), strict=False):
             recovery = fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None else "not recovered"
+            worst = (latency.get("worst_second_by_phase") or {}).get(phase) or {}
             lines.append(f"| {_cell(fault['fault'])} | {fault['t_start']:.1f}–{fault['t_end']:.1f} s | "
+                         f"{fmt(worst.get('p99_ms'), 'ms')} | "
                          f"{fmt(fault.get('peak_queries_per_s'), 'q/s')} | {fmt(fault.get('amplification'), 'x')} | "
                          f"{recovery} | {_cell(fmt(fault.get('recovered_last')))} |")
     if capacity:
