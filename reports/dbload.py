@@ -49,11 +49,15 @@ def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], w
     for window in windows:
         start, end = window.t_start, effect_end(window, min_window_s)
         peak = max((v for t, v in main if start - 0.5 <= t < end - 0.5), default=None)
+        idle = bool(p99_series) and not any(start - 1 < t < end for t, _ in p99_series)
+        if idle:  # no request answered in the window (traffic not yet started): nothing was measured
+            peak = None
         recovery = recovery_by_signal(window.t_end, signals, normal, until=_next_start(windows, window))
         entry = {
             "fault": window.name, "t_start": window.t_start, "t_end": window.t_end,
             "peak_queries_per_s": peak,
             "amplification": amplification(peak, steady),
+            "no_traffic": idle,
             "recovery_s": recovery["recovery_s"],
             "recovered_last": recovery["recovered_last"],
             "recovery_by_signal": recovery["by_signal"],

@@ -216,3 +216,20 @@ def test_interval_holding_the_fault_start_counts_as_during(tmp_path):
     result = analyze_latency(tmp_path, phases, None)
     assert result["by_phase"]["before"]["p99_ms"] < 2
     assert result["by_phase"]["during"]["p99_ms"] >= 99
+
+
+def test_a_fault_without_traffic_measures_no_amplification():
+    """A fault that fired before any request was answered (Locust still booting) measured nothing:
+    its amplification is null, so a gate on it fails as "not measured" instead of passing on 0 x."""
+    from reports.dbload import analyze_db
+    from reports.phases import FaultWindow, split_phases
+
+    metrics = CounterSeries.from_metrics([{"t": float(t), "instance": "a", "metrics": {
+        'cachestorm_db_queries_total{kind="read",key_class="hot"}': 0.0}} for t in range(30)])
+    windows = [FaultWindow("expire hot keys", 5.0, 5.01, {"keys": 10})]
+    phases = split_phases(windows, 0.0, 30.0)
+    p99 = [(t, 5.0) for t in range(15, 30)]  # the first answer at 15 s, long after the window [5, 10)
+    db = analyze_db(metrics, CounterSeries({}), phases, windows, p99)
+    assert db["faults"][0]["no_traffic"] and db["amplification"] is None
+    db = analyze_db(metrics, CounterSeries({}), phases, windows, [(t, 5.0) for t in range(30)])
+    assert not db["faults"][0]["no_traffic"] and db["amplification"] == 0.0
