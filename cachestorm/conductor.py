@@ -329,6 +329,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
     meta = {"cachestorm_version": __version__, "run_id": run_dir.name, "label": label,
             "settings": _jsonable(settings), "started_at": t0_wall, "t0_monotonic_ns": t0_mono,
             "experiment": getattr(experiment, "name", settings.experiment),
+            # the settings the experiment's `run:` section set (the user typed the rest: settings.explicit)
             "recommended_settings_applied": applied}
     write_run_meta(run_dir, meta)
     notify = on_event or (lambda *a, **k: None)
@@ -611,7 +612,9 @@ def _finalise(settings: RunSettings, targets, stack: StackState, run_dir: Path, 
         info["flushed"] = flushed
     with journal.step("truth from postgres", "target"):
         truth = read_truth(stack.postgres_url, settings.domain)
-        truth["declared_staleness_bound_s"] = _declared_bound(targets[0])
+        promises = _declared_promises(targets[0])
+        truth["declared_staleness_bound_s"] = promises.get("staleness_bound_s")
+        truth["declared_revoke_bound_s"] = promises.get("revoke_bound_s")  # permissions: the domain's own
         truth["counters_start"] = counters_start
         (run_dir / "truth.json").write_text(json.dumps(truth))
 
@@ -638,15 +641,15 @@ def read_truth(postgres_url: str, domain: str) -> dict:
     return {"domain": domain, "versions": versions, "counters": counters}
 
 
-def _declared_bound(target: TargetProcess) -> float | None:
-    """The strategy's own promise about staleness, as the target states it."""
+def _declared_promises(target: TargetProcess) -> dict:
+    """The strategy's and the domain's own promises (staleness_bound_s, revoke_bound_s), as the target states them."""
     try:
         info = httpx.get(f"{target.base_url}/healthz", timeout=5).json()
         if isinstance(info, dict):
-            return info.get("staleness_bound_s")
+            return {k: info[k] for k in ("staleness_bound_s", "revoke_bound_s") if info.get(k) is not None}
     except (httpx.HTTPError, ValueError):
         pass
-    return None
+    return {}
 
 
 def _merge_recordings(run_dir: Path, journal: Journal) -> None:
@@ -680,4 +683,5 @@ def _check_locust_args(settings: RunSettings) -> None:
 
 def _jsonable(settings: RunSettings) -> dict:
     data = asdict(settings)
+    data["explicit"] = sorted(settings.explicit)  # which settings the user typed (not a frozenset's repr)
     return json.loads(json.dumps(data, default=str))

@@ -15,8 +15,11 @@ def headline(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     report = run_dir / "report.json"
     if report.exists():
+        from reports.headline import display, shown_metrics
+
         data = json.loads(report.read_text())
-        return data.get("headline", {}) | {"source": "report.json"}
+        # as the reports show them: "n/a (why)" or "not measured", never None; other domains' rows left out
+        return {name: display(data, name) for name in shown_metrics(data)} | {"source": "report.json"}
     stats = run_dir / "locust" / "stats_stats.csv"
     if not stats.exists():
         return {}

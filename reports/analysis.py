@@ -8,7 +8,7 @@ from reports.cachestats import analyze_cache
 from reports.checker import DEFAULT_WITHIN_S, check_history, declared_bound, load_truth
 from reports.dbload import analyze_db
 from reports.errors import analyze_errors
-from reports.headline import build_headline
+from reports.headline import build_headline, headline_notes
 from reports.history import history_files, read_run_history
 from reports.latency import analyze_latency
 from reports.metrics import CounterSeries
@@ -16,7 +16,7 @@ from reports.phases import fault_windows, load_window, split_phases
 from reports.runfolder import first_failure, locust_csv, read_json, read_jsonl, require_run_dir
 from reports.warnings import run_warnings
 
-SCHEMA = "cachestorm-report/1"
+SCHEMA = "cachestorm-report/2"  # 2: anomalies count broken promises only; nines are numbers
 
 
 def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WITHIN_S,
@@ -45,8 +45,11 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
     consistency = None
     if history_files(run_dir):
         consistency = check_history(history, truth, staleness_bound_s=declared_bound(run, truth),
-                                    within_s=within_s, t0_ns=t0_ns, domain=settings.get("domain"))
+                                    within_s=within_s, t0_ns=t0_ns, domain=settings.get("domain"),
+                                    revoke_bound_s=truth.declared_revoke_bound_s if truth else None)
         consistency["torn_lines"] = history.torn_lines
+    errors = analyze_errors(history, t0_ns, locust_csv(run_dir, "failures"), metrics, locust_totals)
+    error_series = [(p["t"], p["errors"]) for p in errors.get("series") or []]
     analysis = {
         "schema": SCHEMA,
         "run": _run_info(run_dir, run, run_end) | {"outcome": run.get("outcome"),
@@ -56,9 +59,8 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
                    for w in windows],
         "probes": _probe_summary(journal),
         "latency": latency,
-        "errors": analyze_errors(history, t0_ns, locust_csv(run_dir, "failures"), metrics,
-                                 locust_totals),
-        "db": analyze_db(metrics, pg, phases, windows, p99_series, expiry_window_s),
+        "errors": errors,
+        "db": analyze_db(metrics, pg, phases, windows, p99_series, expiry_window_s, error_series),
         "cache": analyze_cache(metrics, phases),
         "consistency": consistency,
         "warnings": run_warnings(pg_records),
@@ -72,6 +74,7 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
     else:
         analysis["errors"]["attempts_per_request"] = None
     analysis["headline"] = build_headline(analysis)
+    analysis["headline_notes"] = headline_notes(analysis)
     return analysis
 
 

@@ -15,6 +15,8 @@ TOTALS = {
     "lease_waits": "cachestorm_lease_waits_total",
     "pool_waits": "cachestorm_pool_waits_total",
     "cache_errors": "cachestorm_cache_errors_total",
+    "lease_refused": "cachestorm_lease_refused_total",               # fills refused: the lease was void
+    "permission_violations": "cachestorm_permission_violations_total",  # the targets' own revoke check
 }
 
 

@@ -55,6 +55,7 @@ class Truth:
     counters: dict[str, int] = field(default_factory=dict)
     declared_staleness_bound_s: float | None = None
     counters_start: dict[str, int] = field(default_factory=dict)  # before the load: a reused stack carries counts
+    declared_revoke_bound_s: float | None = None  # permissions: the target's own revoke bound (TTL + 1 s)
 
 
 def load_truth(run_dir: str | Path) -> Truth | None:
@@ -69,6 +70,8 @@ def load_truth(run_dir: str | Path) -> Truth | None:
             declared_staleness_bound_s=(None if data.get("declared_staleness_bound_s") is None
                                         else float(data["declared_staleness_bound_s"])),
             counters_start={str(k): int(v) for k, v in (data.get("counters_start") or {}).items()},
+            declared_revoke_bound_s=(None if data.get("declared_revoke_bound_s") is None
+                                     else float(data["declared_revoke_bound_s"])),
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise CachestormError(f"{path}: not a valid truth file ({exc}); expected "
@@ -86,27 +89,30 @@ def check_run(run_dir: str | Path, within_s: tuple[float, ...] = DEFAULT_WITHIN_
     settings = run.get("settings") or {}
     return check_history(read_run_history(run_dir), truth, staleness_bound_s=staleness_bound_s,
                          within_s=within_s, t0_ns=run.get("t0_monotonic_ns"),
-                         domain=settings.get("domain") or run.get("domain"))
+                         domain=settings.get("domain") or run.get("domain"),
+                         revoke_bound_s=truth.declared_revoke_bound_s if truth else None)
 
 
 def check_history(history: History, truth: Truth | None = None, *, staleness_bound_s: float | None = None,
                   within_s: tuple[float, ...] = DEFAULT_WITHIN_S, t0_ns: int | None = None,
                   domain: str | None = None, owner_is_key: bool | None = None,
-                  max_examples: int = MAX_EXAMPLES) -> dict:
+                  max_examples: int = MAX_EXAMPLES, revoke_bound_s: float | None = None) -> dict:
     """All findings as a JSON-serialisable dict (schema in docs/report-schema.md, `consistency`).
 
     `owner_is_key`: a write without a user counts as written by the user whose id is the key
     (profiles: the owner edits their profile and reads it with X-User-Id = id). Default: on for
-    the profiles domain.
+    the profiles domain. `revoke_bound_s`: the permissions domain's own bound (the target's, one
+    truth); without it granted-after-revoke uses the staleness bound.
     """
     if owner_is_key is None:
         owner_is_key = domain == "profiles"
     with gc_paused():
-        return _check(history, truth, staleness_bound_s, within_s, t0_ns, domain, owner_is_key, max_examples)
+        return _check(history, truth, staleness_bound_s, within_s, t0_ns, domain, owner_is_key, max_examples,
+                      staleness_bound_s if revoke_bound_s is None else revoke_bound_s)
 
 
 def _check(history: History, truth: Truth | None, staleness_bound_s: float | None, within_s, t0_ns: int | None,
-           domain: str | None, owner_is_key: bool, max_examples: int) -> dict:
+           domain: str | None, owner_is_key: bool, max_examples: int, revoke_bound_s: float | None) -> dict:
     index = _Index(history, owner_is_key)
     example = _Examples(history, t0_ns, max_examples)
     stale = _stale_reads(history, index, staleness_bound_s, within_s, example)
@@ -116,7 +122,7 @@ def _check(history: History, truth: Truth | None, staleness_bound_s: float | Non
         "read_your_writes": _read_your_writes(history, index, example),
         "lost_writes": _lost_writes(history, index, truth, domain, example),
         "counters": _counters(history, index, truth, domain, example),
-        "revoked_granted": _revoked_granted(history, index, staleness_bound_s, example),
+        "revoked_granted": _revoked_granted(history, index, revoke_bound_s, example),
     }
     warnings = []
     if domain == "permissions" and index.permission_ops and not any(
@@ -124,10 +130,13 @@ def _check(history: History, truth: Truth | None, staleness_bound_s: float | Non
         warnings.append("permission history keys have no permission name (expected '<user>:<perm>', as in "
                         "truth.json): different permissions of one user share a key, so stale reads and "
                         "granted-after-revoke may be false alarms")
-    anomalies = sum(findings[name]["count"] for name in
-                    ("read_your_writes", "lost_writes", "revoked_granted"))
-    anomalies += findings["stale_reads"]["count"] + findings["counters"]["lost"]["count"]
-    anomalies += findings["counters"]["duplicated"]["count"]
+    promise = _promise(findings["stale_reads"], staleness_bound_s)
+    # broken promises only: a stale read within the declared bound is what the strategy promised, and
+    # read-your-writes is promised only by a strategy that is fresh after a write (bound 0)
+    anomalies = promise["beyond"] + findings["lost_writes"]["count"] + findings["revoked_granted"]["count"]
+    anomalies += findings["counters"]["lost"]["count"] + findings["counters"]["duplicated"]["count"]
+    if not staleness_bound_s:
+        anomalies += findings["read_your_writes"]["count"]
     return {
         "operations": len(history),
         "reads_checked": len(index.reads),
@@ -136,6 +145,7 @@ def _check(history: History, truth: Truth | None, staleness_bound_s: float | Non
         "truth_available": truth is not None,
         "owner_is_key": owner_is_key,
         "anomalies": anomalies,
+        "promise": promise,
         "warnings": warnings,
         "findings": findings,
     }
@@ -228,6 +238,19 @@ def _stale_reads(h: History, index: _Index, bound_s: float | None, within_s, exa
     return {"finding": finding, "nines": nines}
 
 
+def _promise(stale: dict, bound_s: float | None) -> dict:
+    """The strategy's staleness promise and whether it held, as a report leads with it."""
+    reads = stale["reads"]
+    beyond = stale["count"] if bound_s is None else stale["over_bound"]
+    fraction = (reads - beyond) / reads if reads else None
+    what = ("no declared staleness bound (every stale read counts)" if bound_s is None else
+            "the read-after-write promise" if bound_s == 0 else f"the {bound_s:g} s staleness promise")
+    text = (f"no reads checked against {what}" if not reads else
+            f"{fraction * 100:.2f}% of {reads:,} reads within {what}; {beyond:,} beyond it")
+    return {"bound_s": bound_s, "reads": reads, "within": reads - beyond, "beyond": beyond,
+            "fraction_within": fraction, "held": beyond == 0, "text": text}
+
+
 def _stale_series(stale: list[tuple[int, int]], starts, t0_ns: int | None) -> list[dict]:
     """Per second of read start: how many stale reads and the worst staleness (for charts)."""
     if not stale:
@@ -259,10 +282,11 @@ def _nines_row(within: float, total: int, inconsistent: int) -> dict:
         # infinitely many nines; say how many the sample size can show at most
         return {"within_s": within, "consistent": consistent, "total": total, "fraction": 1.0,
                 "nines": None, "all_consistent": True, "nines_lower_bound": round(math.log10(total), 3),
-                "display": "all"}
+                "display": f"all {total:,} reads (≥ {math.log10(total):.2f} nines)"}
     nines = -math.log10(1.0 - fraction)
     return {"within_s": within, "consistent": consistent, "total": total, "fraction": fraction,
-            "nines": round(nines, 3), "all_consistent": False, "display": f"{nines:.2f}"}
+            "nines": round(nines, 3), "all_consistent": False,
+            "display": f"{fraction * 100:.3g}% of {total:,} reads ({nines:.2f} nines)"}
 
 
 def _read_your_writes(h: History, index: _Index, example) -> dict:

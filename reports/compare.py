@@ -8,7 +8,8 @@ from pathlib import Path
 from reports.headline import CATALOG, comparable, metric_info
 
 REGRESSION_RELATIVE = 0.10  # worse by more than 10% ...
-ABSOLUTE_SLACK = {"ms": 0.5, "s": 0.05, "q/s": 1.0, "x": 0.1}  # ... and by more than this (per unit)
+ABSOLUTE_SLACK = {"ms": 0.5, "s": 0.05, "q/s": 1.0, "x": 0.1, "/1k reads": 0.1,  # ... and by more than this
+                  "nines": 0.1}
 RATIO_SLACK = {"error_rate": 0.001, "hit_ratio": 0.01}  # absolute points for fractions
 
 
@@ -33,9 +34,15 @@ def compare_runs(a, b, *, threshold: float = REGRESSION_RELATIVE) -> dict:
     """Compare candidate `b` against baseline `a` (run folders or analysis dicts)."""
     baseline, candidate = as_analysis(a), as_analysis(b)
     ha, hb = baseline.get("headline") or {}, candidate.get("headline") or {}
+    bounds = [set((x.get("headline_notes") or {}).get("at_least") or []) for x in (baseline, candidate)]
     rows = []
     for name in metric_names([ha, hb]):
-        rows.append(_compare_metric(name, ha.get(name), hb.get(name), threshold))
+        if all(_hidden(x, name) for x in (baseline, candidate)):
+            continue  # another domain's figure (e.g. counters in two profiles runs)
+        row = _compare_metric(name, ha.get(name), hb.get(name), threshold)
+        if name in bounds[0] and name in bounds[1]:  # both "all reads consistent": the sizes differ, not the runs
+            row["regression"] = row["improvement"] = False
+        rows.append(row)
     return {
         "baseline": _label(baseline),
         "candidate": _label(candidate),
@@ -51,7 +58,7 @@ def _compare_metric(name: str, raw_a, raw_b, threshold: float) -> dict:
     va, vb = comparable(raw_a), comparable(raw_b)
     row = {"metric": name, "label": info.label, "unit": info.unit, "better": info.better,
            "baseline": raw_a, "candidate": raw_b, "delta": None, "relative": None,
-           "regression": False, "improvement": False}
+           "judged": info.judged, "regression": False, "improvement": False}
     if va is None or vb is None or va == vb:
         return row
     finite = math.isfinite(va) and math.isfinite(vb)
@@ -64,9 +71,15 @@ def _compare_metric(name: str, raw_a, raw_b, threshold: float) -> dict:
         significant = not finite or abs(vb - va) > slack
     else:
         significant = not finite or (abs(vb - va) > slack and (row["relative"] is None or abs(row["relative"]) > threshold))
-    row["regression"] = worse and significant
-    row["improvement"] = (not worse) and significant
+    # a count beside its rate, or a window's p99 beside its worst second: shown, never the verdict
+    row["regression"] = info.judged and worse and significant
+    row["improvement"] = info.judged and (not worse) and significant
     return row
+
+
+def _hidden(analysis: dict, name: str) -> bool:
+    na = ((analysis.get("headline_notes") or {}).get("not_applicable") or {}).get(name)
+    return na is not None and not na["shown"]
 
 
 def winners(headlines: list[dict]) -> dict[str, list[int]]:

@@ -11,13 +11,26 @@ from reports.phases import FaultWindow, Phase, effect_end
 
 DB_QUERIES = "cachestorm_db_queries_total"
 KEY_RECOMPUTES = "cachestorm_key_recomputes_total"
-RECOVERY_TOLERANCE = 0.10  # back within 10% of steady state
-RECOVERY_SLACK = {"p99_ms": 1.0, "db": 1.0}  # absolute slack so a near-zero baseline can be met
-RECOVERY_HOLD_S = 2  # the condition must hold this many consecutive seconds
+# A warm cache reads ~0 q/s in steady state, so peak ÷ steady would divide by zero: amplification is
+# peak ÷ max(steady, this floor), i.e. how many times one query per second the fault cost.
+STEADY_FLOOR_PER_S = 1.0
+# Recovery: a second is back to normal when it is within the steady phase's own spread (its 95th
+# percentile second) or within a floor of its median, whichever is higher; for 2 seconds in a row.
+RECOVERY_QUANTILE = 0.95
+RECOVERY_FLOOR = {"p99_ms": 5.0, "errors_per_s": 1.0, "db_queries_per_s": 2.0}
+RECOVERY_HOLD_S = 2
+# Ground truth: PostgreSQL's transactions (commits + rollbacks) over the scraped span should equal the
+# targets' DB queries over it (one transaction each), within this tolerance (the scraper's own query
+# and autovacuum fit in it). An idle backend reports its counts up to 10 s late (PGSTAT_IDLE_INTERVAL),
+# so PostgreSQL may also still be reporting the queries the targets made before the first scrape
+# (the warm-up): those widen the accepted range upwards.
+GROUND_TRUTH_TOLERANCE = 0.10
+GROUND_TRUTH_SLACK = 20  # transactions
 
 
 def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], windows: list[FaultWindow],
-               p99_series: list[tuple[int, float]], min_window_s: float = 5.0) -> dict:
+               p99_series: list[tuple[int, float]], min_window_s: float = 5.0,
+               error_series: list[tuple[int, float]] | None = None) -> dict:
     sources = {
         "target_reads": metrics.rate(DB_QUERIES, kind="read") if metrics.has(DB_QUERIES) else [],
         "target_all": metrics.rate(DB_QUERIES) if metrics.has(DB_QUERIES) else [],
@@ -28,18 +41,26 @@ def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], w
     headline = next((name for name in ("target_reads", "pg_calls", "pg_xact_commit") if sources[name]), None)
     main = sources[headline] if headline else []
     before = [phase for phase in phases if phase.kind == "before"]
-    steady = _median([v for t, v in main if any(p.contains_second(t) for p in before)])
-    steady_p99 = _median([v for t, v in p99_series if any(p.contains_second(t) for p in before)])
+    steady = _median(_in(main, before))
+    steady_p99 = _median(_in(p99_series, before))
+    signals = {"p99_ms": p99_series, "errors_per_s": error_series or [], "db_queries_per_s": main}
+    normal = {name: normal_limit(_in(series, before), RECOVERY_FLOOR[name]) for name, series in signals.items()}
     faults = []
     for window in windows:
         start, end = window.t_start, effect_end(window, min_window_s)
         peak = max((v for t, v in main if start - 0.5 <= t < end - 0.5), default=None)
+        idle = bool(p99_series) and not any(start - 1 < t < end for t, _ in p99_series)
+        if idle:  # no request answered in the window (traffic not yet started): nothing was measured
+            peak = None
+        recovery = recovery_by_signal(window.t_end, signals, normal, until=_next_start(windows, window))
         entry = {
             "fault": window.name, "t_start": window.t_start, "t_end": window.t_end,
             "peak_queries_per_s": peak,
-            "amplification": _ratio(peak, steady),
-            "recovery_s": recovery_time(window.t_end, p99_series, main, steady_p99, steady,
-                                        until=_next_start(windows, window)),
+            "amplification": amplification(peak, steady),
+            "no_traffic": idle,
+            "recovery_s": recovery["recovery_s"],
+            "recovered_last": recovery["recovered_last"],
+            "recovery_by_signal": recovery["by_signal"],
             # the same fault seen by every source: PostgreSQL's own counters are the ground truth
             "by_source": {name: _amplification(series, before, start, end)
                           for name, series in sources.items() if series},
@@ -51,25 +72,42 @@ def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], w
     per_expiry = [f["hot_key_expiry"]["db_reads_per_key"] for f in faults
                   if f.get("hot_key_expiry") and f["hot_key_expiry"]["db_reads_per_key"] is not None]
     recoveries = [f["recovery_s"] for f in faults]
+    slowest = max((f for f in faults if f["recovery_s"] is not None), key=lambda f: f["recovery_s"], default=None)
+    never = next((f for f in faults if f["recovery_s"] is None), None)
     return {
         "source": headline,
         "steady_queries_per_s": steady,
+        "steady_floor_per_s": STEADY_FLOOR_PER_S,
         "steady_p99_ms": steady_p99,
+        "normal_limits": normal,
         # the peak of the faults' effect windows; the whole run's (warm-up included) without faults
         "peak_queries_per_s": max((f["peak_queries_per_s"] for f in faults if f["peak_queries_per_s"] is not None),
                                   default=None) if faults else max((v for _, v in main), default=None),
         "amplification": max(amplifications) if amplifications else None,
         "db_loads_per_expiry": max(per_expiry) if per_expiry else None,
         "recovery_s": None if not recoveries or None in recoveries else max(recoveries),
+        "recovered_last": (never or slowest or {}).get("recovered_last"),
         "faults": faults,
+        "ground_truth": ground_truth(metrics, pg),
         "series": {name: [{"t": t, "per_s": round(v, 3)} for t, v in values] for name, values in sources.items()},
     }
+
+
+def amplification(peak: float | None, steady: float | None) -> float | None:
+    """Peak ÷ steady, the steady load floored at STEADY_FLOOR_PER_S (a warm cache's steady load is ~0)."""
+    if peak is None or steady is None:
+        return None
+    return peak / max(steady, STEADY_FLOOR_PER_S)
+
+
+def _in(series: list[tuple[int, float]], phases: list[Phase]) -> list[float]:
+    return [v for t, v in series if any(p.contains_second(t) for p in phases)]
 
 
 def _amplification(series: list[tuple[int, float]], before: list[Phase], start: float, end: float) -> dict:
     steady = _median([v for t, v in series if any(p.contains_second(t) for p in before)])
     peak = max((v for t, v in series if start - 0.5 <= t < end - 0.5), default=None)
-    return {"steady_per_s": steady, "peak_per_s": peak, "amplification": _ratio(peak, steady)}
+    return {"steady_per_s": steady, "peak_per_s": peak, "amplification": amplification(peak, steady)}
 
 
 def _hot_key_expiry(metrics: CounterSeries, window: FaultWindow, start: float, end: float) -> dict:
@@ -80,26 +118,62 @@ def _hot_key_expiry(metrics: CounterSeries, window: FaultWindow, start: float, e
             "db_reads_per_key": _ratio(reads, keys), "recomputes_per_key": _ratio(recomputes, keys)}
 
 
-def recovery_time(t_end: float, p99_series: list[tuple[int, float]], db_series: list[tuple[int, float]],
-                  steady_p99: float | None, steady_db: float | None, until: float = math.inf) -> float | None:
-    """Seconds from the fault's end until p99 and DB load are back within 10% of steady state
-    (holding for RECOVERY_HOLD_S seconds); None if they never are before `until` or the data ends."""
-    p99 = dict(p99_series) if steady_p99 is not None else {}
-    db = dict(db_series) if steady_db is not None else {}
-    if not p99 and not db:
+def normal_limit(steady_values: list[float], floor: float) -> float | None:
+    """The highest per-second value that still counts as normal: the steady phase's 95th percentile
+    second, or its median plus `floor`, whichever is higher; None without steady data."""
+    if not steady_values:
         return None
-    seconds = sorted(s for s in set(p99) | set(db) if t_end - 1 < s < until)
+    ordered = sorted(steady_values)
+    quantile = ordered[min(len(ordered) - 1, math.ceil(RECOVERY_QUANTILE * len(ordered)) - 1)]
+    return max(quantile, statistics.median(ordered) + floor)
 
-    def settled(second: int) -> bool:
-        ok_p99 = second not in p99 or p99[second] <= steady_p99 * (1 + RECOVERY_TOLERANCE) + RECOVERY_SLACK["p99_ms"]
-        ok_db = second not in db or db[second] <= steady_db * (1 + RECOVERY_TOLERANCE) + RECOVERY_SLACK["db"]
-        return ok_p99 and ok_db
 
+def recovery_by_signal(t_end: float, signals: dict[str, list[tuple[int, float]]], limits: dict[str, float | None],
+                       until: float = math.inf) -> dict:
+    """Per signal (p99, errors, DB load) with a steady limit: seconds from the fault's end until it is
+    back within its limit for RECOVERY_HOLD_S seconds in a row (None: not before `until` or the data's end).
+    The fault's recovery is the slowest signal's; `recovered_last` names it."""
+    by_signal = {name: recovery_time(t_end, series, limits[name], until)
+                 for name, series in signals.items() if limits.get(name) is not None and series}
+    if not by_signal:
+        return {"recovery_s": None, "recovered_last": None, "by_signal": {}}
+    never = [name for name, seconds in by_signal.items() if seconds is None]
+    if never:
+        return {"recovery_s": None, "recovered_last": never[0], "by_signal": by_signal}
+    last = max(by_signal, key=lambda name: by_signal[name])
+    return {"recovery_s": by_signal[last], "recovered_last": last, "by_signal": by_signal}
+
+
+def recovery_time(t_end: float, series: list[tuple[int, float]], limit: float, until: float = math.inf) -> float | None:
+    """Seconds from `t_end` until the per-second series stays <= limit for RECOVERY_HOLD_S seconds."""
+    values = dict(series)
+    seconds = sorted(s for s in values if t_end - 1 < s < until)
     for n, second in enumerate(seconds):
         hold = seconds[n:n + RECOVERY_HOLD_S]
-        if len(hold) == RECOVERY_HOLD_S and all(settled(s) for s in hold):
+        if len(hold) == RECOVERY_HOLD_S and all(values[s] <= limit for s in hold) and (
+                hold[-1] - hold[0] == RECOVERY_HOLD_S - 1):
             return max(0.0, round(second - t_end, 3))
     return None
+
+
+def ground_truth(metrics: CounterSeries, pg: CounterSeries) -> dict | None:
+    """Do the targets' DB query counts agree with PostgreSQL's own transaction counters? None without both."""
+    span = pg.span()
+    if span is None or not metrics.has(DB_QUERIES) or not pg.has("xact_commit"):
+        return None
+    start, end = span
+    targets = metrics.increase_within(DB_QUERIES, start, end)
+    earlier = metrics.at_first_sample(DB_QUERIES)  # e.g. the warm-up, maybe reported late
+    transactions = pg.increase_within("xact_commit", start, end) + pg.increase_within("xact_rollback", start, end)
+    tolerance = max(GROUND_TRUTH_TOLERANCE * targets, GROUND_TRUTH_SLACK)
+    low, high = targets - tolerance, targets + earlier + tolerance
+    agree = low <= transactions <= high
+    return {"target_queries": targets, "target_queries_before": earlier, "pg_transactions": transactions,
+            "window": [start, end], "accepted": [max(0.0, low), high], "agree": agree,
+            "note": None if agree else (
+                f"PostgreSQL counted {transactions:.0f} transactions but the targets report {targets:.0f} DB "
+                f"queries over the same {end - start:.0f} s (accepted {max(0.0, low):.0f}-{high:.0f}): "
+                "the targets' DB figures may be wrong")}
 
 
 def _next_start(windows: list[FaultWindow], window: FaultWindow) -> float:

@@ -141,8 +141,17 @@ def evaluate_slo(slo: Slo, analyses: list[dict]) -> list[SloResult]:
         run = analysis.get("run") or {}
         raw = (analysis.get("headline") or {}).get(slo.metric)
         value = comparable(raw)
+        notes = analysis.get("headline_notes") or {}
+        if slo.metric in (notes.get("at_least") or []):
+            value = float("inf")  # every read was consistent: no finite number of nines is violated
         base = {"name": slo.name, "metric": slo.metric, "run": run.get("label"), "run_dir": run.get("path"),
                 "value": raw}
+        na = (notes.get("not_applicable") or {}).get(slo.metric)
+        if value is None and na is not None:  # e.g. counters in a profiles run: nothing to hold it to
+            results.append(SloResult(**base, limit=slo.max if slo.max is not None else slo.min,
+                                     bound="max" if slo.max is not None else "min", passed=True, skipped=True,
+                                     message=f"{slo.metric}: n/a ({na['why']})"))
+            continue
         if value is None:
             results.append(SloResult(**base, limit=slo.max if slo.max is not None else slo.min,
                                      bound="max" if slo.max is not None else "min", passed=False,
@@ -153,7 +162,7 @@ def evaluate_slo(slo: Slo, analyses: list[dict]) -> list[SloResult]:
                 continue
             excess = value - limit if bound == "max" else limit - value
             passed = excess <= 0
-            shown = raw if isinstance(raw, str) else round(value, 6)
+            shown = raw if isinstance(raw, str) else "all reads consistent" if value == float("inf") else round(value, 6)
             message = (f"{slo.metric} = {shown} {'<=' if bound == 'max' else '>='} {limit:g}" if passed else
                        f"{slo.metric} = {shown} is {'over' if bound == 'max' else 'under'} the {bound} {limit:g}"
                        f" by {abs(excess):.6g}")

@@ -10,7 +10,7 @@ import math
 from html import escape
 
 from reports.compare import compare_runs, metric_names, winners
-from reports.headline import metric_info
+from reports.headline import display, format_number, lead, metric_info, shown_metrics
 from reports.runfolder import incomplete
 from reports.svg import Chart, Line, render
 
@@ -68,20 +68,7 @@ def fmt(value, unit: str = "") -> str:
         return "–"
     if isinstance(value, str):
         return value
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "∞"
-        if unit == "" and 0 < abs(value) < 1:
-            text = f"{value:.4g}"
-        elif value == int(value) and abs(value) < 1e15:
-            text = f"{int(value):,}"
-        else:
-            text = f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    else:
-        text = f"{value:,}"
-    return f"{text} {unit}".strip()
+    return format_number(value, unit)
 
 
 def _page(title: str, body: str) -> str:
@@ -107,8 +94,12 @@ def _shaded(analysis: dict) -> list[tuple[float, float, str]]:
             if p.get("kind") == "during"]
 
 
+# per-second data [s, s+1) is drawn at its centre, so a spike is never drawn before its fault's band
+SECOND_CENTRE = 0.5
+
+
 def _series(points: list[dict], field: str) -> list[tuple[float, float | None]]:
-    return [(p["t"], p.get(field)) for p in points]
+    return [(p["t"] + SECOND_CENTRE, p.get(field)) for p in points]
 
 
 # ---------------------------------------------------------------- one run
@@ -125,15 +116,16 @@ def run_charts(analysis: dict) -> list[Chart]:
     names = {"target_reads": "DB reads (targets)", "target_all": "all DB queries (targets)",
              "pg_calls": "statements (PostgreSQL)", "pg_xact_commit": "commits (PostgreSQL)"}
     charts.append(Chart("DB queries per second", "queries/s",
-                        [Line(label, [(p["t"], p["per_s"]) for p in db.get(name) or []], dashed=name.startswith("pg"))
+                        [Line(label, _series(db.get(name) or [], "per_s"), dashed=name.startswith("pg"))
                          for name, label in names.items() if db.get(name)], shaded, chart_id="db"))
     cache = (analysis.get("cache") or {}).get("series") or []
     charts.append(Chart("Cache hit ratio", "hits / lookups", [Line("hit ratio", _series(cache, "hit_ratio"))],
                         shaded, y_max=1.0, chart_id="hit-ratio"))
     errors = (analysis.get("errors") or {}).get("series") or []
     kinds = sorted({kind for p in errors for kind in p.get("by_kind") or {}})
-    error_lines = [Line("errors", [(p["t"], p["errors"]) for p in errors])]
-    error_lines += [Line(kind, [(p["t"], (p.get("by_kind") or {}).get(kind, 0)) for p in errors]) for kind in kinds]
+    error_lines = [Line("errors", _series(errors, "errors"))]
+    error_lines += [Line(kind, [(p["t"] + SECOND_CENTRE, (p.get("by_kind") or {}).get(kind, 0)) for p in errors])
+                    for kind in kinds]
     charts.append(Chart("Errors per second", "errors/s", error_lines, shaded, chart_id="errors"))
     consistency = analysis.get("consistency") or {}
     stale = (consistency.get("findings") or {}).get("stale_reads") or {}
@@ -161,9 +153,13 @@ def render_run_html(analysis: dict, capacity: dict | None = None) -> str:
     parts.append('<h2>Charts</h2><div class="charts">' + "".join(render(c) for c in run_charts(analysis)) + "</div>")
     headline = analysis.get("headline") or {}
     rows = [[escape(metric_info(name).label), f'<td data-sort="{_sort_key(headline.get(name))}">'
-             f"{escape(fmt(headline.get(name), metric_info(name).unit))}</td>"]
-            for name in metric_names([headline])]
-    parts.append("<h2>Headline</h2>" + _table(["metric", "value"], rows))
+             f"{escape(display(analysis, name))}</td>"]
+            for name in shown_metrics(analysis)]
+    promise = (analysis.get("consistency") or {}).get("promise") or {}
+    lead_lines = "".join(
+        f'<p class="{"good" if n == 0 and promise.get("held") else "bad" if n or not promise.get("held") else ""}">'
+        f"{escape(text)}</p>" for n, text in enumerate(lead(analysis)))
+    parts.append("<h2>Headline</h2>" + lead_lines + _table(["metric", "value"], rows))
     parts.append(_latency_section(analysis))
     parts.append(_faults_section(analysis))
     parts.append(_errors_section(analysis))
@@ -219,18 +215,23 @@ def _faults_section(analysis: dict) -> str:
                                                      if p["kind"] == "during"], strict=False):
         hot = fault.get("hot_key_expiry") or {}
         during = (latency.get("by_phase") or {}).get(phase["name"]) or {}
+        worst = (latency.get("worst_second_by_phase") or {}).get(phase["name"]) or {}
         rows.append([escape(fault["fault"]), escape(f"{fault['t_start']:.1f}–{fault['t_end']:.1f} s"),
-                     escape(fmt(during.get("p99_ms"), "ms")), escape(fmt(fault.get("peak_queries_per_s"), "q/s")),
+                     escape(fmt(during.get("p99_ms"), "ms")),
+                     escape(f"{fmt(worst.get('p99_ms'), 'ms')} / {fmt(worst.get('p999_ms'), 'ms')}"),
+                     escape(fmt(fault.get("peak_queries_per_s"), "q/s")),
                      escape(fmt(fault.get("amplification"), "x")), escape(fmt(_pg_amplification(fault), "x")),
                      escape(fmt(hot.get("db_reads_per_key"))), escape(fmt(hot.get("recomputes_per_key"))),
-                     escape(fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
-                            else "not recovered")])
-    steady = (f"steady state (median before the first fault): {fmt(db.get('steady_queries_per_s'), 'q/s')}, "
+                     escape((fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
+                             else "not recovered") + f" (last: {fmt(fault.get('recovered_last'))})")])
+    steady = (f"steady state (median before the first fault): {fmt(db.get('steady_queries_per_s'), 'q/s')} "
+              f"(amplification divides by at least {fmt(db.get('steady_floor_per_s'), 'q/s')}), "
               f"p99 {fmt(db.get('steady_p99_ms'), 'ms')}; DB source: {db.get('source')}")
     if not rows:
         return f"<h2>Faults</h2><p class=\"note\">no faults in this run; {escape(steady)}</p>"
     return ("<h2>Faults</h2>" + f"<p class=\"note\">{escape(steady)}</p>"
-            + _table(["fault", "window", "p99", "DB peak", "amplification", "amplification (PostgreSQL)",
+            + _table(["fault", "window", "p99 (window)", "worst second p99 / p99.9", "DB peak",
+                      "amplification", "amplification (PostgreSQL)",
                       "DB reads / expired key",
                       "recomputes / expired key", "recovery"], rows))
 
@@ -277,12 +278,16 @@ def _consistency_section(analysis: dict) -> str:
     findings = consistency["findings"]
     stale = findings["stale_reads"]
     counters = findings["counters"]
-    parts = ["<h2>Consistency</h2>", f"<p class=\"note\">{fmt(consistency['operations'])} operations, "
+    promise = consistency.get("promise") or {}
+    parts = ["<h2>Consistency</h2>",
+             f'<p class="{"good" if promise.get("held") else "bad"}"><b>{escape(promise.get("text", ""))}</b></p>',
+             f"<p class=\"note\">{fmt(consistency['operations'])} operations, "
              f"{fmt(consistency['reads_checked'])} reads checked; declared staleness bound "
              f"{escape(fmt(consistency.get('staleness_bound_s'), 's'))}</p>"]
     spread = stale.get("staleness_s") or {}
     rows = [
-        ["stale reads", _count(stale["count"]), escape(
+        # within the declared bound a stale read is the promise, not an alarm: red only beyond it
+        ["stale reads", _count(stale["count"], bad=bool(promise.get("beyond", stale["count"]))), escape(
             f"p50 {fmt(spread.get('p50'), 's')}, p99 {fmt(spread.get('p99'), 's')}, max {fmt(spread.get('max'), 's')}; "
             f"over bound: {fmt(stale.get('over_bound'))}")],
         ["read-your-writes violations", _count(findings["read_your_writes"]["count"]),
@@ -294,8 +299,14 @@ def _consistency_section(analysis: dict) -> str:
         ["counters: duplicated increments", _count(counters["duplicated"]["count"]) if counters["checked"] else "–",
          escape(f"indeterminate (timeouts): {fmt(counters['indeterminate_total'])}")],
         ["granted after revoke", _count(findings["revoked_granted"]["count"]),
-         escape(f"bound {fmt(findings['revoked_granted']['bound_s'], 's')}")],
+         escape(f"bound {fmt(findings['revoked_granted']['bound_s'], 's')} (the domain's own); the targets' own "
+                f"count: {fmt((analysis.get('cache') or {}).get('permission_violations'))}")],
     ]
+    domain = (analysis.get("run") or {}).get("domain")
+    foreign = {"counters": ("counters: lost increments", "counters: duplicated increments"),
+               "permissions": ("granted after revoke",)}
+    hidden = {title for owner, titles in foreign.items() if domain and domain != owner for title in titles}
+    rows = [row for row in rows if row[0] not in hidden]  # another domain's findings: not this report's
     parts.append(_table(["finding", "count", "detail"], rows, False))
     parts += [f'<p class="bad">warning: {escape(w)}</p>' for w in consistency.get("warnings") or []]
     for title, examples in (("stale reads (worst first)", stale["examples"]),
@@ -317,8 +328,8 @@ def _consistency_section(analysis: dict) -> str:
     return "".join(parts)
 
 
-def _count(count: int) -> str:
-    return f'<td class="{"bad" if count else "good"}">{fmt(count)}</td>'
+def _count(count: int, bad: bool | None = None) -> str:
+    return f'<td class="{"bad" if (count if bad is None else bad) else "good"}">{fmt(count)}</td>'
 
 
 # ---------------------------------------------------------------- several runs
@@ -326,7 +337,7 @@ def _count(count: int) -> str:
 def render_comparison_html(analyses: list[dict]) -> str:
     labels = [str((a.get("run") or {}).get("label")) for a in analyses]
     headlines = [a.get("headline") or {} for a in analyses]
-    names = metric_names(headlines)
+    names = [n for n in metric_names(headlines) if any(display(a, n) is not None for a in analyses)]
     best = winners(headlines)
     title = f"cachestorm comparison: {len(analyses)} runs"
     parts = [f"<h1>{escape(title)}</h1>", '<div class="meta">best value per column highlighted '
@@ -340,7 +351,7 @@ def render_comparison_html(analyses: list[dict]) -> str:
         for name in names:
             css = ' class="winner"' if index in best.get(name, []) else ""
             row.append(f'<td{css} data-sort="{_sort_key(headline.get(name))}">'
-                       f"{escape(fmt(headline.get(name)))}</td>")
+                       f"{escape(display(analysis, name) or '–')}</td>")
         rows.append(row)
     parts.append("<h2>Side by side</h2>" + _table(header, rows))
     parts.append('<h2>Charts</h2><div class="charts">' + "".join(
@@ -361,14 +372,14 @@ def comparison_charts(analyses: list[dict], labels: list[str]) -> list[Chart]:
               lines(lambda a: _series((a.get("latency") or {}).get("series") or [], "p99_ms")), shaded,
               chart_id="cmp-p99"),
         Chart("DB queries per second (each run's headline source)", "queries/s",
-              lines(lambda a: [(p["t"], p["per_s"]) for p in
-                               ((a.get("db") or {}).get("series") or {}).get(db_source(a) or "", [])]), shaded,
+              lines(lambda a: _series(((a.get("db") or {}).get("series") or {}).get(db_source(a) or "", []),
+                                      "per_s")), shaded,
               chart_id="cmp-db"),
         Chart("Cache hit ratio", "hits / lookups",
               lines(lambda a: _series((a.get("cache") or {}).get("series") or [], "hit_ratio")), shaded,
               y_max=1.0, chart_id="cmp-hit"),
         Chart("Errors per second", "errors/s",
-              lines(lambda a: [(p["t"], p["errors"]) for p in (a.get("errors") or {}).get("series") or []]),
+              lines(lambda a: _series((a.get("errors") or {}).get("series") or [], "errors")),
               shaded, chart_id="cmp-errors"),
         Chart("Worst staleness per second", "seconds",
               lines(lambda a: _series((((a.get("consistency") or {}).get("findings") or {}).get("stale_reads")

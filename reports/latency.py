@@ -18,6 +18,8 @@ from reports.runfolder import locust_csv, read_jsonl
 
 LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS = 1, 60_000_000, 3
 PERCENTILES = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
+# a second with fewer responses than this is not a percentile worth reporting as "the worst second"
+MIN_SECOND_REQUESTS = 10
 _LOCUST_COLUMNS = (("p50_ms", "50%"), ("p90_ms", "90%"), ("p99_ms", "99%"), ("p999_ms", "99.9%"),
                    ("max_ms", "100%"))
 
@@ -99,6 +101,8 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
         summary = summarize(overall_seconds[second])
         if summary:
             series.append({"t": second, **summary})
+    during = [p for p in phases if p.kind == "during"]
+    worst = {phase.name: worst_second(p for p in series if _interval_in(phase, p["t"], ends)) for phase in during}
     return {
         "source": "hdr",
         "approximate": False,
@@ -110,9 +114,32 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
                      for phase in phases},
         "during_fault": summarize(_merge(h for s, h in overall_seconds.items()
                                          if any(p.kind == "during" and _interval_in(p, s, ends) for p in phases))),
+        "worst_second_by_phase": worst,
+        "during_fault_worst_second": _worst_of(worst.values()),
         "series": series,
         "counts": dict(counts),
     }
+
+
+def worst_second(points) -> dict | None:
+    """The second with the highest p99 (and, separately, the highest p99.9) among seconds with at least
+    MIN_SECOND_REQUESTS responses: a 1 s stampede is not diluted by the quiet seconds around it."""
+    points = [p for p in points if p.get("p99_ms") is not None and (p.get("count") or 0) >= MIN_SECOND_REQUESTS]
+    if not points:
+        return None
+    p99 = max(points, key=lambda p: p["p99_ms"])
+    p999 = max(points, key=lambda p: p.get("p999_ms") or 0.0)
+    return {"t": p99["t"], "p99_ms": p99["p99_ms"], "count": p99["count"], "t_p999": p999["t"],
+            "p999_ms": p999.get("p999_ms")}
+
+
+def _worst_of(rows) -> dict | None:
+    rows = [r for r in rows if r]
+    if not rows:
+        return None
+    p99 = max(rows, key=lambda r: r["p99_ms"])
+    p999 = max(rows, key=lambda r: r.get("p999_ms") or 0.0)
+    return {**p99, "t_p999": p999["t_p999"], "p999_ms": p999["p999_ms"]}
 
 
 def _interval_in(phase: Phase, second: int, ends: dict[int, float]) -> bool:
@@ -144,7 +171,8 @@ def _from_locust(run_dir: Path, phases: list[Phase], started_at: float | None) -
     totals = next((row for row in locust_csv(run_dir, "stats") if row.get("Name") == "Aggregated"), None)
     if not history and totals is None:
         return {"source": None, "approximate": False, "overall": None, "by_kind": {}, "by_phase": {},
-                "during_fault": None, "series": [], "counts": {}}
+                "during_fault": None, "worst_second_by_phase": {}, "during_fault_worst_second": None,
+                "series": [], "counts": {}}
     start = started_at if started_at is not None else min((finite_float(r.get("Timestamp")) or 0) for r in history)
     series = []
     for row in history:
@@ -166,9 +194,18 @@ def _from_locust(run_dir: Path, phases: list[Phase], started_at: float | None) -
         "by_kind": {},
         "by_phase": {phase.name: _worst(p for p in series if phase.contains_second(p["t"])) for phase in phases},
         "during_fault": _worst(p for p in series if any(ph.kind == "during" and ph.contains_second(p["t"]) for ph in phases)),
+        # Locust's per-second rows carry no count: every second counts
+        "worst_second_by_phase": (worst := {
+            ph.name: _worst_locust_second(p for p in series if ph.contains_second(p["t"]))
+            for ph in phases if ph.kind == "during"}),
+        "during_fault_worst_second": _worst_of(worst.values()),
         "series": series,
         "counts": {},
     }
+
+
+def _worst_locust_second(points) -> dict | None:
+    return worst_second({**p, "count": MIN_SECOND_REQUESTS} for p in points)
 
 
 def _worst(points) -> dict | None:

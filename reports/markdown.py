@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from reports.compare import compare_runs, metric_names, winners
-from reports.headline import metric_info
+from reports.headline import display, lead, metric_info, shown_metrics
 from reports.html import fmt
 from reports.runfolder import incomplete
 
-_RUN_METRICS = ("requests", "p99_ms", "p99_ms_before_fault", "p99_ms_during_fault", "error_rate",
-                "db_amplification", "db_loads_per_expiry", "recovery_s", "hit_ratio", "stale_reads",
-                "max_staleness_s", "ryw_violations", "lost_writes", "counter_lost", "counter_duplicated",
-                "revoked_granted")
+_RUN_METRICS = ("requests", "p99_ms", "p99_ms_before_fault", "p99_ms_during_fault", "p99_ms_fault_worst_second",
+                "p999_ms_fault_worst_second", "error_rate", "db_amplification", "db_peak_queries_per_s",
+                "db_loads_per_expiry", "recovery_s", "hit_ratio", "reads_within_bound",
+                "stale_reads_over_bound_per_1k", "stale_reads_per_1k", "stale_reads", "max_staleness_s",
+                "ryw_violations_per_1k", "lost_writes", "counter_lost", "counter_duplicated", "revoked_granted",
+                "target_permission_violations")
 
 
 def _cell(text: str) -> str:
@@ -27,24 +29,30 @@ def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None)
     lines += [line for warning in analysis.get("warnings") or [] for line in (f"**warning:** {_cell(warning)}", "")]
     lines += [f"strategy **{_cell(run.get('strategy'))}** · domain {_cell(run.get('domain'))} · experiment "
               f"{_cell(run.get('experiment'))} · {fmt(run.get('duration_s'), 's')}", "",
+              *(f"**{_cell(text)}**  " for text in lead(analysis)), "",
               "| metric | value |", "| --- | ---: |"]
+    shown = set(shown_metrics(analysis))
     for name in _RUN_METRICS:
-        if headline.get(name) is not None:
-            info = metric_info(name)
-            lines.append(f"| {info.label} | {_cell(fmt(headline[name], info.unit))} |")
+        if name in shown:
+            lines.append(f"| {metric_info(name).label} | {_cell(display(analysis, name))} |")
     nines = [n for n in metric_names([headline]) if n.startswith("nines_within_")]
     if nines:
-        lines.append("| reads consistent within M s (nines) | "
-                     + ", ".join(f"{n.removeprefix('nines_within_')}: {_cell(fmt(headline[n]))}" for n in nines)
+        lines.append("| reads consistent within M s | "
+                     + ", ".join(f"{n.removeprefix('nines_within_')}: {_cell(display(analysis, n))}" for n in nines)
                      + " |")
     faults = (analysis.get("db") or {}).get("faults") or []
     if faults:
-        lines += ["", "| fault | window | DB peak | amplification | recovery |", "| --- | --- | ---: | ---: | ---: |"]
-        for fault in faults:
+        latency = analysis.get("latency") or {}
+        during = [p["name"] for p in analysis.get("phases") or [] if p["kind"] == "during"]
+        lines += ["", "| fault | window | worst second p99 | DB peak | amplification | recovery | recovered last |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+        for fault, phase in zip(faults, during + [None] * len(faults), strict=False):
             recovery = fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None else "not recovered"
+            worst = (latency.get("worst_second_by_phase") or {}).get(phase) or {}
             lines.append(f"| {_cell(fault['fault'])} | {fault['t_start']:.1f}–{fault['t_end']:.1f} s | "
+                         f"{fmt(worst.get('p99_ms'), 'ms')} | "
                          f"{fmt(fault.get('peak_queries_per_s'), 'q/s')} | {fmt(fault.get('amplification'), 'x')} | "
-                         f"{recovery} |")
+                         f"{recovery} | {_cell(fmt(fault.get('recovered_last')))} |")
     if capacity:
         lines += ["", render_capacity_markdown([capacity], heading="#### Capacity")]
     if gate is not None:
@@ -54,16 +62,17 @@ def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None)
 
 def render_comparison_markdown(analyses: list[dict]) -> str:
     headlines = [a.get("headline") or {} for a in analyses]
-    names = [n for n in metric_names(headlines) if n in _RUN_METRICS]
+    names = [n for n in metric_names(headlines) if n in _RUN_METRICS
+             and any(display(a, n) is not None for a in analyses)]
     best = winners(headlines)
     labels = [str((a.get("run") or {}).get("label")) for a in analyses]
     lines = [f"### cachestorm comparison ({len(analyses)} runs)", "", "best value per column in **bold**", "",
              "| run | " + " | ".join(metric_info(n).label for n in names) + " |",
              "| --- |" + " ---: |" * len(names)]
-    for index, headline in enumerate(headlines):
+    for index in range(len(headlines)):
         cells = []
         for name in names:
-            text = _cell(fmt(headline.get(name), metric_info(name).unit))
+            text = _cell(display(analyses[index], name) or "–")
             cells.append(f"**{text}**" if index in best.get(name, []) else text)
         lines.append(f"| {_cell(labels[index])} | " + " | ".join(cells) + " |")
     for analysis, label in zip(analyses[1:], labels[1:], strict=True):

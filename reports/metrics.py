@@ -82,6 +82,18 @@ class CounterSeries:
         """Total increase over the sample intervals that overlap [t_from, t_to]."""
         return sum(inc for t0, t1, inc in self._steps(name, labels) if t1 > t_from and t0 < t_to)
 
+    def increase_within(self, name: str, t_from: float, t_to: float, **labels: str) -> float:
+        """Total increase over the sample intervals that lie entirely inside [t_from, t_to]."""
+        return sum(inc for t0, t1, inc in self._steps(name, labels) if t0 >= t_from and t1 <= t_to)
+
+    def at_first_sample(self, name: str, **labels: str) -> float:
+        """The counter's value at each instance's first sample, summed (what it counted before scraping began)."""
+        return sum(self._value(samples[0][1], name, labels) or 0.0 for samples in self.samples.values() if samples)
+
+    def span(self) -> tuple[float, float] | None:
+        times = [t for samples in self.samples.values() for t, _ in samples]
+        return (min(times), max(times)) if times else None
+
     def label_values(self, name: str, label: str) -> list[str]:
         found = set()
         for samples in self.samples.values():

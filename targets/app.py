@@ -55,6 +55,7 @@ def build_app(settings: TargetSettings) -> Starlette:
         return json_response({"ok": True, "domain": settings.domain, "strategy": service.strategy_spec,
                               "ttl": service.ttl, "instance_id": settings.instance_id,
                               "staleness_bound_s": service.strategy.staleness_bound_s(),
+                              **service.domain.promises(),
                               "cache_breaker_open": service.cache.breaker.is_open}, headers={"X-Version": "0"})
 
     async def metrics(request: Request) -> Response:

@@ -29,6 +29,17 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 if ARGV[4] == 'release' then redis.call('DEL', KEYS[2]) end
 return 1
 """
+# Set unless the cached entry holds a newer version of the row: a refresh that read the row before a
+# write's overwrite must not put the older version back (stale-while-revalidate's background refresh).
+FILL_IF_NOT_NEWER = """
+local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, cached = pcall(cjson.decode, v)
+  if ok and type(cached['r']) == 'table' and tonumber(cached['r']['version']) > tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
 # Meta-style lease get: the value if present and fresh (ARGV[2] = now; ARGV[3] = '1' skips this for a
 # refresh); else a fresh token if nobody holds the lease; else wait.
 LEASE_GET = """
@@ -127,6 +138,7 @@ class Cache:
         self.metrics = metrics
         self.breaker = breaker or CircuitBreaker()
         self._guarded_set = self.client.register_script(GUARDED_SET)
+        self._fill_if_not_newer = self.client.register_script(FILL_IF_NOT_NEWER)
         self._lease_get = self.client.register_script(LEASE_GET)
         self._release = self.client.register_script(RELEASE_IF_OWNER)
 
@@ -156,14 +168,18 @@ class Cache:
         return None if raw is None else Entry.decode(raw)
 
     async def fill(self, key: str, entry: Entry, px_ms: int, *, nx: bool = False,
-                   guard: tuple[str, str] | None = None) -> bool:
-        """Install an entry. guard=(guard_key, token): only while that token is current."""
+                   guard: tuple[str, str] | None = None, versioned: bool = False) -> bool:
+        """Install an entry. guard=(guard_key, token): only while that token is current.
+        versioned: only if the cached entry is not a newer version of the row."""
         px = int(px_ms) if px_ms else None
         if guard is not None:
             guard_key, token = guard
             ok = await self.call("fill", self._guarded_set(
                 keys=[key, guard_key], args=[token, entry.encode(), px or 2**31, "release"]))
             return bool(ok)
+        if versioned and entry.record is not None:
+            return bool(await self.call("fill", self._fill_if_not_newer(
+                keys=[key], args=[entry.encode(), int(entry.record["version"]), px or 2**31])))
         return bool(await self.call("fill", self.client.set(key, entry.encode(), px=px, nx=nx)))
 
     async def overwrite(self, key: str, entry: Entry, px_ms: int) -> None:

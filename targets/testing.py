@@ -14,7 +14,14 @@ from pathlib import Path
 
 import httpx
 
+from targets.protections.base import Protection
 from targets.settings import URL_ENV, TargetSettings
+
+
+class BrokenProtection(Protection):
+    """A protection that protects nothing: what CACHESTORM_TEST_BROKEN_PROTECTIONS swaps in (CI's gate check)."""
+
+    name = "broken"
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -32,7 +32,8 @@ def test_clean_history_reports_nothing(tmp_path):
     assert result["anomalies"] == 0
     findings = result["findings"]
     assert findings["stale_reads"]["count"] == 0 and findings["stale_reads"]["reads"] == 3
-    assert all(row["all_consistent"] and row["display"] == "all" for row in findings["consistency_nines"])
+    assert all(row["all_consistent"] and row["display"] == "all 3 reads (≥ 0.48 nines)"
+               for row in findings["consistency_nines"])
     assert findings["read_your_writes"]["reads_checked"] == 1
     assert findings["counters"]["checked"] and findings["counters"]["db_total"] == 3
 
@@ -220,3 +221,25 @@ def test_permission_keys_without_the_permission_name_are_flagged(tmp_path):
     ops = [op("5:read", "revoke", 0, 0.1, 2), op("5:read", "check", 3, 3.1, 1, value=1)]
     result = check(tmp_path, ops, domain="permissions")
     assert not result["warnings"] and result["findings"]["revoked_granted"]["count"] == 1
+
+
+def test_granted_after_revoke_uses_the_domains_own_revoke_bound(tmp_path):
+    """One truth: the target's revoke bound (TTL + 1 s), not the strategy's staleness bound of 0."""
+    ops = [op("u1:read", "grant", 0, 0.1, 1), op("u1:read", "revoke", 1.0, 1.1, 2),
+           op("u1:read", "check", 3.0, 3.05, 1, value=1, rid="within"),  # 1.9 s after: within TTL + 1 = 6 s
+           op("u1:read", "check", 8.0, 8.05, 1, value=1, rid="beyond")]  # 6.9 s after: a violation
+    result = check(tmp_path, ops, staleness_bound_s=0.0, revoke_bound_s=6.0, domain="permissions")
+    revoked = result["findings"]["revoked_granted"]
+    assert revoked["bound_s"] == 6.0 and [e["request_id"] for e in revoked["examples"]] == ["beyond"]
+    assert check(tmp_path, ops, staleness_bound_s=0.0, domain="permissions")["findings"]["revoked_granted"][
+        "count"] == 2  # without the domain's bound, the staleness bound (0) would call both violations
+
+
+def test_stale_reads_within_the_promise_are_no_anomaly(tmp_path):
+    ops = [op("1", "write", 0, 0.1, 2), op("1", "read", 1.0, 1.1, 1, source="hit"),  # 0.9 s stale
+           op("1", "read", 5.0, 5.1, 1, source="hit")]                                 # 4.9 s stale
+    result = check(tmp_path, ops, staleness_bound_s=2.0)
+    promise = result["promise"]
+    assert (promise["within"], promise["beyond"], promise["held"]) == (1, 1, False)
+    assert promise["text"] == "50.00% of 2 reads within the 2 s staleness promise; 1 beyond it"
+    assert result["findings"]["stale_reads"]["count"] == 2 and result["anomalies"] == 1

@@ -61,9 +61,16 @@ def test_gate_evaluates_each_slo_on_each_matching_run(tmp_path, analyses):
 
 
 def test_unmeasured_metric_fails(tmp_path, analyses):
-    stripped = {**analyses[1], "headline": {**analyses[1]["headline"], "counter_lost": None}}
-    gate = evaluate_gate(write(tmp_path, "slos: [{metric: counter_lost, max: 0}]"), [stripped])
+    stripped = {**analyses[1], "headline": {**analyses[1]["headline"], "lost_writes": None}}
+    gate = evaluate_gate(write(tmp_path, "slos: [{metric: lost_writes, max: 0}]"), [stripped])
     assert not gate.passed and "not measured" in gate.results[0].message
+
+
+def test_a_metric_of_another_domain_is_skipped_as_not_applicable(tmp_path, analyses):
+    assert analyses[1]["run"]["domain"] == "profiles" and analyses[1]["headline"]["counter_lost"] is None
+    gate = evaluate_gate(write(tmp_path, "slos: [{metric: counter_lost, max: 0}]"), [analyses[1]])
+    [result] = gate.results
+    assert gate.passed and result.skipped and result.message == "counter_lost: n/a (counters domain only)"
 
 
 def test_gate_passes(tmp_path, analyses):

@@ -111,6 +111,32 @@ def test_stale_while_revalidate_serves_stale_fast_with_one_refresh(settings):
     run(scenario())
 
 
+def test_stale_while_revalidate_refresh_never_puts_an_older_version_back(settings):
+    """The background refresh reads the row, a write commits and overwrites the cache meanwhile, then
+    the refresh's fill arrives with the older version: it must not replace the write's (one truth with
+    the declared bound 0)."""
+    settings.domain, settings.strategy = "catalog", "stale-while-revalidate"
+    settings.ttl, settings.recompute_ms, settings.max_stale = 0.3, 800, 30
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, service):
+            assert service.strategy.staleness_bound_s() == 0.0
+            assert (await client.get("/products/3")).json()["version"] == 1
+            await asyncio.sleep(0.35)  # past the TTL: the next read is served stale and starts a refresh
+            assert (await client.get("/products/3")).headers["x-cache"] == "stale"
+            await asyncio.sleep(0.1)   # the refresh's SELECT has its snapshot (version 1), 0.7 s to go
+            assert (await client.put("/products/3", json={"data": {"name": "new"}})).json()["version"] == 2
+            deadline = time.monotonic() + 5
+            while service.metrics.value("cachestorm_recomputes_total", {"key_class": "hot"}) < 2:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)  # the refresh's fill has been tried
+            after = await client.get("/products/3")  # (the write's entry may be past its 0.3 s TTL: stale)
+            assert after.json()["version"] == 2, after.headers["x-cache"]
+
+    run(scenario())
+
+
 def counter_in_db(url: str, key_id: int) -> tuple[int, int]:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT (data->>'count')::bigint, version FROM counters WHERE id = %s", (key_id,)).fetchone()

@@ -18,6 +18,7 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def capacity(
+    ctx: typer.Context,
     strategy: str = typer.Option(..., "--strategy", "-s", help="One or more, comma-separated (one shared stack)."),
     domain: str = options.DOMAIN,
     max_rate: float = typer.Option(800.0, "--max-rate", help="Arrivals/s of the last step."),
@@ -53,7 +54,8 @@ def capacity(
         celebrity_share=celebrity_share, write_ratio=write_ratio, ttl_s=parse_duration(ttl, "--ttl"),
         recompute_ms=parse_duration(recompute, "--recompute") * 1000, pool_size=pool_size,
         pool_timeout_s=parse_duration(pool_timeout, "--pool-timeout"), seed=seed,
-        stack=StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote), render=not no_report)
+        stack=StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote), render=not no_report,
+        explicit=options.typed_settings(ctx))
     seconds = plan.steps * plan.hold_s
     with console.status(f"capacity: {len(plan.strategies)} × {plan.steps} steps of {plan.hold_s:g} s "
                         f"(~{seconds:.0f} s of load each) ...") as status:

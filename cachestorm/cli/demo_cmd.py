@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from cachestorm.cli import options
 from cachestorm.conductor import RunSettings, parse_duration
 from cachestorm.matrix import run_matrix
 
@@ -14,6 +15,7 @@ DEMO_STRATEGIES = ["cache-aside", "cache-aside+coalescing", "cache-aside+lock"]
 
 
 def demo(
+    ctx: typer.Context,
     duration: str = typer.Option("25s", "--duration", help="Load per strategy."),
     out: str = typer.Option("runs", "--out", help="Folder for the demo's run folders."),
     strategies: str = typer.Option(",".join(DEMO_STRATEGIES), "--strategies", help="Comma-separated strategies."),
@@ -25,7 +27,8 @@ def demo(
     base = RunSettings(duration_s=parse_duration(duration), users=40, spawn_rate=40, rate=rate, keys=300,
                        alpha=1.0, celebrity_share=0.2, recompute_ms=100, pool_size=8, pool_timeout_s=1.0,
                        ttl_s=300, write_ratio=0.02, warm=True,
-                       explicit=frozenset({"domain", "duration_s", "users", "rate", "retry"}))
+                       # the demo's own choices count as typed: the experiment's `run:` does not override them
+                       explicit=options.typed_settings(ctx, "domain", "duration_s", "users", "rate", "retry"))
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     with console.status("demo") as status:
         result = run_matrix(base, names, ["hot-key-expiry"], out, name="demo",

@@ -6,19 +6,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cachestorm.cli import options
 from cachestorm.conductor import RunSettings, parse_duration, resolve_experiment, validate_strategy
 from cachestorm.matrix import run_matrix
 
 console = Console()
-
-
-def _explicit(ctx: typer.Context) -> frozenset[str]:
-    """Matrix-wide settings the user typed; experiments' recommendations fill in the rest."""
-    from typer._click.core import ParameterSource  # Typer vendors click
-
-    fields = {"duration": "duration_s", "users": "users", "domain": "domain"}
-    return frozenset(field for name, field in fields.items()
-                     if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None))
 
 
 def _split(text: str) -> list[str]:
@@ -39,7 +31,7 @@ def matrix(
     """Run every strategy x experiment combination with the same traffic, one shared stack."""
     base = RunSettings(domain=domain, duration_s=parse_duration(duration), users=users, spawn_rate=users,
                        recompute_ms=parse_duration(recompute, "--recompute") * 1000,
-                       celebrity_share=celebrity_share, explicit=_explicit(ctx))
+                       celebrity_share=celebrity_share, explicit=options.typed_settings(ctx))
     names = [None if e.lower() == "none" else e for e in _split(experiments)]
     for strategy in _split(strategies):  # fail in one line before the progress view draws anything
         validate_strategy(strategy)

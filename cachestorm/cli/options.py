@@ -29,3 +29,28 @@ RECOMPUTE = typer.Option("50ms", "--recompute", help="DB cost of one recompute (
 POOL_SIZE = typer.Option(10, "--pool-size", help="DB pool size per target.")
 POOL_TIMEOUT = typer.Option("1s", "--pool-timeout", help="DB pool acquire timeout.")
 SEED = typer.Option(42, "--seed", help="Seed of the traffic models.")
+
+
+# units a RunSettings field may carry after the flag's name (--duration -> duration_s, --recompute -> recompute_ms)
+_FIELD_UNITS = ("", "_s", "_ms")
+
+
+def typed_settings(ctx: typer.Context, *also: str) -> frozenset[str]:
+    """The RunSettings fields the user set (command line or environment, not a default), plus `also`.
+
+    An experiment's `run:` section only fills the others. Generic by name, so a new flag is covered
+    as soon as its RunSettings field is named after it (optionally with a unit suffix).
+    """
+    from dataclasses import fields
+
+    from typer._click.core import ParameterSource  # Typer vendors click
+
+    from cachestorm.conductor import RunSettings
+
+    known = {f.name for f in fields(RunSettings)}
+    typed = set(also)
+    for name in ctx.params:
+        if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None):
+            continue
+        typed.update(field for field in (name + unit for unit in _FIELD_UNITS) if field in known)
+    return frozenset(typed)

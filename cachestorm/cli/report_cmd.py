@@ -55,7 +55,8 @@ def compare(
     for column in ("metric", "baseline", "candidate", "delta", "verdict"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for row in result["metrics"]:
-        verdict = "[red]regression[/]" if row["regression"] else ("[green]better[/]" if row["improvement"] else "")
+        verdict = "[red]regression[/]" if row["regression"] else ("[green]better[/]" if row["improvement"] else
+                                                                 "" if row.get("judged", True) else "[dim]not judged[/]")
         delta = "" if row["delta"] is None else f"{row['delta']:+.4g}" + (
             f" ({row['relative']:+.0%})" if row["relative"] is not None else "")
         style = "red" if row["regression"] else None

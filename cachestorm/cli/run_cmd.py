@@ -13,19 +13,6 @@ from cachestorm.summary import print_summary
 
 console = Console()
 
-# CLI parameter -> RunSettings field, for the flags an experiment may recommend
-_FIELDS = {"strategy": "strategy", "domain": "domain", "retry": "retry", "duration": "duration_s",
-           "users": "users", "rate": "rate", "write_ratio": "write_ratio"}
-
-
-def _explicit(ctx: typer.Context) -> frozenset[str]:
-    """The settings the user typed (an experiment's recommendations never override those)."""
-    from typer._click.core import ParameterSource  # Typer vendors click
-
-    return frozenset(field for name, field in _FIELDS.items()
-                     if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None))
-
-
 def run(
     ctx: typer.Context,
     strategy: str = typer.Option("default", "--strategy", "-s", help="NAME[+PROTECTION...], e.g. cache-aside+coalescing; default: the domain's recommended one"),
@@ -72,6 +59,7 @@ def run(
         ttl_s=parse_duration(ttl, "--ttl") if ttl else None, recompute_ms=parse_duration(recompute, "--recompute") * 1000,
         pool_size=pool_size, pool_timeout_s=parse_duration(pool_timeout, "--pool-timeout"), seed=seed,
         stack=StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote), render=not no_report, warm=warm,
+        explicit=options.typed_settings(ctx),
     )
     with console.status(f"running {strategy} for {settings.duration_s:.0f} s ..."):
         run_dir = run_once(settings)

@@ -24,6 +24,10 @@ class Domain:
     def routes(self) -> list[tuple[str, object, list[str]]]:
         raise NotImplementedError
 
+    def promises(self) -> dict[str, float]:
+        """The domain's own stated bounds, as /healthz tells them (the checker holds runs to them)."""
+        return {}
+
     def key(self, key_id: int) -> Key:
         return Key(key_id, f"{self.name}:{key_id}", "hot" if key_id <= self.service.settings.hot_keys else "rest")
 

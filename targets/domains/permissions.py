@@ -33,6 +33,9 @@ class Permissions(Domain):
         s = self.service.settings
         return s.revoke_bound if s.revoke_bound is not None else self.service.ttl + 1.0
 
+    def promises(self) -> dict[str, float]:
+        return {"revoke_bound_s": self.bound_s}
+
     def routes(self):
         return [("/permissions/violations", self.get_violations, ["GET"]),
                 ("/permissions/{user:int}/{perm}", self.check, ["GET"]),

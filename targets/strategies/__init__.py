@@ -42,9 +42,18 @@ def load(import_string: str):
     return getattr(importlib.import_module(module_name), attribute)
 
 
+# CI only (scripts/gate-check.sh): a deliberately broken build, the named protections doing nothing,
+# to prove the gate fails it. Not a user feature: the spec and the report still name the protection.
+BROKEN_PROTECTIONS_ENV = "CACHESTORM_TEST_BROKEN_PROTECTIONS"
+BROKEN_PROTECTION = "targets.testing:BrokenProtection"
+
+
 def build_strategy(spec: str, service):
+    import os
+
     from targets.protections import PROTECTIONS
 
     name, protection_names = parse_spec(spec)
-    protections = [load(PROTECTIONS[p])(service) for p in protection_names]
+    broken = set(os.environ.get(BROKEN_PROTECTIONS_ENV, "").split(","))
+    protections = [load(BROKEN_PROTECTION if p in broken else PROTECTIONS[p])(service) for p in protection_names]
     return load(STRATEGIES[name])(service, protections)

@@ -93,6 +93,7 @@ class CachedStrategy:
     expires = True          # False: entries live until invalidated (no TTL)
     serves_stale = False    # stale-while-revalidate
     fill_nx = False         # write-behind: never overwrite a newer value written meanwhile
+    fill_versioned = False  # a fill never replaces a newer version (a refresh racing a write's overwrite)
     fresh_after_write = True  # a write updates or invalidates the cache; False: only the TTL ends staleness
 
     def __init__(self, service: Service, protections: list[Protection]):
@@ -178,7 +179,8 @@ class CachedStrategy:
         if ctx.fill and (record is not None or self._negative is not None):
             entry, px_ms = self.entry_for(record, delta)
             try:
-                installed = await self.cache.fill(key.redis, entry, px_ms, nx=self.fill_nx, guard=ctx.guard)
+                installed = await self.cache.fill(key.redis, entry, px_ms, nx=self.fill_nx, guard=ctx.guard,
+                                                  versioned=self.fill_versioned)
                 if not installed and ctx.guard is not None and ctx.guard[0].endswith(":lease"):
                     self.metrics.lease_refused.inc()
             except CacheUnavailable:
