@@ -34,3 +34,4 @@ if [ "$status" -ne 1 ]; then
   exit 1
 fi
 echo "gate-check: ok (healthy build passes the shipped gate; broken coalescing fails it)"
+echo "gate-check: 2 passed, 0 failed"
