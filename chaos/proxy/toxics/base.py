@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
+from chaos.proxy import gojson
 from chaos.proxy.errors import BAD_REQUEST_BODY
 
 Emit = Callable[[bytes], Awaitable[None]]
@@ -55,7 +56,7 @@ class Toxic:
             return
         if not isinstance(attributes, dict):
             raise BAD_REQUEST_BODY.joined(
-                f"json: cannot unmarshal {_json_kind(attributes)} into Go struct field "
+                f"json: cannot unmarshal {gojson.kind(attributes)} into Go struct field "
                 f"ToxicWrapper.attributes of type toxics.{self.go_struct or 'Toxic'}"
             )
         parsed = {}
@@ -72,19 +73,19 @@ class Toxic:
             return self.all_fields()[key][1]
         if kind in (int, float):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {_json_kind(value)} into {where}")
-            if kind is int and isinstance(value, float) and not value.is_integer():
-                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal number {value} into {where}")
+                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {gojson.kind(value)} into {where}")
+            if kind is int and isinstance(value, float):  # Go: 100.0 is not an int64 either
+                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal number {gojson.number_text(value)} into {where}")
             if value < 0:
                 raise BAD_REQUEST_BODY.joined(f"attribute {key} must not be negative (got {value})")
             return kind(value)
         if kind is list:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {_json_kind(value)} into {where}")
+                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {gojson.kind(value)} into {where}")
             return list(value)
         if kind is str:
             if not isinstance(value, str):
-                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {_json_kind(value)} into {where}")
+                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {gojson.kind(value)} into {where}")
             return value
         return value
 
@@ -113,16 +114,3 @@ class Toxic:
     def detach(self, link: Any, state: Any) -> None:
         pass
 
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "null"
