@@ -182,10 +182,10 @@ def test_toxic_defaults_and_shape(api, echo):
     assert toxic["attributes"]["latency"] == 10 and toxic["attributes"]["jitter"] == 0
     zero = api.post("/proxies/echo/toxics", json={"name": "z", "type": "noop", "stream": "upstream", "toxicity": 0})
     assert zero.json()["toxicity"] == 0 and zero.json()["stream"] == "upstream"
-    listed = api.get("/proxies/echo/toxics").json()
-    assert [t["name"] for t in listed] == ["latency_downstream", "z"]
+    listed = api.get("/proxies/echo/toxics").json()  # upstream toxics first, as Toxiproxy lists them
+    assert [t["name"] for t in listed] == ["z", "latency_downstream"]
     assert api.get("/proxies/echo/toxics/z").json()["type"] == "noop"
-    assert [t["name"] for t in api.get("/proxies/echo").json()["toxics"]] == ["latency_downstream", "z"]
+    assert [t["name"] for t in api.get("/proxies/echo").json()["toxics"]] == ["z", "latency_downstream"]
 
 
 def test_toxic_errors(api, echo):

@@ -92,6 +92,8 @@ class Link:
         self.slow = False
         self.queue: deque = deque()
         self.queued = 0
+        self.fed = 0  # bytes into the toxic queue, and written out of it: the difference is withheld
+        self.written = 0
         self.task: asyncio.Task | None = None
         self.wakeup: asyncio.Future | None = None
         self.sink_blocked: asyncio.Future | None = None
@@ -210,6 +212,7 @@ class Link:
     def feed(self, data: bytes) -> None:
         self.queue.append((self.loop.time(), data))
         self.queued += len(data)
+        self.fed += len(data)
         if self.queued > QUEUE_HIGH:
             self.pause_source("queue")
         self._kick()
@@ -287,6 +290,7 @@ class Link:
         while self.sink_blocked is not None and not self.conn.closed:
             await self.sink_blocked
         if not self.conn.closed and data:
+            self.written += len(data)
             self.sink_write(data)
 
     async def sleep_until(self, when: float, toxic: Toxic) -> None:
@@ -388,6 +392,7 @@ class Connection:
         self.fast: FastPath | None = None
         self.pair_id: int | None = None  # set while the engine forwards this connection
         self.moved_before = (0, 0)  # bytes (up, down) moved by earlier engine/Python stretches
+        self.withheld_before = (0, 0)  # bytes (up, down) toxics of earlier Python stretches kept back
         self.python_only = False  # a toxic arrived: never (again) to the engine
         self._raw: list[socket.socket] = []  # sockets owned by neither a transport nor the engine
 
@@ -533,6 +538,7 @@ class Connection:
         except (OSError, AttributeError):
             return
         self.moved_before = self.bytes_moved()
+        self.withheld_before = self.withheld()
         for side in sides:
             side.retired = True
             side.transport.abort()  # closes the transport's fd; the dup keeps the socket open
@@ -575,6 +581,16 @@ class Connection:
             up + (self.client.nbytes if self.client else 0),
             down + (self.server.nbytes if self.server else 0),
         )
+
+    def withheld(self) -> tuple[int, int]:
+        """Bytes read but not passed on (dropped or still held by toxics), (up, down)."""
+        up, down = self.withheld_before
+        return up + self.up.fed - self.up.written, down + self.down.fed - self.down.written
+
+    def bytes_sent(self) -> tuple[int, int]:
+        """Bytes written to the server (upstream) and to the client (downstream)."""
+        (up, down), (held_up, held_down) = self.bytes_moved(), self.withheld()
+        return up - held_up, down - held_down
 
     def ensure_sequencer(self, factory: Any) -> None:
         if self.replies is None:

@@ -1,4 +1,6 @@
-"""Prometheus text for the proxies' counters (GET /metrics on the API server)."""
+"""Prometheus text for the proxies' counters (GET /metrics on the API server): cachestorm's
+families, and Toxiproxy's own two (as `toxiproxy -proxy-metrics` serves them) so dashboards made
+for Toxiproxy work. Toxiproxy adds a connection's bytes when it ends; ours count live ones too."""
 
 from __future__ import annotations
 
@@ -30,4 +32,18 @@ def render(proxies: Iterable) -> str:
            [(f'proxy="{p.name}"', p.stats.writes_failed) for p in proxies])  # fmt: skip
     family("cachestorm_proxy_enabled", "gauge", "1 if the proxy is listening.",
            [(f'proxy="{p.name}"', int(p.enabled)) for p in proxies])  # fmt: skip
+    received = [(_toxiproxy_labels(p), moved_up, moved_down) for p, moved_up, moved_down in moved]
+    sent = [(_toxiproxy_labels(p), *p.bytes_sent()) for p in proxies]
+    for name, rows in (("toxiproxy_proxy_received_bytes_total", received), ("toxiproxy_proxy_sent_bytes_total", sent)):
+        family(name, "counter", "", [(f'direction="{direction}",{labels}', value)
+                                     for labels, up, down in rows for direction, value in (("downstream", down), ("upstream", up))])  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _toxiproxy_labels(proxy) -> str:
+    """Toxiproxy's labels after `direction`, in the alphabetical order Prometheus writes them."""
+    return f'listener="{_label(proxy.listen)}",proxy="{_label(proxy.name)}",upstream="{_label(proxy.upstream)}"'

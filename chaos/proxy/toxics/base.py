@@ -57,7 +57,7 @@ class Toxic:
         if not isinstance(attributes, dict):
             raise BAD_REQUEST_BODY.joined(
                 f"json: cannot unmarshal {gojson.kind(attributes)} into Go struct field "
-                f"ToxicWrapper.attributes of type toxics.{self.go_struct or 'Toxic'}"
+                f".attributes of type toxics.{self.go_struct or 'Toxic'}"
             )
         parsed = {}
         for key, value in attributes.items():

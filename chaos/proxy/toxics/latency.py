@@ -1,4 +1,4 @@
-"""latency: delay each chunk by `latency` ms ± `jitter` ms, counted from when it arrived."""
+"""latency: delay each chunk by `latency` ms ± `jitter` ms, counted from the chunk's timestamp."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ class LatencyToxic(Toxic):
         jitter = self.attrs["jitter"]
         if jitter:
             delay_ms += random.randint(-jitter, jitter)
-        # Absolute deadline from arrival: chunks queued behind a slow one are not delayed twice.
-        await link.sleep_until(link.arrival + delay_ms / 1000.0, self)
-        await emit(data)
+        # An absolute deadline from the chunk's timestamp (its arrival): chunks queued behind a slow
+        # one are not delayed twice. Like Toxiproxy, the toxic moves the timestamp to its deadline,
+        # so stacked latency toxics add up; restored after, for the next piece of a sliced chunk.
+        arrival = link.arrival
+        deadline = arrival + delay_ms / 1000.0
+        await link.sleep_until(deadline, self)
+        link.arrival = deadline
+        try:
+            await emit(data)
+        finally:
+            link.arrival = arrival
