@@ -106,6 +106,7 @@ class ApiApp:
         self.proxies: dict[str, Proxy] = {}
         self.lock = asyncio.Lock()  # API changes one at a time; the data path never takes it
         self.request_ids = _RequestIds()
+        self.retired_bytes = metrics.RetiredBytes()
 
     async def __call__(self, request: Request) -> Response:
         for pattern, methods in _ROUTES:
@@ -162,7 +163,7 @@ class ApiApp:
                            "fastpath": fastpath.available(), "sockmap": fastpath.kernel_available()})  # fmt: skip
 
     async def metrics(self, request: Request) -> Response:
-        text = metrics.render(self.proxies.values())
+        text = metrics.render(self.proxies.values(), self.retired_bytes)
         return Response(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     async def reset(self, request: Request) -> Response:
@@ -229,6 +230,7 @@ class ApiApp:
             await proxy.start()
         if existing is not None:
             existing.reset_toxics()
+            self.retired_bytes.add(existing)
         self.proxies[name] = proxy
         return proxy
 
@@ -249,6 +251,7 @@ class ApiApp:
         proxy = self._get(name)
         proxy.stop()
         proxy.reset_toxics()
+        self.retired_bytes.add(proxy)
         del self.proxies[name]
         return Response(204)
 

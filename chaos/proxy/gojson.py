@@ -15,9 +15,20 @@ from chaos.proxy.errors import BAD_REQUEST_BODY
 _GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
+def _go_numbers(value: Any) -> Any:
+    """Go writes a whole float without ".0" (toxicity 1 is `1`)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _go_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_go_numbers(v) for v in value]
+    return value
+
+
 def dumps(value: Any) -> str:
-    """json.Marshal: no spaces, UTF-8 as is, <, >, & and U+2028/9 escaped."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """json.Marshal: no spaces, UTF-8 as is, <, >, & and U+2028/9 escaped, whole floats as integers."""
+    text = json.dumps(_go_numbers(value), separators=(",", ":"), ensure_ascii=False)
     if any(char in text for char in _GO_ESCAPES):
         text = "".join(_GO_ESCAPES.get(char, char) for char in text)
     return text

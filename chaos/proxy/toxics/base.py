@@ -90,8 +90,10 @@ class Toxic:
         return value
 
     def to_json(self) -> dict:
+        # common (cachestorm) attributes only when set, so the JSON is Toxiproxy's field for field
+        attributes = {k: v for k, v in self.attrs.items() if k not in self.common_fields or v != self.common_fields[k][1]}
         return {
-            "attributes": dict(self.attrs),
+            "attributes": attributes,
             "name": self.name,
             "type": self.type_name,
             "stream": self.stream,
