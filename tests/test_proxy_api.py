@@ -317,6 +317,22 @@ def test_metrics_and_stats_ours(api, echo):
     assert 'cachestorm_proxy_bytes_total{proxy="echo",direction="downstream"} 5' in text
 
 
+def test_body_over_the_limit_is_413_and_long_lines_431_not_dropped_connections_ours(api):
+    from chaos.proxy.http import MAX_BODY, MAX_REQUEST_LINE
+
+    only_ours(api)
+    answer = api.post("/proxies", content=b"x" * (MAX_BODY + 1))
+    assert answer.status_code == 413 and "too large" in answer.json()["error"]
+    url = httpx.URL(str(api.base_url))
+    with socket.create_connection((url.host, url.port), timeout=5) as sock:  # longer than httpx sends
+        sock.sendall(b"GET /proxies/" + b"n" * MAX_REQUEST_LINE + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert api.get("/version").status_code == 200
+
+
 def test_api_binds_loopback_and_ready_file(tmp_path):
     import json
     import subprocess

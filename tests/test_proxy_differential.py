@@ -379,14 +379,6 @@ def test_name_too_long_to_route_refused_at_creation(pair, echo):
     assert pair.ours.get(f"/proxies/{longest}/toxics/{_quote('é' * (MAX_NAME_BYTES // 2))}").status_code == 200
 
 
-def test_body_over_the_limit_is_413_not_a_dropped_connection(pair):
-    from chaos.proxy.http import MAX_BODY
-
-    answer = pair.ours.post("/proxies", content=b"x" * (MAX_BODY + 1))
-    assert answer.status_code == 413 and "too large" in answer.json()["error"]
-    assert pair.ours.get("/version").status_code == 200
-
-
 def test_cachestorm_info_is_ours_only(pair):
     real, ours = pair.call("GET", "/cachestorm")
     assert real.status_code == 404
