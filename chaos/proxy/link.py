@@ -23,6 +23,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from chaos.proxy import fastpath
+from chaos.proxy.toxics.base import NOT_NOW
 
 if TYPE_CHECKING:
     from chaos.proxy.fastpath import FastPath
@@ -253,7 +254,20 @@ class Link:
         If a toxic does wait, the link's task goes on with the chunk from there, before any other."""
         self.fed += len(data)
         self.arrival = self.loop.time()
-        chain_run = self._emit(self.chain, 0, data)
+        chain = self.chain
+        index = 0
+        for toxic, state in chain:  # the plain-call prefix: no coroutine while no toxic must wait
+            passed = toxic.process_now(self, state, data)
+            if passed is NOT_NOW:
+                break
+            data = passed
+            index += 1
+        else:
+            if data:
+                self.written += len(data)
+                self.sink_write(data)
+            return
+        chain_run = self._emit(chain, index, data)
         try:
             waiting = chain_run.send(None)
         except StopIteration:

@@ -4,7 +4,8 @@ A toxic instance is the configuration (one per proxy). Its effect on one directi
 connection lives in a per-link `state` object made by `new_state()`. The direction calls:
 - `attach(link, state)` when the toxic starts applying to the link (timers start here),
 - `await process(link, state, data, emit)` for each chunk; call `await emit(data)` to pass data on
-  (zero, one or several times),
+  (zero, one or several times); `process_now(link, state, data)` may first take it with a plain
+  call when nothing has to wait (latency already due, noop),
 - `await on_eof(link, state)` before the link closes,
 - `detach(link, state)` when the toxic is removed while the link lives.
 """
@@ -18,6 +19,7 @@ from chaos.proxy import gojson
 from chaos.proxy.errors import BAD_REQUEST_BODY
 
 Emit = Callable[[bytes], Awaitable[None]]
+NOT_NOW = object()  # process_now's answer when the chunk must go through `process` (it may wait)
 
 # Go type names used in Toxiproxy's json decoding errors
 _GO_TYPE = {int: "int64", float: "float64", list: "[]string", str: "string"}
@@ -106,6 +108,12 @@ class Toxic:
 
     def attach(self, link: Any, state: Any) -> None:
         pass
+
+    def process_now(self, link: Any, state: Any, data: bytes) -> Any:
+        """The chunk to pass on if this toxic can act on `data` at once with a plain call (the
+        link's cheap lane), else NOT_NOW and `process` gets it. Only for a one-in, one-out toxic;
+        it must have done nothing when it answers NOT_NOW."""
+        return NOT_NOW
 
     async def process(self, link: Any, state: Any, data: bytes, emit: Emit) -> None:
         await emit(data)

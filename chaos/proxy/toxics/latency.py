@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import random
 
-from chaos.proxy.toxics.base import Toxic
+from chaos.proxy.toxics.base import NOT_NOW, Toxic
 
 
 class LatencyToxic(Toxic):
     type_name = "latency"
     go_struct = "LatencyToxic"
     fields = {"latency": (int, 0), "jitter": (int, 0)}
+
+    def process_now(self, link, state, data):
+        if self.attrs["jitter"]:
+            return NOT_NOW  # drawn once, in process
+        deadline = link.arrival + self.attrs["latency"] / 1000.0
+        if deadline > link.loop.time():
+            return NOT_NOW
+        link.arrival = deadline  # as process does: stacked latencies add up
+        return data
 
     async def process(self, link, state, data, emit):
         delay_ms = self.attrs["latency"]
