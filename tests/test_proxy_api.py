@@ -1,5 +1,6 @@
 """Conformance of the Toxiproxy v2 API: always against cachestorm's proxy, and also against a real
-Toxiproxy when TOXIPROXY_URL is set (tests of cachestorm extras are skipped there)."""
+Toxiproxy: the one at TOXIPROXY_URL, else one started from beside the checkout when there is one
+(chaos.toxiproxy_server). Tests of cachestorm extras are skipped there."""
 
 from __future__ import annotations
 
@@ -10,14 +11,26 @@ import time
 import httpx
 import pytest
 
+from chaos import toxiproxy_server
 from chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
 
-BACKENDS = ["ours"] + (["toxiproxy"] if os.environ.get("TOXIPROXY_URL") else [])
+REAL_BINARY = toxiproxy_server.find_binary()
+BACKENDS = ["ours"] + (["toxiproxy"] if os.environ.get("TOXIPROXY_URL") or REAL_BINARY else [])
+
+
+@pytest.fixture(scope="module")
+def real_toxiproxy_url():
+    if os.environ.get("TOXIPROXY_URL"):
+        yield os.environ["TOXIPROXY_URL"]
+        return
+    server = toxiproxy_server.start(REAL_BINARY)
+    yield server.api_url
+    server.stop()
 
 
 @pytest.fixture(params=BACKENDS)
 def api(request, proxy_process):
-    url = proxy_process.api_url if request.param == "ours" else os.environ["TOXIPROXY_URL"]
+    url = proxy_process.api_url if request.param == "ours" else request.getfixturevalue("real_toxiproxy_url")
     http = httpx.Client(base_url=url, headers={"User-Agent": "cachestorm-tests"}, timeout=10)
     http.backend = request.param
     http.post("/reset")
