@@ -222,7 +222,7 @@ class ApiApp:
         is, toxics and connections included; else a new proxy takes the name once it started."""
         existing = self.proxies.get(name)
         if existing is not None:
-            if not existing.differs(listen, upstream):
+            if not await existing.differs(listen, upstream):
                 return existing
             existing.stop()
         proxy = Proxy(self.loop, name, listen, upstream)

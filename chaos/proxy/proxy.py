@@ -83,16 +83,17 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return ("127.0.0.1" if host in ("", "localhost") else host), int(port)
 
 
-def resolve_listen(listen: str) -> str:
+async def resolve_listen(loop: asyncio.AbstractEventLoop, listen: str) -> str:
     """The address `listen` names, as Go's net.ResolveTCPAddr(...).String(): how Toxiproxy decides
-    whether /populate or PATCH changes a proxy (`localhost:7070` is `127.0.0.1:7070`)."""
+    whether /populate or PATCH changes a proxy (`localhost:7070` is `127.0.0.1:7070`). A name is
+    looked up off the loop: the data path shares it."""
     host, port = parse_listen(listen)
     try:
         return join_host_port(str(ipaddress.ip_address(host)), port)
     except ValueError:
         pass
     try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise AddressError(f"lookup {host}: no such host") from None
     found.sort(key=lambda info: info[0] != socket.AF_INET)  # Go's "tcp" prefers IPv4
@@ -196,15 +197,15 @@ class Proxy:
         for conn in list(self.connections):
             conn.abort()
 
-    def differs(self, listen: str, upstream: str) -> bool:
+    async def differs(self, listen: str, upstream: str) -> bool:
         """Toxiproxy's Proxy.Differs: the resolved listen address or the upstream string changed.
         An address that does not parse or resolve is an AddressError (500), before any change."""
-        return resolve_listen(listen) != self.listen or upstream != self.upstream
+        return await resolve_listen(self.loop, listen) != self.listen or upstream != self.upstream
 
     async def update(self, listen: str, upstream: str, enabled: bool) -> None:
         """Toxiproxy's Proxy.Update: a new address restarts the listener (dropping connections);
         the same address however written keeps the listener, toxics and connections."""
-        if self.differs(listen, upstream):
+        if await self.differs(listen, upstream):
             self.stop()
             self.listen, self.upstream = listen or DEFAULT_LISTEN, upstream
         if enabled and not self.enabled:
