@@ -166,6 +166,7 @@ def test_toxic_calls_match(pair, echo):
     toxics = "/proxies/p%20x/toxics"
     pair.same("POST", toxics, {"type": "latency", "stream": None, "toxicity": None, "attributes": {"latency": 5}})
     pair.same("POST", toxics, {"type": "latency", "name": "n", "stream": None, "attributes": None})
+    pair.same("POST", toxics, {"type": "noop", "stream": "UpStream"})  # shown, and named, as sent
     for value in ("100.0", "1e2", "1.5", '"x"', "[1]"):
         pair.same("POST", toxics, content=f'{{"type": "latency", "name": "i", "attributes": {{"latency": {value}}}}}'.encode())
     pair.same("POST", toxics, {"type": "latency", "name": "l", "attributes": [1]})

@@ -39,7 +39,8 @@ class Toxic:
 
     def __init__(self, name: str, stream: str, toxicity: float, attributes: dict[str, Any]):
         self.name = name
-        self.stream = stream
+        self.stream = stream  # "upstream" or "downstream"
+        self.stream_as_given = stream  # Toxiproxy shows the stream as it was sent ("UpStream")
         self.toxicity = toxicity
         self.attrs: dict[str, Any] = {}
         for key, (_kind, default) in self.all_fields().items():
@@ -98,7 +99,7 @@ class Toxic:
             "attributes": attributes,
             "name": self.name,
             "type": self.type_name,
-            "stream": self.stream,
+            "stream": self.stream_as_given,
             "toxicity": self.toxicity,
         }
 
