@@ -263,20 +263,23 @@ class Proxy:
                 raise BAD_REQUEST_BODY.joined(
                     f"json: cannot unmarshal {gojson.kind(value)} into Go struct field ToxicWrapper.{key} of type {go_type}"
                 )
-        stream = body.get("stream") or "downstream"
-        if stream.lower() not in ("upstream", "downstream"):
+        stream_as_given = body.get("stream") or "downstream"
+        stream = stream_as_given.lower()
+        if stream not in ("upstream", "downstream"):
             raise INVALID_STREAM
-        stream = stream.lower()
         toxic_type = body.get("type") or ""
         cls = TOXIC_TYPES.get(toxic_type)
         if cls is None:
             raise INVALID_TOXIC_TYPE
-        name = body.get("name") or f"{toxic_type}_{cls.fixed_stream or stream}"
+        if cls.fixed_stream:
+            stream = stream_as_given = cls.fixed_stream
+        name = body.get("name") or f"{toxic_type}_{stream_as_given}"
         check_name(name)
         if self.find_toxic(name) is not None:
             raise TOXIC_ALREADY_EXISTS
         toxicity = body.get("toxicity")
-        toxic = cls(name, cls.fixed_stream or stream, 1.0 if toxicity is None else float(toxicity), body.get("attributes") or {})
+        toxic = cls(name, stream, 1.0 if toxicity is None else float(toxicity), body.get("attributes") or {})
+        toxic.stream_as_given = stream_as_given
         self.toxics.append(toxic)
         if toxic.affects_data:
             fastpath.pause_pairs(self.loop, [conn.pair_id for conn in self.connections if conn.pair_id is not None])
