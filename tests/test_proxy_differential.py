@@ -280,7 +280,7 @@ def test_metrics_toxiproxy_byte_counters(pair, echo):
               f'toxiproxy_proxy_sent_bytes_total{{direction="upstream",{label}}}': 10,
               f'toxiproxy_proxy_sent_bytes_total{{direction="downstream",{label}}}': 8}  # fmt: skip
     for client in (pair.real, pair.ours):  # Toxiproxy counts a connection when it has ended
-        wait_for(lambda: all(samples(client).get(k) == v for k, v in wanted.items()), what=f"byte metrics at {client.base_url}")
+        wait_for(lambda client=client: all(samples(client).get(k) == v for k, v in wanted.items()), what=f"byte metrics at {client.base_url}")
     assert samples(pair.ours) == samples(pair.real)
 
 
