@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from cachestorm.errors import CachestormError
-from chaos.proxy import EXPIRIES_PATH
+from chaos.proxy import EXPIRIES_PATH, INFO_PATH
 
 
 class ToxiproxyError(CachestormError):
@@ -155,13 +155,19 @@ class ToxiproxyClient:
         except (ValueError, KeyError, TypeError):
             return response.text.strip()
 
+    def info(self) -> dict | None:
+        """cachestorm's proxy: its facts ({"cachestorm": version, "fastpath": ..., "sockmap": ...});
+        a real Toxiproxy (no such route): None."""
+        response = self._call("GET", INFO_PATH, ok=(404,))
+        try:
+            body = response.json() if response.status_code == 200 else None
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) and "cachestorm" in body else None
+
     def is_ours(self) -> bool:
         """Whether the server is cachestorm's proxy (supports redis_write_fail, duration, slow_open)."""
-        response = self._call("GET", "/version")
-        try:
-            return "cachestorm" in response.json()
-        except (ValueError, TypeError):
-            return False
+        return self.info() is not None
 
 
 def _error_text(response: httpx.Response) -> str:

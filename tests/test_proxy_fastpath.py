@@ -16,6 +16,7 @@ import redis
 _fastpath = pytest.importorskip("chaos.proxy._fastpath", reason="native fast path not built (optional extension)")
 
 from chaos.proxy.process import spawn  # noqa: E402
+from chaos.toxiproxy import ToxiproxyClient  # noqa: E402
 from tests.net_servers import recv_exactly, wait_for  # noqa: E402
 
 # -- the engine alone, on socket pairs ------------------------------------------------------------
@@ -167,10 +168,8 @@ def redis_via(port) -> redis.Redis:
     return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5, single_connection_client=True)
 
 
-def test_version_reports_the_fast_path(proxy_process):
-    import httpx
-
-    assert httpx.get(f"{proxy_process.api_url}/version", trust_env=False).json()["fastpath"] is True
+def test_info_reports_the_fast_path(proxy_process):
+    assert ToxiproxyClient(proxy_process.api_url).info()["fastpath"] is True
 
 
 def test_many_round_trips_and_big_values(api, proxy_port):

@@ -16,12 +16,12 @@ import socket
 import threading
 import time
 
-import httpx
 import pytest
 
 _fastpath = pytest.importorskip("chaos.proxy._fastpath", reason="native fast path not built (optional extension)")
 
 from chaos.proxy.process import spawn  # noqa: E402
+from chaos.toxiproxy import ToxiproxyClient  # noqa: E402
 from tests.net_servers import recv_exactly, wait_for  # noqa: E402
 
 if not _fastpath.kernel_supported():
@@ -92,7 +92,7 @@ class OneShotServer:
 
 
 def test_version_reports_sockmap(proxy_process):
-    assert httpx.get(f"{proxy_process.api_url}/version", trust_env=False).json()["sockmap"] is True
+    assert ToxiproxyClient(proxy_process.api_url).info()["sockmap"] is True
 
 
 def test_redis_traffic_in_the_kernel_with_exact_byte_counts(api, valkey, transport):

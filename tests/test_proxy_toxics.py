@@ -91,6 +91,27 @@ def test_latency_jitter_spreads_delays(client, echo):
     assert max(samples) - min(samples) > 0.015
 
 
+def test_chunks_keep_their_order_while_a_toxic_waits(client, echo):
+    """A chunk arriving while an earlier one waits in a toxic queues behind it (chunks mostly run
+    through the chain inline, in data_received; only a waiting one goes to the link's task)."""
+    port = new_proxy(client, echo.port)
+    client.add_toxic("t", "latency", {"latency": 30, "jitter": 25}, stream="upstream")  # later may be due sooner
+    with connect(port) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sent = b""
+        for index in range(30):
+            piece = f"<{index:02d}>".encode()
+            sock.sendall(piece)
+            sent += piece
+            time.sleep(0.003)
+        got = b""
+        while len(got) < len(sent):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {got!r}"
+            got += chunk
+        assert got == sent
+
+
 def test_toxics_chain_in_order_and_toxicity_zero(client, echo):
     port = new_proxy(client, echo.port)
     client.add_toxic("t", "latency", {"latency": 80}, name="a")

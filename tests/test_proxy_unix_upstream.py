@@ -8,7 +8,6 @@ from __future__ import annotations
 import socket
 import time
 
-import httpx
 import pytest
 import redis
 
@@ -59,7 +58,7 @@ def test_get_set_through_unix_upstream(setup, proxy_process):
     assert proxy["upstream"] == upstream  # echoed back as given
     assert proxy["stats"]["bytes_upstream"] > 0 and proxy["stats"]["bytes_downstream"] > 0
     native = proxy["stats"]["connections_native"]
-    fastpath_built = httpx.get(f"{proxy_process.api_url}/version", trust_env=False).json().get("fastpath")
+    fastpath_built = ToxiproxyClient(proxy_process.api_url).info().get("fastpath")
     assert native == (1 if proxy_process.engine == "native" and fastpath_built else 0)
 
 

@@ -23,7 +23,8 @@ def _call(spec: str, **kwargs) -> None:
 @app.command("proxy")
 def proxy(requests: int = typer.Option(200_000, min=1, help="GETs per redis-benchmark round."),
           clients: int = typer.Option(8, min=1, help="redis-benchmark -c")) -> None:
-    """Redis GETs through our proxy vs direct (redis-benchmark): throughput and p50/p99 ratios."""
+    """Redis GETs direct vs through our proxy, with and without a toxic, and through the real Toxiproxy
+    when one is beside the checkout (redis-benchmark): throughput, p50/p99, CPU per GET, ratios."""
     _call("cachestorm.bench.proxy:main", requests=requests, clients=clients)
 
 

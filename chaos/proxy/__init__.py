@@ -16,3 +16,7 @@ def loopback_host(host: str) -> bool:
         return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+# GET: what the server is (cachestorm's proxy, engines); Toxiproxy has no such route, so a 404
+# there means a real Toxiproxy. /version stays exactly Toxiproxy's.
+INFO_PATH = "/cachestorm"

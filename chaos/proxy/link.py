@@ -23,6 +23,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from chaos.proxy import fastpath
+from chaos.proxy.toxics.base import NOT_NOW
 
 if TYPE_CHECKING:
     from chaos.proxy.fastpath import FastPath
@@ -92,8 +93,11 @@ class Link:
         self.slow = False
         self.queue: deque = deque()
         self.queued = 0
+        self.fed = 0  # bytes into the toxic queue, and written out of it: the difference is withheld
+        self.written = 0
         self.task: asyncio.Task | None = None
         self.wakeup: asyncio.Future | None = None
+        self.suspended: tuple[Any, Any] | None = None  # a chunk's chain begun inline, now waiting
         self.sink_blocked: asyncio.Future | None = None
         self.paused_for: set[str] = set()
         self.arrival = 0.0  # arrival time of the chunk being processed
@@ -200,7 +204,7 @@ class Link:
         if self.chain and not self.slow:
             self.slow = True
             self.update_forward()
-        elif not self.chain and self.slow and self.task is None and not self.queue:
+        elif not self.chain and self.slow and self.task is None and not self.queue and self.suspended is None:
             self.slow = False
             self.update_forward()
         elif self.task is not None and self.wakeup is not None:
@@ -208,8 +212,14 @@ class Link:
 
     # -- slow path -----------------------------------------------------------
     def feed(self, data: bytes) -> None:
+        if not self.queue and self.suspended is None and self.sink_blocked is None and not self.conn.closed and (
+            self.task is None or self.wakeup is not None  # no task, or one idle: nothing is in flight
+        ):
+            self._process_inline(data)
+            return
         self.queue.append((self.loop.time(), data))
         self.queued += len(data)
+        self.fed += len(data)
         if self.queued > QUEUE_HIGH:
             self.pause_source("queue")
         self._kick()
@@ -238,6 +248,55 @@ class Link:
         self.queue.append((self.loop.time(), None))
         self._kick()
 
+    def _process_inline(self, data: bytes) -> None:
+        """Run the chunk through the chain now, in data_received: most chunks need no waiting (a
+        latency already due, a noop), and a task switch per chunk was most of the toxic path's cost.
+        If a toxic does wait, the link's task goes on with the chunk from there, before any other."""
+        self.fed += len(data)
+        self.arrival = self.loop.time()
+        chain = self.chain
+        index = 0
+        for toxic, state in chain:  # the plain-call prefix: no coroutine while no toxic must wait
+            passed = toxic.process_now(self, state, data)
+            if passed is NOT_NOW:
+                break
+            data = passed
+            index += 1
+        else:
+            if data:
+                self.written += len(data)
+                self.sink_write(data)
+            return
+        chain_run = self._emit(chain, index, data)
+        try:
+            waiting = chain_run.send(None)
+        except StopIteration:
+            return
+        self.suspended = (chain_run, waiting)
+        self._kick()
+
+    async def _finish_inline(self, chain_run: Any, waiting: Any) -> None:
+        """Drive a chain run that began inline: wait for what it waits on, resume it, until done."""
+        try:
+            while True:
+                if waiting is None:  # a bare yield: give the loop one turn
+                    await asyncio.sleep(0)
+                else:
+                    waiting._asyncio_future_blocking = False  # what a Task does with a yielded future
+                    try:
+                        await waiting
+                    except BaseException:
+                        if not waiting.done():  # this task is being cancelled
+                            chain_run.close()
+                            raise
+                        # else the outcome is the run's: it sees it when resumed
+                try:
+                    waiting = chain_run.send(None)
+                except StopIteration:
+                    return
+        finally:
+            self.suspended = None
+
     def _kick(self) -> None:
         if self.task is None:
             self.task = self.loop.create_task(self._run())
@@ -247,6 +306,9 @@ class Link:
     async def _run(self) -> None:
         try:
             while not self.conn.closed:
+                if self.suspended is not None:
+                    await self._finish_inline(*self.suspended)
+                    continue
                 if not self.queue:
                     if not self.chain:
                         self.slow = False
@@ -287,6 +349,7 @@ class Link:
         while self.sink_blocked is not None and not self.conn.closed:
             await self.sink_blocked
         if not self.conn.closed and data:
+            self.written += len(data)
             self.sink_write(data)
 
     async def sleep_until(self, when: float, toxic: Toxic) -> None:
@@ -308,6 +371,9 @@ class Link:
                 state.timer.cancel()
         if self.task is not None:
             self.task.cancel()
+        elif self.suspended is not None:
+            self.suspended[0].close()
+            self.suspended = None
 
 
 class Side(asyncio.Protocol):
@@ -388,6 +454,7 @@ class Connection:
         self.fast: FastPath | None = None
         self.pair_id: int | None = None  # set while the engine forwards this connection
         self.moved_before = (0, 0)  # bytes (up, down) moved by earlier engine/Python stretches
+        self.withheld_before = (0, 0)  # bytes (up, down) toxics of earlier Python stretches kept back
         self.python_only = False  # a toxic arrived: never (again) to the engine
         self._raw: list[socket.socket] = []  # sockets owned by neither a transport nor the engine
 
@@ -533,6 +600,7 @@ class Connection:
         except (OSError, AttributeError):
             return
         self.moved_before = self.bytes_moved()
+        self.withheld_before = self.withheld()
         for side in sides:
             side.retired = True
             side.transport.abort()  # closes the transport's fd; the dup keeps the socket open
@@ -575,6 +643,16 @@ class Connection:
             up + (self.client.nbytes if self.client else 0),
             down + (self.server.nbytes if self.server else 0),
         )
+
+    def withheld(self) -> tuple[int, int]:
+        """Bytes read but not passed on (dropped or still held by toxics), (up, down)."""
+        up, down = self.withheld_before
+        return up + self.up.fed - self.up.written, down + self.down.fed - self.down.written
+
+    def bytes_sent(self) -> tuple[int, int]:
+        """Bytes written to the server (upstream) and to the client (downstream)."""
+        (up, down), (held_up, held_down) = self.bytes_moved(), self.withheld()
+        return up - held_up, down - held_down
 
     def ensure_sequencer(self, factory: Any) -> None:
         if self.replies is None:

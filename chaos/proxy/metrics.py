@@ -1,11 +1,28 @@
-"""Prometheus text for the proxies' counters (GET /metrics on the API server)."""
+"""Prometheus text for the proxies' counters (GET /metrics on the API server): cachestorm's
+families, and Toxiproxy's own two (as `toxiproxy -proxy-metrics` serves them) so dashboards made
+for Toxiproxy work. Toxiproxy adds a connection's bytes when it ends; ours count live ones too."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 
-def render(proxies: Iterable) -> str:
+class RetiredBytes:
+    """Toxiproxy's byte counters of proxies deleted or replaced: Prometheus counters live on in
+    Toxiproxy (a proxy made again with the same labels goes on counting), so ours do too."""
+
+    def __init__(self):
+        self.by_labels: dict[str, list[int]] = {}  # labels -> [received up, down, sent up, down]
+
+    def add(self, proxy) -> None:
+        if not proxy.stats.connections_total:
+            return
+        totals = self.by_labels.setdefault(_toxiproxy_labels(proxy), [0, 0, 0, 0])
+        for index, value in enumerate((*proxy.bytes_moved(), *proxy.bytes_sent())):
+            totals[index] += value
+
+
+def render(proxies: Iterable, retired: RetiredBytes) -> str:
     lines = []
 
     def family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
@@ -32,4 +49,25 @@ def render(proxies: Iterable) -> str:
            [(f'proxy="{p.name}",type="{t}"', n) for p in proxies for t, n in sorted(p.stats.commands_faulted.items())])  # fmt: skip
     family("cachestorm_proxy_enabled", "gauge", "1 if the proxy is listening.",
            [(f'proxy="{p.name}"', int(p.enabled)) for p in proxies])  # fmt: skip
+    totals = {labels: list(values) for labels, values in retired.by_labels.items()}
+    for p in proxies:
+        if not p.stats.connections_total:  # Toxiproxy has a series once a connection was counted
+            continue
+        row = totals.setdefault(_toxiproxy_labels(p), [0, 0, 0, 0])
+        for index, value in enumerate((*p.bytes_moved(), *p.bytes_sent())):
+            row[index] += value
+    received = [(labels, row[0], row[1]) for labels, row in totals.items()]
+    sent = [(labels, row[2], row[3]) for labels, row in totals.items()]
+    for name, rows in (("toxiproxy_proxy_received_bytes_total", received), ("toxiproxy_proxy_sent_bytes_total", sent)):
+        family(name, "counter", "", [(f'direction="{direction}",{labels}', value)
+                                     for labels, up, down in rows for direction, value in (("downstream", down), ("upstream", up))])  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _toxiproxy_labels(proxy) -> str:
+    """Toxiproxy's labels after `direction`, in the alphabetical order Prometheus writes them."""
+    return f'listener="{_label(proxy.listen)}",proxy="{_label(proxy.name)}",upstream="{_label(proxy.upstream)}"'

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import socket
 from typing import Any
 
-from chaos.proxy import fastpath
+from chaos.proxy import fastpath, gojson
 from chaos.proxy.errors import (
+    BAD_REQUEST_BODY,
     INVALID_STREAM,
     INVALID_TOXIC_TYPE,
     TOXIC_ALREADY_EXISTS,
     TOXIC_NOT_FOUND,
     ApiError,
 )
+from chaos.proxy.http import MAX_REQUEST_LINE
 from chaos.proxy.link import ClientSide, Connection
 from chaos.proxy.listener import Listener, open_listener
 from chaos.proxy.stats import ProxyStats
@@ -49,11 +52,59 @@ def join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+DEFAULT_LISTEN = "127.0.0.1:0"
+# a proxy name and a toxic name, each byte percent-encoded (3 characters), fit in one request line
+MAX_NAME_BYTES = (MAX_REQUEST_LINE - 256) // 6
+
+
+class AddressError(ApiError):
+    """A listen address Go's net package refuses (a 500 in Toxiproxy, in its words)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 500)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """(host, port) of a listen address, checked as Go's net.SplitHostPort and port parsing do.
+    No host, or `localhost`, is 127.0.0.1: Toxiproxy binds every interface for no host, loopback
+    is safer (a deliberate difference)."""
+    listen = listen or DEFAULT_LISTEN
+    host, sep, port = listen.rpartition(":")
+    if not sep:
+        raise AddressError(f"address {listen}: missing port in address")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise AddressError(f"address {listen}: too many colons in address")
+    if not port.isdigit():
+        raise AddressError(f"address tcp/{port}: unknown port")
+    if int(port) > 65535:
+        raise AddressError(f"address {port}: invalid port")
+    return ("127.0.0.1" if host in ("", "localhost") else host), int(port)
+
+
+async def resolve_listen(loop: asyncio.AbstractEventLoop, listen: str) -> str:
+    """The address `listen` names, as Go's net.ResolveTCPAddr(...).String(): how Toxiproxy decides
+    whether /populate or PATCH changes a proxy (`localhost:7070` is `127.0.0.1:7070`). A name is
+    looked up off the loop: the data path shares it."""
+    host, port = parse_listen(listen)
+    try:
+        return join_host_port(str(ipaddress.ip_address(host)), port)
+    except ValueError:
+        pass
+    try:
+        found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise AddressError(f"lookup {host}: no such host") from None
+    found.sort(key=lambda info: info[0] != socket.AF_INET)  # Go's "tcp" prefers IPv4
+    return join_host_port(found[0][4][0], port)
+
+
 class Proxy:
     def __init__(self, loop: asyncio.AbstractEventLoop, name: str, listen: str, upstream: str, expiries=None):
         self.loop = loop
         self.name = name
-        self.listen = listen or "127.0.0.1:0"
+        self.listen = listen or DEFAULT_LISTEN
         self.upstream = upstream
         self.enabled = False
         self.listener: Listener | None = None
@@ -69,9 +120,14 @@ class Proxy:
             "listen": self.listen,
             "upstream": self.upstream,
             "enabled": self.enabled,
-            "toxics": [t.to_json() for t in self.toxics],
+            "toxics": self.toxics_json(),
             "stats": self.stats_json(),  # cachestorm extra
         }
+
+    def toxics_json(self) -> list[dict[str, Any]]:
+        """Upstream toxics, then downstream ones, each in creation order (Toxiproxy's listing)."""
+        ordered = [t for t in self.toxics if t.stream == "upstream"] + [t for t in self.toxics if t.stream != "upstream"]
+        return [t.to_json() for t in ordered]
 
     def stats_json(self) -> dict[str, Any]:
         up, down = self.bytes_moved()
@@ -96,6 +152,15 @@ class Proxy:
             down += conn_down
         return up, down
 
+    def bytes_sent(self) -> tuple[int, int]:
+        up = self.stats.closed_sent_upstream
+        down = self.stats.closed_sent_downstream
+        for conn in self.connections:
+            conn_up, conn_down = conn.bytes_sent()
+            up += conn_up
+            down += conn_down
+        return up, down
+
     # -- listener -------------------------------------------------------------
     def upstream_address(self) -> tuple[str, int] | str:
         """(host, port) for TCP, or the socket path of a `unix:` upstream (cheaper in the kernel
@@ -107,14 +172,13 @@ class Proxy:
         if self.enabled:
             return
         try:
-            host, port = split_host_port(self.listen)
-        except ValueError as exc:
-            raise ListenError(f"listen tcp {self.listen}: {exc}") from None
-        host = host or "127.0.0.1"  # Toxiproxy binds all interfaces here; loopback is safer
-        if host == "localhost":
-            host = "127.0.0.1"
+            host, port = parse_listen(self.listen)
+        except AddressError as exc:
+            raise ListenError(f"listen tcp: {exc.message}") from None
         try:
             sock = open_listener(host, port)
+        except socket.gaierror:
+            raise ListenError(f"listen tcp: lookup {host}: no such host") from None
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
             raise ListenError(f"listen tcp {join_host_port(host, port)}: bind: {reason}") from None
@@ -134,11 +198,17 @@ class Proxy:
         for conn in list(self.connections):
             conn.abort()
 
+    async def differs(self, listen: str, upstream: str) -> bool:
+        """Toxiproxy's Proxy.Differs: the resolved listen address or the upstream string changed.
+        An address that does not parse or resolve is an AddressError (500), before any change."""
+        return await resolve_listen(self.loop, listen) != self.listen or upstream != self.upstream
+
     async def update(self, listen: str, upstream: str, enabled: bool) -> None:
-        """Toxiproxy's Proxy.Update: a new address restarts the listener (dropping connections)."""
-        if listen != self.listen or upstream != self.upstream:
+        """Toxiproxy's Proxy.Update: a new address restarts the listener (dropping connections);
+        the same address however written keeps the listener, toxics and connections."""
+        if await self.differs(listen, upstream):
             self.stop()
-            self.listen, self.upstream = listen or "127.0.0.1:0", upstream
+            self.listen, self.upstream = listen or DEFAULT_LISTEN, upstream
         if enabled and not self.enabled:
             await self.start()
         elif not enabled and self.enabled:
@@ -170,6 +240,9 @@ class Proxy:
             up, down = conn.bytes_moved()
             self.stats.closed_bytes_upstream += up
             self.stats.closed_bytes_downstream += down
+            sent_up, sent_down = conn.bytes_sent()
+            self.stats.closed_sent_upstream += sent_up
+            self.stats.closed_sent_downstream += sent_down
 
     # -- toxics ------------------------------------------------------------------
     def toxic_order(self) -> list[Toxic]:
@@ -182,20 +255,32 @@ class Proxy:
         return None
 
     def add_toxic(self, body: dict[str, Any]) -> Toxic:
-        """Create a toxic from its API JSON, in Toxiproxy's order of checks."""
-        stream = body.get("stream", "downstream")
-        if not isinstance(stream, str) or stream.lower() not in ("upstream", "downstream"):
+        """Create a toxic from its API JSON, in Toxiproxy's order of checks: field types (the JSON
+        decode), stream, type, duplicate name, then attributes. JSON null keeps a default."""
+        for key, want in (("name", str), ("type", str), ("stream", str), ("toxicity", float), ("attributes", dict)):
+            value = body.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, want if want is not float else int | float)):
+                go_type = {str: "string", float: "float32", dict: "toxics.NoopToxic"}[want]
+                raise BAD_REQUEST_BODY.joined(
+                    f"json: cannot unmarshal {gojson.kind(value)} into Go struct field ToxicWrapper.{key} of type {go_type}"
+                )
+        stream_as_given = body.get("stream") or "downstream"
+        stream = stream_as_given.lower()
+        if stream not in ("upstream", "downstream"):
             raise INVALID_STREAM
-        stream = stream.lower()
-        toxic_type = body.get("type", "")
-        cls = TOXIC_TYPES.get(toxic_type) if isinstance(toxic_type, str) else None
+        toxic_type = body.get("type") or ""
+        cls = TOXIC_TYPES.get(toxic_type)
         if cls is None:
             raise INVALID_TOXIC_TYPE
-        name = body.get("name") or f"{toxic_type}_{cls.fixed_stream or stream}"
+        if cls.fixed_stream:
+            stream = stream_as_given = cls.fixed_stream
+        name = body.get("name") or f"{toxic_type}_{stream_as_given}"
+        check_name(name)
         if self.find_toxic(name) is not None:
             raise TOXIC_ALREADY_EXISTS
-        toxicity = _toxicity(body.get("toxicity", 1.0))
-        toxic = cls(name, cls.fixed_stream or stream, toxicity, body.get("attributes") or {})
+        toxicity = body.get("toxicity")
+        toxic = cls(name, stream, 1.0 if toxicity is None else float(toxicity), body.get("attributes") or {})
+        toxic.stream_as_given = stream_as_given
         self.toxics.append(toxic)
         if toxic.affects_data:
             fastpath.pause_pairs(self.loop, [conn.pair_id for conn in self.connections if conn.pair_id is not None])
@@ -206,10 +291,7 @@ class Proxy:
         self._schedule_expiry(toxic)
         return toxic
 
-    def update_toxic(self, name: str, body: dict[str, Any]) -> Toxic:
-        toxic = self.find_toxic(name)
-        if toxic is None:
-            raise TOXIC_NOT_FOUND
+    def update_toxic(self, toxic: Toxic, body: dict[str, Any]) -> Toxic:
         new_toxicity = _toxicity(body["toxicity"]) if body.get("toxicity") is not None else toxic.toxicity
         toxic.merge_attributes(body.get("attributes"))  # the live toxic reads attrs on each chunk
         if new_toxicity != toxic.toxicity:
@@ -256,13 +338,16 @@ class Proxy:
             self.expiries.cancel(self.toxic_expiry_id(toxic.name))
 
 
+def check_name(name: str) -> None:
+    """cachestorm refuses a name no request line could carry back (Toxiproxy creates it, then
+    cannot route to it)."""
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise BAD_REQUEST_BODY.joined(f"name longer than {MAX_NAME_BYTES} bytes (it would not fit in a request URL)")
+
+
 def _toxicity(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ApiError(
-            "bad request body: json: cannot unmarshal "
-            f"{'string' if isinstance(value, str) else 'value'} into Go struct field "
-            "ToxicWrapper.toxicity of type float32",
-            400,
+        raise BAD_REQUEST_BODY.joined(
+            f"json: cannot unmarshal {gojson.kind(value)} into Go struct field .toxicity of type float32"
         )
     return float(value)
-

@@ -13,7 +13,7 @@ from cachestorm.errors import CachestormError
 from chaos.context import is_loopback
 from chaos.proxy.api import ApiApp
 from chaos.proxy.guard import AddressGuard
-from chaos.proxy.http import Request, serve_connection
+from chaos.proxy.http import MAX_REQUEST_LINE, Request, serve_connection
 from chaos.proxy.link import BUSY_POLL
 
 
@@ -66,7 +66,9 @@ async def start(
             app.close()
             raise CachestormError(f"proxy config rejected: {json.loads(answer.body)['error']}")
     try:
-        server = await asyncio.start_server(lambda r, w: serve_connection(r, w, app), host, port, reuse_address=True)
+        server = await asyncio.start_server(
+            lambda r, w: serve_connection(r, w, app), host, port, reuse_address=True, limit=MAX_REQUEST_LINE
+        )
     except OSError as exc:
         app.close()
         fix = "choose another --port" if exc.errno == errno.EADDRINUSE else "choose a local --host such as 127.0.0.1"

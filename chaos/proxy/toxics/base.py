@@ -4,7 +4,8 @@ A toxic instance is the configuration (one per proxy). Its effect on one directi
 connection lives in a per-link `state` object made by `new_state()`. The direction calls:
 - `attach(link, state)` when the toxic starts applying to the link (timers start here),
 - `await process(link, state, data, emit)` for each chunk; call `await emit(data)` to pass data on
-  (zero, one or several times),
+  (zero, one or several times); `process_now(link, state, data)` may first take it with a plain
+  call when nothing has to wait (latency already due, noop),
 - `await on_eof(link, state)` before the link closes,
 - `detach(link, state)` when the toxic is removed while the link lives.
 """
@@ -15,9 +16,11 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
+from chaos.proxy import gojson
 from chaos.proxy.errors import BAD_REQUEST_BODY
 
 Emit = Callable[[bytes], Awaitable[None]]
+NOT_NOW = object()  # process_now's answer when the chunk must go through `process` (it may wait)
 
 # Go type names used in Toxiproxy's json decoding errors
 _GO_TYPE = {int: "int64", float: "float64", list: "[]string", str: "string"}
@@ -37,7 +40,8 @@ class Toxic:
 
     def __init__(self, name: str, stream: str, toxicity: float, attributes: dict[str, Any]):
         self.name = name
-        self.stream = stream
+        self.stream = stream  # "upstream" or "downstream"
+        self.stream_as_given = stream  # Toxiproxy shows the stream as it was sent ("UpStream")
         self.toxicity = toxicity
         self.attrs: dict[str, Any] = {}
         for key, (_kind, default) in self.all_fields().items():
@@ -56,8 +60,8 @@ class Toxic:
             return
         if not isinstance(attributes, dict):
             raise BAD_REQUEST_BODY.joined(
-                f"json: cannot unmarshal {_json_kind(attributes)} into Go struct field "
-                f"ToxicWrapper.attributes of type toxics.{self.go_struct or 'Toxic'}"
+                f"json: cannot unmarshal {gojson.kind(attributes)} into Go struct field "
+                f".attributes of type toxics.{self.go_struct or 'Toxic'}"
             )
         parsed = {}
         for key, value in attributes.items():
@@ -73,28 +77,30 @@ class Toxic:
             return self.all_fields()[key][1]
         if kind in (int, float):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {_json_kind(value)} into {where}")
-            if kind is int and isinstance(value, float) and not value.is_integer():
-                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal number {value} into {where}")
+                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {gojson.kind(value)} into {where}")
+            if kind is int and isinstance(value, float):  # Go: 100.0 is not an int64 either
+                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal number {gojson.number_text(value)} into {where}")
             if value < 0:
                 raise BAD_REQUEST_BODY.joined(f"attribute {key} must not be negative (got {value})")
             return kind(value)
         if kind is list:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {_json_kind(value)} into {where}")
+                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {gojson.kind(value)} into {where}")
             return list(value)
         if kind is str:
             if not isinstance(value, str):
-                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {_json_kind(value)} into {where}")
+                raise BAD_REQUEST_BODY.joined(f"json: cannot unmarshal {gojson.kind(value)} into {where}")
             return value
         return value
 
     def to_json(self) -> dict:
+        # common (cachestorm) attributes only when set, so the JSON is Toxiproxy's field for field
+        attributes = {k: v for k, v in self.attrs.items() if k not in self.common_fields or v != self.common_fields[k][1]}
         return {
-            "attributes": dict(self.attrs),
+            "attributes": attributes,
             "name": self.name,
             "type": self.type_name,
-            "stream": self.stream,
+            "stream": self.stream_as_given,
             "toxicity": self.toxicity,
         }
 
@@ -109,6 +115,12 @@ class Toxic:
     def attach(self, link: Any, state: Any) -> None:
         pass
 
+    def process_now(self, link: Any, state: Any, data: bytes) -> Any:
+        """The chunk to pass on if this toxic can act on `data` at once with a plain call (the
+        link's cheap lane), else NOT_NOW and `process` gets it. Only for a one-in, one-out toxic;
+        it must have done nothing when it answers NOT_NOW."""
+        return NOT_NOW
+
     async def process(self, link: Any, state: Any, data: bytes, emit: Emit) -> None:
         await emit(data)
 
@@ -118,16 +130,3 @@ class Toxic:
     def detach(self, link: Any, state: Any) -> None:
         pass
 
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "null"

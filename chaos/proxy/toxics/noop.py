@@ -8,3 +8,6 @@ from chaos.proxy.toxics.base import Toxic
 class NoopToxic(Toxic):
     type_name = "noop"
     go_struct = "NoopToxic"
+
+    def process_now(self, link, state, data):
+        return data
