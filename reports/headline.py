@@ -26,6 +26,13 @@ CATALOG: dict[str, MetricInfo] = {
     "error_rate": MetricInfo("error rate", "", "lower"),
     "errors": MetricInfo("errors", "", "lower"),
     "timeouts": MetricInfo("timeouts", "", "lower"),
+    "timeouts_during_fault": MetricInfo("client timeouts during fault", "", "lower"),
+    "pool_timeouts": MetricInfo("pool timeouts", "", "lower"),
+    "pool_timeouts_during_fault": MetricInfo("pool timeouts during fault", "", "lower"),
+    "attempts_per_request_during_fault": MetricInfo("attempts per request during fault", "", "lower"),
+    "db_p99_ms_before_fault": MetricInfo("DB query p99 before fault", "ms", "lower"),
+    "db_p99_ms_during_fault": MetricInfo("DB query p99 during fault", "ms", "lower"),
+    "recovered_on_its_own": MetricInfo("recovered on its own", "", "higher"),
     "attempts_per_request": MetricInfo("attempts per request", "", "lower"),
     "db_amplification": MetricInfo("DB amplification", "x", "lower"),
     "db_peak_queries_per_s": MetricInfo("DB peak", "q/s", "lower"),
@@ -61,6 +68,9 @@ def build_headline(analysis: dict) -> dict:
     db = analysis.get("db") or {}
     cache = analysis.get("cache") or {}
     consistency = analysis.get("consistency") or {}
+    incident = analysis.get("incident") or {}
+    window = incident.get("window") or {}
+    db_latency = incident.get("db_latency") or {}
     findings = consistency.get("findings") or {}
     stale = findings.get("stale_reads") or {}
     counters = findings.get("counters") or {}
@@ -75,7 +85,16 @@ def build_headline(analysis: dict) -> dict:
         "p99_ms_during_fault": during.get("p99_ms"),
         "error_rate": errors.get("error_rate"),
         "errors": errors.get("errors"),
-        "timeouts": (errors.get("by_kind") or {}).get("timeout", 0) if errors else None,
+        # every attempt's timeout (the locustfiles count them all), else the sampled histories'
+        "timeouts": window["timeouts"] if window.get("timeouts") is not None
+        else (errors.get("by_kind") or {}).get("timeout", 0) if errors else None,
+        "timeouts_during_fault": window.get("timeouts_during_fault"),
+        "pool_timeouts": window.get("pool_timeouts"),
+        "pool_timeouts_during_fault": window.get("pool_timeouts_during_fault"),
+        "attempts_per_request_during_fault": window.get("attempts_per_request_during_fault"),
+        "db_p99_ms_before_fault": db_latency.get("p99_ms_before_fault"),
+        "db_p99_ms_during_fault": db_latency.get("p99_ms_during_fault"),
+        "recovered_on_its_own": (incident.get("metastability") or {}).get("recovered_on_its_own"),
         "attempts_per_request": errors.get("attempts_per_request"),
         "db_amplification": db.get("amplification"),
         "db_peak_queries_per_s": db.get("peak_queries_per_s"),

@@ -70,14 +70,18 @@ def analyze_latency(run_dir: str | Path, phases: list[Phase], started_at: float 
 
 def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
     per_second: dict[str, dict[int, HdrHistogram]] = defaultdict(dict)  # kind -> second -> merged
-    counts: dict[str, int] = defaultdict(int)  # requests, attempts, sent, late, dropped (locustfiles)
+    counts: dict[str, int] = defaultdict(int)  # requests, attempts, sent, late, dropped, timeouts... (locustfiles)
+    counts_per_second: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     ends: dict[int, float] = {}  # second -> the true end of that interval (recorders start off the second)
     for path in files:
         for record in read_jsonl(path):
+            t = record.get("t")
             for name, n in (record.get("counts") or {}).items():
                 if isinstance(n, int | float):
                     counts[name] += n
-            encoded, t = record.get("hist"), record.get("t")
+                    if t is not None:
+                        counts_per_second[int(math.floor(float(t)))][name] += n
+            encoded = record.get("hist")
             if not encoded or t is None:
                 continue
             kind = str(record.get("kind") or "all")
@@ -112,7 +116,19 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
                                          if any(p.kind == "during" and _interval_in(p, s, ends) for p in phases))),
         "series": series,
         "counts": dict(counts),
+        "counts_by_phase": {phase.name: _sum_counts(c for s, c in counts_per_second.items() if _interval_in(phase, s, ends))
+                            for phase in phases},
+        "counts_during_fault": _sum_counts(c for s, c in counts_per_second.items()
+                                           if any(p.kind == "during" and _interval_in(p, s, ends) for p in phases)),
     }
+
+
+def _sum_counts(per_second) -> dict[str, int]:
+    total: dict[str, int] = defaultdict(int)
+    for counts in per_second:
+        for name, n in counts.items():
+            total[name] += n
+    return dict(total)
 
 
 def _interval_in(phase: Phase, second: int, ends: dict[int, float]) -> bool:

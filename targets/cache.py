@@ -166,6 +166,16 @@ class Cache:
             return bool(ok)
         return bool(await self.call("fill", self.client.set(key, entry.encode(), px=px, nx=nx)))
 
+    async def fill_many(self, entries: list[tuple[str, Entry, int]], chunk: int = 1000) -> int:
+        """Install many entries with pipelined SETs (no transaction): the warm-up's bulk prefill."""
+        installed = 0
+        for start in range(0, len(entries), chunk):
+            pipe = self.client.pipeline(transaction=False)
+            for key, entry, px_ms in entries[start:start + chunk]:
+                pipe.set(key, entry.encode(), px=int(px_ms) if px_ms else None)
+            installed += sum(1 for ok in await self.call("fill", pipe.execute()) if ok)
+        return installed
+
     async def overwrite(self, key: str, entry: Entry, px_ms: int) -> None:
         """A write's new value replaces the cached one; any outstanding lease is void."""
         pipe = self.client.pipeline(transaction=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+DB_QUERY_BUCKETS = (.001, .002, .005, .01, .02, .05, .1, .2, .3, .5, .75, 1, 1.5, 2, 3, 5, 10, 30)
 RESULTS = ("hit", "miss", "stale", "bypass", "negative", "fallback")
 
 
@@ -37,6 +38,9 @@ class Metrics:
                                              "Grants served after revoke + bound", registry=r)
         self.request_seconds = Histogram("cachestorm_request_seconds", "Request duration", registry=r,
                                          buckets=(.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+        # the DB's own latency (a read's query, connection wait excluded); its buckets are scraped
+        self.db_query_seconds = Histogram("cachestorm_db_query_seconds", "DB read query duration", registry=r,
+                                          buckets=DB_QUERY_BUCKETS)
         self._results: dict[tuple[str, str], object] = {}
         self._requests: dict[tuple[str, int], object] = {}
 

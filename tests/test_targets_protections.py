@@ -43,10 +43,10 @@ def test_negative_caching_answers_404_from_cache(settings):
 
 
 def slow_read_running(postgres_url: str) -> bool:
-    """Is a target's read query (the one with pg_sleep) executing in PostgreSQL right now?"""
+    """Is a target's read query (the one with the recompute) executing in PostgreSQL right now?"""
     with psycopg.connect(postgres_url) as conn:
         row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                           "AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()").fetchone()
+                           "AND query LIKE '%cachestorm_recompute(%' AND pid <> pg_backend_pid()").fetchone()
     return row[0] > 0
 
 
