@@ -256,7 +256,10 @@ class CachestormUser(FastHttpUser):
             attempt += 1
             start_ns = time.monotonic_ns()
             start_wall = time.time()
+            # by the second they were sent: the load clients offer per logical request (retries included)
+            latency.count("attempts_started", 1, start_wall)
             if first_start_ns is None:
+                latency.count("requests_started", 1, start_wall)
                 first_start_ns = start_ns
                 if intended_ns is not None:
                     lag = start_ns - intended_ns

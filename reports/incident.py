@@ -100,6 +100,10 @@ def fault_window_counts(metrics: CounterSeries, latency: dict, phases: list[Phas
 
 
 def _per_request(counts: dict) -> float | None:
+    """Attempts sent per logical request sent in these seconds (the clients' offered amplification);
+    without those counts, attempts per request completed."""
+    if counts.get("requests_started"):
+        return round(counts.get("attempts_started", 0) / counts["requests_started"], 3)
     requests = counts.get("requests")
     return round(counts.get("attempts", requests) / requests, 3) if requests else None
 

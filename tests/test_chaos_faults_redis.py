@@ -21,16 +21,38 @@ def fill(client, domain: str, n: int) -> None:
     client.mset({f"{domain}:{i}": f"v{i}" for i in range(1, n + 1)})
 
 
-def test_hot_key_expiry_deletes_exactly_the_hot_keys(ctx, redis_client):
+def test_hot_key_expiry_evict_deletes_exactly_the_hot_keys(ctx, redis_client):
     fill(redis_client, "profiles", 50)
     fill(redis_client, "products", 5)
-    fault = make_fault("hot-key-expiry", {"count": 10}).bind(ctx)
+    fault = make_fault("hot-key-expiry", {"count": 10, "mode": "evict"}).bind(ctx)
     details = fault.apply()
     assert details["keys"] == 10 and details["key_ids"] == [str(i) for i in range(1, 11)]
     remaining = {k.decode() for k in redis_client.keys("profiles:*")}
     assert remaining == {f"profiles:{i}" for i in range(11, 51)}
     assert redis_client.exists(*[f"products:{i}" for i in range(1, 6)]) == 5
     assert fault.revert() == {} and fault.revert() == {"skipped": True}
+
+
+def test_hot_key_expiry_expires_entries_in_place(ctx, redis_client):
+    """The default mode ends each hot entry's TTL now: the value and its Redis TTL stay (stale-while-
+    revalidate can serve it), its logical expiry is now; what is not an entry is deleted."""
+    entry = '{"x":%r,"d":0.05,"r":{"id":%d,"version":3,"data":{"name":"n"}}}'
+    later = time.time() + 600
+    for key_id in range(1, 13):
+        redis_client.set(f"profiles:{key_id}", entry % (later, key_id), px=700_000)
+    redis_client.set("profiles:5", "not an entry")
+    details = make_fault("hot-key-expiry", {"count": 10}).bind(ctx).apply()
+    assert details["keys"] == 10 and details["mode"] == "expire"
+    now = time.time()
+    from targets.cache import Entry
+
+    for key_id in (1, 2, 10):
+        stored = Entry.decode(redis_client.get(f"profiles:{key_id}"))
+        assert not stored.fresh(now) and now - stored.expires_at < 5
+        assert stored.record["version"] == 3 and stored.delta == 0.05
+        assert redis_client.pttl(f"profiles:{key_id}") > 600_000  # kept as long as the strategy keeps it
+    assert not redis_client.exists("profiles:5")
+    assert Entry.decode(redis_client.get("profiles:11")).fresh(now)  # not a hot key: untouched
 
 
 def test_hot_key_expiry_by_lfu_frequency(ctx, redis_client):
