@@ -163,3 +163,51 @@ def test_shape_classes_for_your_own_locustfile(server, tmp_path):
     assert result.returncode == 0, result.stderr[-1500:]
     assert "updating to 2 users" in result.stderr and "updating to 4 users" in result.stderr
     assert "Shape test stopping" in result.stderr
+
+
+OPEN_MODEL_BASE = r"""
+import time
+from types import SimpleNamespace
+
+from locustfiles import common
+from locustfiles.models.retry import build_retry
+
+recorded = {}
+
+
+class Recorder:
+    def record(self, kind, micros, wall=None):
+        recorded.setdefault(kind, []).append(micros)
+
+    def count(self, name, n=1, wall=None):
+        pass
+
+    def request_done(self, kind, micros, attempts, wall):
+        recorded.setdefault("done", []).append(micros)
+
+
+def send(*args):
+    time.sleep(0.05)
+    return 200, "1", "hit", None
+
+
+common.Process.settings = SimpleNamespace(retry=build_retry("none"), late_ns=2_000_000)
+common.Process.latency, common.Process.history = Recorder(), None
+intended = time.monotonic_ns() - 400_000_000  # this arrival was due 400 ms ago (a stalled sender)
+common.CachestormUser.call(SimpleNamespace(_send=send), "read", 1, "GET", "/profiles/1", "read", intended)
+common.CachestormUser.call(SimpleNamespace(_send=send), "read", 1, "GET", "/profiles/1", "read", None)
+print(recorded["done"][0] / 1000, recorded["done"][1] / 1000, recorded["send_lag"][0] / 1000)
+"""
+
+
+def test_open_model_latency_counts_from_the_intended_send_time():
+    """Coordinated omission: an arrival sent late is as slow as its intended time says (400 ms lag +
+    50 ms service), not only its own 50 ms; the closed model counts from the first attempt. Locust
+    patches the stdlib on import, so this runs in its own process."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-c", OPEN_MODEL_BASE], capture_output=True, text=True, timeout=60,
+                            cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    open_ms, closed_ms, lag_ms = map(float, result.stdout.split())
+    assert open_ms >= 440 and lag_ms >= 390, (open_ms, lag_ms)
+    assert 45 <= closed_ms < 400, closed_ms
