@@ -17,7 +17,7 @@ STACK = StackState("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6380/0", "post
 
 
 def pairs(argv: list[str]) -> dict[str, str]:
-    return {flag: value for flag, value in zip(argv, argv[1:]) if flag.startswith("--")}
+    return {flag: value for flag, value in zip(argv, argv[1:], strict=False) if flag.startswith("--")}
 
 
 def test_knobs_reach_the_targets_and_locust():
