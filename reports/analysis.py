@@ -69,7 +69,9 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
         analysis["errors"]["attempts_per_request"] = analysis["errors"]["attempts"]["mean_attempts"]
     else:
         analysis["errors"]["attempts_per_request"] = None
-    analysis["incident"] = analyze_incident(metrics, pg, phases, windows, latency, analysis["db"], expiry_window_s)
+    duration = settings.get("duration_s")
+    analysis["incident"] = analyze_incident(metrics, pg, phases, windows, latency, analysis["db"], expiry_window_s,
+                                            t_begin + float(duration) if isinstance(duration, int | float) else None)
     analysis["headline"] = build_headline(analysis)
     return analysis
 

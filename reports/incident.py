@@ -108,10 +108,35 @@ def _per_request(counts: dict) -> float | None:
     return round(counts.get("attempts", requests) / requests, 3) if requests else None
 
 
+RECOVERY_HOLD_S = 3          # seconds in a row the clients must see a healthy system
+HEALTHY_FAILED_SHARE = 0.01  # failed attempts (timeouts, connection errors, 5xx) per attempt sent
+HEALTHY_AMPLIFICATION = 1.1  # attempts sent per logical request, relative to steady state
+
+
+def client_recovery(by_second: list[dict], after_s: float, until_s: float, steady_attempts: float | None) -> float | None:
+    """Seconds from `after_s` until the clients see a healthy system for RECOVERY_HOLD_S seconds in a
+    row: requests sent, almost no failed attempts, retries back to steady. None if not before `until_s`.
+    A second without any request sent is not healthy (a stalled client proves nothing)."""
+    limit = (steady_attempts or 1.0) * HEALTHY_AMPLIFICATION
+
+    def healthy(counts: dict) -> bool:
+        started = counts.get("requests_started", 0)
+        attempts = counts.get("attempts_started", started)
+        failed = counts.get("timeouts", 0) + counts.get("conn_errors", 0) + counts.get("server_errors", 0)
+        return started > 0 and failed <= max(1, HEALTHY_FAILED_SHARE * attempts) and attempts <= limit * started
+
+    seconds = {int(c["t"]): c for c in by_second}
+    for second in range(math.ceil(after_s), int(until_s) - RECOVERY_HOLD_S + 1):
+        if all(healthy(seconds.get(s, {})) for s in range(second, second + RECOVERY_HOLD_S)):
+            return float(second - after_s) if second > after_s else 0.0
+    return None
+
+
 def metastability(metrics: CounterSeries, latency: dict, db: dict, phases: list[Phase],
-                  windows: list[FaultWindow], min_window_s: float) -> dict | None:
-    """After the last trigger's effect window: did p99 and DB load come back to steady by themselves
-    (dbload's recovery rule), how long it took, and the work amplification meanwhile."""
+                  windows: list[FaultWindow], min_window_s: float, load_end_s: float | None) -> dict | None:
+    """Once the last trigger's effect window is over: did the clients' view come back to healthy by
+    itself before the load ended (a retry storm can keep a system down after its cause is gone), how
+    long it took, and the work amplification meanwhile (attempts and DB reads relative to steady)."""
     if not windows:
         return None
     by_phase = latency.get("counts_by_phase") or {}
@@ -120,16 +145,17 @@ def metastability(metrics: CounterSeries, latency: dict, db: dict, phases: list[
     after = by_phase.get(after_phases[-1].name) if after_phases else None
     steady_attempts = _per_request(before)
     after_attempts = _per_request(after or {})
-    last = windows[-1]
-    trigger_end = effect_end(last, min_window_s)
-    reads = [v for t, v in metrics.rate(DB_READS, kind="read")] if metrics.has(DB_READS) else []
-    after_reads = [v for t, v in metrics.rate(DB_READS, kind="read")
-                   if after_phases and after_phases[-1].contains_second(t)] if reads else []
+    trigger_end = effect_end(windows[-1], min_window_s)
+    until = load_end_s if load_end_s is not None else max((p.t_end for p in phases), default=trigger_end)
+    by_second = latency.get("counts_by_second") or []
+    recovery = client_recovery(by_second, trigger_end, until, steady_attempts) if by_second else None
+    reads = metrics.rate(DB_READS, kind="read") if metrics.has(DB_READS) else []
+    after_reads = [v for t, v in reads if trigger_end <= t + 0.5 < until]
     steady_db = db.get("steady_queries_per_s")
-    recovery = (db.get("faults") or [{}])[-1].get("recovery_s")
     return {
-        "trigger_ended_at_s": trigger_end,
-        "recovered_on_its_own": recovery is not None,
+        "trigger_ended_at_s": round(trigger_end, 3),
+        "judged_until_s": round(until, 3),
+        "recovered_on_its_own": recovery is not None if by_second else None,
         "recovery_s": recovery,
         "attempts_per_request_steady": steady_attempts,
         "attempts_per_request_after": after_attempts,
@@ -141,9 +167,11 @@ def metastability(metrics: CounterSeries, latency: dict, db: dict, phases: list[
 
 
 def analyze_incident(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], windows: list[FaultWindow],
-                     latency: dict, db: dict, min_window_s: float) -> dict:
+                     latency: dict, db: dict, min_window_s: float, load_end_s: float | None = None) -> dict:
+    """`load_end_s`: when the load was meant to end (load start + --duration); what a client does
+    while Locust stops is not judged."""
     return {
         "db_latency": db_latency(metrics, pg, phases),
         "window": fault_window_counts(metrics, latency, phases),
-        "metastability": metastability(metrics, latency, db, phases, windows, min_window_s),
+        "metastability": metastability(metrics, latency, db, phases, windows, min_window_s, load_end_s),
     }

@@ -118,6 +118,7 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
         "counts": dict(counts),
         "counts_by_phase": {phase.name: _sum_counts(c for s, c in counts_per_second.items() if _interval_in(phase, s, ends))
                             for phase in phases},
+        "counts_by_second": [{"t": second, **counts} for second, counts in sorted(counts_per_second.items())],
         "counts_during_fault": _sum_counts(c for s, c in counts_per_second.items()
                                            if any(p.kind == "during" and _interval_in(p, s, ends) for p in phases)),
     }
