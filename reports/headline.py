@@ -34,6 +34,7 @@ CATALOG: dict[str, MetricInfo] = {
     "db_p99_ms_during_fault": MetricInfo("DB query p99 during fault", "ms", "lower"),
     "recovered_on_its_own": MetricInfo("recovered on its own", "", "higher"),
     "time_to_recover_s": MetricInfo("time to recover (clients' view)", "s", "lower"),
+    "db_second_wave_peak_reads_per_s": MetricInfo("DB peak of the second expiry wave", "q/s", "lower"),
     "attempts_per_request": MetricInfo("attempts per request", "", "lower"),
     "db_amplification": MetricInfo("DB amplification", "x", "lower"),
     "db_peak_queries_per_s": MetricInfo("DB peak", "q/s", "lower"),
@@ -97,6 +98,8 @@ def build_headline(analysis: dict) -> dict:
         "db_p99_ms_during_fault": db_latency.get("p99_ms_during_fault"),
         "recovered_on_its_own": (incident.get("metastability") or {}).get("recovered_on_its_own"),
         "time_to_recover_s": (incident.get("metastability") or {}).get("recovery_s"),
+        "db_second_wave_peak_reads_per_s": max((w["second_wave_peak_reads_per_s"] for w in incident.get("expiry_waves") or []
+                                                 if w["second_wave_peak_reads_per_s"] is not None), default=None),
         "attempts_per_request": errors.get("attempts_per_request"),
         "db_amplification": db.get("amplification"),
         "db_peak_queries_per_s": db.get("peak_queries_per_s"),

@@ -166,6 +166,30 @@ def metastability(metrics: CounterSeries, latency: dict, db: dict, phases: list[
     }
 
 
+SECOND_WAVE_AFTER_S = 3.0  # the first wave's misses and refills are over by then
+
+
+def expiry_waves(metrics: CounterSeries, windows: list[FaultWindow], load_end_s: float | None) -> list[dict]:
+    """For a fault that synchronized expiries (synchronized-expiry: `wave_in_s`): the DB read peak of
+    the first wave (when they all expire) and of the second (what was refilled then, expiring one
+    TTL later: jitter spreads it). The second wave is the highest second from 3 s after the first
+    until the load ends."""
+    reads = metrics.rate(DB_READS, kind="read") if metrics.has(DB_READS) else []
+    waves = []
+    for window in windows:
+        details = window.details or {}
+        wave_in = details.get("wave_in_s", (details.get("applied") or {}).get("wave_in_s"))
+        if not isinstance(wave_in, int | float) or not reads:
+            continue
+        first_at = window.t_start + wave_in
+        end = load_end_s if load_end_s is not None else max(t for t, _ in reads) + 1
+        first = max((v for t, v in reads if first_at - 1 <= t < first_at + SECOND_WAVE_AFTER_S), default=None)
+        second = max((v for t, v in reads if first_at + SECOND_WAVE_AFTER_S <= t < end), default=None)
+        waves.append({"fault": window.name, "first_wave_at_s": round(first_at, 3), "first_wave_peak_reads_per_s": first,
+                      "second_wave_peak_reads_per_s": second})
+    return waves
+
+
 def analyze_incident(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], windows: list[FaultWindow],
                      latency: dict, db: dict, min_window_s: float, load_end_s: float | None = None) -> dict:
     """`load_end_s`: when the load was meant to end (load start + --duration); what a client does
@@ -174,4 +198,5 @@ def analyze_incident(metrics: CounterSeries, pg: CounterSeries, phases: list[Pha
         "db_latency": db_latency(metrics, pg, phases),
         "window": fault_window_counts(metrics, latency, phases),
         "metastability": metastability(metrics, latency, db, phases, windows, min_window_s, load_end_s),
+        "expiry_waves": expiry_waves(metrics, windows, load_end_s),
     }
