@@ -171,7 +171,8 @@ RECOMMENDABLE = {"domain": ("domain", None), "strategy": ("strategy", None), "re
                  "write_ratio": ("write_ratio", float), "ttl": ("ttl_s", _seconds),
                  "recompute": ("recompute_ms", _milliseconds), "recompute_mode": ("recompute_mode", None),
                  "db_capacity": ("db_capacity", None), "pool_size": ("pool_size", None),
-                 "pool_timeout": ("pool_timeout_s", _seconds), "request_timeout": ("request_timeout_s", _seconds)}
+                 "pool_timeout": ("pool_timeout_s", _seconds), "request_timeout": ("request_timeout_s", _seconds),
+                 "missing_share": ("missing_share", float)}
 
 
 def apply_recommendations(settings: RunSettings, experiment) -> dict:

@@ -38,7 +38,7 @@ PHASES = ("before", "during", "after")
 RUN_FIELDS = {"domain": str, "strategy": str, "retry": str, "duration": "duration", "users": int, "rate": float,
               "keys": int, "alpha": float, "celebrity_share": float, "write_ratio": float, "ttl": "duration",
               "recompute": "duration", "recompute_mode": str, "db_capacity": int, "pool_size": int,
-              "pool_timeout": "duration", "request_timeout": "duration"}
+              "pool_timeout": "duration", "request_timeout": "duration", "missing_share": float}
 DEVIATIONS = ("continue", "abort")
 
 

@@ -148,14 +148,15 @@ def metastability(metrics: CounterSeries, latency: dict, db: dict, phases: list[
     trigger_end = effect_end(windows[-1], min_window_s)
     until = load_end_s if load_end_s is not None else max((p.t_end for p in phases), default=trigger_end)
     by_second = latency.get("counts_by_second") or []
-    recovery = client_recovery(by_second, trigger_end, until, steady_attempts) if by_second else None
+    judged = bool(by_second) and until - trigger_end >= RECOVERY_HOLD_S  # else too short to tell
+    recovery = client_recovery(by_second, trigger_end, until, steady_attempts) if judged else None
     reads = metrics.rate(DB_READS, kind="read") if metrics.has(DB_READS) else []
     after_reads = [v for t, v in reads if trigger_end <= t + 0.5 < until]
     steady_db = db.get("steady_queries_per_s")
     return {
         "trigger_ended_at_s": round(trigger_end, 3),
         "judged_until_s": round(until, 3),
-        "recovered_on_its_own": recovery is not None if by_second else None,
+        "recovered_on_its_own": recovery is not None if judged else None,
         "recovery_s": recovery,
         "attempts_per_request_steady": steady_attempts,
         "attempts_per_request_after": after_attempts,

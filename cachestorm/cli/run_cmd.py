@@ -18,7 +18,8 @@ _FIELDS = {"strategy": "strategy", "domain": "domain", "retry": "retry", "durati
            "users": "users", "rate": "rate", "write_ratio": "write_ratio", "keys": "keys", "alpha": "alpha",
            "celebrity_share": "celebrity_share", "ttl": "ttl_s", "recompute": "recompute_ms",
            "recompute_mode": "recompute_mode", "db_capacity": "db_capacity", "pool_size": "pool_size",
-           "pool_timeout": "pool_timeout_s", "request_timeout": "request_timeout_s"}
+           "pool_timeout": "pool_timeout_s", "request_timeout": "request_timeout_s",
+           "missing_share": "missing_share"}
 
 
 def _explicit(ctx: typer.Context) -> frozenset[str]:
