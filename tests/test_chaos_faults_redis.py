@@ -89,6 +89,22 @@ def test_pattern_synchronized_expiry_and_flush(ctx, redis_client):
     assert redis_client.dbsize() == 0
 
 
+def test_synchronized_expiry_refills_entries_with_one_ttl(ctx, redis_client):
+    """Entries with spread expiries (a steady-state cache) all get the same logical and physical expiry."""
+    from targets.cache import Entry
+
+    now = time.time()
+    for key_id in range(1, 31):
+        entry = Entry({"id": key_id, "version": 2, "data": {}}, now + key_id * 10, 0.05)
+        redis_client.set(f"profiles:{key_id}", entry.encode(), px=key_id * 10_000)
+    details = make_fault("synchronized-expiry", {"ttl_ms": 4000}).bind(ctx).apply()
+    assert details["keys"] == 30 and details["wave_in_s"] == 4.0
+    expiries = {Entry.decode(redis_client.get(f"profiles:{k}")).expires_at for k in range(1, 31)}
+    assert expiries == {details["expire_at_ms"] / 1000}
+    assert {redis_client.pexpiretime(f"profiles:{k}") for k in range(1, 31)} == {details["expire_at_ms"]}
+    assert Entry.decode(redis_client.get("profiles:7")).record["version"] == 2  # the value itself is kept
+
+
 def test_oom_fails_writes_reads_work_and_revert_restores(ctx, redis_client):
     redis_client.set("profiles:1", "x")
     before = redis_client.config_get("maxmemory*")

@@ -6,7 +6,8 @@
 2. hot-key-expiry on its defaults (the experiment's `run:` section), cache-aside vs cache-aside+lock:
    DB loads per expiry, peak DB query latency, pool timeouts, client timeouts and failed attempts in
    the fault window, recovery - and the ratios unprotected / protected.
-3. (--retry-storm) retry-storm with naive:3 vs budget:0.1: recovered on its own, time to recover,
+3. synchronized-expiry on its defaults, cache-aside vs cache-aside+jitter: the second wave's DB peak.
+4. (--retry-storm) retry-storm with naive:3 vs budget:0.1: recovered on its own, time to recover,
    attempts per request after the trigger.
 All runs share one stack; run folders go to --out.
 """
@@ -75,6 +76,11 @@ def main(out: str = "runs/bench-incident", retry_storm: bool = True) -> None:
             runs[strategy] = _headline(run(dataclasses.replace(
                 base, strategy=strategy, experiment="hot-key-expiry", label=strategy,
                 explicit=frozenset({"strategy"})), stack=stack))
+        waves = {}
+        for strategy in ("cache-aside", "cache-aside+jitter"):
+            waves[strategy] = _headline(run(dataclasses.replace(
+                base, strategy=strategy, experiment="synchronized-expiry", label=f"sync-{strategy}",
+                explicit=frozenset({"strategy"})), stack=stack))
         storms = {}
         if retry_storm:
             for retry in ("naive:3", "budget:0.1"):
@@ -105,6 +111,11 @@ def main(out: str = "runs/bench-incident", retry_storm: bool = True) -> None:
     print(_row("errors (run)", a.get("errors"), b.get("errors")))
     print(_row("time to recover (s)", a.get("time_to_recover_s"), b.get("time_to_recover_s")))
     print(_row("recovered on its own", a.get("recovered_on_its_own"), b.get("recovered_on_its_own"), ratio=False))
+    (p, ip), (j, ij) = waves["cache-aside"], waves["cache-aside+jitter"]
+    print("\nsynchronized-expiry on its defaults     cache-aside  cache-aside+jitter  unjittered/jittered")
+    print(_row("DB peak, second wave (reads/s)", p.get("db_second_wave_peak_reads_per_s"),
+               j.get("db_second_wave_peak_reads_per_s")))
+    print(_row("DB peak, first wave (reads/s)", _first_wave(ip), _first_wave(ij)))
     if storms:
         (n, _), (g, _) = storms["naive:3"], storms["budget:0.1"]
         print("\nretry-storm (metastability)                naive:3     budget:0.1")
@@ -113,6 +124,11 @@ def main(out: str = "runs/bench-incident", retry_storm: bool = True) -> None:
         print(_row("attempts per request (run)", n.get("attempts_per_request"), g.get("attempts_per_request")))
         print(_row("client timeouts (run)", n.get("timeouts"), g.get("timeouts")))
     print(f"\nrun folders: {out_dir}")
+
+
+def _first_wave(incident: dict) -> float | None:
+    return max((w["first_wave_peak_reads_per_s"] for w in incident.get("expiry_waves") or []
+                if w["first_wave_peak_reads_per_s"] is not None), default=None)
 
 
 def _sum(headline: dict, *names: str) -> float | None:
