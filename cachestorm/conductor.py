@@ -167,7 +167,7 @@ def _milliseconds(value) -> float:
 # an experiment's `run:` key (chaos.experiment.RUN_FIELDS) -> (RunSettings field, conversion)
 RECOMMENDABLE = {"domain": ("domain", None), "strategy": ("strategy", None), "retry": ("retry", None),
                  "duration": ("duration_s", _seconds), "users": ("users", None), "rate": ("rate", float),
-                 "keys": ("keys", None), "alpha": ("alpha", float), "celebrity_share": ("celebrity_share", float),
+                 "keys": ("keys", None), "key_model": ("key_model", None), "alpha": ("alpha", float), "celebrity_share": ("celebrity_share", float),
                  "write_ratio": ("write_ratio", float), "ttl": ("ttl_s", _seconds),
                  "recompute": ("recompute_ms", _milliseconds), "recompute_mode": ("recompute_mode", None),
                  "db_capacity": ("db_capacity", None), "pool_size": ("pool_size", None),

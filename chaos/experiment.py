@@ -36,7 +36,7 @@ from chaos.probes import METRICS
 PHASES = ("before", "during", "after")
 # what an experiment's `run:` may recommend ("duration": a duration string such as 30s or 500ms)
 RUN_FIELDS = {"domain": str, "strategy": str, "retry": str, "duration": "duration", "users": int, "rate": float,
-              "keys": int, "alpha": float, "celebrity_share": float, "write_ratio": float, "ttl": "duration",
+              "keys": int, "key_model": str, "alpha": float, "celebrity_share": float, "write_ratio": float, "ttl": "duration",
               "recompute": "duration", "recompute_mode": str, "db_capacity": int, "pool_size": int,
               "pool_timeout": "duration", "request_timeout": "duration", "missing_share": float}
 DEVIATIONS = ("continue", "abort")

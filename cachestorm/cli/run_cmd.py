@@ -15,7 +15,7 @@ console = Console()
 
 # CLI parameter -> RunSettings field, for the flags an experiment may recommend
 _FIELDS = {"strategy": "strategy", "domain": "domain", "retry": "retry", "duration": "duration_s",
-           "users": "users", "rate": "rate", "write_ratio": "write_ratio", "keys": "keys", "alpha": "alpha",
+           "users": "users", "rate": "rate", "write_ratio": "write_ratio", "keys": "keys", "key_model": "key_model", "alpha": "alpha",
            "celebrity_share": "celebrity_share", "ttl": "ttl_s", "recompute": "recompute_ms",
            "recompute_mode": "recompute_mode", "db_capacity": "db_capacity", "pool_size": "pool_size",
            "pool_timeout": "pool_timeout_s", "request_timeout": "request_timeout_s",
