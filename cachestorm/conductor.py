@@ -78,7 +78,7 @@ class RunSettings:
     lock_ms: float | None = None         # the lock's or lease's TTL
     max_stale_s: float | None = None
     negative_ttl_s: float | None = None
-    missing_share: float = 0.0           # reads for ids that do not exist (negative caching)
+    missing_share: float = 0.0           # reads for ids N+1..2N: cold, absent beyond --rows (negative caching)
     owner_read_share: float = 0.0        # profiles: reads by the owner, past the cache (read-your-writes)
     seed: int = 42
     target_args: list[str] = field(default_factory=list)
@@ -167,8 +167,8 @@ def _milliseconds(value) -> float:
 # an experiment's `run:` key (chaos.experiment.RUN_FIELDS) -> (RunSettings field, conversion)
 RECOMMENDABLE = {"domain": ("domain", None), "strategy": ("strategy", None), "retry": ("retry", None),
                  "duration": ("duration_s", _seconds), "users": ("users", None), "rate": ("rate", float),
-                 "keys": ("keys", None), "key_model": ("key_model", None), "alpha": ("alpha", float), "celebrity_share": ("celebrity_share", float),
-                 "write_ratio": ("write_ratio", float), "ttl": ("ttl_s", _seconds),
+                 "keys": ("keys", None), "key_model": ("key_model", None), "alpha": ("alpha", float),
+                 "celebrity_share": ("celebrity_share", float), "write_ratio": ("write_ratio", float), "ttl": ("ttl_s", _seconds),
                  "recompute": ("recompute_ms", _milliseconds), "recompute_mode": ("recompute_mode", None),
                  "db_capacity": ("db_capacity", None), "pool_size": ("pool_size", None),
                  "pool_timeout": ("pool_timeout_s", _seconds), "request_timeout": ("request_timeout_s", _seconds),
