@@ -23,7 +23,7 @@ def run_dir(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     result = subprocess.run(
         CLI + ["run", "--strategy", "cache-aside", "--experiment", "hot-key-expiry", "--experiment-at", "3s",
-               "--duration", "8s", "--rate", "60", "--keys", "3000", "--rows", "3000", "--recompute", "150ms",
+               "--duration", "12s", "--rate", "60", "--keys", "3000", "--rows", "3000", "--recompute", "150ms",
                "--ttl", "1h", "--retry", "none", "--out", str(out / "runs"), "--no-report"],
         cwd=out, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
