@@ -43,7 +43,8 @@ def demo(
 def _print(result) -> None:
     from reports.analysis import analyze_run
 
-    names = [run_dir.name.split("-", 2)[-1].removesuffix("-hot-key-expiry") for run_dir in result.run_dirs]
+    names = [run_dir.name.split("-", 2)[-1].removesuffix("-hot-key-expiry").replace("cache-aside+", "+")
+             .replace("stale-while-revalidate", "SWR") for run_dir in result.run_dirs]  # fits 80 columns
     headlines = [analyze_run(run_dir)["headline"] for run_dir in result.run_dirs]
     table = Table(title="hot-key-expiry, side by side")
     table.add_column("measure")
