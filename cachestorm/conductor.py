@@ -43,7 +43,6 @@ from chaos.self_expiry import unguarded_warning
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOMAINS = ("profiles", "catalog", "counters", "permissions")
-WARM_ROUTES = {"profiles": "/profiles/{id}", "catalog": "/products/{id}", "counters": "/counters/{id}"}
 DOMAIN_TABLES = {"profiles": "profiles", "catalog": "products", "counters": "counters",
                  "permissions": "permissions"}
 
@@ -74,15 +73,26 @@ class RunSettings:
     retry: str = "none"
     ttl_s: float | None = None           # None: the domain's default TTL
     recompute_ms: float = 50.0
+    recompute_mode: str = "sleep"        # sleep | cpu (docs/design.md, "The incident's defaults")
+    db_capacity: int = 4                 # recomputes PostgreSQL runs at once: a 4-core database
     pool_size: int = 10
     pool_timeout_s: float = 1.0
+    request_timeout_s: float = 2.0       # the client gives up (and may retry) after this
+    # the protections' knobs; None: the target's own default (targets/settings.py)
+    jitter: float | None = None
+    xfetch_beta: float | None = None
+    lock_ms: float | None = None         # the lock's or lease's TTL
+    max_stale_s: float | None = None
+    negative_ttl_s: float | None = None
+    missing_share: float = 0.0           # reads for ids N+1..2N: cold, absent beyond --rows (negative caching)
+    owner_read_share: float = 0.0        # profiles: reads by the owner, past the cache (read-your-writes)
     seed: int = 42
     target_args: list[str] = field(default_factory=list)
     locust_args: list[str] = field(default_factory=list)
     stack: StackSettings = field(default_factory=StackSettings)
     render: bool = True
     explicit: frozenset[str] = frozenset()   # fields the user set; an experiment's `run:` fills the rest
-    warm: bool = True                    # read every key once before the load: steady state is a warm cache
+    warm: bool = True                    # prefill every key before the load: steady state is a warm cache
 
     def validate(self) -> None:
         if self.domain not in DOMAINS:
@@ -98,6 +108,7 @@ class RunSettings:
         validate_strategy(self.strategy)
         validate_stack_settings(self.stack)
         validate_traffic(self)
+        validate_target_args(self)
 
 
 def parse_duration(text: str | float | int, flag: str = "--duration") -> float:
@@ -125,6 +136,15 @@ def validate_traffic(settings: RunSettings) -> None:
     build_settings(SimpleNamespace(**options), settings.domain)
 
 
+def validate_target_args(settings: RunSettings) -> None:
+    """Check the target options with the targets' own parser (one line on bad input) before anything starts."""
+    from targets.settings import parse_settings
+
+    redis_url, postgres_url = "redis://127.0.0.1:6379/0", "postgresql://postgres@127.0.0.1:5432/x"  # the stack comes later
+    placeholder = StackState(redis_url, redis_url, postgres_url, postgres_url, "http://127.0.0.1:1")
+    parse_settings(target_argv(settings, placeholder, 1, "check")[3:])
+
+
 def resolve_strategy(spec: str, domain: str) -> str:
     """`default` -> the domain's recommended strategy (e.g. counters -> write-behind)."""
     if spec != "default":
@@ -142,8 +162,23 @@ def validate_strategy(spec: str) -> None:
         parse_spec(spec)
 
 
-RECOMMENDABLE = {"domain": "domain", "strategy": "strategy", "retry": "retry", "duration": "duration_s",
-                 "users": "users", "rate": "rate"}
+def _seconds(value) -> float:
+    return parse_duration(value)
+
+
+def _milliseconds(value) -> float:
+    return parse_duration(value) * 1000
+
+
+# an experiment's `run:` key (chaos.experiment.RUN_FIELDS) -> (RunSettings field, conversion)
+RECOMMENDABLE = {"domain": ("domain", None), "strategy": ("strategy", None), "retry": ("retry", None),
+                 "duration": ("duration_s", _seconds), "users": ("users", None), "rate": ("rate", float),
+                 "keys": ("keys", None), "key_model": ("key_model", None), "alpha": ("alpha", float),
+                 "celebrity_share": ("celebrity_share", float), "write_ratio": ("write_ratio", float), "ttl": ("ttl_s", _seconds),
+                 "recompute": ("recompute_ms", _milliseconds), "recompute_mode": ("recompute_mode", None),
+                 "db_capacity": ("db_capacity", None), "pool_size": ("pool_size", None),
+                 "pool_timeout": ("pool_timeout_s", _seconds), "request_timeout": ("request_timeout_s", _seconds),
+                 "missing_share": ("missing_share", float)}
 
 
 def apply_recommendations(settings: RunSettings, experiment) -> dict:
@@ -151,10 +186,10 @@ def apply_recommendations(settings: RunSettings, experiment) -> dict:
     write-behind-crashing-flusher). Returns what was applied, for run.json."""
     applied = {}
     for key, value in (getattr(experiment, "run", None) or {}).items():
-        attribute = RECOMMENDABLE[key]
+        attribute, convert = RECOMMENDABLE[key]
         if attribute in settings.explicit:
             continue
-        setattr(settings, attribute, parse_duration(value) if attribute == "duration_s" else value)
+        setattr(settings, attribute, convert(value) if convert else value)
         applied[attribute] = getattr(settings, attribute)
     return applied
 
@@ -222,9 +257,16 @@ def target_argv(settings: RunSettings, port: int, instance: str) -> list[str]:
     return [sys.executable, "-m", "targets", "--domain", settings.domain, "--strategy", settings.strategy,
             "--host", "127.0.0.1", "--port", str(port),
             "--rows", str(settings.rows), *(["--ttl", str(settings.ttl_s)] if settings.ttl_s else []),
-            "--recompute-ms", str(settings.recompute_ms), "--pool-size", str(settings.pool_size),
+            "--recompute-ms", str(settings.recompute_ms), "--recompute-mode", settings.recompute_mode,
+            "--db-capacity", str(settings.db_capacity), "--pool-size", str(settings.pool_size),
             "--pool-timeout", str(settings.pool_timeout_s), "--hot-keys", str(settings.hot_keys),
-            "--instance-id", instance, *settings.target_args]
+            "--instance-id", instance, *_protection_args(settings), *settings.target_args]
+
+
+def _protection_args(settings: RunSettings) -> list[str]:
+    knobs = {"--jitter": settings.jitter, "--xfetch-beta": settings.xfetch_beta, "--lock-ms": settings.lock_ms,
+             "--max-stale": settings.max_stale_s, "--negative-ttl": settings.negative_ttl_s}
+    return [part for flag, value in knobs.items() if value is not None for part in (flag, str(value))]
 
 
 def target_url_env(stack: StackState) -> dict[str, str]:
@@ -284,7 +326,9 @@ def locust_traffic_args(settings: RunSettings) -> list[str]:
     """The locustfiles' own options (design.md, "Locust command line"), as flag/value pairs."""
     argv = ["--key-model", settings.key_model, "--alpha", str(settings.alpha), "--keys", str(settings.keys),
             "--hot-keys", str(settings.hot_keys), "--celebrity-share", str(settings.celebrity_share),
-            "--retry", settings.retry, "--seed", str(settings.seed)]
+            "--retry", settings.retry, "--seed", str(settings.seed),
+            "--request-timeout", str(settings.request_timeout_s), "--missing-share", str(settings.missing_share),
+            "--owner-read-share", str(settings.owner_read_share)]
     if settings.preset:  # the preset's own operation mix wins unless a write ratio was asked for
         argv += ["--preset", settings.preset]
     if not settings.preset or "write_ratio" in settings.explicit:
@@ -366,7 +410,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
 
         if settings.warm:
             with journal.step("warm cache", "target", keys=settings.keys) as info:
-                info["failed"] = warm_cache(targets[0].base_url, settings)
+                info.update(warm_cache(targets[0].base_url, settings))
         scraper = Scraper(run_dir, t0_wall, {t.name: t.base_url for t in targets}, stack.postgres_url).start()
         load_start = time.time()
         log = open(run_dir / "logs" / "locust.log", "ab")  # noqa: SIM115
@@ -458,23 +502,18 @@ def _restore_sigint(previous) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def warm_cache(base_url: str, settings: RunSettings) -> int:
-    """GET keys 1..N through the target, as many at once as its DB pool allows. Returns failures."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    route = WARM_ROUTES.get(settings.domain)
-    if route is None:
-        return 0
-    with httpx.Client(base_url=base_url, timeout=30,
-                      limits=httpx.Limits(max_connections=settings.pool_size)) as client:
-        def fetch(key: int) -> bool:
-            try:
-                return client.get(route.format(id=key)).status_code < 500
-            except httpx.HTTPError:
-                return False
-
-        with ThreadPoolExecutor(max_workers=settings.pool_size) as pool:
-            return sum(1 for ok in pool.map(fetch, range(1, settings.keys + 1)) if not ok)
+def warm_cache(base_url: str, settings: RunSettings) -> dict:
+    """Prefill keys 1..N as a cache in steady state holds them: the target reads the rows in one
+    query and sets them in pipelined SETs with expiries spread over their TTL, so the warm-up costs
+    seconds whatever --recompute is, and no wave of expiries follows it (unless a fault asks)."""
+    try:
+        response = httpx.post(f"{base_url}/prefill", json={"keys": settings.keys, "seed": settings.seed},
+                              timeout=120)
+    except httpx.HTTPError as exc:
+        raise CachestormError(f"warm-up failed: {exc.__class__.__name__} {exc}") from exc
+    if response.status_code != 200:
+        raise CachestormError(f"warm-up failed: target answered {response.status_code} {response.text[:200]}")
+    return response.json()
 
 
 def _existing_stack(settings: StackSettings) -> StackState | None:

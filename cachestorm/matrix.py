@@ -33,6 +33,7 @@ def _run_matrix(base: RunSettings, strategies: list[str], experiments: list[str 
         validate_strategy(strategy)
     for experiment in experiments:
         resolve_experiment(experiment)  # fail on a bad name before anything starts
+    dataclasses.replace(base, strategy=strategies[0]).validate()  # and on a bad setting
     out_dir = Path(out) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=False)
     combos = [(s, e) for e in experiments for s in strategies]

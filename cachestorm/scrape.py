@@ -15,11 +15,15 @@ import httpx
 
 SKIPPED_PREFIXES = ("python_", "process_", "#")
 SKIPPED_SUFFIXES = ("_bucket", "_created")
+KEPT_BUCKETS = ("cachestorm_db_query_seconds_bucket",)  # the DB's latency over any window, from bucket increases
 
 PG_STATS_SQL = """
 SELECT d.xact_commit, d.xact_rollback, d.tup_returned, d.tup_fetched,
        (SELECT sum(calls) FROM pg_stat_statements) AS calls,
-       (SELECT count(*) FROM pg_stat_activity WHERE state = 'active') AS active
+       (SELECT sum(total_exec_time) FROM pg_stat_statements) AS exec_ms,
+       (SELECT count(*) FROM pg_stat_activity WHERE state = 'active') AS active,
+       -- queries queued for a DB slot (--db-capacity's advisory locks)
+       (SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory') AS slot_waits
 FROM pg_stat_database d WHERE d.datname = current_database()
 """
 
@@ -32,7 +36,7 @@ def parse_prometheus(text: str) -> dict[str, float]:
             continue
         key, _, value = line.rpartition(" ")
         name = key.split("{", 1)[0]
-        if name.endswith(SKIPPED_SUFFIXES):
+        if name.endswith(SKIPPED_SUFFIXES) and name not in KEPT_BUCKETS:
             continue
         try:
             samples[key] = float(value)
@@ -102,7 +106,8 @@ class Scraper:
             if conn is None or conn.closed:
                 conn = psycopg.connect(self.postgres_url, autocommit=True, connect_timeout=2)
             row = conn.execute(PG_STATS_SQL).fetchone()
-            names = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched", "calls", "active")
+            names = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched", "calls", "exec_ms", "active",
+                     "slot_waits")
             record = {"t": t, "wall": wall, **{k: (None if v is None else int(v)) for k, v in zip(names, row, strict=True)}}
         except Exception as exc:  # noqa: BLE001 - the DB may be down on purpose (a fault)
             self.errors += 1

@@ -34,7 +34,11 @@ from chaos.faults.base import SettingError, parse_duration
 from chaos.probes import METRICS
 
 PHASES = ("before", "during", "after")
-RUN_FIELDS = {"domain": str, "strategy": str, "retry": str, "duration": str, "users": int, "rate": float}
+# what an experiment's `run:` may recommend ("duration": a duration string such as 30s or 500ms)
+RUN_FIELDS = {"domain": str, "strategy": str, "retry": str, "duration": "duration", "users": int, "rate": float,
+              "keys": int, "key_model": str, "alpha": float, "celebrity_share": float, "write_ratio": float, "ttl": "duration",
+              "recompute": "duration", "recompute_mode": str, "db_capacity": int, "pool_size": int,
+              "pool_timeout": "duration", "request_timeout": "duration", "missing_share": float}
 DEVIATIONS = ("continue", "abort")
 
 
@@ -147,7 +151,7 @@ def _run_section(check: _Checker, section: Any) -> dict[str, Any]:
         kind = RUN_FIELDS.get(key)
         if kind is None:
             check.problem(("run", key), f"unknown field (known: {', '.join(RUN_FIELDS)})")
-        elif key == "duration":
+        elif kind == "duration":
             if check.duration(("run", key), value) is not None:
                 result[key] = str(value)
         elif not isinstance(value, kind) and not (kind is float and isinstance(value, int)) or isinstance(value, bool):

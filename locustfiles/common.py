@@ -24,12 +24,14 @@ import chaos.locust_hooks  # noqa: F401  (--experiment: chaos runs with the test
 from cachestorm.errors import CachestormError
 from locustfiles.models.arrivals import Gaps
 from locustfiles.models.keys import write_key
+from locustfiles.models.retry import retryable
 from locustfiles.recording import HistorySampler, HistoryWriter, LatencyRecorder, merge_run, summarize
 from locustfiles.settings import ARGUMENTS, Settings, build_settings
 
 log = logging.getLogger("cachestorm")
 PADDING = "x" * 100_000  # value bodies are slices of this: no per-request allocation of random data
 WRITE_OPS = frozenset({"write", "delete", "incr", "grant", "revoke"})
+ATTEMPT_FAILURES = {"timeout": "timeouts", "conn_error": "conn_errors"}  # else 5xx: "server_errors"
 
 
 @events.init_command_line_parser.add_listener
@@ -254,7 +256,10 @@ class CachestormUser(FastHttpUser):
             attempt += 1
             start_ns = time.monotonic_ns()
             start_wall = time.time()
+            # by the second they were sent: the load clients offer per logical request (retries included)
+            latency.count("attempts_started", 1, start_wall)
             if first_start_ns is None:
+                latency.count("requests_started", 1, start_wall)
                 first_start_ns = start_ns
                 if intended_ns is not None:
                     lag = start_ns - intended_ns
@@ -269,7 +274,10 @@ class CachestormUser(FastHttpUser):
                     value = "1" if data.get("granted") else "0"
                 Process.history.record(history_key or key, op, start_ns, end_ns, start_wall, status, version,
                                        "" if is_write else source, user, request_id, value, attempt)
-            pause = retry.delay(attempt, status in ("timeout", "conn_error") or (isinstance(status, int) and status >= 500))
+            failed = retryable(status)
+            if failed:  # every failed attempt counted by kind, sampled key or not (the headline's window counts)
+                latency.count(ATTEMPT_FAILURES.get(status, "server_errors"), 1, start_wall)
+            pause = retry.delay(attempt, failed)
             if pause is None:
                 break
             if pause > 0:

@@ -10,6 +10,7 @@ from reports.dbload import analyze_db
 from reports.errors import analyze_errors
 from reports.headline import build_headline, headline_notes
 from reports.history import history_files, read_run_history
+from reports.incident import analyze_incident
 from reports.latency import analyze_latency
 from reports.metrics import CounterSeries
 from reports.phases import fault_windows, load_window, split_phases
@@ -73,6 +74,9 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
         analysis["errors"]["attempts_per_request"] = analysis["errors"]["attempts"]["mean_attempts"]
     else:
         analysis["errors"]["attempts_per_request"] = None
+    duration = settings.get("duration_s")
+    analysis["incident"] = analyze_incident(metrics, pg, phases, windows, latency, analysis["db"], expiry_window_s,
+                                            t_begin + float(duration) if isinstance(duration, int | float) else None)
     analysis["headline"] = build_headline(analysis)
     analysis["headline_notes"] = headline_notes(analysis)
     return analysis

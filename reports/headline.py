@@ -33,6 +33,15 @@ CATALOG: dict[str, MetricInfo] = {
     "error_rate": MetricInfo("error rate", "", "lower"),
     "errors": MetricInfo("errors", "", "lower", judged=False),
     "timeouts": MetricInfo("timeouts", "", "lower", judged=False),
+    "timeouts_during_fault": MetricInfo("client timeouts during fault", "", "lower"),
+    "pool_timeouts": MetricInfo("pool timeouts", "", "lower"),
+    "pool_timeouts_during_fault": MetricInfo("pool timeouts during fault", "", "lower"),
+    "attempts_per_request_during_fault": MetricInfo("attempts per request during fault", "", "lower"),
+    "db_p99_ms_before_fault": MetricInfo("DB query p99 before fault", "ms", "lower"),
+    "db_p99_ms_during_fault": MetricInfo("DB query p99 during fault", "ms", "lower"),
+    "recovered_on_its_own": MetricInfo("recovered on its own", "", "higher"),
+    "time_to_recover_s": MetricInfo("time to recover (clients' view)", "s", "lower"),
+    "db_second_wave_peak_reads_per_s": MetricInfo("DB peak of the second expiry wave", "q/s", "lower"),
     "attempts_per_request": MetricInfo("attempts per request", "", "lower"),
     "db_amplification": MetricInfo("DB amplification (peak ÷ max(steady, 1 q/s))", "x", "lower"),
     "db_peak_queries_per_s": MetricInfo("DB peak", "q/s", "lower"),
@@ -77,6 +86,9 @@ def build_headline(analysis: dict) -> dict:
     db = analysis.get("db") or {}
     cache = analysis.get("cache") or {}
     consistency = analysis.get("consistency") or {}
+    incident = analysis.get("incident") or {}
+    window = incident.get("window") or {}
+    db_latency = incident.get("db_latency") or {}
     findings = consistency.get("findings") or {}
     stale = findings.get("stale_reads") or {}
     ryw = findings.get("read_your_writes") or {}
@@ -95,7 +107,19 @@ def build_headline(analysis: dict) -> dict:
         "p999_ms_fault_worst_second": worst.get("p999_ms"),
         "error_rate": errors.get("error_rate"),
         "errors": errors.get("errors"),
-        "timeouts": (errors.get("by_kind") or {}).get("timeout", 0) if errors else None,
+        # every attempt's timeout (the locustfiles count them all), else the sampled histories'
+        "timeouts": window["timeouts"] if window.get("timeouts") is not None
+        else (errors.get("by_kind") or {}).get("timeout", 0) if errors else None,
+        "timeouts_during_fault": window.get("timeouts_during_fault"),
+        "pool_timeouts": window.get("pool_timeouts"),
+        "pool_timeouts_during_fault": window.get("pool_timeouts_during_fault"),
+        "attempts_per_request_during_fault": window.get("attempts_per_request_during_fault"),
+        "db_p99_ms_before_fault": db_latency.get("p99_ms_before_fault"),
+        "db_p99_ms_during_fault": db_latency.get("p99_ms_during_fault"),
+        "recovered_on_its_own": (incident.get("metastability") or {}).get("recovered_on_its_own"),
+        "time_to_recover_s": (incident.get("metastability") or {}).get("recovery_s"),
+        "db_second_wave_peak_reads_per_s": max((w["second_wave_peak_reads_per_s"] for w in incident.get("expiry_waves") or []
+                                                 if w["second_wave_peak_reads_per_s"] is not None), default=None),
         "attempts_per_request": errors.get("attempts_per_request"),
         "db_amplification": db.get("amplification"),
         "db_peak_queries_per_s": db.get("peak_queries_per_s"),

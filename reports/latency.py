@@ -72,14 +72,18 @@ def analyze_latency(run_dir: str | Path, phases: list[Phase], started_at: float 
 
 def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
     per_second: dict[str, dict[int, HdrHistogram]] = defaultdict(dict)  # kind -> second -> merged
-    counts: dict[str, int] = defaultdict(int)  # requests, attempts, sent, late, dropped (locustfiles)
+    counts: dict[str, int] = defaultdict(int)  # requests, attempts, sent, late, dropped, timeouts... (locustfiles)
+    counts_per_second: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     ends: dict[int, float] = {}  # second -> the true end of that interval (recorders start off the second)
     for path in files:
         for record in read_jsonl(path):
+            t = record.get("t")
             for name, n in (record.get("counts") or {}).items():
                 if isinstance(n, int | float):
                     counts[name] += n
-            encoded, t = record.get("hist"), record.get("t")
+                    if t is not None:
+                        counts_per_second[int(math.floor(float(t)))][name] += n
+            encoded = record.get("hist")
             if not encoded or t is None:
                 continue
             kind = str(record.get("kind") or "all")
@@ -118,6 +122,11 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
         "during_fault_worst_second": _worst_of(worst.values()),
         "series": series,
         "counts": dict(counts),
+        "counts_by_phase": {phase.name: _sum_counts(c for s, c in counts_per_second.items() if _interval_in(phase, s, ends))
+                            for phase in phases},
+        "counts_by_second": [{"t": second, **counts} for second, counts in sorted(counts_per_second.items())],
+        "counts_during_fault": _sum_counts(c for s, c in counts_per_second.items()
+                                           if any(p.kind == "during" and _interval_in(p, s, ends) for p in phases)),
     }
 
 
@@ -140,6 +149,14 @@ def _worst_of(rows) -> dict | None:
     p99 = max(rows, key=lambda r: r["p99_ms"])
     p999 = max(rows, key=lambda r: r.get("p999_ms") or 0.0)
     return {**p99, "t_p999": p999["t_p999"], "p999_ms": p999["p999_ms"]}
+
+
+def _sum_counts(per_second) -> dict[str, int]:
+    total: dict[str, int] = defaultdict(int)
+    for counts in per_second:
+        for name, n in counts.items():
+            total[name] += n
+    return dict(total)
 
 
 def _interval_in(phase: Phase, second: int, ends: dict[int, float]) -> bool:

@@ -58,13 +58,24 @@ def build_app(settings: TargetSettings) -> Starlette:
                               **service.domain.promises(),
                               "cache_breaker_open": service.cache.breaker.is_open}, headers={"X-Version": "0"})
 
+    async def prefill(request: Request) -> Response:
+        """The conductor's warm-up (loopback only, like every target): {"keys": N, "seed": S}."""
+        body = await service.domain.json_body(request)
+        keys, seed = body.get("keys"), body.get("seed")
+        if not isinstance(keys, int) or keys < 0 or not (seed is None or isinstance(seed, int)):
+            raise BadRequest('body must be {"keys": N >= 0, "seed": int or null}')
+        started = time.perf_counter()
+        filled = await service.prefill(keys, seed)
+        return json_response({"filled": filled, "seconds": round(time.perf_counter() - started, 3)})
+
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # the domain's routes first: Starlette tries routes in order, and the hot path is a domain GET
     routes = [Route(path, endpoint(service, path, handler), methods=methods)
               for path, handler, methods in service.domain.routes()]
-    routes += [Route("/healthz", healthz), Route("/metrics", metrics)]
+    routes += [Route("/healthz", healthz), Route("/metrics", metrics),
+               Route("/prefill", endpoint(service, "/prefill", prefill), methods=["POST"])]
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

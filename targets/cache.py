@@ -7,6 +7,7 @@ CacheUnavailable and are counted in cachestorm_cache_errors_total{op}.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -181,6 +182,23 @@ class Cache:
             return bool(await self.call("fill", self._fill_if_not_newer(
                 keys=[key], args=[entry.encode(), int(entry.record["version"]), px or 2**31])))
         return bool(await self.call("fill", self.client.set(key, entry.encode(), px=px, nx=nx)))
+
+    async def fill_many(self, entries: list[tuple[str, Entry, int]], chunk: int = 1000,
+                        timeout_s: float = 60.0) -> int:
+        """Install many entries with pipelined SETs (no transaction): the warm-up's bulk prefill. Not
+        behind the per-call deadline, which is for one command on the request path."""
+        installed = 0
+        try:
+            async with asyncio.timeout(timeout_s):
+                for start in range(0, len(entries), chunk):
+                    pipe = self.client.pipeline(transaction=False)
+                    for key, entry, px_ms in entries[start:start + chunk]:
+                        pipe.set(key, entry.encode(), px=int(px_ms) if px_ms else None)
+                    installed += sum(1 for ok in await pipe.execute() if ok)
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            self.metrics.cache_errors.labels("prefill").inc()
+            raise CacheUnavailable(f"prefill: {exc.__class__.__name__}") from exc
+        return installed
 
     async def overwrite(self, key: str, entry: Entry, px_ms: int) -> None:
         """A write's new value replaces the cached one; any outstanding lease is void."""

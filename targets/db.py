@@ -1,7 +1,11 @@
 """PostgreSQL: schema and seed (sync, before serving), and the async pool every request uses.
 
-The read query does real work in PostgreSQL: pg_sleep(recompute_ms) stands in for an expensive
-recompute, so a cache miss costs what it would cost and concurrent misses really overlap.
+The read query does its recompute inside PostgreSQL (`cachestorm_recompute`): it holds one of
+--db-capacity slots (transaction advisory locks) for its cost, so concurrent recomputes queue
+inside the database like queries on a server with that many cores, and each keeps its pooled
+connection while it waits: the pool drains for the real reason. The cost is pg_sleep (`sleep`,
+the default: a deterministic N-core database) or a calibrated CPU burn (`cpu`: real work that
+also slows everything else on the machine).
 """
 
 from __future__ import annotations
@@ -19,12 +23,38 @@ from targets.errors import DB_UNAVAILABLE, POOL_TIMEOUT, TargetError
 from targets.metrics import Metrics
 
 SCHEMA_LOCK = 7_246_001  # pg advisory lock id: several instances may start at once
-AUX_SCHEMA = """
+SLOT_LOCK_CLASS = 7_246_002  # first key of the (int, int) advisory locks that are the DB's slots
+RECOMPUTE_MODES = ("sleep", "cpu")
+CALIBRATION_LOOPS = 200_000
+AUX_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS cachestorm_flushes (
     flush_id text PRIMARY KEY, domain text NOT NULL, items int NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS cachestorm_requests (
     request_id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+-- a busy loop of `loops` iterations: the cpu mode's unit of real work
+CREATE OR REPLACE FUNCTION cachestorm_burn(loops bigint) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE acc bigint := 0;
+BEGIN
+  FOR i IN 1..loops LOOP acc := (acc + i * 7) % 1000003; END LOOP;
+  RETURN acc;
+END $$;
+-- one recompute: take a free slot (else queue on a random one), then pay the cost while holding it;
+-- the xact lock is released when the statement's transaction ends
+CREATE OR REPLACE FUNCTION cachestorm_recompute(slots int, cost_s float8, loops bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE first int; got boolean := false;
+BEGIN
+  IF cost_s <= 0 AND loops <= 0 THEN RETURN; END IF;
+  IF slots > 0 THEN
+    first := floor(random() * slots)::int;
+    FOR i IN 0..slots - 1 LOOP
+      IF pg_try_advisory_xact_lock({SLOT_LOCK_CLASS}, (first + i) % slots) THEN got := true; EXIT; END IF;
+    END LOOP;
+    IF NOT got THEN PERFORM pg_advisory_xact_lock({SLOT_LOCK_CLASS}, first); END IF;
+  END IF;
+  IF loops > 0 THEN PERFORM cachestorm_burn(loops); ELSE PERFORM pg_sleep(cost_s); END IF;
+END $$;
 """
 WAIT_THRESHOLD_S = 0.001  # an acquire slower than this waited for a free connection
 DB_DOWN_MEMORY_S = 5.0    # a pool timeout this soon after a connection error means the DB is down
@@ -52,9 +82,13 @@ def prepare_database(url: str, table: str, seed_data_sql: str, rows: int, reset:
 
 
 class Database:
-    def __init__(self, url: str, metrics: Metrics, pool_size: int, pool_timeout: float, recompute_ms: float):
+    def __init__(self, url: str, metrics: Metrics, pool_size: int, pool_timeout: float, recompute_ms: float,
+                 capacity: int = 0, recompute_mode: str = "sleep"):
         self.metrics = metrics
         self.recompute_s = recompute_ms / 1000.0
+        self.capacity = capacity      # 0: no slots, every recompute runs at once
+        self.recompute_mode = recompute_mode
+        self.recompute_loops = 0      # cpu mode: burn iterations per recompute, calibrated at open()
         self.pool_timeout = pool_timeout
         self.last_connection_error = 0.0
         self.pool = AsyncConnectionPool(
@@ -68,6 +102,18 @@ class Database:
 
     async def open(self) -> None:
         await self.pool.open(wait=True, timeout=10)
+        if self.recompute_mode == "cpu" and self.recompute_s > 0:
+            self.recompute_loops = await self._calibrate()
+
+    async def _calibrate(self) -> int:
+        """Burn iterations that take `recompute_s` on an idle core (fastest of three samples)."""
+        fastest = float("inf")
+        async with self.pool.connection() as conn:
+            for _ in range(3):
+                started = time.perf_counter()
+                await conn.execute("SELECT cachestorm_burn(%s)", (CALIBRATION_LOOPS,))
+                fastest = min(fastest, time.perf_counter() - started)
+        return max(1, int(CALIBRATION_LOOPS * self.recompute_s / max(fastest, 1e-6)))
 
     async def close(self) -> None:
         await self.pool.close(timeout=2)
@@ -92,14 +138,25 @@ class Database:
             raise TargetError(DB_UNAVAILABLE, str(exc).strip().splitlines()[0][:200] if str(exc) else "") from exc
 
     async def read(self, table: str, key_id: int, recompute: bool = True) -> dict | None:
-        """The expensive read: pg_sleep(recompute) then the row (also for ids that do not exist)."""
+        """The expensive read: the recompute (a slot, then its cost) then the row (also for ids that
+        do not exist). Its latency, connection wait excluded, is cachestorm_db_query_seconds."""
         self.metrics.db_queries.labels("read", self.metrics.key_class(key_id)).inc()
+        cost_s, loops = (self.recompute_s, self.recompute_loops) if recompute else (0.0, 0)
         async with self.connection() as conn:
+            started = time.perf_counter()
             cur = await conn.execute(
-                f"SELECT t.id, t.version, t.data FROM (SELECT pg_sleep(%s)) AS cost "
-                f"LEFT JOIN {table} AS t ON t.id = %s", (self.recompute_s if recompute else 0.0, key_id))
+                f"SELECT t.id, t.version, t.data FROM (SELECT cachestorm_recompute(%s, %s, %s)) AS cost "
+                f"LEFT JOIN {table} AS t ON t.id = %s", (self.capacity, cost_s, loops, key_id))
             row = await cur.fetchone()
+            self.metrics.db_query_seconds.observe(time.perf_counter() - started)
         return row if row and row["id"] is not None else None
+
+    async def read_many(self, table: str, last_id: int) -> list[dict]:
+        """Rows 1..last_id in one query, without the recompute cost: the warm-up's bulk prefill."""
+        self.metrics.db_queries.labels("prefill", "rest").inc()
+        async with self.connection() as conn:
+            cur = await conn.execute(f"SELECT id, version, data FROM {table} WHERE id BETWEEN 1 AND %s", (last_id,))
+            return await cur.fetchall()
 
     async def write(self, table: str, set_sql: str, params: tuple, key_id: int,
                     request_id: str | None = None) -> dict | None:

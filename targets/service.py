@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from targets.breaker import CircuitBreaker
 from targets.cache import Cache
 from targets.db import Database
@@ -22,7 +24,7 @@ class Service:
         self.cache = Cache(settings.redis_url, self.metrics, settings.redis_timeout_ms,
                            CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s))
         self.db = Database(settings.postgres_url, self.metrics, settings.pool_size, settings.pool_timeout,
-                           settings.recompute_ms)
+                           settings.recompute_ms, settings.db_capacity, settings.recompute_mode)
         self.strategy = build_strategy(self.strategy_spec, self)
 
     async def start(self) -> None:
@@ -33,3 +35,13 @@ class Service:
         await self.strategy.stop()
         await self.cache.close()
         await self.db.close()
+
+    async def prefill(self, keys: int, seed: int | None = None) -> int:
+        """Warm the cache as steady state would have it: rows 1..keys in one query, one entry each
+        (spread expiries, see CachedStrategy.prefill_entry) in pipelined SETs. Returns entries set."""
+        entry_for = getattr(self.strategy, "prefill_entry", None)
+        if entry_for is None or not self.domain.prefillable:
+            return 0
+        rows = await self.db.read_many(self.domain.table, min(keys, self.settings.rows))
+        rng = random.Random(seed)
+        return await self.cache.fill_many([(self.domain.key(row["id"]).redis, *entry_for(row, rng)) for row in rows])

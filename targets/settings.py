@@ -24,7 +24,9 @@ class TargetSettings:
     postgres_url: str = "postgresql://postgres@127.0.0.1:5432/cachestorm"
     rows: int = 10_000
     ttl: float | None = None           # seconds; None = the domain's default
-    recompute_ms: float = 50.0         # pg_sleep on every DB read: the cost a cache saves
+    recompute_ms: float = 50.0         # cost of every DB read's recompute: what a cache saves
+    db_capacity: int = 0               # slots in PostgreSQL a recompute holds (its "cores"); 0 = unlimited
+    recompute_mode: str = "sleep"      # sleep (pg_sleep in a slot) | cpu (a calibrated CPU burn)
     pool_size: int = 5
     pool_timeout: float = 1.0
     hot_keys: int = 10
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, default=d.rows)
     p.add_argument("--ttl", type=float, default=None, help="cache TTL in s (default: per domain)")
     p.add_argument("--recompute-ms", type=float, default=d.recompute_ms)
+    p.add_argument("--db-capacity", type=int, default=d.db_capacity)
+    p.add_argument("--recompute-mode", default=d.recompute_mode, help="sleep | cpu")
     p.add_argument("--pool-size", type=int, default=d.pool_size)
     p.add_argument("--pool-timeout", type=float, default=d.pool_timeout)
     p.add_argument("--hot-keys", type=int, default=d.hot_keys)
@@ -107,5 +111,11 @@ def validate(s: TargetSettings) -> None:
                  "jitter", "flush_interval"):
         if getattr(s, name) < 0:
             raise CachestormError(f"--{name.replace('_', '-')} must not be negative")
+    if s.db_capacity < 0:
+        raise CachestormError("--db-capacity must not be negative (0 = unlimited)")
+    from targets.db import RECOMPUTE_MODES
+
+    if s.recompute_mode not in RECOMPUTE_MODES:
+        raise CachestormError(f"--recompute-mode {s.recompute_mode!r} is unknown; use {' or '.join(RECOMPUTE_MODES)}")
     if s.ttl is not None and s.ttl <= 0:
         raise CachestormError("--ttl must be positive")

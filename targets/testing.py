@@ -105,6 +105,7 @@ def to_argv(s: TargetSettings) -> list[str]:
     argv = ["--domain", s.domain, "--strategy", s.strategy, "--host", s.host, "--port", str(s.port),
             "--rows", str(s.rows),
             "--recompute-ms", str(s.recompute_ms), "--pool-size", str(s.pool_size),
+            "--db-capacity", str(s.db_capacity), "--recompute-mode", s.recompute_mode,
             "--pool-timeout", str(s.pool_timeout), "--hot-keys", str(s.hot_keys),
             "--lock-ms", str(s.lock_ms), "--flush-interval", str(s.flush_interval),
             "--redis-timeout-ms", str(s.redis_timeout_ms)]

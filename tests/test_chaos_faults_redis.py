@@ -21,16 +21,38 @@ def fill(client, domain: str, n: int) -> None:
     client.mset({f"{domain}:{i}": f"v{i}" for i in range(1, n + 1)})
 
 
-def test_hot_key_expiry_deletes_exactly_the_hot_keys(ctx, redis_client):
+def test_hot_key_expiry_evict_deletes_exactly_the_hot_keys(ctx, redis_client):
     fill(redis_client, "profiles", 50)
     fill(redis_client, "products", 5)
-    fault = make_fault("hot-key-expiry", {"count": 10}).bind(ctx)
+    fault = make_fault("hot-key-expiry", {"count": 10, "mode": "evict"}).bind(ctx)
     details = fault.apply()
     assert details["keys"] == 10 and details["key_ids"] == [str(i) for i in range(1, 11)]
     remaining = {k.decode() for k in redis_client.keys("profiles:*")}
     assert remaining == {f"profiles:{i}" for i in range(11, 51)}
     assert redis_client.exists(*[f"products:{i}" for i in range(1, 6)]) == 5
     assert fault.revert() == {} and fault.revert() == {"skipped": True}
+
+
+def test_hot_key_expiry_expires_entries_in_place(ctx, redis_client):
+    """The default mode ends each hot entry's TTL now: the value and its Redis TTL stay (stale-while-
+    revalidate can serve it), its logical expiry is now; what is not an entry is deleted."""
+    entry = '{"x":%r,"d":0.05,"r":{"id":%d,"version":3,"data":{"name":"n"}}}'
+    later = time.time() + 600
+    for key_id in range(1, 13):
+        redis_client.set(f"profiles:{key_id}", entry % (later, key_id), px=700_000)
+    redis_client.set("profiles:5", "not an entry")
+    details = make_fault("hot-key-expiry", {"count": 10}).bind(ctx).apply()
+    assert details["keys"] == 10 and details["mode"] == "expire"
+    now = time.time()
+    from targets.cache import Entry
+
+    for key_id in (1, 2, 10):
+        stored = Entry.decode(redis_client.get(f"profiles:{key_id}"))
+        assert not stored.fresh(now) and now - stored.expires_at < 5
+        assert stored.record["version"] == 3 and stored.delta == 0.05
+        assert redis_client.pttl(f"profiles:{key_id}") > 600_000  # kept as long as the strategy keeps it
+    assert not redis_client.exists("profiles:5")
+    assert Entry.decode(redis_client.get("profiles:11")).fresh(now)  # not a hot key: untouched
 
 
 def test_hot_key_expiry_by_lfu_frequency(ctx, redis_client):
@@ -65,6 +87,22 @@ def test_pattern_synchronized_expiry_and_flush(ctx, redis_client):
     fill(redis_client, "profiles", 5)
     assert make_fault("flush-cache").bind(ctx).apply() == {"keys": 5}
     assert redis_client.dbsize() == 0
+
+
+def test_synchronized_expiry_refills_entries_with_one_ttl(ctx, redis_client):
+    """Entries with spread expiries (a steady-state cache) all get the same logical and physical expiry."""
+    from targets.cache import Entry
+
+    now = time.time()
+    for key_id in range(1, 31):
+        entry = Entry({"id": key_id, "version": 2, "data": {}}, now + key_id * 10, 0.05)
+        redis_client.set(f"profiles:{key_id}", entry.encode(), px=key_id * 10_000)
+    details = make_fault("synchronized-expiry", {"ttl_ms": 4000}).bind(ctx).apply()
+    assert details["keys"] == 30 and details["wave_in_s"] == 4.0
+    expiries = {Entry.decode(redis_client.get(f"profiles:{k}")).expires_at for k in range(1, 31)}
+    assert expiries == {details["expire_at_ms"] / 1000}
+    assert {redis_client.pexpiretime(f"profiles:{k}") for k in range(1, 31)} == {details["expire_at_ms"]}
+    assert Entry.decode(redis_client.get("profiles:7")).record["version"] == 2  # the value itself is kept
 
 
 def test_oom_fails_writes_reads_work_and_revert_restores(ctx, redis_client):

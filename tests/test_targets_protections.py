@@ -43,10 +43,10 @@ def test_negative_caching_answers_404_from_cache(settings):
 
 
 def slow_read_running(postgres_url: str) -> bool:
-    """Is a target's read query (the one with pg_sleep) executing in PostgreSQL right now?"""
+    """Is a target's read query (the one with the recompute) executing in PostgreSQL right now?"""
     with psycopg.connect(postgres_url) as conn:
         row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                           "AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()").fetchone()
+                           "AND query LIKE '%cachestorm_recompute(%' AND pid <> pg_backend_pid()").fetchone()
     return row[0] > 0
 
 
@@ -140,3 +140,68 @@ def test_stale_if_error_serves_fallback_when_db_is_unreachable(stack, settings, 
     assert (status, source, body["version"]) == (200, "fallback", 1)
     status, _, body, elapsed = run(scenario("cache-aside"))
     assert status == 503 and body["error"] in ("db_unavailable", "pool_timeout") and elapsed < 3
+
+
+def test_lock_refuses_the_fill_of_a_holder_that_outlived_its_lock(stack, settings):
+    """Fencing: the holder's lock expires during its slow recompute and another holder takes it; the
+    late fill must be refused (the newer holder's value stands), not installed over it."""
+    settings.strategy, settings.recompute_ms, settings.lock_ms = "cache-aside+lock", 700, 150
+    direct = redis.Redis.from_url(stack.redis_url)
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, _):
+            slow = asyncio.create_task(client.get("/profiles/8"))
+            await wait_for_slow_read(settings.postgres_url)  # the holder has the lock and is reading
+            await asyncio.sleep(0.3)  # its 150 ms lock is gone
+            assert direct.set("profiles:8:lock", "newer-holder", nx=True, px=5000)
+            answer = await slow
+            return answer.status_code, direct.get("profiles:8")
+
+    status, cached = run(scenario())
+    assert status == 200  # the stale holder still answers its reader
+    assert cached is None, "the fill of a holder whose lock had expired was installed"
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.0, 6.0])
+def test_xfetch_beta_sets_how_early_refreshes_start(beta):
+    """P(refresh at time-to-expiry T) = exp(-T / (delta * beta)) (Vattani et al.): with delta = 1 s and
+    T = 2 s that is 1.8% at beta 0.5, 37% at 2, 72% at 6. A beta left out of the formula makes the
+    three equal."""
+    import math
+    import random
+    from types import SimpleNamespace
+
+    from targets.cache import Entry
+    from targets.protections.xfetch import XFetch
+
+    xfetch = XFetch(SimpleNamespace(settings=SimpleNamespace(xfetch_beta=beta), metrics=None, cache=None))
+    now = 1_000.0
+    entry = Entry({"id": 1, "version": 1, "data": {}}, expires_at=now + 2.0, delta=1.0)
+    random.seed(11)
+    draws = 4000
+    share = sum(xfetch.refresh_early(entry, now) for _ in range(draws)) / draws
+    expected = math.exp(-2.0 / (1.0 * beta))
+    assert abs(share - expected) < 0.03, (beta, share, expected)
+
+
+def test_stale_if_error_serves_from_memory_when_redis_and_db_are_down(stack, settings, proxy_client):
+    """Redis and PostgreSQL both unreachable: the value this process read last is the fallback."""
+    settings.redis_url, settings.postgres_url = stack.redis_proxy_url, stack.postgres_proxy_url
+    settings.strategy, settings.pool_timeout = "cache-aside+stale-if-error", 0.5
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, _):
+            assert (await client.get("/profiles/12")).status_code == 200
+            proxy_client.update_proxy("redis", enabled=False)
+            proxy_client.update_proxy("postgres", enabled=False)
+            try:
+                r = await client.get("/profiles/12")
+                missing = await client.get("/profiles/13")  # never read: nothing to fall back on
+                return r.status_code, r.headers.get("x-cache"), r.json(), missing.status_code
+            finally:
+                proxy_client.update_proxy("redis", enabled=True)
+                proxy_client.update_proxy("postgres", enabled=True)
+
+    status, source, body, missing = run(scenario())
+    assert (status, source, body["id"], body["version"]) == (200, "fallback", 12, 1)
+    assert missing == 503

@@ -163,3 +163,74 @@ def test_shape_classes_for_your_own_locustfile(server, tmp_path):
     assert result.returncode == 0, result.stderr[-1500:]
     assert "updating to 2 users" in result.stderr and "updating to 4 users" in result.stderr
     assert "Shape test stopping" in result.stderr
+
+
+OPEN_MODEL_BASE = r"""
+import time
+from types import SimpleNamespace
+
+from locustfiles import common
+from locustfiles.models.retry import build_retry
+
+recorded = {}
+
+
+class Recorder:
+    def record(self, kind, micros, wall=None):
+        recorded.setdefault(kind, []).append(micros)
+
+    def count(self, name, n=1, wall=None):
+        pass
+
+    def request_done(self, kind, micros, attempts, wall):
+        recorded.setdefault("done", []).append(micros)
+
+
+def send(*args):
+    time.sleep(0.05)
+    return 200, "1", "hit", None
+
+
+common.Process.settings = SimpleNamespace(retry=build_retry("none"), late_ns=2_000_000)
+common.Process.latency, common.Process.history = Recorder(), None
+intended = time.monotonic_ns() - 400_000_000  # this arrival was due 400 ms ago (a stalled sender)
+common.CachestormUser.call(SimpleNamespace(_send=send), "read", 1, "GET", "/profiles/1", "read", intended)
+common.CachestormUser.call(SimpleNamespace(_send=send), "read", 1, "GET", "/profiles/1", "read", None)
+print(recorded["done"][0] / 1000, recorded["done"][1] / 1000, recorded["send_lag"][0] / 1000)
+"""
+
+
+def test_open_model_latency_counts_from_the_intended_send_time():
+    """Coordinated omission: an arrival sent late is as slow as its intended time says (400 ms lag +
+    50 ms service), not only its own 50 ms; the closed model counts from the first attempt. Locust
+    patches the stdlib on import, so this runs in its own process."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-c", OPEN_MODEL_BASE], capture_output=True, text=True, timeout=60,
+                            cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    open_ms, closed_ms, lag_ms = map(float, result.stdout.split())
+    assert open_ms >= 440 and lag_ms >= 390, (open_ms, lag_ms)
+    assert 45 <= closed_ms < 400, closed_ms
+
+
+def test_timeouts_are_their_own_kind_and_are_retried(tmp_path):
+    """A server slower than --request-timeout: every attempt is a `timeout` (not a 5xx), naive:2
+    retries it twice, and the per-second counts carry the timeouts of every request."""
+    with StubProcess("--delay-ms", "400") as slow:
+        result = run_locust("profiles", slow.url, "-u", "2", "-r", "2", "-t", "4s", "--run-dir", str(tmp_path),
+                            "--retry", "naive:2", "--request-timeout", "0.1", "--keys", "20", "--hot-keys", "20",
+                            "--seed", "3", "--write-ratio", "0")
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    rows = read_history(next((tmp_path / "histories").glob("*.tsv")))
+    statuses = Counter(r["status"] for r in rows)
+    # (a rare 200: a late answer read off a reused connection, geventhttpclient's doing)
+    assert statuses["timeout"] >= 0.9 * len(rows) and not any(s.startswith("5") for s in statuses), statuses
+    attempts = Counter(Counter(r["request_id"] for r in rows).values())
+    # the first attempt and two retries, each recorded (a request cut off by the test's end: fewer)
+    assert max(attempts) == 3 and attempts[3] >= 0.8 * sum(attempts.values()), attempts
+    counts = Counter()
+    for line in latency_lines(tmp_path / "latency" / "merged.jsonl"):
+        counts.update(line.get("counts") or {})
+    assert counts["requests_started"] > 0 and counts["server_errors"] == 0
+    assert counts["attempts_started"] >= 2.5 * counts["requests_started"]
+    assert counts["timeouts"] >= 0.9 * counts["attempts_started"]

@@ -51,3 +51,11 @@ def open_model() -> None:
 def checker(operations: int = typer.Option(1_000_000, min=1, help="Operations in the synthetic history.")) -> None:
     """Consistency checker speed on a synthetic history."""
     _call("reports.bench_checker:main", operations=operations)
+
+
+@app.command("incident")
+def incident(out: str = typer.Option("runs/bench-incident", "--out", help="Folder for the runs' folders."),
+             retry_storm: bool = typer.Option(True, "--retry-storm/--no-retry-storm",
+                                              help="Also retry-storm, naive:3 vs budget:0.1 (~3 more minutes).")) -> None:
+    """The incident on its defaults: unprotected vs protected ratios side by side, and the warm-up's time."""
+    _call("cachestorm.bench.incident:main", out=out, retry_storm=retry_storm)

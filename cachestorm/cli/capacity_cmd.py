@@ -39,6 +39,16 @@ def capacity(
     pool_size: int = options.POOL_SIZE,
     pool_timeout: str = options.POOL_TIMEOUT,
     seed: int = options.SEED,
+    db_capacity: int = options.DB_CAPACITY,
+    recompute_mode: str = options.RECOMPUTE_MODE,
+    request_timeout: str = options.REQUEST_TIMEOUT,
+    jitter: float = options.JITTER,
+    xfetch_beta: float = options.XFETCH_BETA,
+    lock_ms: float = options.LOCK_MS,
+    max_stale: str = options.MAX_STALE,
+    negative_ttl: str = options.NEGATIVE_TTL,
+    missing_share: float = options.MISSING_SHARE,
+    owner_read_share: float = options.OWNER_READ_SHARE,
     redis_url: str = options.REDIS_URL,
     postgres_url: str = options.POSTGRES_URL,
     toxiproxy_url: str = options.TOXIPROXY_URL,
@@ -55,7 +65,11 @@ def capacity(
         recompute_ms=parse_duration(recompute, "--recompute") * 1000, pool_size=pool_size,
         pool_timeout_s=parse_duration(pool_timeout, "--pool-timeout"), seed=seed,
         stack=StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote), render=not no_report,
-        explicit=options.typed_settings(ctx))
+        explicit=options.typed_settings(ctx),
+        **options.knob_settings(
+            db_capacity=db_capacity, recompute_mode=recompute_mode, request_timeout=request_timeout, jitter=jitter,
+            xfetch_beta=xfetch_beta, lock_ms=lock_ms, max_stale=max_stale, negative_ttl=negative_ttl,
+            missing_share=missing_share, owner_read_share=owner_read_share))
     seconds = plan.steps * plan.hold_s
     with console.status(f"capacity: {len(plan.strategies)} × {plan.steps} steps of {plan.hold_s:g} s "
                         f"(~{seconds:.0f} s of load each) ...") as status:

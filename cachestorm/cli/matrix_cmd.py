@@ -26,12 +26,28 @@ def matrix(
     domain: str = typer.Option("profiles", "--domain"),
     recompute: str = typer.Option("100ms", "--recompute", help="DB cost of one recompute."),
     celebrity_share: float = typer.Option(0.2, "--celebrity-share"),
+    rate: float = typer.Option(None, "--rate", help="Open model: target arrivals per second."),
+    retry: str = typer.Option("none", "--retry", help="none | naive:N | backoff:N | budget:R"),
+    db_capacity: int = options.DB_CAPACITY,
+    recompute_mode: str = options.RECOMPUTE_MODE,
+    request_timeout: str = options.REQUEST_TIMEOUT,
+    jitter: float = options.JITTER,
+    xfetch_beta: float = options.XFETCH_BETA,
+    lock_ms: float = options.LOCK_MS,
+    max_stale: str = options.MAX_STALE,
+    negative_ttl: str = options.NEGATIVE_TTL,
+    missing_share: float = options.MISSING_SHARE,
+    owner_read_share: float = options.OWNER_READ_SHARE,
     out: str = typer.Option("runs", "--out"),
 ) -> None:
     """Run every strategy x experiment combination with the same traffic, one shared stack."""
     base = RunSettings(domain=domain, duration_s=parse_duration(duration), users=users, spawn_rate=users,
                        recompute_ms=parse_duration(recompute, "--recompute") * 1000,
-                       celebrity_share=celebrity_share, explicit=options.typed_settings(ctx))
+                       celebrity_share=celebrity_share, rate=rate, retry=retry, explicit=options.typed_settings(ctx),
+                       **options.knob_settings(
+            db_capacity=db_capacity, recompute_mode=recompute_mode, request_timeout=request_timeout, jitter=jitter,
+            xfetch_beta=xfetch_beta, lock_ms=lock_ms, max_stale=max_stale, negative_ttl=negative_ttl,
+            missing_share=missing_share, owner_read_share=owner_read_share))
     names = [None if e.lower() == "none" else e for e in _split(experiments)]
     for strategy in _split(strategies):  # fail in one line before the progress view draws anything
         validate_strategy(strategy)

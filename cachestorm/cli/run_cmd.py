@@ -42,12 +42,22 @@ def run(
     pool_size: int = options.POOL_SIZE,
     pool_timeout: str = options.POOL_TIMEOUT,
     seed: int = options.SEED,
+    db_capacity: int = options.DB_CAPACITY,
+    recompute_mode: str = options.RECOMPUTE_MODE,
+    request_timeout: str = options.REQUEST_TIMEOUT,
+    jitter: float = options.JITTER,
+    xfetch_beta: float = options.XFETCH_BETA,
+    lock_ms: float = options.LOCK_MS,
+    max_stale: str = options.MAX_STALE,
+    negative_ttl: str = options.NEGATIVE_TTL,
+    missing_share: float = options.MISSING_SHARE,
+    owner_read_share: float = options.OWNER_READ_SHARE,
     redis_url: str = options.REDIS_URL,
     postgres_url: str = options.POSTGRES_URL,
     toxiproxy_url: str = options.TOXIPROXY_URL,
     allow_remote: bool = options.ALLOW_REMOTE,
     no_report: bool = typer.Option(False, "--no-report", help="Skip rendering the report."),
-    warm: bool = typer.Option(True, "--warm/--cold", help="Read every key once before the load (default), or start cold."),
+    warm: bool = typer.Option(True, "--warm/--cold", help="Prefill every key before the load, expiries spread over the TTL (default), or start cold."),
 ) -> None:
     """Run targets + Locust (+ chaos) once and write a run folder."""
     settings = RunSettings(
@@ -59,7 +69,10 @@ def run(
         ttl_s=parse_duration(ttl, "--ttl") if ttl else None, recompute_ms=parse_duration(recompute, "--recompute") * 1000,
         pool_size=pool_size, pool_timeout_s=parse_duration(pool_timeout, "--pool-timeout"), seed=seed,
         stack=StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote), render=not no_report, warm=warm,
-        explicit=options.typed_settings(ctx),
+        explicit=options.typed_settings(ctx), **options.knob_settings(
+            db_capacity=db_capacity, recompute_mode=recompute_mode, request_timeout=request_timeout, jitter=jitter,
+            xfetch_beta=xfetch_beta, lock_ms=lock_ms, max_stale=max_stale, negative_ttl=negative_ttl,
+            missing_share=missing_share, owner_read_share=owner_read_share),
     )
     with console.status(f"running {strategy} for {settings.duration_s:.0f} s ..."):
         run_dir = run_once(settings)

@@ -1,5 +1,11 @@
 """Expire the top-N hot keys at once: the classic stampede trigger.
 
+`mode: expire` (default) makes each entry reach the end of its TTL now, the way the strategy's own
+TTL would: its logical expiry (the entry's `x`) becomes now and the value stays in Redis for as long
+as it would, so stale-while-revalidate serves it stale while one refresh runs, and every other
+strategy misses. `mode: evict` deletes the keys (an eviction or an invalidation), so nobody can
+serve them stale. A value not in the targets' entry format is deleted in both modes.
+
 Hot keys come from the traffic model (ids 1..N are the hottest, Redis key `{domain}:{id}`) or,
 with `source: lfu`, from Redis itself: the N keys with the highest OBJECT FREQ over a SCAN.
 """
@@ -11,23 +17,42 @@ from dataclasses import dataclass
 from chaos.faults.base import Fault, SettingError
 from chaos.faults.lfu import top_keys_by_frequency
 
+MODES = ("expire", "evict")
+# the entry's logical expiry set to ARGV[1] in place (its TTL and the rest of the JSON untouched);
+# not an entry of ours: deleted. Returns how many keys were expired or deleted.
+EXPIRE_NOW = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if v then
+    local expired, found = string.gsub(v, '^{"x":[-+.e0-9]+', '{"x":' .. ARGV[1], 1)
+    if found == 1 then redis.call('SET', key, expired, 'KEEPTTL') else redis.call('DEL', key) end
+    n = n + 1
+  end
+end
+return n
+"""
+
 
 @dataclass
 class HotKeyExpiry(Fault):
     name = "hot-key-expiry"
-    summary = "delete the top-N hot keys at the same moment (ids 1..N, or by LFU frequency)"
+    summary = "expire (or, mode: evict, delete) the top-N hot keys at the same moment (ids 1..N, or by LFU frequency)"
     touches = ("redis",)
     one_shot = True
 
     count: int = 0          # 0: the context's hot_keys (default 10)
     domain: str = ""        # "": the context's domain
     source: str = "model"   # model | lfu
+    mode: str = "expire"    # expire: stale now, as its TTL would make it | evict: deleted
     scan_limit: int = 100_000
 
     def validate(self) -> None:
         if self.source not in ("model", "lfu"):
             raise SettingError(f"fault {self.name!r}: source must be 'model' or 'lfu', got {self.source!r}",
                                "source")
+        if self.mode not in MODES:
+            raise SettingError(f"fault {self.name!r}: mode must be 'expire' or 'evict', got {self.mode!r}", "mode")
         if self.count < 0:
             raise SettingError(f"fault {self.name!r}: count must be >= 0", "count")
 
@@ -40,7 +65,14 @@ class HotKeyExpiry(Fault):
                 keys = top_keys_by_frequency(client, f"{domain}:*", count, self.scan_limit)
             else:
                 keys = [f"{domain}:{key_id}" for key_id in range(1, count + 1)]
-            deleted = client.delete(*keys) if keys else 0
+            if not keys:
+                changed = 0
+            elif self.mode == "evict":
+                changed = client.delete(*keys)
+            else:
+                seconds, micros = client.time()  # Redis' clock: the same for every key
+                changed = client.eval(EXPIRE_NOW, len(keys), *keys, repr(int(seconds) + int(micros) / 1e6))
         finally:
             client.close()
-        return {"keys": int(deleted), "key_ids": [k.split(":", 1)[1] for k in keys], "source": self.source}
+        return {"keys": int(changed), "key_ids": [k.split(":", 1)[1] for k in keys], "source": self.source,
+                "mode": self.mode}

@@ -1,4 +1,10 @@
-"""Many keys expire at the same moment: the same short TTL set on all of them in one pipeline."""
+"""Many keys refilled at the same moment with equal TTLs (a bulk warm-up, a deploy, a restart
+behind a warmer), so they all expire together `ttl_ms` later: the first wave. What the strategy
+refills then expires one TTL later again: the second wave, synchronized unless fills are jittered
+(the `jitter` protection must visibly lower its DB peak).
+
+An entry in the targets' format keeps its value and gets the common logical expiry (its `x`) and
+physical expiry; any other value only gets the physical one."""
 
 from __future__ import annotations
 
@@ -6,11 +12,27 @@ from dataclasses import dataclass
 
 from chaos.faults.base import Fault, SettingError
 
+# ARGV[1] = the common expiry in wall seconds, ARGV[2] = the same in ms; returns keys refilled
+REFILL_AT = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if v then
+    local refilled, found = string.gsub(v, '^{"x":[-+.e0-9]+', '{"x":' .. ARGV[1], 1)
+    if found == 1 then redis.call('SET', key, refilled, 'PXAT', ARGV[2])
+    else redis.call('PEXPIREAT', key, ARGV[2]) end
+    n = n + 1
+  end
+end
+return n
+"""
+BATCH = 500  # keys per script call: Redis stays responsive to the load meanwhile
+
 
 @dataclass
 class SynchronizedExpiry(Fault):
     name = "synchronized-expiry"
-    summary = "set the same short TTL on many keys so they all expire together"
+    summary = "refill many keys at one moment with the same TTL, so they all expire together"
     touches = ("redis",)
     one_shot = True
 
@@ -30,15 +52,13 @@ class SynchronizedExpiry(Fault):
             for seen, key in enumerate(client.scan_iter(match=pattern, count=1000)):
                 if seen >= self.max_keys:
                     break
-                keys.append(key)
-            # PEXPIREAT to one absolute instant, so keys set late in the pipeline expire together too
+                if not key.endswith((":lock", ":lease")):
+                    keys.append(key)
+            # one absolute instant from Redis' clock, so keys refilled late in the loop expire together too
             seconds, micros = client.time()
-            now_ms = int(seconds) * 1000 + int(micros) // 1000
-            expire_at = now_ms + self.ttl_ms
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.pexpireat(key, expire_at)
-            changed = sum(1 for ok in pipe.execute() if ok)
+            expire_at = int(seconds) * 1000 + int(micros) // 1000 + self.ttl_ms
+            changed = sum(client.eval(REFILL_AT, len(batch), *batch, repr(expire_at / 1000), str(expire_at))
+                          for batch in (keys[i:i + BATCH] for i in range(0, len(keys), BATCH)))
         finally:
             client.close()
-        return {"keys": changed, "pattern": pattern, "expire_at_ms": expire_at}
+        return {"keys": changed, "pattern": pattern, "expire_at_ms": expire_at, "wave_in_s": self.ttl_ms / 1000}

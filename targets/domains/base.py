@@ -17,6 +17,7 @@ class Domain:
     default_strategy = "cache-aside"
     default_ttl = 30.0
     seed_sql = "jsonb_build_object('n', g)"   # SQL for the data of row g
+    prefillable = True    # one cache entry per row, keyed by Domain.key: the warm-up can prefill it
 
     def __init__(self, service):
         self.service = service

@@ -22,6 +22,7 @@ class Permissions(Domain):
     table = "permissions"
     default_strategy = "read-through"
     default_ttl = 5.0
+    prefillable = False  # entries are per user and permission, not per row
     seed_sql = "jsonb_build_object('read', true, 'write', mod(g, 2) = 0, 'admin', false)"
 
     def __init__(self, service):

@@ -199,6 +199,17 @@ class CachedStrategy:
             ttl = protection.fill_ttl(ttl)
         return Entry(record, time.time() + ttl, delta), int((ttl + self.keep_extra_s) * 1000)
 
+    def prefill_entry(self, record: dict, rng) -> tuple[Entry, int]:
+        """The entry a cache in steady state holds: filled at a uniformly random moment of its last
+        lifetime (the strategy's TTL, protections such as jitter included), so the expiries of a
+        prefilled key space are spread evenly instead of landing together one TTL later."""
+        entry, px_ms = self.entry_for(record, self.settings.recompute_ms / 1000.0)
+        if not px_ms or entry.expires_at == 0:
+            return entry, px_ms
+        elapsed = (entry.expires_at - time.time()) * rng.random()
+        entry.expires_at -= elapsed
+        return entry, max(1, px_ms - int(elapsed * 1000))
+
     def _refresh_in_background(self, key: Key, loader: Loader, served: ReadResult) -> None:
         if key.redis in self._refreshing:  # one refresh per key per process
             return
