@@ -140,9 +140,9 @@ def validate_target_args(settings: RunSettings) -> None:
     """Check the target options with the targets' own parser (one line on bad input) before anything starts."""
     from targets.settings import parse_settings
 
-    redis_url, postgres_url = "redis://127.0.0.1:6379/0", "postgresql://postgres@127.0.0.1:5432/x"  # the stack comes later
-    placeholder = StackState(redis_url, redis_url, postgres_url, postgres_url, "http://127.0.0.1:1")
-    parse_settings(target_argv(settings, placeholder, 1, "check")[3:])
+    placeholders = ["--redis-url", "redis://127.0.0.1:6379/0",  # the stack comes later
+                    "--postgres-url", "postgresql://postgres@127.0.0.1:5432/x"]
+    parse_settings(target_argv(settings, 1, "check")[3:] + placeholders)
 
 
 def resolve_strategy(spec: str, domain: str) -> str:

@@ -20,8 +20,8 @@ RECOVERY_QUANTILE = 0.95
 RECOVERY_FLOOR = {"p99_ms": 5.0, "errors_per_s": 1.0, "db_queries_per_s": 2.0}
 RECOVERY_HOLD_S = 2
 # Ground truth: PostgreSQL's transactions (commits + rollbacks) over the scraped span should equal the
-# targets' DB queries over it (one transaction each), within this tolerance (the scraper's own query
-# and autovacuum fit in it). An idle backend reports its counts up to 10 s late (PGSTAT_IDLE_INTERVAL),
+# targets' DB queries over it (one transaction each), within this tolerance (autovacuum fits in it),
+# once the scraper's own query (one transaction per sample) is taken off. An idle backend reports its counts up to 10 s late (PGSTAT_IDLE_INTERVAL),
 # so PostgreSQL may also still be reporting the queries the targets made before the first scrape
 # (the warm-up): those widen the accepted range upwards.
 GROUND_TRUTH_TOLERANCE = 0.10
@@ -165,6 +165,10 @@ def ground_truth(metrics: CounterSeries, pg: CounterSeries) -> dict | None:
     targets = metrics.increase_within(DB_QUERIES, start, end)
     earlier = metrics.at_first_sample(DB_QUERIES)  # e.g. the warm-up, maybe reported late
     transactions = pg.increase_within("xact_commit", start, end) + pg.increase_within("xact_rollback", start, end)
+    # each sample is one transaction of the scraper's own, between the first and the last sample
+    own = max(0, sum(1 for samples in pg.samples.values() for t, metrics in samples
+                     if start <= t <= end and "xact_commit" in metrics) - 1)
+    transactions = max(0.0, transactions - own)
     tolerance = max(GROUND_TRUTH_TOLERANCE * targets, GROUND_TRUTH_SLACK)
     low, high = targets - tolerance, targets + earlier + tolerance
     agree = low <= transactions <= high

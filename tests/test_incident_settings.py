@@ -24,7 +24,7 @@ def test_knobs_reach_the_targets_and_locust():
     settings = RunSettings(db_capacity=3, recompute_mode="cpu", request_timeout_s=1.5, jitter=0.3, xfetch_beta=2.0,
                            lock_ms=800.0, max_stale_s=7.0, negative_ttl_s=4.0, missing_share=0.2,
                            owner_read_share=0.1)
-    target = pairs(target_argv(settings, STACK, 8000, "t1"))
+    target = pairs(target_argv(settings, 8000, "t1"))
     assert {k: target[k] for k in ("--db-capacity", "--recompute-mode", "--jitter", "--xfetch-beta", "--lock-ms",
                                    "--max-stale", "--negative-ttl")} == {
         "--db-capacity": "3", "--recompute-mode": "cpu", "--jitter": "0.3", "--xfetch-beta": "2.0",
@@ -34,7 +34,7 @@ def test_knobs_reach_the_targets_and_locust():
 
 
 def test_unset_protection_knobs_leave_the_targets_defaults():
-    target = target_argv(RunSettings(), STACK, 8000, "t1")
+    target = target_argv(RunSettings(), 8000, "t1")
     assert not {"--jitter", "--xfetch-beta", "--lock-ms", "--max-stale", "--negative-ttl"} & set(target)
 
 

@@ -49,10 +49,15 @@ class DependencyWatch:
             client.close()
 
     def _postgres(self) -> None:
-        import psycopg
+        # libpq's ping: the server answers and accepts connections, without logging in or running a
+        # transaction (a SELECT each second would show in pg_stat_database beside the targets' queries)
+        from psycopg import conninfo, pq
 
-        with psycopg.connect(self.stack.postgres_url, connect_timeout=1) as conn:
-            conn.execute("SELECT 1")
+        params = conninfo.conninfo_to_dict(self.stack.postgres_url)
+        params["connect_timeout"] = 2
+        result = pq.PGconn.ping(conninfo.make_conninfo(**params).encode())
+        if result != pq.Ping.OK:
+            raise ConnectionError(f"PostgreSQL ping: {pq.Ping(result).name}")
 
     def _proxy(self) -> None:
         import httpx
