@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -160,6 +161,18 @@ def _test_stop(environment, **_kwargs):
         if not isinstance(environment.runner, WorkerRunner):
             merge_run(run_dir)
     Process.settings = None
+
+
+EXIT_LOCUSTFILE_RAISED = 3  # distinct from failed requests (--exit-code-on-error): a broken test, not a result
+
+
+@events.quitting.add_listener
+def _exit_code(environment, **_kwargs):
+    """Our code raising in users (a setting Locust took but we cannot run, a bug) fails the process even
+    when failed requests do not (`cachestorm run` passes --exit-code-on-error 0: they are the measurement)."""
+    runner = environment.runner
+    if runner is not None and runner.exceptions and environment.process_exit_code is None:
+        environment.process_exit_code = EXIT_LOCUSTFILE_RAISED
 
 
 @events.quitting.add_listener
@@ -319,7 +332,9 @@ class CachestormUser(FastHttpUser):
         share = 1.0 / settings.open_users
         gaps = Gaps(settings.arrivals, seed)
         next_s = time.monotonic() + random.random() / (settings.rate * share)  # random phase per scheduler
-        while Process.settings is settings:
+        # -t ends the schedule: Locust would let this loop run on through --stop-timeout
+        end_s = Process.test_start_mono + settings.run_time_s if settings.run_time_s else math.inf
+        while Process.settings is settings and next_s < end_s:
             level = settings.shape.level(time.monotonic() - Process.test_start_mono)
             if level is None:
                 break
@@ -337,6 +352,8 @@ class CachestormUser(FastHttpUser):
             else:
                 pool.spawn(self.operation, settings, intended_ns)
             next_s += gaps(rate)
+        if Process.settings is settings:  # the schedule is over: idle (not spin) until Locust stops this user
+            gevent.sleep(0.1)
 
 
 class CachestormShape(LoadTestShape):

@@ -12,7 +12,7 @@ from reports.headline import build_headline
 from reports.history import history_files, read_run_history
 from reports.latency import analyze_latency
 from reports.metrics import CounterSeries
-from reports.phases import fault_windows, load_window, split_phases
+from reports.phases import failed_faults, fault_windows, load_window, split_phases
 from reports.runfolder import first_failure, locust_csv, read_json, read_jsonl, require_run_dir
 
 SCHEMA = "cachestorm-report/1"
@@ -50,8 +50,8 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
         "run": _run_info(run_dir, run, run_end) | {"outcome": run.get("outcome"),
                                                    "failure": first_failure(journal)},
         "phases": [phase.to_dict() for phase in phases],
-        "faults": [{"name": w.name, "t_start": w.t_start, "t_end": w.t_end, "details": w.details}
-                   for w in windows],
+        "faults": [{"name": w.name, "t_start": w.t_start, "t_end": w.t_end, "outcome": "applied", "details": w.details}
+                   for w in windows] + failed_faults(journal),
         "probes": _probe_summary(journal),
         "latency": latency,
         "errors": analyze_errors(history, t0_ns, locust_csv(run_dir, "failures"), metrics,

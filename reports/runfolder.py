@@ -81,7 +81,7 @@ def first_failure(journal: list[dict]) -> dict | None:
     """The first step that did not end well (failed, interrupted, Locust's bad exit), or None."""
     for record in journal:
         outcome = str(record.get("outcome"))
-        if outcome in ("failed", "interrupted") or outcome.startswith("exit "):
+        if outcome in ("failed", "interrupted", "revert_failed") or outcome.startswith("exit "):
             return {"what": record.get("what"), "kind": record.get("kind"), "outcome": outcome,
                     "error": (record.get("details") or {}).get("error")}
     return None

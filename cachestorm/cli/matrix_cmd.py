@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cachestorm.conductor import RunSettings, parse_duration, resolve_experiment, validate_strategy
+from cachestorm.conductor import RunSettings, parse_duration, plan_experiment, validate_strategy
 from cachestorm.matrix import run_matrix
 
 console = Console()
@@ -44,7 +46,7 @@ def matrix(
     for strategy in _split(strategies):  # fail in one line before the progress view draws anything
         validate_strategy(strategy)
     for experiment in names:
-        resolve_experiment(experiment)
+        plan_experiment(dataclasses.replace(base, experiment=experiment))
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("matrix", total=len(_split(strategies)) * len(names))
