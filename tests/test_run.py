@@ -122,7 +122,11 @@ def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env, sig
     (["--domain", "weather"], "unknown domain 'weather'"),
     (["--alpha", "0"], "--alpha must be a number > 0"),
     (["--keys", "0"], "the key space cannot be empty"),
-    (["--rate", "0"], "--rate must be a positive number"),
+    (["--rate", "0"], "--rate must be a positive"),
+    (["--rate", "inf"], "--rate must be a positive, finite number"),
+    (["--rate", "nan"], "--rate must be a positive, finite number"),
+    (["--duration", "5s", "--experiment", "hot-key-expiry", "--experiment-at", "500s"],
+     "starts at 500s, after the load ends (5s)"),
     (["--preset", "nope"], "--preset 'nope' is unknown"),
     (["--shape", "zigzag"], "--shape 'zigzag' is unknown"),
     (["--retry", "weird"], "--retry 'weird' is not understood"),
@@ -134,3 +138,43 @@ def test_bad_run_input_is_one_line_and_starts_nothing(tmp_path, cli_env, args, m
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_fault_scheduled_after_the_load_is_refused_before_anything_starts(tmp_path, cli_env):
+    experiment = tmp_path / "late.yaml"
+    experiment.write_text("name: late\nmethod:\n  - {fault: redis-latency, at: 500s, for: 2s, "
+                          "settings: {latency_ms: 10}}\n")
+    result = subprocess.run(CLI + ["run", "--duration", "5s", "--experiment", str(experiment),
+                                   "--out", str(tmp_path / "runs")],
+                            cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: fault redis-latency of late starts at 500s, after the load ends (5s): "
+        "lengthen --duration or move it with --experiment-at"]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_fault_that_fails_to_apply_fails_the_run_the_report_and_the_gate(tmp_path, cli_env):
+    """latency_ms: -100 passes our checks; only the proxy refuses it, mid-run."""
+    experiment = tmp_path / "negative.yaml"
+    experiment.write_text("name: negative-latency\nmethod:\n  - {fault: redis-latency, at: 1s, for: 2s, "
+                          "settings: {latency_ms: -100}}\n")
+    result = subprocess.run(CLI + ["run", "--strategy", "cache-aside", "--duration", "4s", *SMALL,
+                                   "--experiment", str(experiment), "--out", str(tmp_path / "runs")],
+                            cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "error: the run is marked failed" in result.stderr
+    assert "must not be negative" in result.stderr
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["outcome"] == "failed"
+    report = json.loads((run_dir / "report.json").read_text())
+    [fault] = report["faults"]
+    assert fault["outcome"] == "failed" and "must not be negative" in fault["error"]
+    assert report["headline"]["requests"] > 10  # the load itself ran and is reported
+    gate_config = tmp_path / "gate.yaml"
+    gate_config.write_text("slos:\n  - {name: anything, metric: p99_ms, max: 1000000}\n")
+    for command in (["gate", str(run_dir), "-c", str(gate_config)], ["report", str(run_dir)]):
+        verdict = subprocess.run(CLI + command, cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                                 timeout=120)
+        assert verdict.returncode == 1, (command, verdict.stdout[-2000:], verdict.stderr[-2000:])
