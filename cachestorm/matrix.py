@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cachestorm.conductor import RunSettings, plan_experiment, run, validate_strategy
 from cachestorm.errors import CachestormError
+from cachestorm.runfolder import make_folder
 from cachestorm.stack import StackState, start_stack, stop_stack
 
 
@@ -28,7 +29,7 @@ def run_matrix(base: RunSettings, strategies: list[str], experiments: list[str |
     for experiment in experiments:  # fail on a bad name or a fault after the load before anything starts
         plan_experiment(dataclasses.replace(base, experiment=experiment))
     out_dir = Path(out) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out_dir.mkdir(parents=True, exist_ok=False)
+    make_folder(out_dir, exist_ok=False)
     combos = [(s, e) for e in experiments for s in strategies]
     stack: StackState | None = None
     run_dirs: list[Path] = []

@@ -72,7 +72,11 @@ def load_slos(config_path: str | Path) -> list[Slo]:
     if not path.exists():
         raise CachestormError(f"{path}: no such gate config; pass a YAML file with a `slos:` list")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CachestormError(f"{path}: not a text file; a gate config is a UTF-8 YAML file") from None
+    except OSError as exc:
+        raise CachestormError(f"{path}: cannot read it ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise CachestormError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("slos"), list) or not data["slos"]:

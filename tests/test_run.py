@@ -178,3 +178,19 @@ def test_a_fault_that_fails_to_apply_fails_the_run_the_report_and_the_gate(tmp_p
         verdict = subprocess.run(CLI + command, cwd=tmp_path, env=cli_env, capture_output=True, text=True,
                                  timeout=120)
         assert verdict.returncode == 1, (command, verdict.stdout[-2000:], verdict.stderr[-2000:])
+
+
+@pytest.mark.parametrize("case", ["binary experiment", "out is a file", "out under a file", "out unwritable"])
+def test_unusable_files_and_folders_are_one_line_exit_2(tmp_path, cli_env, case):
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81name: x\n" + bytes(range(256)))
+    (tmp_path / "a-file").write_text("keep me\n")
+    args = {"binary experiment": ["--experiment", str(tmp_path / "binary.yaml"), "--out", str(tmp_path / "runs")],
+            "out is a file": ["--out", str(tmp_path / "a-file")],
+            "out under a file": ["--out", str(tmp_path / "a-file" / "runs")],
+            "out unwritable": ["--out", "/proc/cachestorm-runs"]}[case]
+    result = subprocess.run(CLI + ["run", "--duration", "3s", *args], cwd=tmp_path, env=cli_env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and ("not a text file" in line or "--out" in line), line
+    assert (tmp_path / "a-file").read_text() == "keep me\n" and not (tmp_path / "runs").exists()
