@@ -58,7 +58,12 @@ class Process:
     pool: gevent.pool.Pool | None = None  # open model: all in-flight arrivals of this process
 
 
-def fail(message: str):
+def fail(message: str, environment=None):
+    """Bad settings: one line and exit 2, except from the web UI's START, where they stop the test
+    (the error is logged for the UI) and Locust stays up for corrected ones."""
+    if environment is not None and environment.web_ui is not None and environment.runner is not None:
+        log.error("cannot start: %s", message)
+        return
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
     os._exit(2)  # a clean exit from inside gevent/locust startup; the message is one line
@@ -99,7 +104,8 @@ def _test_start(environment, **_kwargs):
     try:
         settings = build_settings(environment.parsed_options, Process.domain, salt=salt)
     except CachestormError as exc:
-        fail(str(exc))
+        fail(str(exc), environment)
+        return  # web UI: no settings, the users idle and the shape stops the test
     Process.settings = settings
     Process.worker = worker_name(environment)
     Process.sampler = HistorySampler(settings.hot_keys, settings.history_sample)
@@ -379,7 +385,8 @@ class CachestormShape(LoadTestShape):
             try:
                 self._settings = build_settings(options, Process.domain or "profiles")
             except CachestormError as exc:
-                fail(str(exc))
+                fail(str(exc), self.runner.environment)
+                return None
         settings = self._settings
         elapsed = self.get_run_time()
         if options.run_time and elapsed >= options.run_time:

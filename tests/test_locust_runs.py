@@ -93,6 +93,16 @@ def test_web_ui_start_with_every_custom_field_spawns_users_that_send_requests(se
                 pass
             assert time.monotonic() < deadline, "the web UI never answered"
             time.sleep(0.2)
+        # a bad value from the form stops that start, not Locust: the UI stays up for a corrected one
+        httpx.post(base + "/swarm", data=form | {"alpha": "abc"}, timeout=10)
+        deadline = time.monotonic() + 20
+        while "cannot start: --alpha must be a number (got 'abc')" not in (tmp_path / "locust.log").read_text():
+            assert locust.poll() is None, "Locust died: " + (tmp_path / "locust.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, (tmp_path / "locust.log").read_text()[-2000:]
+            time.sleep(0.2)
+        while httpx.get(base + "/stats/requests", timeout=5).json().get("state") not in ("stopped", "ready"):
+            assert time.monotonic() < deadline, "the bad start did not stop"
+            time.sleep(0.2)
         answer = httpx.post(base + "/swarm", data=form, timeout=10)
         assert answer.status_code == 200 and answer.json()["success"], answer.text
         deadline = time.monotonic() + 30
