@@ -194,3 +194,15 @@ def test_unusable_files_and_folders_are_one_line_exit_2(tmp_path, cli_env, case)
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and ("not a text file" in line or "--out" in line), line
     assert (tmp_path / "a-file").read_text() == "keep me\n" and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_matrix_with_a_failed_fault_exits_1_after_running_everything(tmp_path, cli_env):
+    experiment = tmp_path / "negative.yaml"
+    experiment.write_text("name: negative-latency\nmethod:\n  - {fault: redis-latency, at: 1s, for: 1s, "
+                          "settings: {latency_ms: -100}}\n")
+    result = subprocess.run(CLI + ["matrix", "--strategies", "cache-aside", "--experiments", f"none,{experiment}",
+                                   "--duration", "3s", "--users", "5", "--out", str(tmp_path / "runs")],
+                            cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "error: 1 of 2 runs are marked failed" in result.stderr and "Traceback" not in result.stderr

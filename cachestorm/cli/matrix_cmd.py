@@ -9,7 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cachestorm.conductor import RunSettings, parse_duration, plan_experiment, validate_strategy
+from cachestorm.errors import CachestormError
 from cachestorm.matrix import run_matrix
+from reports.runfolder import run_incomplete
 
 console = Console()
 
@@ -57,3 +59,7 @@ def matrix(
         result = run_matrix(base, _split(strategies), names, out, name="matrix", on_progress=on_progress)
     for path in result.report_paths:
         console.print(f"[bold]report:[/] {path}")
+    failed = [(run_dir.name, why) for run_dir in result.run_dirs if (why := run_incomplete(run_dir))]
+    if failed:  # e.g. a fault that failed to apply: reported, but the matrix did not test what it says
+        raise CachestormError(f"{len(failed)} of {len(result.run_dirs)} runs are marked failed; first: "
+                              f"{failed[0][0]} ({failed[0][1]})", exit_code=1)
