@@ -206,3 +206,39 @@ def test_a_matrix_with_a_failed_fault_exits_1_after_running_everything(tmp_path,
                             cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "error: 1 of 2 runs are marked failed" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_locust_exiting_1_fails_the_run(stack, tmp_path):
+    """Locust's exit 1 used to count as "some requests failed"; now failed requests exit 0
+    (--exit-code-on-error 0) and any other exit fails the run. Here Locust is told to exit 1 on
+    errors and sent to a closed port, as a Locust that stopped over bad settings would exit 1."""
+    from cachestorm.conductor import RunSettings
+    from cachestorm.conductor import run as run_once
+    from cachestorm.errors import CachestormError
+    from cachestorm.stack.processes import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    settings = RunSettings(strategy="cache-aside", duration_s=3, users=2, spawn_rate=2, keys=50, rows=100,
+                           recompute_ms=1, warm=False, render=False, out=str(tmp_path / "runs"),
+                           locust_args=["--exit-code-on-error", "1", "--hosts", f"{closed},{closed}"])
+    with pytest.raises(CachestormError, match="Locust exited with code 1"):
+        run_once(settings, stack=stack)
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["outcome"] == "failed"
+
+
+@pytest.mark.slow
+def test_failed_requests_are_measured_not_a_failed_run(stack, tmp_path):
+    from cachestorm.conductor import RunSettings
+    from cachestorm.conductor import run as run_once
+    from cachestorm.stack.processes import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    settings = RunSettings(strategy="cache-aside", duration_s=3, users=2, spawn_rate=2, keys=50, rows=100,
+                           recompute_ms=1, warm=False, render=False, out=str(tmp_path / "runs"),
+                           locust_args=["--hosts", f"{closed},{closed}"])  # every request fails
+    run_dir = run_once(settings, stack=stack)
+    assert json.loads((run_dir / "run.json").read_text())["outcome"] == "ok"
+    load = next(r for r in read_journal(run_dir) if r["kind"] == "load")
+    assert load["details"]["returncode"] == 0
