@@ -220,3 +220,15 @@ def test_report_of_a_run_that_did_not_complete_is_marked_and_exits_1(tmp_path):
         text = (run_dir / name).read_text()
         assert "This run did not complete" in text and "start targets" in text, name
     assert json.loads((run_dir / "report.json").read_text())["run"]["outcome"] == "failed"
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/below"])
+def test_report_comparison_out_that_cannot_be_a_folder_is_one_line(tmp_path, matrix, where):
+    (tmp_path / "a-file").write_text("keep me\n")
+    runs = sorted(p for p in matrix.iterdir() if (p / "run.json").exists())
+    result = subprocess.run([sys.executable, "-m", "cachestorm", "report", *map(str, runs), "--out",
+                             str(tmp_path / where)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: --out {tmp_path / where}") and (tmp_path / "a-file").read_text() == "keep me\n"
