@@ -242,3 +242,13 @@ def test_failed_requests_are_measured_not_a_failed_run(stack, tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["outcome"] == "ok"
     load = next(r for r in read_journal(run_dir) if r["kind"] == "load")
     assert load["details"]["returncode"] == 0
+
+
+def test_a_matrix_with_a_fault_after_the_load_is_refused_before_anything_starts(tmp_path, cli_env):
+    result = subprocess.run(CLI + ["matrix", "--strategies", "cache-aside", "--experiments", "hot-key-expiry",
+                                   "--duration", "5s", "--out", str(tmp_path / "runs")],
+                            cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert "starts at 10s, after the load ends (5s)" in line
+    assert not (tmp_path / "runs").exists()
