@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cachestorm.conductor import RunSettings, run, validate_strategy
 from cachestorm.errors import CachestormError
+from cachestorm.runfolder import make_folder
 from cachestorm.stack import StackState, guardian, start_stack, stop_stack
 
 # Locust stops at the end of the shape; -t is only a safety net for a slow boot
@@ -75,7 +76,7 @@ def _run_capacity(base: RunSettings, plan: CapacityPlan,
     # absolute: Locust runs from the repository root and writes into the run folder by path
     base = dataclasses.replace(base, out=str(Path(base.out).resolve()))
     out_dir = Path(base.out) / f"capacity-{time.strftime('%Y%m%d-%H%M%S')}" if several else Path(base.out)
-    out_dir.mkdir(parents=True, exist_ok=not several)
+    make_folder(out_dir, exist_ok=not several)
     stack: StackState | None = None
     owned = False
     run_dirs: list[Path] = []

@@ -7,6 +7,7 @@ blocks revert faults first, then stop load, targets and the stack, in that order
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -103,8 +104,8 @@ class RunSettings:
             raise CachestormError("--users must be at least 1")
         if self.instances < 1 or self.instances > 16:
             raise CachestormError("--instances must be between 1 and 16")
-        if self.rate is not None and self.rate <= 0:
-            raise CachestormError("--rate must be a positive number of requests per second")
+        if self.rate is not None and not (math.isfinite(self.rate) and self.rate > 0):
+            raise CachestormError(f"--rate must be a positive, finite number of requests per second (got {self.rate})")
         validate_strategy(self.strategy)
         validate_stack_settings(self.stack)
         validate_traffic(self)
@@ -200,6 +201,23 @@ def resolve_experiment(name_or_path: str | None):
     from chaos.experiment import load_experiment
 
     return load_experiment(name_or_path)
+
+
+def plan_experiment(settings: RunSettings):
+    """The experiment as this run will play it: loaded, its `run:` recommendations applied to `settings`,
+    moved by --experiment-at and checked to fit in the load. Returns (experiment or None, applied)."""
+    experiment = resolve_experiment(settings.experiment)
+    applied = apply_recommendations(settings, experiment)
+    if experiment is None:
+        return None, applied
+    if settings.experiment_at_s is not None:
+        experiment = experiment.shifted(settings.experiment_at_s)
+    late = [step for step in experiment.method if step.at_s >= settings.duration_s]
+    if late:
+        step = late[0]
+        raise CachestormError(f"fault {step.fault} of {experiment.name} starts at {step.at_s:g}s, after the load ends "
+                              f"({settings.duration_s:g}s): lengthen --duration or move it with --experiment-at")
+    return experiment, applied
 
 
 # ---------------------------------------------------------------- targets
@@ -311,7 +329,7 @@ def locust_argv(settings: RunSettings, targets: list[TargetProcess], run_dir: Pa
             # open model: one scheduler user issues every arrival (design.md, "Locust command line")
             "--headless", "-u", "1" if settings.rate else str(settings.users),
             "-r", "1" if settings.rate else str(settings.spawn_rate),
-            "-t", f"{int(round(settings.duration_s))}s", "--stop-timeout", "5",
+            "-t", f"{int(round(settings.duration_s))}s", "--stop-timeout", "5", "--exit-code-on-error", "0",
             "--host", targets[0].base_url,
             "--csv", str(locust_dir / "stats"), "--csv-full-history",
             "--json-file", str(locust_dir / "stats"), "--only-summary",
@@ -356,12 +374,9 @@ def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -
 
 
 def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
-    experiment = resolve_experiment(settings.experiment)
-    applied = apply_recommendations(settings, experiment)
+    experiment, applied = plan_experiment(settings)
     settings.validate()
     settings.strategy = resolve_strategy(settings.strategy, settings.domain)
-    if experiment is not None and settings.experiment_at_s is not None:
-        experiment = experiment.shifted(settings.experiment_at_s)
     _check_locust_args(settings)
     refuse_active_faults(DEFAULT_LEDGER)
     label = settings.label or f"{settings.domain}-{settings.strategy}" + (
@@ -386,6 +401,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
     counters_start: dict[str, int] = {}
     outcome = "failed"
     failure: Exception | None = None
+    load_done = False
     try:
         with journal.step("stack", "stack") as info:
             stack = stack or _existing_stack(settings.stack)
@@ -428,12 +444,13 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
             runner = _start_experiment(experiment, settings, stack, targets, run_dir, journal, load_start)
         returncode = _wait_for_locust(locust, settings, runner, DependencyWatch(stack), journal)
         journal.record("load", "load", load_start, time.time(),
-                       "ok" if returncode in (0, 1) else f"exit {returncode}",
+                       "ok" if returncode == 0 else f"exit {returncode}",
                        {"users": settings.users, "rate": settings.rate, "returncode": returncode,
                         "pid": locust.pid})
-        if returncode not in (0, 1):  # 1 = some requests failed, which is what we measure
+        if returncode != 0:  # failed requests exit 0 (--exit-code-on-error 0): they are what we measure
             raise CachestormError(f"Locust exited with code {returncode}; see {run_dir / 'logs' / 'locust.log'}")
         outcome = "ok"
+        load_done = True
     except KeyboardInterrupt:
         outcome = "interrupted"
         raise
@@ -442,11 +459,13 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
     finally:
         previous_handler = _ignore_sigint()  # a second Ctrl-C must not cut the clean-up short
         _stop_quietly(runner, journal)
+        if outcome == "ok" and runner is not None and runner.failed_faults():
+            outcome = "failed"  # the load ran, the experiment did not: its journal records say which fault
         if locust is not None and locust.poll() is None:
             _stop_locust(locust)
         if scraper is not None:
             scraper.stop()
-        if targets and outcome == "ok":
+        if targets and load_done:
             try:
                 _finalise(settings, targets, stack, run_dir, journal, counters_start)
             except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL gone at the very end

@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cachestorm.conductor import RunSettings, resolve_experiment, run, validate_strategy
+from cachestorm.conductor import RunSettings, plan_experiment, run, validate_strategy
 from cachestorm.errors import CachestormError
+from cachestorm.runfolder import make_folder
 from cachestorm.stack import StackState, guardian, start_stack, stop_stack
 
 
@@ -31,11 +32,11 @@ def _run_matrix(base: RunSettings, strategies: list[str], experiments: list[str 
         raise CachestormError("give at least one strategy")
     for strategy in strategies:
         validate_strategy(strategy)
-    for experiment in experiments:
-        resolve_experiment(experiment)  # fail on a bad name before anything starts
+    for experiment in experiments:  # fail on a bad name or a fault after the load before anything starts
+        plan_experiment(dataclasses.replace(base, experiment=experiment))
     dataclasses.replace(base, strategy=strategies[0]).validate()  # and on a bad setting
     out_dir = Path(out) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out_dir.mkdir(parents=True, exist_ok=False)
+    make_folder(out_dir, exist_ok=False)
     combos = [(s, e) for e in experiments for s in strategies]
     stack: StackState | None = None
     run_dirs: list[Path] = []

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cachestorm.errors import CachestormError
 from cachestorm.urls import redact
 
 JOURNAL = "journal.jsonl"
@@ -97,12 +98,27 @@ def read_run_meta(run_dir: str | Path) -> dict:
 def new_run_dir(out: str | Path, label: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-_+." else "_" for c in label)
-    base = Path(out) / f"{stamp}-{safe}"
+    base = make_folder(out) / f"{stamp}-{safe}"
     path, n = base, 1
     while True:
         try:
-            path.mkdir(parents=True)
+            path.mkdir()
             return path
         except FileExistsError:
             n += 1
             path = Path(f"{base}-{n}")
+
+
+def make_folder(path: str | Path, exist_ok: bool = True, flag: str = "--out") -> Path:
+    """mkdir -p, or one line saying why not (a file in the way, no permission, a read-only place)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        if path.is_dir():
+            raise  # exist_ok=False: the caller picks another name
+        raise CachestormError(f"{flag} {path}: a file is in the way; give a folder") from None
+    except OSError as exc:
+        raise CachestormError(f"{flag} {path}: cannot create a folder there ({exc.strerror}); "
+                              "give a folder you can write to") from None
+    return path

@@ -131,7 +131,13 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     """A ready experiment by name (`hot-key-expiry`) or a YAML file by path."""
     path = Path(name_or_path)
     if path.is_file():
-        return parse_experiment(path.read_text(), str(path))
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise ExperimentError(f"{path}: not a text file; an experiment is a UTF-8 YAML file") from None
+        except OSError as exc:
+            raise ExperimentError(f"{path}: cannot read it ({exc.strerror})") from None
+        return parse_experiment(text, str(path))
     name = str(name_or_path)
     if name in ready_experiments():
         resource = resources.files("chaos") / "experiments" / f"{name}.yaml"

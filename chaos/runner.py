@@ -129,9 +129,24 @@ class ExperimentRunner:
             self._errors.append(reason)
         finally:
             self._revert_all(reason)
+            if not self.abort_event.is_set():
+                self._record_never_applied()
             if not self._after_checked and not self.abort_event.is_set():
                 self._check("after")
             self._finished.set()
+
+    def failed_faults(self) -> list[dict]:
+        """Journal records of faults that did not do what the timeline said (apply or revert failed, or
+        never applied): a run with any of them did not test what it claims."""
+        return [entry for entry in self._faults_log if entry.get("outcome") != "ok"]
+
+    def _record_never_applied(self) -> None:
+        attempted = {(entry["details"].get("fault"), entry["details"].get("at")) for entry in self._faults_log}
+        now = time.time()
+        for step in self.experiment.method:
+            if (step.fault, step.at_s) not in attempted:
+                self._finish_record(step, now, "failed", {"error": f"never applied: the run ended before "
+                                                                   f"{step.at_s:g}s"}, "run ended")
 
     def _timeline(self) -> None:
         exp = self.experiment

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -59,7 +60,12 @@ class Process:
     pool: gevent.pool.Pool | None = None  # open model: all in-flight arrivals of this process
 
 
-def fail(message: str):
+def fail(message: str, environment=None):
+    """Bad settings: one line and exit 2, except from the web UI's START, where they stop the test
+    (the error is logged for the UI) and Locust stays up for corrected ones."""
+    if environment is not None and environment.web_ui is not None and environment.runner is not None:
+        log.error("cannot start: %s", message)
+        return
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
     os._exit(2)  # a clean exit from inside gevent/locust startup; the message is one line
@@ -100,7 +106,8 @@ def _test_start(environment, **_kwargs):
     try:
         settings = build_settings(environment.parsed_options, Process.domain, salt=salt)
     except CachestormError as exc:
-        fail(str(exc))
+        fail(str(exc), environment)
+        return  # web UI: no settings, the users idle and the shape stops the test
     Process.settings = settings
     Process.worker = worker_name(environment)
     Process.sampler = HistorySampler(settings.hot_keys, settings.history_sample)
@@ -162,6 +169,18 @@ def _test_stop(environment, **_kwargs):
         if not isinstance(environment.runner, WorkerRunner):
             merge_run(run_dir)
     Process.settings = None
+
+
+EXIT_LOCUSTFILE_RAISED = 3  # distinct from failed requests (--exit-code-on-error): a broken test, not a result
+
+
+@events.quitting.add_listener
+def _exit_code(environment, **_kwargs):
+    """Our code raising in users (a setting Locust took but we cannot run, a bug) fails the process even
+    when failed requests do not (`cachestorm run` passes --exit-code-on-error 0: they are the measurement)."""
+    runner = environment.runner
+    if runner is not None and runner.exceptions and environment.process_exit_code is None:
+        environment.process_exit_code = EXIT_LOCUSTFILE_RAISED
 
 
 @events.quitting.add_listener
@@ -327,7 +346,9 @@ class CachestormUser(FastHttpUser):
         share = 1.0 / settings.open_users
         gaps = Gaps(settings.arrivals, seed)
         next_s = time.monotonic() + random.random() / (settings.rate * share)  # random phase per scheduler
-        while Process.settings is settings:
+        # -t ends the schedule: Locust would let this loop run on through --stop-timeout
+        end_s = Process.test_start_mono + settings.run_time_s if settings.run_time_s else math.inf
+        while Process.settings is settings and next_s < end_s:
             level = settings.shape.level(time.monotonic() - Process.test_start_mono)
             if level is None:
                 break
@@ -345,6 +366,8 @@ class CachestormUser(FastHttpUser):
             else:
                 pool.spawn(self.operation, settings, intended_ns)
             next_s += gaps(rate)
+        if Process.settings is settings:  # the schedule is over: idle (not spin) until Locust stops this user
+            gevent.sleep(0.1)
 
 
 class CachestormShape(LoadTestShape):
@@ -370,7 +393,8 @@ class CachestormShape(LoadTestShape):
             try:
                 self._settings = build_settings(options, Process.domain or "profiles")
             except CachestormError as exc:
-                fail(str(exc))
+                fail(str(exc), self.runner.environment)
+                return None
         settings = self._settings
         elapsed = self.get_run_time()
         if options.run_time and elapsed >= options.run_time:

@@ -7,6 +7,7 @@ Locust and ``build_settings`` turns the parsed namespace into models, raising Ca
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,7 @@ class Settings:
     request_timeout: float
     think_time: tuple[float, float]
     owner_read_share: float
+    run_time_s: float | None = None   # Locust's -t: the open-model schedule ends there, not after --stop-timeout
     hosts: tuple[str, ...] = ()
     preset: str = ""
     description: dict = field(default_factory=dict)
@@ -85,9 +87,18 @@ class Settings:
 
 
 def _get(options, flag: str):
+    """The option's value as its declared type. Locust's web UI hands options whose default is None
+    back as text ("1.21", or "" for a field left empty): converted here, the one place for it."""
     name = option_name(flag)
-    default = next(d for f, _, d, _ in ARGUMENTS if f == flag)
+    kind, default = next((k, d) for f, k, d, _ in ARGUMENTS if f == flag)
     value = getattr(options, name, default)
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        try:
+            value = kind(text) if text else None
+        except ValueError:
+            raise CachestormError(f"{flag} must be {'an integer' if kind is int else 'a number'} "
+                                  f"(got {value!r})") from None
     return default if value is None and default is not None else value
 
 
@@ -128,8 +139,8 @@ def build_settings(options, domain: str, salt: int = 0) -> Settings:
     value_size = build_value_size(_get(options, "--value-size") or (preset.value_size if preset else "230"),
                                   None if seed is None else seed + 13)
     rate = _get(options, "--rate")
-    if rate < 0 or rate != rate:
-        raise CachestormError(f"--rate must be >= 0 requests/s (got {rate}); 0 means the closed model")
+    if not math.isfinite(rate) or rate < 0:
+        raise CachestormError(f"--rate must be a finite number >= 0 requests/s (got {rate}); 0 means the closed model")
     arrivals = _get(options, "--arrivals")
     if arrivals not in ("constant", "poisson"):
         raise CachestormError(f"--arrivals {arrivals!r} is unknown; use constant or poisson")
@@ -171,6 +182,7 @@ def build_settings(options, domain: str, salt: int = 0) -> Settings:
         request_timeout=timeout,
         think_time=(low, high),
         owner_read_share=_fraction("--owner-read-share", _get(options, "--owner-read-share")),
+        run_time_s=getattr(options, "run_time", None) or None,
         hosts=_hosts(_get(options, "--hosts")),
         preset=preset_name,
         description={"key_model": key_model_name, "alpha": alpha, "mix": mix.probabilities},

@@ -13,8 +13,8 @@ from reports.history import history_files, read_run_history
 from reports.incident import analyze_incident
 from reports.latency import analyze_latency
 from reports.metrics import CounterSeries
-from reports.phases import fault_windows, load_window, split_phases
-from reports.runfolder import first_failure, locust_csv, read_json, read_jsonl, require_run_dir
+from reports.phases import failed_faults, fault_windows, load_window, split_phases
+from reports.runfolder import damaged, first_failure, locust_csv, read_json, read_jsonl, require_run_dir
 from reports.warnings import run_warnings
 
 SCHEMA = "cachestorm-report/2"  # 2: anomalies count broken promises only; nines are numbers
@@ -22,13 +22,21 @@ SCHEMA = "cachestorm-report/2"  # 2: anomalies count broken promises only; nines
 
 def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WITHIN_S,
                 expiry_window_s: float = 5.0) -> dict:
-    """Analyse one run folder into the JSON-serialisable dict written as report.json."""
+    """Analyse one run folder into the JSON-serialisable dict written as report.json. A damaged file is
+    one line naming it (its reader's guard), else naming the folder: never a traceback."""
     run_dir = require_run_dir(run_dir)
+    with damaged(run_dir, "a file in this run folder holds unexpected content"):
+        return _analyze_run(run_dir, within_s, expiry_window_s)
+
+
+def _analyze_run(run_dir: Path, within_s: tuple[float, ...], expiry_window_s: float) -> dict:
     run = read_json(run_dir / "run.json")
     journal = read_jsonl(run_dir / "journal.jsonl")
-    metrics = CounterSeries.from_metrics(read_jsonl(run_dir / "metrics.jsonl"))
-    pg_records = read_jsonl(run_dir / "pg_stats.jsonl")
-    pg = CounterSeries.from_pg_stats(pg_records)
+    with damaged(run_dir / "metrics.jsonl"):
+        metrics = CounterSeries.from_metrics(read_jsonl(run_dir / "metrics.jsonl"))
+    with damaged(run_dir / "pg_stats.jsonl"):
+        pg_records = read_jsonl(run_dir / "pg_stats.jsonl")
+        pg = CounterSeries.from_pg_stats(pg_records)
     started_at = run.get("started_at")
     run_end = _run_end(run, journal) or _data_end(metrics, pg)
     windows = fault_windows(journal, run_end)
@@ -56,8 +64,8 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
         "run": _run_info(run_dir, run, run_end) | {"outcome": run.get("outcome"),
                                                    "failure": first_failure(journal)},
         "phases": [phase.to_dict() for phase in phases],
-        "faults": [{"name": w.name, "t_start": w.t_start, "t_end": w.t_end, "details": w.details}
-                   for w in windows],
+        "faults": [{"name": w.name, "t_start": w.t_start, "t_end": w.t_end, "outcome": "applied", "details": w.details}
+                   for w in windows] + failed_faults(journal),
         "probes": _probe_summary(journal),
         "latency": latency,
         "errors": errors,

@@ -72,7 +72,11 @@ def load_slos(config_path: str | Path) -> list[Slo]:
     if not path.exists():
         raise CachestormError(f"{path}: no such gate config; pass a YAML file with a `slos:` list")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CachestormError(f"{path}: not a text file; a gate config is a UTF-8 YAML file") from None
+    except OSError as exc:
+        raise CachestormError(f"{path}: cannot read it ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise CachestormError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("slos"), list) or not data["slos"]:
@@ -100,6 +104,8 @@ def _parse_slo(path: Path, n: int, item) -> Slo:
         limits[bound] = None if value is None else float(value)
     if limits["max"] is None and limits["min"] is None:
         raise CachestormError(f"{where}: needs `max` or `min` (a number)")
+    if limits["max"] is not None and limits["min"] is not None and limits["min"] > limits["max"]:
+        raise CachestormError(f"{where}: min {limits['min']:g} is above max {limits['max']:g}; no value could pass")
     filters = item.get("where") or {}
     if not isinstance(filters, dict) or any(k not in WHERE_FIELDS for k in filters):
         raise CachestormError(f"{where}.where: must map {', '.join(WHERE_FIELDS)} to a value or a list of values")
@@ -115,6 +121,8 @@ def evaluate_gate(config_path: str | Path, run_dirs: list) -> GateResult:
     if not run_dirs:
         raise CachestormError("no runs to gate; pass one or more run folders")
     analyses = [as_analysis(run) for run in run_dirs]
+    for n, slo in enumerate(slos):
+        _check_where(f"{config_path}: slos[{n}].where", slo.where, analyses)
     return GateResult(str(config_path), [*_completion(analyses), *(r for slo in slos for r in evaluate_slo(slo, analyses))])
 
 
@@ -130,12 +138,44 @@ def _completion(analyses: list[dict]) -> list[SloResult]:
     return results
 
 
+def _check_where(location: str, where: dict, analyses: list[dict]) -> None:
+    """A `where` value must name a known strategy, domain or experiment (or one a gated run has, e.g. an
+    experiment from your own file): a typo would match nothing and check nothing."""
+    from chaos.experiment import ready_experiments
+    from targets.domains import DOMAINS
+    from targets.strategies import parse_spec
+
+    for key, wanted in where.items():
+        if key not in ("strategy", "domain", "experiment"):
+            continue  # labels and run ids are the user's own names
+        seen = {str((a.get("run") or {}).get(key)) for a in analyses}
+        for value in wanted if isinstance(wanted, list) else [wanted]:
+            if str(value) in seen:
+                continue
+            if key == "strategy":
+                try:
+                    parse_spec(str(value))
+                    continue
+                except CachestormError as exc:
+                    problem = str(exc).split(";")[0]
+            elif key == "domain":
+                if value in DOMAINS:
+                    continue
+                problem = f"unknown domain; choose one of {', '.join(DOMAINS)}"
+            else:
+                if value in ready_experiments():
+                    continue
+                problem = f"no such experiment; ready ones: {', '.join(ready_experiments())}"
+            raise CachestormError(f"{location}.{key}: {value!r} names nothing known ({problem}), "
+                                  "so the SLO would check no run")
+
+
 def evaluate_slo(slo: Slo, analyses: list[dict]) -> list[SloResult]:
     matching = [a for a in analyses if _matches(slo.where, a.get("run") or {})]
-    if not matching:
+    if not matching:  # checked nothing: that is not a pass
         return [SloResult(slo.name, slo.metric, None, None, None, slo.max if slo.max is not None else slo.min,
-                          "max" if slo.max is not None else "min", True, skipped=True,
-                          message=f"no run matched where {slo.where}")]
+                          "max" if slo.max is not None else "min", False,
+                          message=f"no run matched where {slo.where}: nothing was checked")]
     results = []
     for analysis in matching:
         run = analysis.get("run") or {}

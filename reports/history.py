@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cachestorm.errors import CachestormError
+from reports.runfolder import damaged
 
 MAGIC = "# cachestorm-history v1"
 COLUMNS = ("key", "op", "start_ns", "end_ns", "start_wall", "status", "version", "source", "user",
@@ -86,7 +87,8 @@ def read_histories(paths: list[Path] | list[str]) -> History:
     interned: dict[str, str] = {}
     with gc_paused():
         for path in paths:
-            _read_file(Path(path), history, interned)
+            with damaged(path):
+                _read_file(Path(path), history, interned)
     return history
 
 

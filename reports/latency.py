@@ -14,7 +14,7 @@ from pathlib import Path
 from hdrh.histogram import HdrHistogram
 
 from reports.phases import Phase
-from reports.runfolder import locust_csv, read_jsonl
+from reports.runfolder import damaged, locust_csv, read_jsonl
 
 LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS = 1, 60_000_000, 3
 PERCENTILES = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
@@ -76,24 +76,25 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
     counts_per_second: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     ends: dict[int, float] = {}  # second -> the true end of that interval (recorders start off the second)
     for path in files:
-        for record in read_jsonl(path):
-            t = record.get("t")
-            for name, n in (record.get("counts") or {}).items():
-                if isinstance(n, int | float):
-                    counts[name] += n
-                    if t is not None:
-                        counts_per_second[int(math.floor(float(t)))][name] += n
-            encoded = record.get("hist")
-            if not encoded or t is None:
-                continue
-            kind = str(record.get("kind") or "all")
-            second = int(math.floor(float(t)))
-            ends[second] = max(ends.get(second, 0.0), float(t) + float(record.get("interval_s") or 1.0))
-            decoded = HdrHistogram.decode(encoded)
-            bucket = per_second[kind].get(second)
-            if bucket is None:
-                bucket = per_second[kind][second] = new_histogram()
-            bucket.add(decoded)
+        with damaged(path):  # a broken histogram encoding or a wrong type: one line naming the file
+            for record in read_jsonl(path):
+                t = record.get("t")
+                for name, n in (record.get("counts") or {}).items():
+                    if isinstance(n, int | float):
+                        counts[name] += n
+                        if t is not None:
+                            counts_per_second[int(math.floor(float(t)))][name] += n
+                encoded = record.get("hist")
+                if not encoded or t is None:
+                    continue
+                kind = str(record.get("kind") or "all")
+                second = int(math.floor(float(t)))
+                ends[second] = max(ends.get(second, 0.0), float(t) + float(record.get("interval_s") or 1.0))
+                decoded = HdrHistogram.decode(encoded)
+                bucket = per_second[kind].get(second)
+                if bucket is None:
+                    bucket = per_second[kind][second] = new_histogram()
+                bucket.add(decoded)
     if not per_second:
         return None
     # "all" records already contain reads and writes; merge kinds only when there are none.

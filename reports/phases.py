@@ -60,6 +60,15 @@ def fault_windows(journal: list[dict], run_end: float) -> list[FaultWindow]:
     return sorted(windows, key=lambda w: w.t_start)
 
 
+def failed_faults(journal: list[dict]) -> list[dict]:
+    """Fault records that did not take effect as planned (apply failed, never applied): no window of their
+    own, but report.json lists them, with their error, so a run that did not test its fault says so."""
+    return [{"name": str(r.get("what", "fault")), "t_start": r.get("t_start"), "t_end": r.get("t_end"),
+             "outcome": r.get("outcome"), "error": (r.get("details") or {}).get("error"),
+             "details": r.get("details") or {}}
+            for r in journal if r.get("kind") == "fault" and r.get("outcome") == "failed"]
+
+
 def load_window(journal: list[dict], default: tuple[float, float]) -> tuple[float, float]:
     """The [start, end] of the load step, or `default` when the journal has none."""
     for record in journal:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cachestorm.runfolder import make_folder
 from reports.analysis import analyze_run
 from reports.html import render_capacity_html, render_comparison_html, render_run_html
 from reports.jsonout import write_json
@@ -48,7 +49,7 @@ def render_capacity_comparison(capacities: list[dict], out_dir: str | Path) -> l
 def _write_html_md_json(out_dir: str | Path, stem: str, html_text: str, markdown_text: str, summary: dict) -> list[Path]:
     """<stem>.html, <stem>.md and <stem>.json in out_dir (made if missing); their paths in that order."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     html = out_dir / f"{stem}.html"
     html.write_text(html_text, encoding="utf-8")
     markdown = out_dir / f"{stem}.md"

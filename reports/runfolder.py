@@ -3,10 +3,44 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from cachestorm.errors import CachestormError
+
+# what unexpected content raises as it is parsed or used (a string where a number was, a list for an
+# object, binary for text, a broken histogram encoding: hdrh's codec errors are plain Exceptions)
+DAMAGE = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, ZeroDivisionError)
+
+
+def _hdr_errors() -> tuple[type[BaseException], ...]:
+    import zlib
+
+    from hdrh import codec
+
+    return (zlib.error, codec.HdrCookieException, codec.HdrLengthException, codec.HdrHistogramSettingsException)
+
+
+@contextmanager
+def damaged(path: str | Path, what: str = ""):
+    """Reading (and using) `path`: content of the wrong shape becomes one line naming the file."""
+    try:
+        yield
+    except CachestormError:
+        raise
+    except DAMAGE + _hdr_errors() as exc:
+        detail = " ".join(f"{exc.__class__.__name__}: {exc}".split())[:160]
+        damage = "" if Path(path).is_dir() else "; the file is damaged"
+        raise CachestormError(f"{path}: {what or 'unexpected content'} ({detail}){damage}") from None
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise CachestormError(f"{path}: not text (binary data where UTF-8 was expected); the file is damaged") from None
 
 
 def read_json(path: str | Path, default=None):
@@ -14,7 +48,9 @@ def read_json(path: str | Path, default=None):
     if not path.exists():
         return {} if default is None else default
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
+    except CachestormError:
+        raise
     except ValueError as exc:
         raise CachestormError(f"{path}: not valid JSON ({exc}); was the run interrupted while writing it?") from None
     if not isinstance(data, dict):
@@ -28,7 +64,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     records = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path).splitlines()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -48,8 +84,8 @@ def read_csv(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    with damaged(path, "not a CSV table"):
+        return list(csv.DictReader(io.StringIO(read_text(path), newline="")))
 
 
 def locust_csv(run_dir: str | Path, name: str) -> list[dict]:
@@ -81,7 +117,7 @@ def first_failure(journal: list[dict]) -> dict | None:
     """The first step that did not end well (failed, interrupted, Locust's bad exit), or None."""
     for record in journal:
         outcome = str(record.get("outcome"))
-        if outcome in ("failed", "interrupted") or outcome.startswith("exit "):
+        if outcome in ("failed", "interrupted", "revert_failed") or outcome.startswith("exit "):
             return {"what": record.get("what"), "kind": record.get("kind"), "outcome": outcome,
                     "error": (record.get("details") or {}).get("error")}
     return None

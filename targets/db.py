@@ -175,3 +175,17 @@ class Database:
                 f"UPDATE {table} SET {set_sql}, version = version + 1, updated_at = now() "
                 f"WHERE id = %s RETURNING id, version, data", (*params, key_id))
             return await cur.fetchone()
+
+    async def delete(self, table: str, key_id: int, request_id: str | None = None) -> dict | None:
+        """Delete the row; returns it with the delete's version (one above its last, as a write would),
+        None if it does not exist. A repeated X-Request-Id finds the row gone: None."""
+        self.metrics.db_queries.labels("write", self.metrics.key_class(key_id)).inc()
+        async with self.connection() as conn, conn.transaction():
+            if request_id:
+                cur = await conn.execute("INSERT INTO cachestorm_requests (request_id) VALUES (%s) "
+                                         "ON CONFLICT DO NOTHING RETURNING 1", (request_id,))
+                if await cur.fetchone() is None:
+                    return None
+            cur = await conn.execute(f"DELETE FROM {table} WHERE id = %s RETURNING id, version + 1 AS version, data",
+                                     (key_id,))
+            return await cur.fetchone()

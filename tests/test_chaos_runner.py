@@ -121,3 +121,19 @@ def test_a_remote_address_is_refused_before_anything_runs(stack, tmp_path):
     experiment = parse_experiment(EXPERIMENT.replace("DEVIATION", "continue"), "e2e.yaml")
     with pytest.raises(Exception, match="not a loopback address"):
         ExperimentRunner(experiment, ctx, journal)
+
+
+def test_a_fault_the_run_ended_before_is_recorded_as_never_applied(stack, tmp_path):
+    """The conductor refuses a fault scheduled after the load; one the run still ended before (Locust
+    stopped early, a short run) is a failed fault record, so the run is marked failed, not "ok"."""
+    journal = Journal(tmp_path / "run", t0_wall=time.time())
+    ctx = context_from_stack(stack, ledger_path=str(tmp_path / "ledger.jsonl"), run_dir=str(tmp_path / "run"))
+    ctx.t0_monotonic = time.monotonic()
+    experiment = parse_experiment("name: late\nmethod:\n  - {fault: redis-latency, at: 30s, for: 1s, "
+                                  "settings: {latency_ms: 5}}\n", "late.yaml")
+    runner = ExperimentRunner(experiment, ctx, journal).start()
+    time.sleep(0.3)
+    runner.stop()
+    [failed] = runner.failed_faults()
+    assert failed["outcome"] == "failed" and "never applied" in failed["details"]["error"]
+    assert [r["outcome"] for r in read_journal(tmp_path / "run") if r["kind"] == "fault"] == ["failed"]

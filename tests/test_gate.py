@@ -17,7 +17,7 @@ slos:
   - name: DB amplification
     metric: db_amplification
     max: 5
-    where: {strategy: [xfetch, leases]}
+    where: {strategy: [xfetch, read-through+lease]}
   - name: no stale reads beyond the bound
     metric: stale_reads_over_bound
     max: 0
@@ -26,7 +26,7 @@ slos:
     min: 3
   - metric: lost_writes
     max: 0
-    where: {experiment: partition}
+    where: {experiment: redis-partition}
 """
 
 
@@ -55,9 +55,9 @@ def test_gate_evaluates_each_slo_on_each_matching_run(tmp_path, analyses):
     assert amplification[0].passed and amplification[0].excess == pytest.approx(-0.5)
     assert not by[("no stale reads beyond the bound", "profiles-cache-aside-hot-key-expiry")].passed
     assert by[("reads consistent within 60 s", "profiles-xfetch-hot-key-expiry")].passed  # "all" nines
-    skipped = by[("lost_writes", None)]
-    assert skipped.skipped and skipped.passed
-    assert not gate.passed and gate.exit_code == 1 and len(gate.failures) == 2
+    unmatched = by[("lost_writes", None)]  # no run matched: reported as a failure, not a silent pass
+    assert not unmatched.passed and "nothing was checked" in unmatched.message
+    assert not gate.passed and gate.exit_code == 1 and len(gate.failures) == 3
 
 
 def test_unmeasured_metric_fails(tmp_path, analyses):
@@ -106,13 +106,13 @@ def test_junit_has_one_case_per_result_with_failures(tmp_path, analyses):
     root = ET.parse(write_junit(gate, tmp_path / "junit.xml")).getroot()
     suite = root.find("testsuite")
     cases = suite.findall("testcase")
-    assert len(cases) == len(gate.results) and suite.get("failures") == "2" and suite.get("skipped") == "1"
+    assert len(cases) == len(gate.results) and suite.get("failures") == "3" and suite.get("skipped") == "0"
     failed = [c for c in cases if c.find("failure") is not None]
-    assert {c.get("classname") for c in failed} == {"profiles-cache-aside-hot-key-expiry"}
+    assert {c.get("classname") for c in failed} == {"profiles-cache-aside-hot-key-expiry", "no matching run"}
     assert "over the max" in failed[0].find("failure").get("message")
 
 
 def test_gate_markdown(tmp_path, analyses):
     gate = evaluate_gate(write(tmp_path, CONFIG), analyses)
     text = render_gate_markdown(gate)
-    assert "**failed** (2 of 8)" in text and text.count("❌") == 2 and "skipped" in text
+    assert "**failed** (3 of 8)" in text and text.count("❌") == 3 and "nothing was checked" in text

@@ -104,6 +104,11 @@ def test_tight_config_fails_with_exit_1_naming_the_slo_and_the_excess(tmp_path, 
     ("slos:\n  - metric: p99_milliseconds\n    max: 5\n", "slos[0].metric"),
     ("slos:\n  - metric: p99_ms\n    max: 5\n    where: {colour: red}\n", "slos[0].where"),
     ("slos: []\n", "`slos`"),
+    ("slos:\n  - metric: p99_ms\n    max: 5\n    where: {strategy: cache-asid}\n", "slos[0].where.strategy"),
+    ("slos:\n  - metric: p99_ms\n    max: 5\n    where: {domain: weather}\n", "slos[0].where.domain"),
+    ("slos:\n  - metric: p99_ms\n    max: 5\n    where: {experiment: [hot-key-expiry, hot-key-expry]}\n",
+     "slos[0].where.experiment"),
+    ("slos:\n  - metric: p99_ms\n    min: 10\n    max: 5\n", "min 10 is above max 5"),
 ])
 def test_malformed_config_exits_2_with_one_line_naming_file_and_field(tmp_path, matrix, config, field):
     result = gate(tmp_path, config, matrix)
@@ -183,8 +188,16 @@ def test_a_run_that_did_not_complete_fails_the_gate_whatever_its_numbers(tmp_pat
     result = gate(tmp_path, GOOD, run_dir)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "the run did not complete (failed: start targets: CachestormError: target exited)" in result.stdout
-    failed = [c for c in junit_cases(tmp_path / "junit.xml") if c.find("failure") is not None]
-    assert [c.get("name") for c in failed] == ["run completed"]
+    failed = [c.get("name") for c in junit_cases(tmp_path / "junit.xml") if c.find("failure") is not None]
+    assert failed[0] == "run completed"
+    assert all("(coalescing)" in name for name in failed[1:])  # matched no run: failed, not skipped
+
+
+def test_an_slo_that_matched_no_run_fails_the_gate(tmp_path, matrix):
+    config = "slos:\n  - {name: partition, metric: lost_writes, max: 0, where: {experiment: redis-partition}}\n"
+    result = gate(tmp_path, config, matrix)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "nothing was checked" in result.stdout and "gate failed" in result.stdout
 
 
 def test_report_of_a_run_that_did_not_complete_is_marked_and_exits_1(tmp_path):
@@ -207,3 +220,15 @@ def test_report_of_a_run_that_did_not_complete_is_marked_and_exits_1(tmp_path):
         text = (run_dir / name).read_text()
         assert "This run did not complete" in text and "start targets" in text, name
     assert json.loads((run_dir / "report.json").read_text())["run"]["outcome"] == "failed"
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/below"])
+def test_report_comparison_out_that_cannot_be_a_folder_is_one_line(tmp_path, matrix, where):
+    (tmp_path / "a-file").write_text("keep me\n")
+    runs = sorted(p for p in matrix.iterdir() if (p / "run.json").exists())
+    result = subprocess.run([sys.executable, "-m", "cachestorm", "report", *map(str, runs), "--out",
+                             str(tmp_path / where)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: --out {tmp_path / where}") and (tmp_path / "a-file").read_text() == "keep me\n"

@@ -111,7 +111,11 @@ def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env, sig
     (["--domain", "weather"], "unknown domain 'weather'"),
     (["--alpha", "0"], "--alpha must be a number > 0"),
     (["--keys", "0"], "the key space cannot be empty"),
-    (["--rate", "0"], "--rate must be a positive number"),
+    (["--rate", "0"], "--rate must be a positive"),
+    (["--rate", "inf"], "--rate must be a positive, finite number"),
+    (["--rate", "nan"], "--rate must be a positive, finite number"),
+    (["--duration", "5s", "--experiment", "hot-key-expiry", "--experiment-at", "500s"],
+     "starts at 500s, after the load ends (5s)"),
     (["--preset", "nope"], "--preset 'nope' is unknown"),
     (["--shape", "zigzag"], "--shape 'zigzag' is unknown"),
     (["--retry", "weird"], "--retry 'weird' is not understood"),
@@ -186,3 +190,117 @@ def test_a_sigkilled_run_s_faults_expire_by_themselves(tmp_path, cli_env, stack,
     healed = subprocess.run(CLI + ["chaos", "heal"], cwd=tmp_path, env=cli_env, capture_output=True, text=True,
                             timeout=60)
     assert healed.returncode == 0, healed
+
+
+def test_a_fault_scheduled_after_the_load_is_refused_before_anything_starts(tmp_path, cli_env):
+    experiment = tmp_path / "late.yaml"
+    experiment.write_text("name: late\nmethod:\n  - {fault: redis-latency, at: 500s, for: 2s, "
+                          "settings: {latency_ms: 10}}\n")
+    result = subprocess.run(CLI + ["run", "--duration", "5s", "--experiment", str(experiment),
+                                   "--out", str(tmp_path / "runs")],
+                            cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: fault redis-latency of late starts at 500s, after the load ends (5s): "
+        "lengthen --duration or move it with --experiment-at"]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_fault_that_fails_to_apply_fails_the_run_the_report_and_the_gate(tmp_path, cli_env):
+    """latency_ms: -100 passes our checks; only the proxy refuses it, mid-run."""
+    experiment = tmp_path / "negative.yaml"
+    experiment.write_text("name: negative-latency\nmethod:\n  - {fault: redis-latency, at: 1s, for: 2s, "
+                          "settings: {latency_ms: -100}}\n")
+    result = subprocess.run(CLI + ["run", "--strategy", "cache-aside", "--duration", "4s", *SMALL,
+                                   "--experiment", str(experiment), "--out", str(tmp_path / "runs")],
+                            cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "error: the run is marked failed" in result.stderr
+    assert "must not be negative" in result.stderr
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["outcome"] == "failed"
+    report = json.loads((run_dir / "report.json").read_text())
+    [fault] = report["faults"]
+    assert fault["outcome"] == "failed" and "must not be negative" in fault["error"]
+    assert report["headline"]["requests"] > 10  # the load itself ran and is reported
+    gate_config = tmp_path / "gate.yaml"
+    gate_config.write_text("slos:\n  - {name: anything, metric: p99_ms, max: 1000000}\n")
+    for command in (["gate", str(run_dir), "-c", str(gate_config)], ["report", str(run_dir)]):
+        verdict = subprocess.run(CLI + command, cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                                 timeout=120)
+        assert verdict.returncode == 1, (command, verdict.stdout[-2000:], verdict.stderr[-2000:])
+
+
+@pytest.mark.parametrize("case", ["binary experiment", "out is a file", "out under a file", "out unwritable"])
+def test_unusable_files_and_folders_are_one_line_exit_2(tmp_path, cli_env, case):
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81name: x\n" + bytes(range(256)))
+    (tmp_path / "a-file").write_text("keep me\n")
+    args = {"binary experiment": ["--experiment", str(tmp_path / "binary.yaml"), "--out", str(tmp_path / "runs")],
+            "out is a file": ["--out", str(tmp_path / "a-file")],
+            "out under a file": ["--out", str(tmp_path / "a-file" / "runs")],
+            "out unwritable": ["--out", "/proc/cachestorm-runs"]}[case]
+    result = subprocess.run(CLI + ["run", "--duration", "3s", *args], cwd=tmp_path, env=cli_env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and ("not a text file" in line or "--out" in line), line
+    assert (tmp_path / "a-file").read_text() == "keep me\n" and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_matrix_with_a_failed_fault_exits_1_after_running_everything(tmp_path, cli_env):
+    experiment = tmp_path / "negative.yaml"
+    experiment.write_text("name: negative-latency\nmethod:\n  - {fault: redis-latency, at: 1s, for: 1s, "
+                          "settings: {latency_ms: -100}}\n")
+    result = subprocess.run(CLI + ["matrix", "--strategies", "cache-aside", "--experiments", f"none,{experiment}",
+                                   "--duration", "3s", "--users", "5", "--out", str(tmp_path / "runs")],
+                            cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "error: 1 of 2 runs are marked failed" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_locust_exiting_1_fails_the_run(stack, tmp_path):
+    """Locust's exit 1 used to count as "some requests failed"; now failed requests exit 0
+    (--exit-code-on-error 0) and any other exit fails the run. Here Locust is told to exit 1 on
+    errors and sent to a closed port, as a Locust that stopped over bad settings would exit 1."""
+    from cachestorm.conductor import RunSettings
+    from cachestorm.conductor import run as run_once
+    from cachestorm.errors import CachestormError
+    from cachestorm.stack.processes import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    settings = RunSettings(strategy="cache-aside", duration_s=3, users=2, spawn_rate=2, keys=50, rows=100,
+                           recompute_ms=1, warm=False, render=False, out=str(tmp_path / "runs"),
+                           locust_args=["--exit-code-on-error", "1", "--hosts", f"{closed},{closed}"])
+    with pytest.raises(CachestormError, match="Locust exited with code 1"):
+        run_once(settings, stack=stack)
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["outcome"] == "failed"
+
+
+@pytest.mark.slow
+def test_failed_requests_are_measured_not_a_failed_run(stack, tmp_path):
+    from cachestorm.conductor import RunSettings
+    from cachestorm.conductor import run as run_once
+    from cachestorm.stack.processes import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    settings = RunSettings(strategy="cache-aside", duration_s=3, users=2, spawn_rate=2, keys=50, rows=100,
+                           recompute_ms=1, warm=False, render=False, out=str(tmp_path / "runs"),
+                           locust_args=["--hosts", f"{closed},{closed}"])  # every request fails
+    run_dir = run_once(settings, stack=stack)
+    assert json.loads((run_dir / "run.json").read_text())["outcome"] == "ok"
+    load = next(r for r in read_journal(run_dir) if r["kind"] == "load")
+    assert load["details"]["returncode"] == 0
+
+
+def test_a_matrix_with_a_fault_after_the_load_is_refused_before_anything_starts(tmp_path, cli_env):
+    result = subprocess.run(CLI + ["matrix", "--strategies", "cache-aside", "--experiments", "hot-key-expiry",
+                                   "--duration", "5s", "--out", str(tmp_path / "runs")],
+                            cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert "starts at 10s, after the load ends (5s)" in line
+    assert not (tmp_path / "runs").exists()

@@ -189,3 +189,49 @@ def test_write_behind_periodic_flush(settings):
                 await asyncio.sleep(0.05)
 
     run(scenario())
+
+
+@pytest.mark.parametrize("strategy", ["no-cache", "cache-aside", "read-through", "write-through", "write-behind",
+                                      "invalidate-on-write", "stale-while-revalidate"])
+def test_delete_commits_in_postgres_and_each_strategy_forgets_the_key_as_it_would_a_write(stack, settings,
+                                                                                           strategy):
+    """--delete-ratio sends DELETE /profiles/{id}: committed in PostgreSQL, then the strategy's write path
+    decides the cache: fresh-after-write strategies answer 404 at once; cache-aside serves the cached row
+    until its TTL (its declared staleness bound), as it does after an update."""
+    settings.strategy = strategy
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, _):
+            await client.get("/profiles/6")
+            await client.get("/profiles/6")  # cached (where the strategy caches)
+            if strategy == "write-behind":
+                assert (await put(client, 6, "pending")).json()["version"] == 2  # unflushed when the delete comes
+            deleted = await client.delete("/profiles/6", headers={"X-Request-Id": f"del-{strategy}"})
+            version = 3 if strategy == "write-behind" else 2
+            assert (deleted.status_code, deleted.json()["version"], deleted.headers["x-version"]) == \
+                (200, version, str(version))
+            again = await client.delete("/profiles/6")
+            assert again.status_code == 404
+            after = await client.get("/profiles/6")
+            if strategy == "cache-aside":
+                assert (after.status_code, after.headers["x-cache"]) == (200, "hit")  # stale within the TTL
+            else:
+                assert after.status_code == 404, (after.status_code, after.headers)
+            assert (await put(client, 6, "gone")).status_code == 404  # no row to update
+            assert (await client.delete("/products/6")).status_code in (404, 405)  # not this domain's route
+
+    run(scenario())
+    with psycopg.connect(stack.postgres_url) as conn:
+        assert conn.execute("SELECT count(*) FROM profiles WHERE id = 6").fetchone()[0] == 0
+
+
+def test_catalog_delete(stack, settings):
+    settings.domain, settings.strategy = "catalog", "stale-while-revalidate"
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, _):
+            await client.get("/products/9")
+            assert (await client.delete("/products/9")).status_code == 200
+            assert (await client.get("/products/9")).status_code == 404
+
+    run(scenario())

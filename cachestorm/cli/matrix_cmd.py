@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cachestorm.cli import options
-from cachestorm.conductor import RunSettings, parse_duration, resolve_experiment, validate_strategy
+from cachestorm.conductor import (
+    RunSettings,
+    parse_duration,
+    plan_experiment,
+    validate_strategy,
+)
+from cachestorm.errors import CachestormError
 from cachestorm.matrix import run_matrix
+from reports.runfolder import run_incomplete
 
 console = Console()
 
@@ -52,7 +61,7 @@ def matrix(
     for strategy in _split(strategies):  # fail in one line before the progress view draws anything
         validate_strategy(strategy)
     for experiment in names:
-        resolve_experiment(experiment)
+        plan_experiment(dataclasses.replace(base, experiment=experiment))
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("matrix", total=len(_split(strategies)) * len(names))
@@ -63,3 +72,7 @@ def matrix(
         result = run_matrix(base, _split(strategies), names, out, name="matrix", on_progress=on_progress)
     for path in result.report_paths:
         console.print(f"[bold]report:[/] {path}")
+    failed = [(run_dir.name, why) for run_dir in result.run_dirs if (why := run_incomplete(run_dir))]
+    if failed:  # e.g. a fault that failed to apply: reported, but the matrix did not test what it says
+        raise CachestormError(f"{len(failed)} of {len(result.run_dirs)} runs are marked failed; first: "
+                              f"{failed[0][0]} ({failed[0][1]})", exit_code=1)

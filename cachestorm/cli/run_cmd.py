@@ -8,8 +8,10 @@ from rich.console import Console
 from cachestorm.cli import options
 from cachestorm.conductor import RunSettings, parse_duration
 from cachestorm.conductor import run as run_once
+from cachestorm.errors import CachestormError
 from cachestorm.stack import StackSettings
 from cachestorm.summary import print_summary
+from reports.runfolder import run_incomplete
 
 console = Console()
 
@@ -77,3 +79,6 @@ def run(
     with console.status(f"running {strategy} for {settings.duration_s:.0f} s ..."):
         run_dir = run_once(settings)
     print_summary(run_dir, console)
+    why = run_incomplete(run_dir)
+    if why:  # e.g. a fault that failed to apply: the numbers are there, the experiment is not
+        raise CachestormError(f"the run is marked failed ({why}); see {run_dir}", exit_code=1)

@@ -61,6 +61,25 @@ class Domain:
         change = Change(mode, payload, commit, load_current, request_id)
         return await service.strategy.write(self.key(key_id), change)
 
+    async def delete(self, key_id: int, request_id: str | None) -> dict | None:
+        """Delete the row through the strategy (which decides what the cache forgets); the deleted row
+        with the delete's version, None if there was none."""
+        service = self.service
+        db, table = service.db, self.table
+
+        async def commit():
+            return await db.delete(table, key_id, request_id)
+
+        async def load_current():
+            return await db.read(table, key_id, recompute=False)
+
+        return await service.strategy.write(self.key(key_id), Change("delete", {}, commit, load_current, request_id))
+
+    async def delete_route(self, request):
+        """DELETE /<items>/{id}: 200 with the deleted row and the delete's version, 404 if absent."""
+        record = await self.delete(request.path_params["id"], request.headers.get("x-request-id"))
+        return self.record_response(record, None)
+
     # ---------------------------------------------------------------- request/response helpers
 
     @staticmethod

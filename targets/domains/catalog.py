@@ -14,7 +14,8 @@ class Catalog(Domain):
     seed_sql = "jsonb_build_object('name', 'product-' || g, 'price_cents', 100 + mod(g, 9900))"
 
     def routes(self):
-        return [("/products/{id:int}", self.get, ["GET"]), ("/products/{id:int}", self.put, ["PUT"])]
+        return [("/products/{id:int}", self.get, ["GET"]), ("/products/{id:int}", self.put, ["PUT"]),
+                ("/products/{id:int}", self.delete_route, ["DELETE"])]
 
     async def get(self, request):
         result = await self.read(request.path_params["id"])

@@ -14,7 +14,8 @@ class Profiles(Domain):
     seed_sql = "jsonb_build_object('name', 'user-' || g, 'bio', repeat('x', 64))"
 
     def routes(self):
-        return [("/profiles/{id:int}", self.get, ["GET"]), ("/profiles/{id:int}", self.put, ["PUT"])]
+        return [("/profiles/{id:int}", self.get, ["GET"]), ("/profiles/{id:int}", self.put, ["PUT"]),
+                ("/profiles/{id:int}", self.delete_route, ["DELETE"])]
 
     async def get(self, request):
         key_id = request.path_params["id"]

@@ -56,7 +56,7 @@ class Change:
     """A write. `commit` does it in PostgreSQL and returns the committed row (None: no such id);
     write-behind instead applies `mode`/`payload` in Redis and flushes later."""
 
-    mode: str                                     # "replace" | "merge" | "incr"
+    mode: str                                     # "replace" | "merge" | "incr" | "delete"
     payload: dict                                 # new data, a patch, or {"by": n}
     commit: Callable[[], Awaitable[dict | None]]
     load_current: Loader                          # the row as PostgreSQL has it now (no recompute cost)
@@ -232,13 +232,23 @@ class CachedStrategy:
         record = await change.commit()
         if record is not None:
             try:
-                await self.after_commit(key, record)
+                if change.mode == "delete":
+                    await self.after_delete(key)
+                else:
+                    await self.after_commit(key, record)
             except CacheUnavailable:  # committed, cache not updated: stale until TTL (counted)
                 pass
         return record
 
     async def after_commit(self, key: Key, record: dict) -> None:
         """What the cache learns of a committed write. Default: nothing (staleness <= TTL)."""
+
+    async def after_delete(self, key: Key) -> None:
+        """What the cache learns of a committed delete: a strategy that is fresh after a write (it
+        invalidates or overwrites) forgets the key; one that is not (cache-aside) serves it until the TTL,
+        as it would an overwritten row."""
+        if self.fresh_after_write:
+            await self.cache.invalidate(key.redis)
 
 
 def _protection_base():

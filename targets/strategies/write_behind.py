@@ -121,6 +121,11 @@ class WriteBehind(CachedStrategy):
     # ---------------------------------------------------------------- writes: Redis only
 
     async def write(self, key: Key, change: Change) -> dict | None:
+        if change.mode == "delete":
+            # a delete is not deferred: flush what is pending (this key's writes land before it goes),
+            # then delete in PostgreSQL and forget the key; a later write finds no row (404)
+            await self.flush()
+            return await super().write(key, change)
         base = ""
         for _ in range(2):
             status, encoded, *rest = await self._apply_in_redis(key, change, base)
