@@ -147,13 +147,14 @@ def test_redis_py_retries_loading_on_a_new_connection(setup):
     retrying = redis.Redis(host=host, port=int(port), socket_timeout=5)
     retrying.ping()
     opened = client.get_proxy("redis")["stats"]["connections_total"]
-    client.add_toxic("redis", "redis_error", {"error": "LOADING", "commands": ["GET"]}, toxicity=0.5)
+    # 0.3: eleven refusals in a row (past redis-py's 10 retries) are a 2e-6 event per GET, not 2% as at 0.5
+    client.add_toxic("redis", "redis_error", {"error": "LOADING", "commands": ["GET"]}, toxicity=0.3)
     try:
         assert all(retrying.get("k") == b"v" for _ in range(40))  # nothing surfaced
     finally:
         retrying.close()
     refused = client.get_proxy("redis")["stats"]["commands_faulted"]["redis_error"]
-    assert refused >= 15, refused
+    assert refused >= 5, refused  # ~17 expected (p / (1 - p) per GET)
     assert client.get_proxy("redis")["stats"]["connections_total"] - opened == refused  # one reconnect each
     plain = proxied()
     surfaced = 0
@@ -162,7 +163,7 @@ def test_redis_py_retries_loading_on_a_new_connection(setup):
             plain.get("k")
         except redis.exceptions.BusyLoadingError:
             surfaced += 1
-    assert surfaced >= 10, surfaced
+    assert surfaced >= 3, surfaced  # ~12 of 40 expected at toxicity 0.3
 
 
 def test_custom_error_on_hot_keys_only(setup):
