@@ -66,10 +66,7 @@ def capacity(
         pool_timeout_s=parse_duration(pool_timeout, "--pool-timeout"), seed=seed,
         stack=StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote), render=not no_report,
         explicit=options.typed_settings(ctx),
-        **options.knob_settings(
-            db_capacity=db_capacity, recompute_mode=recompute_mode, request_timeout=request_timeout, jitter=jitter,
-            xfetch_beta=xfetch_beta, lock_ms=lock_ms, max_stale=max_stale, negative_ttl=negative_ttl,
-            missing_share=missing_share, owner_read_share=owner_read_share))
+        **options.knob_settings_of(ctx))
     seconds = plan.steps * plan.hold_s
     with console.status(f"capacity: {len(plan.strategies)} × {plan.steps} steps of {plan.hold_s:g} s "
                         f"(~{seconds:.0f} s of load each) ...") as status:

@@ -53,10 +53,7 @@ def matrix(
     base = RunSettings(domain=domain, duration_s=parse_duration(duration), users=users, spawn_rate=users,
                        recompute_ms=parse_duration(recompute, "--recompute") * 1000,
                        celebrity_share=celebrity_share, rate=rate, retry=retry, explicit=options.typed_settings(ctx),
-                       **options.knob_settings(
-            db_capacity=db_capacity, recompute_mode=recompute_mode, request_timeout=request_timeout, jitter=jitter,
-            xfetch_beta=xfetch_beta, lock_ms=lock_ms, max_stale=max_stale, negative_ttl=negative_ttl,
-            missing_share=missing_share, owner_read_share=owner_read_share))
+                       **options.knob_settings_of(ctx))
     names = [None if e.lower() == "none" else e for e in _split(experiments)]
     for strategy in _split(strategies):  # fail in one line before the progress view draws anything
         validate_strategy(strategy)

@@ -89,3 +89,10 @@ def knob_settings(*, db_capacity: int, recompute_mode: str, request_timeout: str
             "max_stale_s": None if max_stale is None else parse_duration(max_stale, "--max-stale"),
             "negative_ttl_s": None if negative_ttl is None else parse_duration(negative_ttl, "--negative-ttl"),
             "missing_share": missing_share, "owner_read_share": owner_read_share}
+
+
+def knob_settings_of(ctx: typer.Context) -> dict:
+    """`knob_settings` of this command's own knob flags (every command declaring them passes them so)."""
+    import inspect
+
+    return knob_settings(**{name: ctx.params[name] for name in inspect.signature(knob_settings).parameters})

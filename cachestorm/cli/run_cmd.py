@@ -71,10 +71,7 @@ def run(
         ttl_s=parse_duration(ttl, "--ttl") if ttl else None, recompute_ms=parse_duration(recompute, "--recompute") * 1000,
         pool_size=pool_size, pool_timeout_s=parse_duration(pool_timeout, "--pool-timeout"), seed=seed,
         stack=StackSettings(redis_url, postgres_url, toxiproxy_url, allow_remote=allow_remote), render=not no_report, warm=warm,
-        explicit=options.typed_settings(ctx), **options.knob_settings(
-            db_capacity=db_capacity, recompute_mode=recompute_mode, request_timeout=request_timeout, jitter=jitter,
-            xfetch_beta=xfetch_beta, lock_ms=lock_ms, max_stale=max_stale, negative_ttl=negative_ttl,
-            missing_share=missing_share, owner_read_share=owner_read_share),
+        explicit=options.typed_settings(ctx), **options.knob_settings_of(ctx),
     )
     with console.status(f"running {strategy} for {settings.duration_s:.0f} s ..."):
         run_dir = run_once(settings)
