@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from cachestorm.errors import CachestormError
+from chaos.proxy.process import ProxyProcess
 
 SERVER_ENV = "CACHESTORM_TOXIPROXY_SERVER"
 REPO = Path(__file__).resolve().parents[1]
@@ -53,19 +54,8 @@ def _listening_ports(pid: int) -> list[int]:
     return ports
 
 
-class ToxiproxyServer:
-    def __init__(self, popen: subprocess.Popen, api_url: str):
-        self.popen = popen
-        self.api_url = api_url
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout)
+class ToxiproxyServer(ProxyProcess):
+    """A running real Toxiproxy: stopped like our own proxy process."""
 
 
 def start(binary: Path, proxy_metrics: bool = True, timeout: float = 15.0) -> ToxiproxyServer:
