@@ -72,18 +72,26 @@ def test_ctrl_c_mid_fault_reverts_it(fault, workdir, cli_env, redis_client, prox
     assert Ledger(workdir / ".cachestorm" / "active-faults.jsonl").active() == []
 
 
-@pytest.mark.parametrize("fault", ["redis-acl-readonly", "redis-down"])
-def test_heal_after_sigkill_of_the_controller(fault, workdir, cli_env, redis_client, proxy_client, stack):
+def _apply_then_sigkill(fault, window, workdir, cli_env, redis_client, proxy_client):
+    """`chaos apply FAULT --for WINDOW`, SIGKILLed once the fault is active: (Redis config and ACL
+    before, the fault's `active` check)."""
     config_before = tuple(redis_client.config_get("maxmemory*")[k] for k in ("maxmemory", "maxmemory-policy"))
     acl_before = redis_client.acl_list()
     extra, active = FAULTS[fault]
-    process = subprocess.Popen(cli("chaos", "apply", fault, *extra, "--for", "60s"), cwd=workdir, env=cli_env,
+    process = subprocess.Popen(cli("chaos", "apply", fault, *extra, "--for", window), cwd=workdir, env=cli_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: active(redis_client, proxy_client), process=process)
     finally:
         process.kill()
         process.wait()
+    return config_before, acl_before, active
+
+
+@pytest.mark.parametrize("fault", ["redis-acl-readonly", "redis-down"])
+def test_heal_after_sigkill_of_the_controller(fault, workdir, cli_env, redis_client, proxy_client, stack):
+    config_before, acl_before, active = _apply_then_sigkill(fault, "60s", workdir, cli_env, redis_client,
+                                                            proxy_client)
     assert active(redis_client, proxy_client)   # the fault outlived its controller
     status = subprocess.run(cli("chaos", "status", "--json"), cwd=workdir, env=cli_env, capture_output=True,
                             text=True, timeout=30)
@@ -121,16 +129,8 @@ def test_apply_runs_out_its_window_and_run_reports_the_hypothesis(workdir, cli_e
 
 @pytest.mark.parametrize("fault", ["redis-down", "redis-oom", "redis-acl-readonly", "lfu-tracking"])
 def test_a_sigkilled_apply_s_fault_expires_by_itself(fault, workdir, cli_env, redis_client, proxy_client):
-    config_before = tuple(redis_client.config_get("maxmemory*")[k] for k in ("maxmemory", "maxmemory-policy"))
-    acl_before = redis_client.acl_list()
-    extra, active = FAULTS[fault]
-    process = subprocess.Popen(cli("chaos", "apply", fault, *extra, "--for", "3s"), cwd=workdir, env=cli_env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: active(redis_client, proxy_client), process=process)
-    finally:
-        process.kill()
-        process.wait()
+    config_before, acl_before, active = _apply_then_sigkill(fault, "3s", workdir, cli_env, redis_client,
+                                                            proxy_client)
     killed = time.monotonic()
     assert active(redis_client, proxy_client)   # its controller is gone; nothing of ours runs any more
     status = subprocess.run(cli("chaos", "status", "--json"), cwd=workdir, env=cli_env, capture_output=True,

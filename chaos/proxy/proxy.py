@@ -144,19 +144,15 @@ class Proxy:
         }
 
     def bytes_moved(self) -> tuple[int, int]:
-        up = self.stats.closed_bytes_upstream
-        down = self.stats.closed_bytes_downstream
-        for conn in self.connections:
-            conn_up, conn_down = conn.bytes_moved()
-            up += conn_up
-            down += conn_down
-        return up, down
+        return self._with_open(self.stats.closed_bytes_upstream, self.stats.closed_bytes_downstream, "bytes_moved")
 
     def bytes_sent(self) -> tuple[int, int]:
-        up = self.stats.closed_sent_upstream
-        down = self.stats.closed_sent_downstream
+        return self._with_open(self.stats.closed_sent_upstream, self.stats.closed_sent_downstream, "bytes_sent")
+
+    def _with_open(self, up: int, down: int, counter: str) -> tuple[int, int]:
+        """Closed connections' bytes (up, down) plus each open connection's `counter()`."""
         for conn in self.connections:
-            conn_up, conn_down = conn.bytes_sent()
+            conn_up, conn_down = getattr(conn, counter)()
             up += conn_up
             down += conn_down
         return up, down
