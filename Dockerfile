@@ -1,7 +1,7 @@
 # One image for the reference targets and the Locust traffic (docker-compose.yml).
 FROM python:3.11.7-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY cachestorm cachestorm
 COPY targets targets
 COPY locustfiles locustfiles
@@ -9,4 +9,4 @@ COPY chaos chaos
 COPY reports reports
 RUN pip install --no-cache-dir .
 EXPOSE 8000 8089
-CMD ["python", "-m", "targets", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "cachestorm.targets", "--host", "0.0.0.0", "--port", "8000"]

@@ -107,8 +107,8 @@ def _run_capacity(base: RunSettings, plan: CapacityPlan,
 
 def write_capacity(run_dir: Path, plan: CapacityPlan) -> dict:
     """Analyse the run's steps and write capacity.json next to its other files."""
-    from reports.capacity import analyze_capacity
-    from reports.jsonout import to_strict_json, write_json
+    from cachestorm.reports.capacity import analyze_capacity
+    from cachestorm.reports.jsonout import to_strict_json, write_json
 
     capacity = to_strict_json(analyze_capacity(run_dir, plan.slo_p99_ms, plan.max_error_rate))
     write_json(capacity, run_dir / "capacity.json")
@@ -118,7 +118,7 @@ def write_capacity(run_dir: Path, plan: CapacityPlan) -> dict:
 def _render(run_dirs: list[Path], capacities: list[dict], comparison_dir: Path | None, render: bool) -> list[Path]:
     if not render:
         return []
-    from reports.render import render_capacity_comparison, render_run
+    from cachestorm.reports.render import render_capacity_comparison, render_run
 
     paths: list[Path] = []
     for run_dir in run_dirs:

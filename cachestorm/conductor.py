@@ -21,6 +21,9 @@ from pathlib import Path
 import httpx
 
 from cachestorm import __version__
+from cachestorm.chaos.context import DEFAULT_LEDGER
+from cachestorm.chaos.ledger import refuse_active_faults
+from cachestorm.chaos.self_expiry import unguarded_warning
 from cachestorm.errors import CachestormError
 from cachestorm.runfolder import Journal, new_run_dir, write_run_meta
 from cachestorm.scrape import Scraper
@@ -38,9 +41,7 @@ from cachestorm.stack import (
 )
 from cachestorm.stack.processes import free_port, spawn, stop_pid, wait_until
 from cachestorm.stack.watch import DependencyWatch
-from chaos.context import DEFAULT_LEDGER
-from chaos.ledger import refuse_active_faults
-from chaos.self_expiry import unguarded_warning
+from cachestorm.traffic import locustfile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOMAINS = ("profiles", "catalog", "counters", "permissions")
@@ -129,7 +130,7 @@ def validate_traffic(settings: RunSettings) -> None:
     """Check the Locust options with the locustfiles' own (pure) parser before anything starts."""
     from types import SimpleNamespace
 
-    from locustfiles.settings import ARGUMENTS, build_settings, option_name
+    from cachestorm.traffic.settings import ARGUMENTS, build_settings, option_name
 
     types = {flag: kind for flag, kind, _, _ in ARGUMENTS}
     argv = locust_traffic_args(settings)
@@ -139,7 +140,7 @@ def validate_traffic(settings: RunSettings) -> None:
 
 def validate_target_args(settings: RunSettings) -> None:
     """Check the target options with the targets' own parser (one line on bad input) before anything starts."""
-    from targets.settings import parse_settings
+    from cachestorm.targets.settings import parse_settings
 
     placeholders = ["--redis-url", "redis://127.0.0.1:6379/0",  # the stack comes later
                     "--postgres-url", "postgresql://postgres@127.0.0.1:5432/x"]
@@ -150,14 +151,14 @@ def resolve_strategy(spec: str, domain: str) -> str:
     """`default` -> the domain's recommended strategy (e.g. counters -> write-behind)."""
     if spec != "default":
         return spec
-    from targets.domains import DOMAINS
-    from targets.strategies import load
+    from cachestorm.targets.domains import DOMAINS
+    from cachestorm.targets.strategies import load
 
     return load(DOMAINS[domain]).default_strategy
 
 
 def validate_strategy(spec: str) -> None:
-    from targets.strategies import parse_spec
+    from cachestorm.targets.strategies import parse_spec
 
     if spec != "default":
         parse_spec(spec)
@@ -198,7 +199,7 @@ def apply_recommendations(settings: RunSettings, experiment) -> dict:
 def resolve_experiment(name_or_path: str | None):
     if not name_or_path:
         return None
-    from chaos.experiment import load_experiment
+    from cachestorm.chaos.experiment import load_experiment
 
     return load_experiment(name_or_path)
 
@@ -265,14 +266,13 @@ class TargetProcess:
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
 def target_argv(settings: RunSettings, port: int, instance: str) -> list[str]:
     """Without the stack's URLs: they go by `target_url_env` (a command line is visible to every user)."""
-    return [sys.executable, "-m", "targets", "--domain", settings.domain, "--strategy", settings.strategy,
+    return [sys.executable, "-m", "cachestorm.targets", "--domain", settings.domain, "--strategy", settings.strategy,
             "--host", "127.0.0.1", "--port", str(port),
             "--rows", str(settings.rows), *(["--ttl", str(settings.ttl_s)] if settings.ttl_s else []),
             "--recompute-ms", str(settings.recompute_ms), "--recompute-mode", settings.recompute_mode,
@@ -288,7 +288,7 @@ def _protection_args(settings: RunSettings) -> list[str]:
 
 
 def target_url_env(stack: StackState) -> dict[str, str]:
-    from targets.settings import URL_ENV
+    from cachestorm.targets.settings import URL_ENV
 
     return {URL_ENV["redis_url"]: stack.redis_proxy_url, URL_ENV["postgres_url"]: stack.postgres_proxy_url}
 
@@ -325,7 +325,7 @@ def start_targets(settings: RunSettings, stack: StackState, run_dir: Path) -> li
 def locust_argv(settings: RunSettings, targets: list[TargetProcess], run_dir: Path) -> list[str]:
     locust_dir = run_dir / "locust"
     locust_dir.mkdir(exist_ok=True)
-    argv = [sys.executable, "-m", "locust", "-f", str(REPO_ROOT / "locustfiles" / f"{settings.domain}.py"),
+    argv = [sys.executable, "-m", "locust", "-f", str(locustfile(settings.domain)),
             # open model: one scheduler user issues every arrival (design.md, "Locust command line")
             "--headless", "-u", "1" if settings.rate else str(settings.users),
             "-r", "1" if settings.rate else str(settings.spawn_rate),
@@ -553,7 +553,7 @@ def _reset_between_runs(stack: StackState) -> None:
     import psycopg
     import redis
 
-    from chaos.toxiproxy import ToxiproxyClient
+    from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
     redis.Redis.from_url(stack.redis_url, socket_timeout=5).flushall()
     ToxiproxyClient(stack.proxy_api_url).reset()
@@ -565,8 +565,8 @@ def _reset_between_runs(stack: StackState) -> None:
 
 
 def _start_experiment(experiment, settings, stack, targets, run_dir, journal, load_start):
-    from chaos.context import ChaosContext, TargetHandle
-    from chaos.runner import ExperimentRunner
+    from cachestorm.chaos.context import ChaosContext, TargetHandle
+    from cachestorm.chaos.runner import ExperimentRunner
 
     context = ChaosContext(
         redis_url=stack.redis_url, postgres_url=stack.postgres_url, proxy_api_url=stack.proxy_api_url,
@@ -712,7 +712,7 @@ def _declared_promises(target: TargetProcess) -> dict:
 
 def _merge_recordings(run_dir: Path, journal: Journal) -> None:
     try:
-        from locustfiles.recording import merge_run
+        from cachestorm.traffic.recording import merge_run
     except ImportError:
         return
     with journal.step("merge latency and histories", "report"):
@@ -721,7 +721,7 @@ def _merge_recordings(run_dir: Path, journal: Journal) -> None:
 
 def render_run(run_dir: Path, journal: Journal | None = None) -> list[Path]:
     try:
-        import reports
+        from cachestorm import reports
     except ImportError:
         return []
     if not hasattr(reports, "render_run"):
@@ -733,8 +733,8 @@ def render_run(run_dir: Path, journal: Journal | None = None) -> list[Path]:
 
 
 def _check_locust_args(settings: RunSettings) -> None:
-    if not (REPO_ROOT / "locustfiles" / f"{settings.domain}.py").exists():
-        raise CachestormError(f"no locustfile for domain {settings.domain!r} in {REPO_ROOT / 'locustfiles'}")
+    if not locustfile(settings.domain).exists():
+        raise CachestormError(f"no locustfile for domain {settings.domain!r} in {locustfile(settings.domain).parent}")
     if shutil.which(sys.executable) is None:
         raise CachestormError("cannot find the Python interpreter to run Locust")
 

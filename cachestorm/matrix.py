@@ -64,7 +64,7 @@ def _run_matrix(base: RunSettings, strategies: list[str], experiments: list[str 
 
 def render_comparison(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     try:
-        from reports import render_comparison as render
+        from cachestorm.reports import render_comparison as render
     except ImportError:
         return []
     return [Path(p) for p in render(run_dirs, out_dir)]

@@ -15,7 +15,7 @@ def headline(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     report = run_dir / "report.json"
     if report.exists():
-        from reports.headline import display, shown_metrics
+        from cachestorm.reports.headline import display, shown_metrics
 
         data = json.loads(report.read_text())
         # as the reports show them: "n/a (why)" or "not measured", never None; other domains' rows left out

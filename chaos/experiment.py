@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cachestorm.chaos.faults import FAULTS, fault_class
+from cachestorm.chaos.faults.base import SettingError, parse_duration
+from cachestorm.chaos.probes import METRICS
 
 from cachestorm.errors import CachestormError
-from chaos.faults import FAULTS, fault_class
-from chaos.faults.base import SettingError, parse_duration
-from chaos.probes import METRICS
 
 PHASES = ("before", "during", "after")
 # what an experiment's `run:` may recommend ("duration": a duration string such as 30s or 500ms)

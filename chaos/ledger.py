@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cachestorm.chaos.context import DEFAULT_LEDGER, ChaosContext
+
 from cachestorm.errors import CachestormError
-from chaos.context import DEFAULT_LEDGER, ChaosContext
 
 
 class LedgerError(CachestormError):
@@ -112,7 +113,7 @@ def server_gone(exc: BaseException) -> bool:
     Every fault lives in a server's memory (a proxy's toxics and `enabled`, Redis's CONFIG and ACL,
     a stopped process), so a server that is gone took its fault with it. A timeout is not proof.
     """
-    from chaos.toxiproxy import ToxiproxyError
+    from cachestorm.chaos.toxiproxy import ToxiproxyError
 
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -131,9 +132,9 @@ def heal(ledger_path: str | Path = DEFAULT_LEDGER, proxy_api_urls: tuple[str, ..
     An entry whose server is gone (a stack since stopped or killed) is reported as "gone" and dropped:
     its fault went with the server. Returns one result per action: {"fault", "id", "outcome", "details"}.
     """
-    from chaos.faults import fault_class
-    from chaos.faults.toxic import TOXIC_PREFIX
-    from chaos.toxiproxy import ToxiproxyClient
+    from cachestorm.chaos.faults import fault_class
+    from cachestorm.chaos.faults.toxic import TOXIC_PREFIX
+    from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
     ledger = Ledger(ledger_path)
     results = []
@@ -175,8 +176,8 @@ def refuse_active_faults(ledger_path: str | Path = DEFAULT_LEDGER) -> None:
     """Before a run: a fault left active (a killed run's ACL read-only, its low maxmemory) would break
     the run's reset or skew its numbers, so the run does not start on top of it. Entries the proxy
     has already reverted by itself are closed here instead."""
-    from chaos.faults.process_signals import start_time
-    from chaos.self_expiry import expired_by_proxy, listings
+    from cachestorm.chaos.faults.process_signals import start_time
+    from cachestorm.chaos.self_expiry import expired_by_proxy, listings
 
     ledger = Ledger(ledger_path)
     active = ledger.active()

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import gevent
+from cachestorm.chaos.context import DEFAULT_LEDGER
 from locust import events
 from locust.runners import WorkerRunner
 
 from cachestorm.errors import CachestormError
-from chaos.context import DEFAULT_LEDGER
 
 log = logging.getLogger("cachestorm.chaos")
 REDIS_KEY_PREFIX = {"profiles": "profiles", "catalog": "products", "counters": "counters",
@@ -62,12 +62,13 @@ def _journal_t0(run_dir: Path) -> float:
 
 def build_runner(environment):
     """The experiment runner for this test, from Locust's options (and `cachestorm up`'s state)."""
+    from cachestorm.chaos.context import ChaosContext, TargetHandle
+    from cachestorm.chaos.experiment import load_experiment
+    from cachestorm.chaos.faults.base import parse_duration
+    from cachestorm.chaos.runner import ExperimentRunner
+
     from cachestorm.runfolder import Journal, new_run_dir
     from cachestorm.stack import load_state
-    from chaos.context import ChaosContext, TargetHandle
-    from chaos.experiment import load_experiment
-    from chaos.faults.base import parse_duration
-    from chaos.runner import ExperimentRunner
 
     options = environment.parsed_options
     experiment = load_experiment(options.experiment)
@@ -108,8 +109,8 @@ def _validate(environment, **_kwargs):
     options = environment.parsed_options
     if options is None or isinstance(environment.runner, WorkerRunner) or not getattr(options, "experiment", ""):
         return
-    from chaos.experiment import load_experiment
-    from chaos.faults.base import parse_duration
+    from cachestorm.chaos.experiment import load_experiment
+    from cachestorm.chaos.faults.base import parse_duration
 
     try:
         load_experiment(options.experiment)

@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cachestorm.chaos.context import ChaosContext
+from cachestorm.chaos.experiment import Experiment, Step
+from cachestorm.chaos.ledger import Ledger
+from cachestorm.chaos.probes import LiveNumbers
+
 from cachestorm.runfolder import Journal
-from chaos.context import ChaosContext
-from chaos.experiment import Experiment, Step
-from chaos.ledger import Ledger
-from chaos.probes import LiveNumbers
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
+from cachestorm.chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
 
 NOT_OURS = "a real Toxiproxy (or another server without cachestorm's expiries)"
 

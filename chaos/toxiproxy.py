@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from cachestorm.chaos.proxy import EXPIRIES_PATH, INFO_PATH
 
 from cachestorm.errors import CachestormError
-from chaos.proxy import EXPIRIES_PATH, INFO_PATH
 
 
 class ToxiproxyError(CachestormError):

@@ -11,8 +11,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from cachestorm.chaos.proxy.process import ProxyProcess
+
 from cachestorm.errors import CachestormError
-from chaos.proxy.process import ProxyProcess
 
 SERVER_ENV = "CACHESTORM_TOXIPROXY_SERVER"
 REPO = Path(__file__).resolve().parents[1]

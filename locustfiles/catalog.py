@@ -1,6 +1,6 @@
 """Catalog traffic: GET/PUT/DELETE /products/{id}. Options: docs/design.md "Locust command line"."""
 
-from locustfiles.common import CachestormShape, CachestormUser, Process
+from cachestorm.traffic.common import CachestormShape, CachestormUser, Process
 
 Process.domain = "catalog"
 __all__ = ["CatalogUser", "CachestormShape"]

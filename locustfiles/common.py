@@ -15,19 +15,19 @@ import sys
 import time
 from pathlib import Path
 
+import cachestorm.chaos.locust_hooks  # noqa: F401  (--experiment: chaos runs with the test, on the master)
 import gevent
 import gevent.pool
+from cachestorm.traffic.models.arrivals import Gaps
+from cachestorm.traffic.models.keys import write_key
+from cachestorm.traffic.models.retry import retryable
+from cachestorm.traffic.recording import HistorySampler, HistoryWriter, LatencyRecorder, merge_run, summarize
+from cachestorm.traffic.settings import ARGUMENTS, Settings, build_settings
 from locust import LoadTestShape, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import MasterRunner, WorkerRunner
 
-import chaos.locust_hooks  # noqa: F401  (--experiment: chaos runs with the test, on the master)
 from cachestorm.errors import CachestormError
-from locustfiles.models.arrivals import Gaps
-from locustfiles.models.keys import write_key
-from locustfiles.models.retry import retryable
-from locustfiles.recording import HistorySampler, HistoryWriter, LatencyRecorder, merge_run, summarize
-from locustfiles.settings import ARGUMENTS, Settings, build_settings
 
 log = logging.getLogger("cachestorm")
 PADDING = "x" * 100_000  # value bodies are slices of this: no per-request allocation of random data
@@ -114,7 +114,7 @@ def _test_start(environment, **_kwargs):
     Process.test_start_mono = time.monotonic()
     run_dir = settings.run_dir
     if run_dir:
-        from locustfiles.recording import run_start_wall
+        from cachestorm.traffic.recording import run_start_wall
 
         Process.history = HistoryWriter(Path(run_dir), Process.worker)
         Process.latency = LatencyRecorder(Path(run_dir), Process.worker, run_start_wall(Path(run_dir)))

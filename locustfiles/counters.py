@@ -9,10 +9,9 @@ import random
 import sys
 import urllib.request
 
+from cachestorm.traffic.common import CachestormShape, CachestormUser, Process
 from locust import events
 from locust.runners import WorkerRunner
-
-from locustfiles.common import CachestormShape, CachestormUser, Process
 
 Process.domain = "counters"
 __all__ = ["CountersUser", "CachestormShape"]

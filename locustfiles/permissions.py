@@ -6,7 +6,7 @@ permissions "read", "write", "admin" (read most often checked). Histories name t
 
 import random
 
-from locustfiles.common import CachestormShape, CachestormUser, Process
+from cachestorm.traffic.common import CachestormShape, CachestormUser, Process
 
 Process.domain = "permissions"
 __all__ = ["PermissionsUser", "CachestormShape"]

@@ -6,7 +6,7 @@ writes PUT /profiles/{id}, deletes DELETE /profiles/{id}. Options: docs/design.m
 
 import random
 
-from locustfiles.common import CachestormShape, CachestormUser, Process
+from cachestorm.traffic.common import CachestormShape, CachestormUser, Process
 
 Process.domain = "profiles"
 __all__ = ["ProfilesUser", "CachestormShape"]

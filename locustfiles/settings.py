@@ -11,13 +11,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from cachestorm.traffic.models import keys as key_models
+from cachestorm.traffic.models.ops import Mix, domain_mix
+from cachestorm.traffic.models.presets import get_preset
+from cachestorm.traffic.models.retry import build_retry
+from cachestorm.traffic.models.shapes import Shape, build_shape
+from cachestorm.traffic.models.sizes import build_value_size
+
 from cachestorm.errors import CachestormError
-from locustfiles.models import keys as key_models
-from locustfiles.models.ops import Mix, domain_mix
-from locustfiles.models.presets import get_preset
-from locustfiles.models.retry import build_retry
-from locustfiles.models.shapes import Shape, build_shape
-from locustfiles.models.sizes import build_value_size
 
 # (flag, type, default, help). None defaults mean "from --preset, else the domain default".
 ARGUMENTS: list[tuple[str, type, Any, str]] = [

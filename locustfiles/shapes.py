@@ -3,8 +3,8 @@
 Import one into a locustfile (Locust uses the shape class it finds there) and subclass it to set
 ``users`` (the peak) and the model's parameters; levels are fractions of ``users``:
 
-    from locustfiles.shapes import StepShape
-    from locustfiles.models.shapes import Step
+    from cachestorm.traffic.shapes import StepShape
+    from cachestorm.traffic.models.shapes import Step
 
     class Capacity(StepShape):
         users = 200
@@ -16,9 +16,8 @@ by name from ``--shape``/``--shape-args`` and also drives the open model's rate.
 
 from __future__ import annotations
 
+from cachestorm.traffic.models.shapes import Diurnal, Ramp, Shape, Spike, Steady, Step
 from locust import LoadTestShape
-
-from locustfiles.models.shapes import Diurnal, Ramp, Shape, Spike, Steady, Step
 
 
 class ModelShape(LoadTestShape):

@@ -180,7 +180,7 @@ class StubProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [python or sys.executable, "-m", "locustfiles.stub_server", "--port", str(self.port), *args],
+            [python or sys.executable, "-m", "cachestorm.traffic.stub_server", "--port", str(self.port), *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + deadline_s

@@ -10,13 +10,13 @@ Public API (what the CLI calls):
     write_junit(gate_result, path) -> Path
 """
 
-from reports.analysis import analyze_run
-from reports.checker import check_run
-from reports.compare import compare_runs
-from reports.gate import GateResult, evaluate_gate
-from reports.junit import write_junit
-from reports.markdown import render_gate_markdown
-from reports.render import render_comparison, render_run
+from cachestorm.reports.analysis import analyze_run
+from cachestorm.reports.checker import check_run
+from cachestorm.reports.compare import compare_runs
+from cachestorm.reports.gate import GateResult, evaluate_gate
+from cachestorm.reports.junit import write_junit
+from cachestorm.reports.markdown import render_gate_markdown
+from cachestorm.reports.render import render_comparison, render_run
 
 __all__ = ["GateResult", "analyze_run", "check_run", "compare_runs", "evaluate_gate", "render_comparison",
            "render_gate_markdown", "render_run", "write_junit"]

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reports.cachestats import analyze_cache
-from reports.checker import DEFAULT_WITHIN_S, check_history, declared_bound, load_truth
-from reports.dbload import analyze_db
-from reports.errors import analyze_errors
-from reports.headline import build_headline, headline_notes
-from reports.history import history_files, read_run_history
-from reports.incident import analyze_incident
-from reports.latency import analyze_latency
-from reports.metrics import CounterSeries
-from reports.phases import failed_faults, fault_windows, load_window, split_phases
-from reports.runfolder import damaged, first_failure, locust_csv, read_json, read_jsonl, require_run_dir
-from reports.warnings import run_warnings
+from cachestorm.reports.cachestats import analyze_cache
+from cachestorm.reports.checker import DEFAULT_WITHIN_S, check_history, declared_bound, load_truth
+from cachestorm.reports.dbload import analyze_db
+from cachestorm.reports.errors import analyze_errors
+from cachestorm.reports.headline import build_headline, headline_notes
+from cachestorm.reports.history import history_files, read_run_history
+from cachestorm.reports.incident import analyze_incident
+from cachestorm.reports.latency import analyze_latency
+from cachestorm.reports.metrics import CounterSeries
+from cachestorm.reports.phases import failed_faults, fault_windows, load_window, split_phases
+from cachestorm.reports.runfolder import (
+    damaged,
+    first_failure,
+    locust_csv,
+    read_json,
+    read_jsonl,
+    require_run_dir,
+)
+from cachestorm.reports.warnings import run_warnings
 
 SCHEMA = "cachestorm-report/2"  # 2: anomalies count broken promises only; nines are numbers
 

@@ -6,9 +6,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from reports.checker import check_history
-from reports.history import read_histories
-from reports.synthetic import write_synthetic_histories
+from cachestorm.reports.checker import check_history
+from cachestorm.reports.history import read_histories
+from cachestorm.reports.synthetic import write_synthetic_histories
 
 TARGET_S_PER_MILLION = 10.0
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from reports.metrics import CounterSeries
-from reports.phases import Phase
+from cachestorm.reports.metrics import CounterSeries
+from cachestorm.reports.phases import Phase
 
 RESULTS = "cachestorm_cache_results_total"
 TOTALS = {

@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from cachestorm.reports.latency import finite_float, latency_files, new_histogram, summarize
+from cachestorm.reports.metrics import CounterSeries
+from cachestorm.reports.runfolder import locust_csv, read_json, read_jsonl, require_run_dir
 from hdrh.histogram import HdrHistogram
-
-from reports.latency import finite_float, latency_files, new_histogram, summarize
-from reports.metrics import CounterSeries
-from reports.runfolder import locust_csv, read_json, read_jsonl, require_run_dir
 
 SCHEMA = "cachestorm-capacity/1"
 TRANSITION_S = 1.0
@@ -36,8 +35,9 @@ DB_SERIES = {
 
 def step_plan(settings: dict) -> tuple[float, list[float], float]:
     """(max rate, level per step, hold seconds) from run.json settings of a `--shape step` open-model run."""
+    from cachestorm.traffic.models.shapes import Step, parse_shape_args
+
     from cachestorm.errors import CachestormError
-    from locustfiles.models.shapes import Step, parse_shape_args
 
     rate, shape = settings.get("rate"), settings.get("shape")
     if not rate or shape != "step":
@@ -235,7 +235,7 @@ def _error_counter(run_dir: Path, started_at: float | None) -> _ErrorCounter:
             points.append((stamp - started_at, requests, failures))
     if points:
         return _ErrorCounter("locust", sorted(points))
-    from reports.history import read_run_history
+    from cachestorm.reports.history import read_run_history
 
     t0_ns = read_json(run_dir / "run.json").get("t0_monotonic_ns")
     history = read_run_history(run_dir) if t0_ns is not None else None

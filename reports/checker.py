@@ -28,8 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cachestorm.errors import CachestormError
-from reports.history import (
+from cachestorm.reports.history import (
     NO_TIME,
     NO_VERSION,
     READ_OPS,
@@ -39,7 +38,9 @@ from reports.history import (
     read_run_history,
     status_class,
 )
-from reports.runfolder import read_json
+from cachestorm.reports.runfolder import read_json
+
+from cachestorm.errors import CachestormError
 
 DEFAULT_WITHIN_S = (0.0, 1.0, 5.0, 10.0, 60.0)
 MAX_EXAMPLES = 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from reports.headline import CATALOG, comparable, metric_info
+from cachestorm.reports.headline import CATALOG, comparable, metric_info
 
 REGRESSION_RELATIVE = 0.10  # worse by more than 10% ...
 ABSOLUTE_SLACK = {"ms": 0.5, "s": 0.05, "q/s": 1.0, "x": 0.1, "/1k reads": 0.1,  # ... and by more than this
@@ -17,7 +17,7 @@ def as_analysis(run) -> dict:
     """A run folder path or an already computed analysis dict."""
     if isinstance(run, dict):
         return run
-    from reports.analysis import analyze_run
+    from cachestorm.reports.analysis import analyze_run
 
     return analyze_run(Path(run))
 

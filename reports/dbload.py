@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 import statistics
 
-from reports.metrics import CounterSeries
-from reports.phases import FaultWindow, Phase, effect_end
+from cachestorm.reports.metrics import CounterSeries
+from cachestorm.reports.phases import FaultWindow, Phase, effect_end
 
 DB_QUERIES = "cachestorm_db_queries_total"
 KEY_RECOMPUTES = "cachestorm_key_recomputes_total"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from reports.history import History
-from reports.metrics import CounterSeries
+from cachestorm.reports.history import History
+from cachestorm.reports.metrics import CounterSeries
 
 NS = 1_000_000_000
 # failures.csv text -> kind; first match wins, so specific before generic

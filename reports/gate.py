@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+from cachestorm.reports.compare import as_analysis
+from cachestorm.reports.headline import CATALOG, comparable
+from cachestorm.reports.runfolder import incomplete
 
 from cachestorm.errors import CachestormError
-from reports.compare import as_analysis
-from reports.headline import CATALOG, comparable
-from reports.runfolder import incomplete
 
 WHERE_FIELDS = ("strategy", "experiment", "domain", "label", "run_id")
 
@@ -141,9 +141,9 @@ def _completion(analyses: list[dict]) -> list[SloResult]:
 def _check_where(location: str, where: dict, analyses: list[dict]) -> None:
     """A `where` value must name a known strategy, domain or experiment (or one a gated run has, e.g. an
     experiment from your own file): a typo would match nothing and check nothing."""
-    from chaos.experiment import ready_experiments
-    from targets.domains import DOMAINS
-    from targets.strategies import parse_spec
+    from cachestorm.chaos.experiment import ready_experiments
+    from cachestorm.targets.domains import DOMAINS
+    from cachestorm.targets.strategies import parse_spec
 
     for key, wanted in where.items():
         if key not in ("strategy", "domain", "experiment"):

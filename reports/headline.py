@@ -193,7 +193,7 @@ def disagreements(analysis: dict) -> list[str]:
 
 def shown_metrics(analysis: dict) -> list[str]:
     """The headline rows a report of this run shows (rows of other domains left out)."""
-    from reports.compare import metric_names
+    from cachestorm.reports.compare import metric_names
 
     names = metric_names([analysis.get("headline") or {}])
     names += [n for n, na in ((analysis.get("headline_notes") or {}).get("not_applicable") or {}).items()

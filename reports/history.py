@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cachestorm.reports.runfolder import damaged
+
 from cachestorm.errors import CachestormError
-from reports.runfolder import damaged
 
 MAGIC = "# cachestorm-history v1"
 COLUMNS = ("key", "op", "start_ns", "end_ns", "start_wall", "status", "version", "source", "user",

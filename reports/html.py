@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from html import escape
 
-from reports.compare import compare_runs, metric_names, winners
-from reports.headline import display, format_number, lead, metric_info, shown_metrics
-from reports.runfolder import incomplete
-from reports.svg import Chart, Line, render
+from cachestorm.reports.compare import compare_runs, metric_names, winners
+from cachestorm.reports.headline import display, format_number, lead, metric_info, shown_metrics
+from cachestorm.reports.runfolder import incomplete
+from cachestorm.reports.svg import Chart, Line, render
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f23;max-width:1200px}

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 import statistics
 
-from reports.metrics import CounterSeries
-from reports.phases import FaultWindow, Phase, effect_end
+from cachestorm.reports.metrics import CounterSeries
+from cachestorm.reports.phases import FaultWindow, Phase, effect_end
 
 DB_QUERY_SECONDS = "cachestorm_db_query_seconds"
 POOL_TIMEOUTS = "cachestorm_pool_timeouts_total"

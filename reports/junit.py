@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from reports.gate import GateResult
+from cachestorm.reports.gate import GateResult
 
 
 def to_junit_xml(gate: GateResult, suite: str = "cachestorm gate") -> str:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cachestorm.reports.analysis import analyze_run
+from cachestorm.reports.html import render_capacity_html, render_comparison_html, render_run_html
+from cachestorm.reports.jsonout import write_json
+from cachestorm.reports.markdown import (
+    render_capacity_markdown,
+    render_comparison_markdown,
+    render_run_markdown,
+)
+from cachestorm.reports.runfolder import read_json
+
 from cachestorm.runfolder import make_folder
-from reports.analysis import analyze_run
-from reports.html import render_capacity_html, render_comparison_html, render_run_html
-from reports.jsonout import write_json
-from reports.markdown import render_capacity_markdown, render_comparison_markdown, render_run_markdown
-from reports.runfolder import read_json
 
 
 def render_run(run_dir: str | Path) -> list[Path]:
@@ -31,7 +36,7 @@ def write_run_reports(analysis: dict, run_dir: str | Path) -> list[Path]:
 
 def render_comparison(run_dirs: list, out_dir: str | Path) -> list[Path]:
     """Analyse several runs and write comparison.html, comparison.md and comparison.json into out_dir."""
-    from reports.compare import as_analysis, compare_runs
+    from cachestorm.reports.compare import as_analysis, compare_runs
 
     analyses = [as_analysis(run) for run in run_dirs]
     summary = {"runs": [a.get("run") for a in analyses], "headlines": [a.get("headline") for a in analyses],

@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from reports.history import COLUMNS, MAGIC, write_history
+from cachestorm.reports.history import COLUMNS, MAGIC, write_history
 
 
 def write_synthetic_histories(directory: str | Path, operations: int, *, workers: int = 4, keys: int = 10_000,

@@ -8,8 +8,8 @@ from cachestorm.errors import CachestormError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from targets.app import run
-    from targets.settings import parse_settings
+    from cachestorm.targets.app import run
+    from cachestorm.targets.settings import parse_settings
 
     try:
         run(parse_settings(argv))

@@ -6,15 +6,15 @@ import contextlib
 import json
 import time
 
+from cachestorm.targets.errors import TargetError
+from cachestorm.targets.service import Service
+from cachestorm.targets.settings import TargetSettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from cachestorm.errors import CachestormError
-from targets.errors import TargetError
-from targets.service import Service
-from targets.settings import TargetSettings
 
 
 class BadRequest(Exception):
@@ -92,23 +92,24 @@ def build_app(settings: TargetSettings) -> Starlette:
 
 def prepare(settings: TargetSettings) -> None:
     """Checks and schema setup before serving, so bad input fails with one line, not a traceback."""
+    from cachestorm.targets.domains import DOMAINS
+
     from cachestorm.stack.processes import port_is_free
-    from targets.domains import DOMAINS
 
     if settings.domain not in DOMAINS:
         raise CachestormError(f"--domain {settings.domain!r} is unknown; choose one of {', '.join(DOMAINS)}")
     if not port_is_free(settings.port, settings.host):
         raise CachestormError(f"port {settings.port} on {settings.host} is in use; pick another --port")
     if settings.strategy != "default":
-        from targets.strategies import parse_spec
+        from cachestorm.targets.strategies import parse_spec
 
         parse_spec(settings.strategy)
     prepare_schema(settings)
 
 
 def prepare_schema(settings: TargetSettings, reset: bool = False) -> None:
-    from targets.db import prepare_database
-    from targets.domains import load_domain
+    from cachestorm.targets.db import prepare_database
+    from cachestorm.targets.domains import load_domain
 
     domain = load_domain(settings.domain, None)
     prepare_database(settings.postgres_url, domain.table, domain.seed_sql, settings.rows, reset=reset)

@@ -13,13 +13,12 @@ import re
 import time
 
 import redis.asyncio as aioredis
+from cachestorm.targets.breaker import CircuitBreaker
+from cachestorm.targets.deadlines import Deadlines
+from cachestorm.targets.errors import CacheUnavailable
+from cachestorm.targets.metrics import Metrics
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-
-from targets.breaker import CircuitBreaker
-from targets.deadlines import Deadlines
-from targets.errors import CacheUnavailable
-from targets.metrics import Metrics
 
 # Set only while the caller's lease/lock token is still the current one. A lease or lock that was
 # deleted (invalidation) or taken over (expiry) makes the fill a no-op: a late fill cannot install

@@ -14,13 +14,13 @@ import time
 from contextlib import asynccontextmanager
 
 import psycopg
+from cachestorm.targets.errors import DB_UNAVAILABLE, POOL_TIMEOUT, TargetError
+from cachestorm.targets.metrics import Metrics
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from cachestorm.errors import CachestormError
 from cachestorm.urls import redact
-from targets.errors import DB_UNAVAILABLE, POOL_TIMEOUT, TargetError
-from targets.metrics import Metrics
 
 SCHEMA_LOCK = 7_246_001  # pg advisory lock id: several instances may start at once
 SLOT_LOCK_CLASS = 7_246_002  # first key of the (int, int) advisory locks that are the DB's slots

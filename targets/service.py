@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import random
 
-from targets.breaker import CircuitBreaker
-from targets.cache import Cache
-from targets.db import Database
-from targets.metrics import Metrics
-from targets.settings import TargetSettings
+from cachestorm.targets.breaker import CircuitBreaker
+from cachestorm.targets.cache import Cache
+from cachestorm.targets.db import Database
+from cachestorm.targets.metrics import Metrics
+from cachestorm.targets.settings import TargetSettings
 
 
 class Service:
     def __init__(self, settings: TargetSettings):
-        from targets.domains import load_domain
-        from targets.strategies import build_strategy
+        from cachestorm.targets.domains import load_domain
+        from cachestorm.targets.strategies import build_strategy
 
         self.settings = settings
         self.domain = load_domain(settings.domain, self)

@@ -94,8 +94,8 @@ def parse_settings(argv: list[str] | None = None) -> TargetSettings:
 
 
 def validate(s: TargetSettings) -> None:
-    from targets.domains import DOMAINS
-    from targets.strategies import parse_spec
+    from cachestorm.targets.domains import DOMAINS
+    from cachestorm.targets.strategies import parse_spec
 
     if s.domain not in DOMAINS:
         raise CachestormError(f"--domain {s.domain!r} is unknown; choose one of {', '.join(DOMAINS)}")
@@ -113,7 +113,7 @@ def validate(s: TargetSettings) -> None:
             raise CachestormError(f"--{name.replace('_', '-')} must not be negative")
     if s.db_capacity < 0:
         raise CachestormError("--db-capacity must not be negative (0 = unlimited)")
-    from targets.db import RECOMPUTE_MODES
+    from cachestorm.targets.db import RECOMPUTE_MODES
 
     if s.recompute_mode not in RECOMPUTE_MODES:
         raise CachestormError(f"--recompute-mode {s.recompute_mode!r} is unknown; use {' or '.join(RECOMPUTE_MODES)}")

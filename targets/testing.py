@@ -13,9 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
-
-from targets.protections.base import Protection
-from targets.settings import URL_ENV, TargetSettings
+from cachestorm.targets.protections.base import Protection
+from cachestorm.targets.settings import URL_ENV, TargetSettings
 
 
 class BrokenProtection(Protection):
@@ -30,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 async def in_process(settings: TargetSettings, reset: bool = False):
     """(client, service): the app's lifespan runs; requests go straight into the ASGI app.
     reset: the domain's table is re-seeded and the Redis database flushed first."""
-    from targets.app import build_app, prepare_schema
+    from cachestorm.targets.app import build_app, prepare_schema
 
     prepare_schema(settings, reset=reset)
     if reset:
@@ -51,8 +50,8 @@ class TargetProcess:
         self.settings = replace(settings, port=settings.port if settings.port != 8000 else free_port())
         self.url = f"http://127.0.0.1:{self.settings.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="target-", suffix=".log", delete=False)  # noqa: SIM115
-        env = {**os.environ, "PYTHONPATH": str(REPO), **url_env(self.settings), **(extra_env or {})}
-        self.process = subprocess.Popen([sys.executable, "-m", "targets", *to_argv(self.settings)],
+        env = {**os.environ, **url_env(self.settings), **(extra_env or {})}
+        self.process = subprocess.Popen([sys.executable, "-m", "cachestorm.targets", *to_argv(self.settings)],
                                         stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
     def wait_ready(self, timeout_s: float = 30.0) -> TargetProcess:

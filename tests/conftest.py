@@ -46,7 +46,7 @@ def pg_conninfo(stack) -> str:
 @pytest.fixture()
 def proxy_client(stack):
     """Toxiproxy client for the stack's proxy; every toxic is removed after the test."""
-    from chaos.toxiproxy import ToxiproxyClient
+    from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
     client = ToxiproxyClient(stack.proxy_api_url)
     try:
@@ -77,7 +77,7 @@ def valkey(tmp_path_factory):
 def proxy_process(tmp_path_factory):
     """A private chaos proxy (python -m chaos.proxy), stopped after the module; it may forward to the
     tests' own Unix sockets (under pytest's temporary folder)."""
-    from chaos.proxy.process import spawn
+    from cachestorm.chaos.proxy.process import spawn
 
     process = spawn(allow_unix=[tmp_path_factory.getbasetemp()])
     yield process
@@ -87,7 +87,7 @@ def proxy_process(tmp_path_factory):
 @pytest.fixture()
 def proxy_api(proxy_process):
     """A Toxiproxy client on the module's proxy process; deletes the proxies the test made."""
-    from chaos.toxiproxy import ToxiproxyClient
+    from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
     client = ToxiproxyClient(proxy_process.api_url)
     yield client

@@ -3,13 +3,13 @@
 import json
 
 import pytest
+from cachestorm.reports.analysis import analyze_run
+from cachestorm.reports.dbload import normal_limit, recovery_by_signal, recovery_time
+from cachestorm.reports.metrics import CounterSeries, parse_series_name
+from cachestorm.reports.synthetic import write_synthetic_run
 from hdrh.histogram import HdrHistogram
 
 from cachestorm.errors import CachestormError
-from reports.analysis import analyze_run
-from reports.dbload import normal_limit, recovery_by_signal, recovery_time
-from reports.metrics import CounterSeries, parse_series_name
-from reports.synthetic import write_synthetic_run
 
 
 @pytest.fixture
@@ -198,10 +198,9 @@ def test_interval_holding_the_fault_start_counts_as_during(tmp_path):
     carries its first effect and must not be reported as "before" (a real bug: p99 before > during)."""
     import json as _json
 
+    from cachestorm.reports.latency import analyze_latency
+    from cachestorm.reports.phases import Phase
     from hdrh.histogram import HdrHistogram
-
-    from reports.latency import analyze_latency
-    from reports.phases import Phase
 
     (tmp_path / "latency").mkdir()
     lines = []
@@ -221,8 +220,8 @@ def test_interval_holding_the_fault_start_counts_as_during(tmp_path):
 def test_a_fault_without_traffic_measures_no_amplification():
     """A fault that fired before any request was answered (Locust still booting) measured nothing:
     its amplification is null, so a gate on it fails as "not measured" instead of passing on 0 x."""
-    from reports.dbload import analyze_db
-    from reports.phases import FaultWindow, split_phases
+    from cachestorm.reports.dbload import analyze_db
+    from cachestorm.reports.phases import FaultWindow, split_phases
 
     metrics = CounterSeries.from_metrics([{"t": float(t), "instance": "a", "metrics": {
         'cachestorm_db_queries_total{kind="read",key_class="hot"}': 0.0}} for t in range(30)])

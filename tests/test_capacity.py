@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from cachestorm.reports.capacity import analyze_capacity
 from hdrh.histogram import HdrHistogram
 
 from cachestorm.errors import CachestormError
-from reports.capacity import analyze_capacity
 
 STARTED_AT = 1_700_000_000.0
 JOURNAL_LOAD_T = 1.0   # the conductor's load record
@@ -130,8 +130,8 @@ def test_not_a_step_run_is_a_clear_error(tmp_path):
 
 
 def test_capacity_renders_into_run_report_and_comparison(tmp_path):
-    from reports.render import render_capacity_comparison, write_run_reports
-    from reports.synthetic import write_synthetic_run
+    from cachestorm.reports.render import render_capacity_comparison, write_run_reports
+    from cachestorm.reports.synthetic import write_synthetic_run
 
     capacities = []
     for name, p99 in (("a", 300), ("b", 50)):
@@ -151,7 +151,7 @@ def test_capacity_renders_into_run_report_and_comparison(tmp_path):
     # a normal run folder with a capacity.json gets a capacity section in report.html and summary.md
     run_dir = write_synthetic_run(tmp_path / "synthetic")
     (run_dir / "capacity.json").write_text(json.dumps(capacities[1]))
-    from reports.analysis import analyze_run
+    from cachestorm.reports.analysis import analyze_run
 
     write_run_reports(analyze_run(run_dir), run_dir)
     assert "<h2>Capacity</h2>" in (run_dir / "report.html").read_text()

@@ -10,9 +10,9 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+from cachestorm.chaos.ledger import Ledger, refuse_active_faults
 
 from cachestorm.stack import save_state
-from chaos.ledger import Ledger, refuse_active_faults
 
 
 @pytest.fixture()
@@ -172,15 +172,16 @@ def test_heal_on_a_file_that_is_no_ledger_says_so_and_keeps_it(content, workdir,
 
 
 def test_heal_finishes_against_a_stack_that_no_longer_exists(workdir, cli_env, tmp_path, proxy_client):
+    from cachestorm.chaos.context import ChaosContext
+    from cachestorm.chaos.faults import make_fault
+    from cachestorm.chaos.proxy.process import spawn
+
     from cachestorm.stack.servers import start_redis
-    from chaos.context import ChaosContext
-    from chaos.faults import make_fault
-    from chaos.proxy.process import spawn
 
     ledger = Ledger(workdir / ".cachestorm" / "active-faults.jsonl")
     proxy, redis_server = spawn(), start_redis(tmp_path)
     try:   # a run's own stack, with faults applied, then killed together with the run
-        from chaos.toxiproxy import ToxiproxyClient
+        from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
         with ToxiproxyClient(proxy.api_url) as client:
             client.create_proxy("redis", "127.0.0.1:0", redis_server.url.split("//")[1].split("/")[0])
@@ -206,8 +207,8 @@ def test_heal_finishes_against_a_stack_that_no_longer_exists(workdir, cli_env, t
 
 
 def test_run_refuses_to_start_on_top_of_a_leftover_fault(workdir, cli_env, redis_client, stack):
-    from chaos.context import context_from_stack
-    from chaos.faults import make_fault
+    from cachestorm.chaos.context import context_from_stack
+    from cachestorm.chaos.faults import make_fault
 
     ledger = Ledger(workdir / ".cachestorm" / "active-faults.jsonl")
     ctx = context_from_stack(stack, ledger_path=ledger.path)

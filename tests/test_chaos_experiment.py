@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from cachestorm.chaos.experiment import ExperimentError, load_experiment, parse_experiment, ready_experiments
 
 from cachestorm.errors import CachestormError
-from chaos.experiment import ExperimentError, load_experiment, parse_experiment, ready_experiments
 
 GOOD = """\
 name: mine
@@ -78,7 +78,7 @@ def test_unknown_name_lists_the_ready_ones(tmp_path):
 
 
 def test_one_shot_faults_end_the_timeline_at_their_start():
-    from chaos.experiment import Experiment
+    from cachestorm.chaos.experiment import Experiment
 
     assert Experiment.single("hot-key-expiry", {}, 30.0).duration_s() == 0.0
     assert Experiment.single("redis-latency", {}, 30.0).duration_s() == 30.0

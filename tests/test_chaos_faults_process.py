@@ -7,10 +7,9 @@ import sys
 import time
 
 import pytest
-
-from chaos.context import ChaosContext, TargetHandle
-from chaos.faults import make_fault
-from chaos.faults.process_signals import state_letter
+from cachestorm.chaos.context import ChaosContext, TargetHandle
+from cachestorm.chaos.faults import make_fault
+from cachestorm.chaos.faults.process_signals import state_letter
 
 
 @pytest.fixture()

@@ -7,9 +7,8 @@ import time
 import psycopg
 import pytest
 import redis
-
-from chaos.context import context_from_stack
-from chaos.faults import make_fault
+from cachestorm.chaos.context import context_from_stack
+from cachestorm.chaos.faults import make_fault
 
 
 @pytest.fixture()

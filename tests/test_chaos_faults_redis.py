@@ -6,10 +6,9 @@ import time
 
 import pytest
 import redis
-
-from chaos.context import ChaosContext, context_from_stack
-from chaos.faults import make_fault
-from chaos.ledger import Ledger, heal
+from cachestorm.chaos.context import ChaosContext, context_from_stack
+from cachestorm.chaos.faults import make_fault
+from cachestorm.chaos.ledger import Ledger, heal
 
 
 @pytest.fixture()
@@ -44,7 +43,7 @@ def test_hot_key_expiry_expires_entries_in_place(ctx, redis_client):
     details = make_fault("hot-key-expiry", {"count": 10}).bind(ctx).apply()
     assert details["keys"] == 10 and details["mode"] == "expire"
     now = time.time()
-    from targets.cache import Entry
+    from cachestorm.targets.cache import Entry
 
     for key_id in (1, 2, 10):
         stored = Entry.decode(redis_client.get(f"profiles:{key_id}"))
@@ -91,7 +90,7 @@ def test_pattern_synchronized_expiry_and_flush(ctx, redis_client):
 
 def test_synchronized_expiry_refills_entries_with_one_ttl(ctx, redis_client):
     """Entries with spread expiries (a steady-state cache) all get the same logical and physical expiry."""
-    from targets.cache import Entry
+    from cachestorm.targets.cache import Entry
 
     now = time.time()
     for key_id in range(1, 31):

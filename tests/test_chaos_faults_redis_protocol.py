@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from cachestorm.chaos.context import context_from_stack
+from cachestorm.chaos.experiment import load_experiment
+from cachestorm.chaos.faults import make_fault
+from cachestorm.chaos.faults.base import SettingError
 
 from cachestorm.errors import CachestormError
 from cachestorm.stack import save_state
-from chaos.context import context_from_stack
-from chaos.experiment import load_experiment
-from chaos.faults import make_fault
-from chaos.faults.base import SettingError
 
 
 @pytest.fixture()
@@ -113,7 +113,7 @@ def test_bad_settings_fail_before_anything_runs(fault, settings, message):
 
 
 def test_a_server_that_is_not_ours_is_told_it_cannot(ctx, monkeypatch):
-    from chaos.toxiproxy import ToxiproxyClient
+    from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
     monkeypatch.setattr(ToxiproxyClient, "is_ours", lambda self: False)  # a seam: which server answered
     fault = make_fault("redis-error-reply").bind(ctx, window_s=2)
@@ -154,7 +154,7 @@ def real_toxiproxy():
 
 @pytest.mark.parametrize("fault", ["redis-command-latency", "redis-error-reply", "redis-failover"])
 def test_the_real_toxiproxy_is_told_it_cannot(fault, stack, tmp_path, real_toxiproxy):
-    from chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
+    from cachestorm.chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
 
     with ToxiproxyClient(real_toxiproxy) as client:
         client.create_proxy("redis", "127.0.0.1:0", stack.redis_url.split("//")[1].split("/")[0])

@@ -1,4 +1,4 @@
-"""chaos.locust_hooks inside real Locust runs (subprocesses): once per test, rolled back at the end."""
+"""cachestorm.chaos.locust_hooks inside real Locust runs (subprocesses): once per test, rolled back at the end."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import sys
 import time
 
 import pytest
+from cachestorm.chaos.ledger import Ledger
 
 from cachestorm.runfolder import read_journal
 from cachestorm.stack import save_state
-from chaos.ledger import Ledger
 
 LOCUSTFILE = """\
-import chaos.locust_hooks  # noqa: F401
+import cachestorm.chaos.locust_hooks  # noqa: F401
 from locust import User, constant, task
 
 

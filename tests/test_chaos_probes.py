@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from cachestorm.chaos.probes import LiveNumbers, totals
 from hdrh.histogram import HdrHistogram
-
-from chaos.probes import LiveNumbers, totals
 
 
 def scrape(t: float, instance: str, requests: float, errors: float, db: float, hits: float, misses: float) -> dict:

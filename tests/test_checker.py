@@ -3,11 +3,11 @@
 import json
 
 import pytest
+from cachestorm.reports.bench_checker import main as bench_main
+from cachestorm.reports.checker import Truth, check_history, check_run
+from cachestorm.reports.history import read_histories, read_run_history, write_history
 
 from cachestorm.errors import CachestormError
-from reports.bench_checker import main as bench_main
-from reports.checker import Truth, check_history, check_run
-from reports.history import read_histories, read_run_history, write_history
 
 S = 1_000_000_000  # ns per second
 

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from cachestorm.chaos.context import ChaosContext
+from cachestorm.chaos.ledger import Ledger
 
-from chaos.context import ChaosContext
-from chaos.ledger import Ledger
 from tests.own_processes import processes_with
 
 REPO = Path(__file__).resolve().parents[1]

@@ -67,7 +67,7 @@ def test_target_goes_through_toxiproxy():
 
 
 def test_target_command_parses_with_the_targets_cli():
-    from targets.settings import parse_settings
+    from cachestorm.targets.settings import parse_settings
 
     command = SERVICES["target"]["command"]
     settings = parse_settings(command[3:])
@@ -223,8 +223,8 @@ def test_postgres_init_script_makes_the_samples_work(stack, tmp_path):
 
 def _report_warns_about(failed_sample: dict, run_dir: Path) -> None:
     """A run folder whose every PostgreSQL sample failed as `failed_sample` did: each report says so."""
-    from reports.render import render_run
-    from reports.synthetic import write_synthetic_run
+    from cachestorm.reports.render import render_run
+    from cachestorm.reports.synthetic import write_synthetic_run
 
     healthy = write_synthetic_run(run_dir.with_name("healthy"))
     render_run(healthy)
@@ -244,7 +244,7 @@ def _report_warns_about(failed_sample: dict, run_dir: Path) -> None:
 
 
 def test_report_counts_partly_failed_samples(tmp_path):
-    from reports.warnings import run_warnings
+    from cachestorm.reports.warnings import run_warnings
 
     records = [{"t": 1.0, "calls": 5}, {"t": 2.0, "error": "connection refused"}, {"t": 3.0, "calls": 9}]
     assert run_warnings(records) == ["PostgreSQL sampling failed in 1 of 3 samples (connection refused); "

@@ -3,11 +3,11 @@
 from xml.etree import ElementTree as ET
 
 import pytest
+from cachestorm.reports import evaluate_gate, render_gate_markdown, write_junit
+from cachestorm.reports.analysis import analyze_run
+from cachestorm.reports.synthetic import write_synthetic_run
 
 from cachestorm.errors import CachestormError
-from reports import evaluate_gate, render_gate_markdown, write_junit
-from reports.analysis import analyze_run
-from reports.synthetic import write_synthetic_run
 
 CONFIG = """
 slos:

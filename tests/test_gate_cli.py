@@ -10,9 +10,8 @@ from xml.etree import ElementTree as ET
 
 import pytest
 import yaml
-
-from reports.gate import load_slos
-from reports.synthetic import write_synthetic_run
+from cachestorm.reports.gate import load_slos
+from cachestorm.reports.synthetic import write_synthetic_run
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "cachestorm", "gate"]

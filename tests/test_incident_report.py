@@ -3,9 +3,9 @@ clients' view (metastability), the second expiry wave."""
 
 from __future__ import annotations
 
-from reports.incident import bucket_quantile, client_recovery, expiry_waves
-from reports.metrics import CounterSeries
-from reports.phases import FaultWindow
+from cachestorm.reports.incident import bucket_quantile, client_recovery, expiry_waves
+from cachestorm.reports.metrics import CounterSeries
+from cachestorm.reports.phases import FaultWindow
 
 NAME = "cachestorm_db_query_seconds_bucket"
 

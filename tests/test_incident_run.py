@@ -41,7 +41,7 @@ def test_warm_up_prefills_every_key_without_a_recompute(run_dir):
 
 
 def test_the_report_tells_the_incident(run_dir):
-    from reports.analysis import analyze_run
+    from cachestorm.reports.analysis import analyze_run
 
     analysis = analyze_run(run_dir)
     headline = analysis["headline"]

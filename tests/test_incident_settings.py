@@ -39,7 +39,7 @@ def test_unset_protection_knobs_leave_the_targets_defaults():
 
 
 def test_an_experiment_recommends_db_pool_and_timeouts_but_typed_flags_win():
-    from chaos.experiment import parse_experiment
+    from cachestorm.chaos.experiment import parse_experiment
 
     experiment = parse_experiment("name: x\nmethod:\n  - {fault: hot-key-expiry, at: 1s}\n"
                                   "run: {recompute: 250ms, db_capacity: 2, pool_timeout: 3s, request_timeout: 1s,"
@@ -52,8 +52,9 @@ def test_an_experiment_recommends_db_pool_and_timeouts_but_typed_flags_win():
 
 
 def test_an_unknown_run_recommendation_is_refused():
+    from cachestorm.chaos.experiment import parse_experiment
+
     from cachestorm.errors import CachestormError
-    from chaos.experiment import parse_experiment
 
     with pytest.raises(CachestormError, match="unknown field"):
         parse_experiment("name: x\nmethod:\n  - {fault: hot-key-expiry, at: 1s}\nrun: {db_cores: 2}\n")

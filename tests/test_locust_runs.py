@@ -14,9 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from locustfiles.settings import ARGUMENTS, option_name
-from locustfiles.stub_server import StubProcess, free_port
+from cachestorm.traffic.settings import ARGUMENTS, option_name
+from cachestorm.traffic.stub_server import StubProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).parent / "locust")

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import typer
+from cachestorm.reports import analyze_run, compare_runs, evaluate_gate
+from cachestorm.reports.dbload import STEADY_FLOOR_PER_S
+from cachestorm.reports.headline import CATALOG, display, shown_metrics
+from cachestorm.reports.render import render_run
 from typer.testing import CliRunner
-
-from reports import analyze_run, compare_runs, evaluate_gate
-from reports.dbload import STEADY_FLOOR_PER_S
-from reports.headline import CATALOG, display, shown_metrics
-from reports.render import render_run
 
 CLI = [sys.executable, "-m", "cachestorm"]
 REPO = Path(__file__).resolve().parent.parent
@@ -187,7 +186,7 @@ def test_worst_second_of_the_fault_is_not_diluted(expiry):
     assert expiry["headline"]["p99_ms_fault_worst_second"] == worst["p99_ms"]
     assert not CATALOG["p99_ms_during_fault"].judged and CATALOG["p99_ms_fault_worst_second"].judged
     # a second is drawn at its centre, so the spike is not drawn before the fault's band
-    from reports.html import run_charts
+    from cachestorm.reports.html import run_charts
 
     [latency_chart] = [c for c in run_charts(expiry) if c.chart_id == "latency"]
     p99_line = next(line for line in latency_chart.lines if line.name == "p99")

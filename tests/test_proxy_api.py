@@ -10,9 +10,8 @@ import time
 
 import httpx
 import pytest
-
-from chaos import toxiproxy_server
-from chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
+from cachestorm.chaos import toxiproxy_server
+from cachestorm.chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
 
 REAL_BINARY = toxiproxy_server.find_binary()
 BACKENDS = ["ours"] + (["toxiproxy"] if os.environ.get("TOXIPROXY_URL") or REAL_BINARY else [])
@@ -331,7 +330,7 @@ def test_metrics_and_stats_ours(api, echo):
 
 
 def test_body_over_the_limit_is_413_and_long_lines_431_not_dropped_connections_ours(api):
-    from chaos.proxy.http import MAX_BODY, MAX_REQUEST_LINE
+    from cachestorm.chaos.proxy.http import MAX_BODY, MAX_REQUEST_LINE
 
     only_ours(api)
     answer = api.post("/proxies", content=b"x" * (MAX_BODY + 1))
@@ -352,7 +351,7 @@ def test_api_binds_loopback_and_ready_file(tmp_path):
     import sys
 
     ready = tmp_path / "ready.json"
-    process = subprocess.Popen([sys.executable, "-m", "chaos.proxy", "--port", "0", "--ready-file", str(ready)])
+    process = subprocess.Popen([sys.executable, "-m", "cachestorm.chaos.proxy", "--port", "0", "--ready-file", str(ready)])
     try:
         deadline = time.monotonic() + 15
         while not ready.exists() and time.monotonic() < deadline:

@@ -16,9 +16,9 @@ import time
 
 import httpx
 import pytest
+from cachestorm.chaos import toxiproxy_server
+from cachestorm.chaos.proxy.proxy import MAX_NAME_BYTES
 
-from chaos import toxiproxy_server
-from chaos.proxy.proxy import MAX_NAME_BYTES
 from tests.net_servers import recv_exactly, wait_for
 
 BINARY = toxiproxy_server.find_binary()

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from chaos.context import ChaosContext, TargetHandle, context_from_stack
-from chaos.faults import make_fault
-from chaos.faults.process_signals import state_letter
-from chaos.proxy import EXPIRIES_PATH
-from chaos.self_expiry import unguarded_warning, who_reverts
+from cachestorm.chaos.context import ChaosContext, TargetHandle, context_from_stack
+from cachestorm.chaos.faults import make_fault
+from cachestorm.chaos.faults.process_signals import state_letter
+from cachestorm.chaos.proxy import EXPIRIES_PATH
+from cachestorm.chaos.self_expiry import unguarded_warning, who_reverts
 
 # the real server beside the repository (../shared) or where CACHESTORM_TOXIPROXY_SERVER points
 REAL_TOXIPROXY = Path(os.environ.get("CACHESTORM_TOXIPROXY_SERVER") or
@@ -90,8 +89,8 @@ def test_a_fault_without_a_window_is_reverted_when_its_controller_dies(stack, re
     policy_before = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
     controller = textwrap.dedent(f"""
         import sys, time
-        from chaos.context import ChaosContext
-        from chaos.faults import make_fault
+        from cachestorm.chaos.context import ChaosContext
+        from cachestorm.chaos.faults import make_fault
         ctx = ChaosContext(redis_url={stack.redis_url!r}, proxy_api_url={stack.proxy_api_url!r})
         fault = make_fault("lfu-tracking").bind(ctx, window_s=None)
         fault.apply()
@@ -145,7 +144,7 @@ def test_against_a_real_toxiproxy_faults_say_they_cannot_self_expire(stack, tmp_
     finally:
         fault.revert()
     entry = {"state": fault.state, "context": ctx.plain()}
-    from chaos.self_expiry import listings
+    from cachestorm.chaos.self_expiry import listings
 
     assert who_reverts(entry, listings([real_toxiproxy])).startswith("nobody: the proxy at")
     assert unguarded_warning(stack.proxy_api_url, [fault]) is None   # ours: no warning
@@ -154,7 +153,7 @@ def test_against_a_real_toxiproxy_faults_say_they_cannot_self_expire(stack, tmp_
 
 def test_every_lasting_fault_can_expire_by_itself_or_says_it_cannot():
     """A new fault that forgets `expiry_actions()` would outlive a killed controller silently."""
-    from chaos.faults import FAULTS, fault_class
+    from cachestorm.chaos.faults import FAULTS, fault_class
 
     cannot = {name for name in FAULTS if not make_fault(name).can_self_expire()}
     assert cannot == {"target-kill"}   # its revert is a restart through the conductor's callback

@@ -18,10 +18,11 @@ import time
 
 import pytest
 
-_fastpath = pytest.importorskip("chaos.proxy._fastpath", reason="native fast path not built (optional extension)")
+_fastpath = pytest.importorskip("cachestorm.chaos.proxy._fastpath", reason="native fast path not built (optional extension)")
 
-from chaos.proxy.process import spawn  # noqa: E402
-from chaos.toxiproxy import ToxiproxyClient  # noqa: E402
+from cachestorm.chaos.proxy.process import spawn  # noqa: E402
+from cachestorm.chaos.toxiproxy import ToxiproxyClient  # noqa: E402
+
 from tests.net_servers import recv_exactly, wait_for  # noqa: E402
 
 if not _fastpath.kernel_supported():

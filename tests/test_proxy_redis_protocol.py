@@ -9,10 +9,9 @@ import time
 import httpx
 import pytest
 import redis
+from cachestorm.chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-
-from chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
 
 
 @pytest.fixture()

@@ -7,8 +7,7 @@ import time
 
 import pytest
 import redis
-
-from chaos.toxiproxy import ToxiproxyClient
+from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
 
 @pytest.fixture()
@@ -112,7 +111,7 @@ def test_toxic_with_duration_goes_away(setup):
 
 def test_bad_mode_is_400(setup):
     client, _, _ = setup
-    from chaos.toxiproxy import ToxiproxyError
+    from cachestorm.chaos.toxiproxy import ToxiproxyError
 
     with pytest.raises(ToxiproxyError) as failure:
         client.add_toxic("redis", "redis_write_fail", {"mode": "explode"})

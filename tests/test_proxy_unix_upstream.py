@@ -10,9 +10,8 @@ import time
 
 import pytest
 import redis
-
-from chaos.proxy.process import spawn
-from chaos.toxiproxy import ToxiproxyClient
+from cachestorm.chaos.proxy.process import spawn
+from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
 LATENCY_MS = 80
 

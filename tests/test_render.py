@@ -8,11 +8,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-from reports import compare_runs, render_comparison, render_run
-from reports.analysis import analyze_run
-from reports.html import _page
-from reports.synthetic import write_synthetic_run
+from cachestorm.reports import compare_runs, render_comparison, render_run
+from cachestorm.reports.analysis import analyze_run
+from cachestorm.reports.html import _page
+from cachestorm.reports.synthetic import write_synthetic_run
 
 CHROMIUM = "/usr/bin/chromium"
 RUN_CHARTS = 5  # latency, DB, hit ratio, errors, staleness

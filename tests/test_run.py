@@ -60,7 +60,7 @@ def test_short_run_writes_a_complete_run_folder(tmp_path, cli_env):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env, sig):
-    from chaos.toxiproxy import ToxiproxyClient
+    from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
     up = subprocess.run(CLI + ["up", "--json"], cwd=tmp_path, env=cli_env, capture_output=True, text=True,
                         timeout=120)

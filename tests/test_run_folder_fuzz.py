@@ -130,10 +130,10 @@ def analyses_once(monkeypatch):
     so ~50 cases x 3 commands take a minute, not ten."""
     import copy
 
-    import reports.analysis
-    import reports.render
+    from cachestorm.reports import analysis as report_analysis
+    from cachestorm.reports import render as report_render
 
-    real, cache = reports.analysis.analyze_run, {}
+    real, cache = report_analysis.analyze_run, {}
 
     def analyze_run(run_dir, **kwargs):
         key = (str(Path(run_dir).resolve()), tuple(sorted(_digests(Path(run_dir)).items())))
@@ -141,8 +141,8 @@ def analyses_once(monkeypatch):
             cache[key] = real(run_dir, **kwargs)
         return copy.deepcopy(cache[key])
 
-    monkeypatch.setattr(reports.analysis, "analyze_run", analyze_run)
-    monkeypatch.setattr(reports.render, "analyze_run", analyze_run)
+    monkeypatch.setattr(report_analysis, "analyze_run", analyze_run)
+    monkeypatch.setattr(report_render, "analyze_run", analyze_run)
 
 
 def test_every_corrupted_file_gives_one_line_never_a_traceback(real_run, tmp_path, analyses_once):

@@ -16,8 +16,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 import redis
-
-from chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
+from cachestorm.chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
 
 # no ~/.pgpass, no PGPASSWORD: only what a test passes
 NO_STORED_PASSWORD = {"passfile": "/dev/null"}
@@ -98,7 +97,7 @@ def test_another_local_user_cannot_reach_postgres(stack):
 @pytest.fixture(scope="module")
 def guarded_proxy(valkey):
     """A proxy allowed to forward to one Unix socket (the private Valkey's), like the stack's."""
-    from chaos.proxy.process import spawn
+    from cachestorm.chaos.proxy.process import spawn
 
     process = spawn(allow_unix=[valkey.extra["unix_socket"]])
     client = ToxiproxyClient(process.api_url)
@@ -146,7 +145,7 @@ def test_proxy_refuses_the_same_through_populate_and_update(guarded_proxy, valke
 
 
 def test_allow_remote_lifts_the_limits(tmp_path):
-    from chaos.proxy.process import spawn
+    from cachestorm.chaos.proxy.process import spawn
 
     process = spawn(config=None)
     strict = ToxiproxyClient(process.api_url)
@@ -156,7 +155,7 @@ def test_allow_remote_lifts_the_limits(tmp_path):
     finally:
         strict.close()
         process.stop()
-    command = [sys.executable, "-m", "chaos.proxy", "--port", "0", "--allow-remote", "--ready-file",
+    command = [sys.executable, "-m", "cachestorm.chaos.proxy", "--port", "0", "--allow-remote", "--ready-file",
                str(tmp_path / "ready.json")]
     permissive = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -171,7 +170,7 @@ def test_allow_remote_lifts_the_limits(tmp_path):
 
 
 def test_proxy_api_itself_stays_on_loopback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "chaos.proxy", "--host", "0.0.0.0", "--port", "0"],
+    result = subprocess.run([sys.executable, "-m", "cachestorm.chaos.proxy", "--host", "0.0.0.0", "--port", "0"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert result.stderr.startswith("error: --host 0.0.0.0 is not a loopback address")
@@ -260,8 +259,8 @@ def _read(path: str) -> bytes:
 
 
 def test_an_allowed_folder_does_not_extend_through_symlinks(tmp_path):
-    from chaos.proxy.errors import ApiError
-    from chaos.proxy.guard import AddressGuard
+    from cachestorm.chaos.proxy.errors import ApiError
+    from cachestorm.chaos.proxy.guard import AddressGuard
 
     allowed, outside = tmp_path / "stack", tmp_path / "root-only"
     allowed.mkdir()
@@ -275,7 +274,7 @@ def test_an_allowed_folder_does_not_extend_through_symlinks(tmp_path):
 
 
 def test_adopted_urls_can_come_from_the_environment(stack, tmp_path, cli_env):
-    from targets.settings import URL_ENV
+    from cachestorm.targets.settings import URL_ENV
 
     env = {**cli_env, URL_ENV["postgres_url"]: stack.postgres_url}
     up = subprocess.run([sys.executable, "-m", "cachestorm", "up", "--json"], cwd=tmp_path, env=env,

@@ -7,13 +7,12 @@ import sys
 
 import httpx
 import pytest
-
-from targets.settings import TargetSettings
-from targets.testing import REPO, TargetProcess
+from cachestorm.targets.settings import TargetSettings
+from cachestorm.targets.testing import REPO, TargetProcess
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "targets", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cachestorm.targets", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
 
 

@@ -9,9 +9,8 @@ import time
 
 import psycopg
 import pytest
-
-from targets.settings import TargetSettings
-from targets.testing import in_process
+from cachestorm.targets.settings import TargetSettings
+from cachestorm.targets.testing import in_process
 
 
 @pytest.fixture()
@@ -139,8 +138,9 @@ def test_cpu_mode_burns_in_postgres(settings):
     (["--recompute-mode", "gpu"], "--recompute-mode"),
 ])
 def test_bad_db_settings_are_one_line(argv, message):
+    from cachestorm.targets.settings import parse_settings
+
     from cachestorm.errors import CachestormError
-    from targets.settings import parse_settings
 
     with pytest.raises(CachestormError, match=message):
         parse_settings(argv)
@@ -155,9 +155,10 @@ def test_db_query_latency_is_exported_with_buckets(settings):
             return (await client.get("/metrics")).text
 
     text = run(scenario())
+    from cachestorm.reports.incident import bucket_quantile
+    from cachestorm.reports.metrics import CounterSeries
+
     from cachestorm.scrape import parse_prometheus
-    from reports.incident import bucket_quantile
-    from reports.metrics import CounterSeries
 
     samples = parse_prometheus(text)  # as the scraper keeps them: the buckets of this histogram stay
     assert samples['cachestorm_db_query_seconds_bucket{le="+Inf"}'] == 1.0

@@ -6,8 +6,7 @@ import asyncio
 import time
 
 import pytest
-
-from targets.deadlines import Deadlines
+from cachestorm.targets.deadlines import Deadlines
 
 
 def test_a_slow_call_times_out_close_to_the_deadline():

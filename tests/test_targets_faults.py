@@ -7,9 +7,8 @@ import socket
 import time
 
 import pytest
-
-from targets.settings import TargetSettings
-from targets.testing import in_process
+from cachestorm.targets.settings import TargetSettings
+from cachestorm.targets.testing import in_process
 
 
 @pytest.fixture()

@@ -10,10 +10,9 @@ from dataclasses import replace
 import httpx
 import psycopg
 import pytest
-
-from targets.app import prepare_schema
-from targets.settings import TargetSettings
-from targets.testing import TargetProcess, flush_redis, metric_total
+from cachestorm.targets.app import prepare_schema
+from cachestorm.targets.settings import TargetSettings
+from cachestorm.targets.testing import TargetProcess, flush_redis, metric_total
 
 
 @pytest.fixture()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from targets.settings import TargetSettings
-from targets.testing import in_process, metric_total
+from cachestorm.targets.settings import TargetSettings
+from cachestorm.targets.testing import in_process, metric_total
 
 
 @pytest.fixture()

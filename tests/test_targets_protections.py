@@ -8,9 +8,8 @@ import time
 import psycopg
 import pytest
 import redis
-
-from targets.settings import TargetSettings
-from targets.testing import in_process
+from cachestorm.targets.settings import TargetSettings
+from cachestorm.targets.testing import in_process
 
 
 @pytest.fixture()
@@ -171,8 +170,8 @@ def test_xfetch_beta_sets_how_early_refreshes_start(beta):
     import random
     from types import SimpleNamespace
 
-    from targets.cache import Entry
-    from targets.protections.xfetch import XFetch
+    from cachestorm.targets.cache import Entry
+    from cachestorm.targets.protections.xfetch import XFetch
 
     xfetch = XFetch(SimpleNamespace(settings=SimpleNamespace(xfetch_beta=beta), metrics=None, cache=None))
     now = 1_000.0

@@ -8,9 +8,8 @@ import time
 import psycopg
 import pytest
 import redis
-
-from targets.settings import TargetSettings
-from targets.testing import in_process
+from cachestorm.targets.settings import TargetSettings
+from cachestorm.targets.testing import in_process
 
 
 @pytest.fixture()

@@ -12,10 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from cachestorm.traffic.recording import read_history
+from cachestorm.traffic.stub_server import StubProcess
 from hdrh.histogram import HdrHistogram
-
-from locustfiles.recording import read_history
-from locustfiles.stub_server import StubProcess
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).parent / "locust")
@@ -169,8 +168,8 @@ OPEN_MODEL_BASE = r"""
 import time
 from types import SimpleNamespace
 
-from locustfiles import common
-from locustfiles.models.retry import build_retry
+from cachestorm.traffic import common
+from cachestorm.traffic.models.retry import build_retry
 
 recorded = {}
 

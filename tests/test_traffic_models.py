@@ -9,16 +9,14 @@ from argparse import Namespace
 from collections import Counter
 
 import pytest
-
-from cachestorm.errors import CachestormError
-from locustfiles.models import keys as km
-from locustfiles.models.arrivals import Gaps, constant, poisson
-from locustfiles.models.ops import domain_mix, mix
-from locustfiles.models.presets import PRESETS, get_preset
-from locustfiles.models.retry import Backoff, Budget, Naive, build_retry
-from locustfiles.models.shapes import build_shape
-from locustfiles.models.sizes import META_ETC_SCALE, META_ETC_SHAPE, build_value_size, meta_etc
-from locustfiles.recording import (
+from cachestorm.traffic.models import keys as km
+from cachestorm.traffic.models.arrivals import Gaps, constant, poisson
+from cachestorm.traffic.models.ops import domain_mix, mix
+from cachestorm.traffic.models.presets import PRESETS, get_preset
+from cachestorm.traffic.models.retry import Backoff, Budget, Naive, build_retry
+from cachestorm.traffic.models.shapes import build_shape
+from cachestorm.traffic.models.sizes import META_ETC_SCALE, META_ETC_SHAPE, build_value_size, meta_etc
+from cachestorm.traffic.recording import (
     HistorySampler,
     HistoryWriter,
     LatencyRecorder,
@@ -26,7 +24,9 @@ from locustfiles.recording import (
     new_histogram,
     read_history,
 )
-from locustfiles.settings import ARGUMENTS, build_settings, option_name
+from cachestorm.traffic.settings import ARGUMENTS, build_settings, option_name
+
+from cachestorm.errors import CachestormError
 
 SAMPLES = 200_000
 

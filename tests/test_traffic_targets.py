@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from cachestorm.targets.settings import TargetSettings
+from cachestorm.targets.testing import TargetProcess
+from cachestorm.traffic.recording import read_history
 
-from locustfiles.recording import read_history
-from targets.settings import TargetSettings
-from targets.testing import TargetProcess
 from tests.test_traffic_locust import latency_lines, run_locust
 
 pytestmark = pytest.mark.slow

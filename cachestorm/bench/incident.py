@@ -25,7 +25,7 @@ WARM_KEYS, WARM_RECOMPUTE_MS, WARM_DURATION_S, WARM_GOAL_S = 10_000, 150.0, 10.0
 
 
 def _headline(run_dir: Path) -> tuple[dict, dict]:
-    from reports.analysis import analyze_run
+    from cachestorm.reports.analysis import analyze_run
 
     analysis = analyze_run(run_dir)
     return analysis["headline"], analysis.get("incident") or {}

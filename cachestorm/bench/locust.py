@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cachestorm.errors import CachestormError
+from cachestorm.traffic import locustfile
 
 REPO = Path(__file__).resolve().parents[2]
 GOAL = 0.9
@@ -72,7 +73,7 @@ def locust_rps(locustfile: Path, host: str, seconds: int, workdir: Path, *extra:
     sidecar.write_text(SIDECAR)
     command = [sys.executable, "-m", "locust", "-f", f"{locustfile},{sidecar}", "--headless", "-u", str(USERS),
                "-r", str(USERS), "-t", f"{seconds}s", "--host", host, "--only-summary", "--loglevel", "WARNING", *extra]
-    env = dict(os.environ, PYTHONPATH=str(REPO), CACHESTORM_BENCH_SAMPLES=str(samples_path))
+    env = dict(os.environ, CACHESTORM_BENCH_SAMPLES=str(samples_path))
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, cwd=REPO, env=env)
     if done.returncode not in (0, 1):
         raise CachestormError(f"locust failed ({done.returncode}): {done.stderr.strip()[-300:]}")
@@ -90,7 +91,7 @@ def locust_rps(locustfile: Path, host: str, seconds: int, workdir: Path, *extra:
 
 def history_line_cost_ns(lines: int = 200_000) -> float:
     """Cost of one buffered history line (format + write), measured in this process."""
-    from locustfiles.recording import HistoryWriter
+    from cachestorm.traffic.recording import HistoryWriter
 
     with tempfile.TemporaryDirectory() as tmp:
         writer = HistoryWriter(Path(tmp), "bench")
@@ -103,14 +104,14 @@ def history_line_cost_ns(lines: int = 200_000) -> float:
 
 
 def main(seconds: int = 15, rounds: int = 3) -> dict:
-    from locustfiles.stub_server import StubProcess
+    from cachestorm.traffic.stub_server import StubProcess
 
     results: dict[str, list[Run]] = {"bare": [], "cachestorm": [], "all_histories": []}
     with tempfile.TemporaryDirectory() as tmp, StubProcess("--keys", "10000") as server:
         workdir = Path(tmp)
         bare = workdir / "bare_locustfile.py"
         bare.write_text(BARE_LOCUSTFILE)
-        ours = REPO / "locustfiles" / "profiles.py"
+        ours = locustfile("profiles")
         common = ["--keys", "10000", "--alpha", "0.99", "--write-ratio", "0", "--seed", "1"]
         for round_index in range(rounds):
             results["bare"].append(locust_rps(bare, server.url, seconds, workdir))

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from cachestorm.errors import CachestormError
+from cachestorm.traffic import locustfile
 
 REPO = Path(__file__).resolve().parents[2]
 PAUSE_S = 2.0
@@ -30,10 +31,10 @@ RATE_GOAL = 0.02
 
 
 def _locust(host: str, seconds: int, run_dir: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "locust", "-f", str(REPO / "locustfiles" / "profiles.py"), "--headless",
+    command = [sys.executable, "-m", "locust", "-f", str(locustfile("profiles")), "--headless",
                "-t", f"{seconds}s", "--host", host, "--only-summary", "--loglevel", "WARNING",
                "--run-dir", str(run_dir), "--seed", "1", "--keys", "10000", *extra]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ)
     log = open(run_dir.parent / f"{run_dir.name}.log", "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
@@ -72,7 +73,7 @@ def _pause_server_after(pid: int, run_dir: Path, after_s: int, process: subproce
 
 
 def _merged(run_dir: Path) -> dict:
-    from locustfiles.recording import merge_run
+    from cachestorm.traffic.recording import merge_run
 
     return merge_run(run_dir)
 
@@ -90,7 +91,7 @@ def _locust_closed_stats(csv_prefix: Path) -> tuple[float, float]:
 
 
 def main(rate: int = 500, seconds: int = 10) -> dict:
-    from locustfiles.stub_server import StubProcess
+    from cachestorm.traffic.stub_server import StubProcess
 
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp, StubProcess("--keys", "10000") as server:

@@ -87,10 +87,10 @@ def _load_average() -> str:
 
 def run_proxy_benchmark(requests: int = 200_000, clients: int = 8, rounds: int = 3) -> dict:
     """Direct vs our proxy (native fast path, Python path, toxic path) vs the real Toxiproxy, alternating."""
+    from cachestorm.chaos import toxiproxy_server
+    from cachestorm.chaos.proxy.process import spawn
+    from cachestorm.chaos.toxiproxy import ToxiproxyClient
     from cachestorm.stack.servers import start_redis
-    from chaos import toxiproxy_server
-    from chaos.proxy.process import spawn
-    from chaos.toxiproxy import ToxiproxyClient
 
     binary = _redis_benchmark_binary()
     workdir = tempfile.mkdtemp(prefix="cachestorm-bench-proxy-")

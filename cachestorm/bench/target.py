@@ -67,8 +67,8 @@ def main(seconds: int = 10, connections: int = 10) -> dict:
 
     from cachestorm.stack.processes import free_port
     from cachestorm.stack.servers import start_postgres, start_redis
-    from targets.settings import TargetSettings
-    from targets.testing import TargetProcess
+    from cachestorm.targets.settings import TargetSettings
+    from cachestorm.targets.testing import TargetProcess
 
     base = tempfile.mkdtemp(prefix="cachestorm-bench-target-")
     os.chmod(base, 0o755)

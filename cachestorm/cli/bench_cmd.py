@@ -50,7 +50,7 @@ def open_model() -> None:
 @app.command("checker")
 def checker(operations: int = typer.Option(1_000_000, min=1, help="Operations in the synthetic history.")) -> None:
     """Consistency checker speed on a synthetic history."""
-    _call("reports.bench_checker:main", operations=operations)
+    _call("cachestorm.reports.bench_checker:main", operations=operations)
 
 
 @app.command("incident")

@@ -12,9 +12,9 @@ from rich.live import Live
 from rich.table import Table
 
 from cachestorm import interrupts
+from cachestorm.chaos.context import DEFAULT_LEDGER
 from cachestorm.errors import CachestormError
 from cachestorm.urls import redact
-from chaos.context import DEFAULT_LEDGER
 
 app = typer.Typer(help="Chaos faults and experiments (game days).", no_args_is_help=True)
 console = Console()
@@ -24,8 +24,8 @@ LEDGER_HELP = "Ledger of applied faults (what `chaos heal` reverts)."
 
 def _context(ledger: str, allow_remote: bool, run_dir: Path | None, redis_url: str | None,
              postgres_url: str | None, proxy_api_url: str | None):
+    from cachestorm.chaos.context import ChaosContext, context_from_stack, remote_addresses
     from cachestorm.stack import load_state
-    from chaos.context import ChaosContext, context_from_stack, remote_addresses
 
     state = load_state()
     if state is None and not (redis_url or proxy_api_url):
@@ -62,7 +62,7 @@ def _run_live(runner, title: str, stop_on_error: bool = False) -> None:
                           fault["self_expiry"] or "-")
         return table
 
-    from chaos.self_expiry import unguarded_warning
+    from cachestorm.chaos.self_expiry import unguarded_warning
 
     warning = unguarded_warning(runner.context.proxy_api_url, [step.build() for step in runner.experiment.method])
     if warning:
@@ -95,8 +95,8 @@ def _journal(run_dir: Path | None, label: str):
 @app.command("list")
 def list_cmd() -> None:
     """Faults (with their settings) and ready experiments."""
-    from chaos.experiment import load_experiment, ready_experiments
-    from chaos.faults import FAULTS, fault_class
+    from cachestorm.chaos.experiment import load_experiment, ready_experiments
+    from cachestorm.chaos.faults import FAULTS, fault_class
 
     table = Table(title="faults")
     for column in ("fault", "what it does", "settings (defaults)"):
@@ -130,9 +130,9 @@ def apply_cmd(
     proxy_api_url: str = typer.Option(None, "--proxy-api-url"),
 ) -> None:
     """Apply one fault for a while, with a live view; reverts at the end or on Ctrl-C."""
-    from chaos.experiment import Experiment
-    from chaos.faults.base import parse_duration
-    from chaos.runner import ExperimentRunner
+    from cachestorm.chaos.experiment import Experiment
+    from cachestorm.chaos.faults.base import parse_duration
+    from cachestorm.chaos.runner import ExperimentRunner
 
     settings = {}
     for item in set_:
@@ -161,9 +161,9 @@ def run_cmd(
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Do not ask before touching remote hosts."),
 ) -> None:
     """Run an experiment's timeline and probes against the stack from `cachestorm up`."""
-    from chaos.experiment import load_experiment
-    from chaos.faults.base import parse_duration
-    from chaos.runner import ExperimentRunner
+    from cachestorm.chaos.experiment import load_experiment
+    from cachestorm.chaos.faults.base import parse_duration
+    from cachestorm.chaos.runner import ExperimentRunner
 
     exp = load_experiment(experiment)
     if at is not None:
@@ -197,10 +197,10 @@ def _print_outcome(summary: dict, folder: Path) -> None:
 def status_cmd(ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=LEDGER_HELP),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Active faults from the ledger, who reverts each if its controller dies, and the proxy's toxics."""
-    from chaos.faults.process_signals import start_time
-    from chaos.ledger import Ledger
-    from chaos.self_expiry import listings, what_it_does, who_reverts
-    from chaos.toxiproxy import ToxiproxyClient
+    from cachestorm.chaos.faults.process_signals import start_time
+    from cachestorm.chaos.ledger import Ledger
+    from cachestorm.chaos.self_expiry import listings, what_it_does, who_reverts
+    from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
     active = Ledger(ledger).active()
     proxies = _proxy_urls(active)
@@ -256,7 +256,7 @@ def status_cmd(ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=
 @app.command("heal")
 def heal_cmd(ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=LEDGER_HELP)) -> None:
     """Revert every fault in the ledger and remove cachestorm's leftover toxics on the proxy."""
-    from chaos.ledger import Ledger, heal
+    from cachestorm.chaos.ledger import Ledger, heal
 
     results = heal(ledger, tuple(_proxy_urls(Ledger(ledger).active())))
     if not results:

@@ -44,7 +44,7 @@ def demo(
 
 
 def _print(result) -> None:
-    from reports.analysis import analyze_run
+    from cachestorm.reports.analysis import analyze_run
 
     names = [run_dir.name.split("-", 2)[-1].removesuffix("-hot-key-expiry").replace("cache-aside+", "+")
              .replace("stale-while-revalidate", "SWR") for run_dir in result.run_dirs]  # fits 80 columns

@@ -21,7 +21,7 @@ def gate(
     markdown: Path = typer.Option(None, "--markdown", help="Write the Markdown verdict here."),
 ) -> None:
     """Evaluate SLOs per strategy and experiment; say which failed and by how much."""
-    from reports import evaluate_gate, render_gate_markdown, write_junit
+    from cachestorm.reports import evaluate_gate, render_gate_markdown, write_junit
 
     result = evaluate_gate(config, check_run_dirs(expand_runs(runs)))
     for item in result.results:

@@ -17,7 +17,7 @@ from cachestorm.conductor import (
 )
 from cachestorm.errors import CachestormError
 from cachestorm.matrix import run_matrix
-from reports.runfolder import run_incomplete
+from cachestorm.reports.runfolder import run_incomplete
 
 console = Console()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cachestorm.conductor import RunSettings, parse_duration
-from targets.settings import URL_ENV, TargetSettings
+from cachestorm.targets.settings import URL_ENV, TargetSettings
 
 # the stack: adopt servers instead of starting our own; from the environment, a password stays out of `ps`
 REDIS_URL = typer.Option(None, "--redis-url", envvar=URL_ENV["redis_url"],

@@ -19,9 +19,9 @@ def serve(
                                       help="Allow any listen address, privileged ports and any Unix upstream."),
 ) -> None:
     """Serve the Toxiproxy v2 API (plus /metrics) until Ctrl-C."""
-    from chaos.proxy import fastpath
-    from chaos.proxy.guard import AddressGuard
-    from chaos.proxy.server import run
+    from cachestorm.chaos.proxy import fastpath
+    from cachestorm.chaos.proxy.guard import AddressGuard
+    from cachestorm.chaos.proxy.server import run
 
     def announce(server) -> None:
         names = ", ".join(sorted(server.app.proxies)) or "none yet"

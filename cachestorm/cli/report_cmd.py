@@ -27,7 +27,7 @@ def report(
 ) -> None:
     """Render report.html, summary.md and report.json for each run (and a comparison of several).
     Exit 1 if a run did not complete (it is still rendered, marked as such)."""
-    from reports import render_comparison, render_run
+    from cachestorm.reports import render_comparison, render_run
 
     incomplete = False
     for run_dir in check_run_dirs(runs):
@@ -48,7 +48,7 @@ def compare(
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 if anything regressed."),
 ) -> None:
     """Deltas between two runs; regressions in red."""
-    from reports import compare_runs
+    from cachestorm.reports import compare_runs
 
     result = compare_runs(*check_run_dirs([baseline, candidate]))
     table = Table(title=f"{result['candidate']} vs {result['baseline']}")
@@ -70,7 +70,7 @@ def compare(
 
 def _warn_if_incomplete(run_dir: Path) -> bool:
     """A run that failed or was interrupted still renders, but nobody should mistake it for a clean one."""
-    from reports.runfolder import run_incomplete
+    from cachestorm.reports.runfolder import run_incomplete
 
     why = run_incomplete(run_dir)
     if why:

@@ -9,9 +9,9 @@ from cachestorm.cli import options
 from cachestorm.conductor import RunSettings, parse_duration
 from cachestorm.conductor import run as run_once
 from cachestorm.errors import CachestormError
+from cachestorm.reports.runfolder import run_incomplete
 from cachestorm.stack import StackSettings
 from cachestorm.summary import print_summary
-from reports.runfolder import run_incomplete
 
 console = Console()
 

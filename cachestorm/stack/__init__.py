@@ -96,7 +96,7 @@ def with_host_port(url: str, host: str, port: int) -> str:
 # ---------------------------------------------------------------- start / stop
 
 def validate_stack_settings(settings: StackSettings) -> None:
-    from chaos.context import is_loopback
+    from cachestorm.chaos.context import is_loopback
 
     for flag, url, schemes in (("--redis-url", settings.redis_url, ("redis",)),
                                ("--postgres-url", settings.postgres_url, ("postgresql", "postgres")),
@@ -193,7 +193,7 @@ def start_proxy(base_dir: str, unix_sockets: Iterable[str] = ()) -> Server:
     `unix_sockets`: our own servers' sockets, the only Unix upstreams it will forward to."""
     ready_file = Path(base_dir) / "proxy-ready.json"
     log_path = Path(base_dir) / "proxy.log"
-    argv = [sys.executable, "-m", "chaos.proxy", "--host", "127.0.0.1", "--port", "0",
+    argv = [sys.executable, "-m", "cachestorm.chaos.proxy", "--host", "127.0.0.1", "--port", "0",
             "--ready-file", str(ready_file), *(arg for path in unix_sockets for arg in ("--allow-unix", path))]
     process = spawn(argv, log_path)
     try:
@@ -203,7 +203,7 @@ def start_proxy(base_dir: str, unix_sockets: Iterable[str] = ()) -> Server:
         process.wait()
         raise
     ready = json.loads(ready_file.read_text())
-    return Server("proxy", ready["api_url"], process.pid, "chaos.proxy", None, str(log_path), sys.executable)
+    return Server("proxy", ready["api_url"], process.pid, "cachestorm.chaos.proxy", None, str(log_path), sys.executable)
 
 
 def _unix_upstreams_wanted(settings: StackSettings) -> bool:
@@ -230,7 +230,7 @@ def _ensure_proxy(api_url: str, name: str, upstream_url: str, unix_upstream: str
     """Return the proxied URL for `name`, creating the proxy unless it already exists (compose).
     `unix_upstream` (our own proxy only): the proxy reaches the server over that Unix socket;
     clients still use TCP to the proxy."""
-    from chaos.toxiproxy import ToxiproxyClient
+    from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
     with ToxiproxyClient(api_url) as client:
         proxies = client.proxies()
@@ -344,7 +344,7 @@ def health(state: StackState) -> dict[str, tuple[bool, str]]:
         except CachestormError as exc:
             results[name] = (False, str(exc))
     try:
-        from chaos.toxiproxy import ToxiproxyClient
+        from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
         results["proxy api"] = (True, f"{state.proxy_api_url} (version {ToxiproxyClient(state.proxy_api_url).version()})")
     except CachestormError as exc:

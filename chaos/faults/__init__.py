@@ -8,34 +8,34 @@ from cachestorm.errors import CachestormError
 
 FAULTS: dict[str, str] = {
     # hot keys and expiry
-    "hot-key-expiry": "chaos.faults.hot_key_expiry:HotKeyExpiry",
-    "key-pattern-expiry": "chaos.faults.key_pattern_expiry:KeyPatternExpiry",
-    "synchronized-expiry": "chaos.faults.synchronized_expiry:SynchronizedExpiry",
-    "flush-cache": "chaos.faults.flush_cache:FlushCache",
-    "lfu-tracking": "chaos.faults.lfu_tracking:LfuTracking",
+    "hot-key-expiry": "cachestorm.chaos.faults.hot_key_expiry:HotKeyExpiry",
+    "key-pattern-expiry": "cachestorm.chaos.faults.key_pattern_expiry:KeyPatternExpiry",
+    "synchronized-expiry": "cachestorm.chaos.faults.synchronized_expiry:SynchronizedExpiry",
+    "flush-cache": "cachestorm.chaos.faults.flush_cache:FlushCache",
+    "lfu-tracking": "cachestorm.chaos.faults.lfu_tracking:LfuTracking",
     # Redis partition through the proxy
-    "redis-down": "chaos.faults.proxy_down:ProxyDown",
-    "redis-blackhole": "chaos.faults.proxy_blackhole:ProxyBlackhole",
-    "redis-reset": "chaos.faults.proxy_reset:ProxyReset",
-    "redis-latency": "chaos.faults.proxy_latency:ProxyLatency",
-    "redis-bandwidth": "chaos.faults.proxy_bandwidth:ProxyBandwidth",
+    "redis-down": "cachestorm.chaos.faults.proxy_down:ProxyDown",
+    "redis-blackhole": "cachestorm.chaos.faults.proxy_blackhole:ProxyBlackhole",
+    "redis-reset": "cachestorm.chaos.faults.proxy_reset:ProxyReset",
+    "redis-latency": "cachestorm.chaos.faults.proxy_latency:ProxyLatency",
+    "redis-bandwidth": "cachestorm.chaos.faults.proxy_bandwidth:ProxyBandwidth",
     # failed cache writes
-    "redis-write-fail": "chaos.faults.redis_write_fail:RedisWriteFail",
-    "cache-delete-fail": "chaos.faults.cache_delete_fail:CacheDeleteFail",
-    "redis-oom": "chaos.faults.redis_oom:RedisOom",
-    "redis-acl-readonly": "chaos.faults.redis_acl_readonly:RedisAclReadonly",
+    "redis-write-fail": "cachestorm.chaos.faults.redis_write_fail:RedisWriteFail",
+    "cache-delete-fail": "cachestorm.chaos.faults.cache_delete_fail:CacheDeleteFail",
+    "redis-oom": "cachestorm.chaos.faults.redis_oom:RedisOom",
+    "redis-acl-readonly": "cachestorm.chaos.faults.redis_acl_readonly:RedisAclReadonly",
     # Redis-protocol faults (our proxy's RESP-aware toxics)
-    "redis-command-latency": "chaos.faults.redis_command_latency:RedisCommandLatency",
-    "redis-error-reply": "chaos.faults.redis_error_reply:RedisErrorReply",
-    "redis-failover": "chaos.faults.redis_failover:RedisFailover",
+    "redis-command-latency": "cachestorm.chaos.faults.redis_command_latency:RedisCommandLatency",
+    "redis-error-reply": "cachestorm.chaos.faults.redis_error_reply:RedisErrorReply",
+    "redis-failover": "cachestorm.chaos.faults.redis_failover:RedisFailover",
     # database trouble
-    "db-latency": "chaos.faults.db_latency:DatabaseLatency",
-    "db-down": "chaos.faults.db_down:DatabaseDown",
-    "db-slow-recompute": "chaos.faults.db_slow_recompute:DatabaseSlowRecompute",
+    "db-latency": "cachestorm.chaos.faults.db_latency:DatabaseLatency",
+    "db-down": "cachestorm.chaos.faults.db_down:DatabaseDown",
+    "db-slow-recompute": "cachestorm.chaos.faults.db_slow_recompute:DatabaseSlowRecompute",
     # processes
-    "target-kill": "chaos.faults.target_kill:TargetKill",
-    "target-pause": "chaos.faults.target_pause:TargetPause",
-    "redis-restart": "chaos.faults.redis_restart:RedisRestart",
+    "target-kill": "cachestorm.chaos.faults.target_kill:TargetKill",
+    "target-pause": "cachestorm.chaos.faults.target_pause:TargetPause",
+    "redis-restart": "cachestorm.chaos.faults.redis_restart:RedisRestart",
 }
 
 

@@ -186,7 +186,7 @@ class Fault:
     def redis_action(self, commands: list[list[str]], auth: list | None = None) -> dict | None:
         """A "redis" expiry action on the context's Redis (its credentials, if any, are tried last);
         None when the proxy may not reach it (its reverts speak plain TCP to a loopback Redis only)."""
-        from chaos.proxy import loopback_host
+        from cachestorm.chaos.proxy import loopback_host
 
         url = urlsplit(self.context.redis_url)
         if url.scheme != "redis" or not loopback_host(url.hostname or ""):
@@ -197,10 +197,10 @@ class Fault:
 
     def _arm_expiry(self) -> str:
         """Hand the revert to the proxy; returns who will revert it and when, or why nobody can."""
-        from chaos.context import is_loopback
-        from chaos.faults.process_signals import start_time
-        from chaos.proxy import OWNER_NOT_VISIBLE
-        from chaos.toxiproxy import ToxiproxyError
+        from cachestorm.chaos.context import is_loopback
+        from cachestorm.chaos.faults.process_signals import start_time
+        from cachestorm.chaos.proxy import OWNER_NOT_VISIBLE
+        from cachestorm.chaos.toxiproxy import ToxiproxyError
 
         if self.one_shot:
             return ""
@@ -238,7 +238,7 @@ class Fault:
         return f"the proxy at {api}, {when}"
 
     def _disarm_expiry(self) -> None:
-        from chaos.toxiproxy import ToxiproxyError
+        from cachestorm.chaos.toxiproxy import ToxiproxyError
 
         if self.one_shot or not self.state.get("expiry_id") or not getattr(self.context, "proxy_api_url", ""):
             return
@@ -267,7 +267,7 @@ class Fault:
                                     password=password, socket_connect_timeout=3, socket_timeout=5)
 
     def toxiproxy(self):
-        from chaos.toxiproxy import ToxiproxyClient
+        from cachestorm.chaos.toxiproxy import ToxiproxyClient
 
         return ToxiproxyClient(self.context.proxy_api_url)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from chaos.faults.redis_write_fail import RedisWriteFail
+from cachestorm.chaos.faults.redis_write_fail import RedisWriteFail
 
 
 @dataclass

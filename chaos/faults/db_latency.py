@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaos.faults.proxy_latency import ProxyLatency
+from cachestorm.chaos.faults.proxy_latency import ProxyLatency
 
 
 @dataclass

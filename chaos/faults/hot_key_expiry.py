@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaos.faults.base import Fault, SettingError
-from chaos.faults.lfu import top_keys_by_frequency
+from cachestorm.chaos.faults.base import Fault, SettingError
+from cachestorm.chaos.faults.lfu import top_keys_by_frequency
 
 MODES = ("expire", "evict")
 # the entry's logical expiry set to ARGV[1] in place (its TTL and the rest of the JSON untouched);

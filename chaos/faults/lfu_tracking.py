@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaos.faults.base import Fault, SettingError
+from cachestorm.chaos.faults.base import Fault, SettingError
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaos.faults.toxic import ToxicFault
+from cachestorm.chaos.faults.toxic import ToxicFault
 
 
 @dataclass

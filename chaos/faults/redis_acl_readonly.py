@@ -9,8 +9,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from cachestorm.chaos.faults.base import Fault
+
 from cachestorm.errors import CachestormError
-from chaos.faults.base import Fault
 
 ADMIN_USER = "cachestorm-admin"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaos.faults.redis_protocol import RedisProtocolFault
+from cachestorm.chaos.faults.redis_protocol import RedisProtocolFault
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaos.faults.base import SettingError
-from chaos.faults.redis_protocol import RedisProtocolFault
+from cachestorm.chaos.faults.base import SettingError
+from cachestorm.chaos.faults.redis_protocol import RedisProtocolFault
 
 
 @dataclass

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cachestorm.chaos.faults.base import SettingError
+from cachestorm.chaos.faults.toxic import ToxicFault
+from cachestorm.chaos.proxy.errors import BAD_REQUEST_BODY, ApiError
+from cachestorm.chaos.proxy.redis_commands import CommandMatcher, error_reply
+
 from cachestorm.errors import CachestormError
-from chaos.faults.base import SettingError
-from chaos.faults.toxic import ToxicFault
-from chaos.proxy.errors import BAD_REQUEST_BODY, ApiError
-from chaos.proxy.redis_commands import CommandMatcher, error_reply
 
 
 def proxy_rule(fault: str, check, *args) -> None:

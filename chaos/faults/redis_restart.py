@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cachestorm.chaos.faults.base import Fault
+
 from cachestorm.errors import CachestormError
-from chaos.faults.base import Fault
 
 
 @dataclass

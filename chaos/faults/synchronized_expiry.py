@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chaos.faults.base import Fault, SettingError
+from cachestorm.chaos.faults.base import Fault, SettingError
 
 # ARGV[1] = the common expiry in wall seconds, ARGV[2] = the same in ms; returns keys refilled
 REFILL_AT = """

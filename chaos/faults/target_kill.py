@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
-from chaos.faults.process_signals import signal_if_same
-from chaos.faults.target_select import TargetProcessFault
+from cachestorm.chaos.faults.process_signals import signal_if_same
+from cachestorm.chaos.faults.target_select import TargetProcessFault
 
 
 @dataclass

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cachestorm.chaos.faults.base import Fault
+from cachestorm.chaos.faults.process_signals import start_time
+
 from cachestorm.errors import CachestormError
-from chaos.faults.base import Fault
-from chaos.faults.process_signals import start_time
 
 
 def select_targets(targets: list, wanted: str, fault: str, need_pid: bool = False) -> list:

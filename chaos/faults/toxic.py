@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from typing import ClassVar
 
-from chaos.faults.base import Fault, SettingError
+from cachestorm.chaos.faults.base import Fault, SettingError
 
 TOXIC_PREFIX = "cachestorm-chaos-"
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cachestorm.chaos.proxy.guard import AddressGuard
+from cachestorm.chaos.proxy.server import run
+
 from cachestorm.errors import CachestormError
-from chaos.proxy.guard import AddressGuard
-from chaos.proxy.server import run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,8 @@ import re
 import time
 from typing import Any
 
-from chaos.proxy import EXPIRIES_PATH, INFO_PATH, fastpath, gojson, metrics
-from chaos.proxy.errors import (
+from cachestorm.chaos.proxy import EXPIRIES_PATH, INFO_PATH, fastpath, gojson, metrics
+from cachestorm.chaos.proxy.errors import (
     BAD_REQUEST_BODY,
     MISSING_FIELD,
     PROXY_ALREADY_EXISTS,
@@ -21,10 +21,10 @@ from chaos.proxy.errors import (
     TOXIC_NOT_FOUND,
     ApiError,
 )
-from chaos.proxy.expiry import Expiries
-from chaos.proxy.guard import AddressGuard
-from chaos.proxy.http import Request, Response
-from chaos.proxy.proxy import Proxy, check_name
+from cachestorm.chaos.proxy.expiry import Expiries
+from cachestorm.chaos.proxy.guard import AddressGuard
+from cachestorm.chaos.proxy.http import Request, Response
+from cachestorm.chaos.proxy.proxy import Proxy, check_name
 
 TOXIPROXY_VERSION = "2.12.0"  # the API version we mirror
 CACHESTORM_PROXY_VERSION = "0.1.0"

@@ -28,10 +28,10 @@ import time
 from collections import deque
 from typing import Any
 
-from chaos.faults.process_signals import start_time
-from chaos.proxy import OWNER_NOT_VISIBLE, loopback_host
-from chaos.proxy.errors import ApiError
-from chaos.proxy.resp import parse_reply
+from cachestorm.chaos.faults.process_signals import start_time
+from cachestorm.chaos.proxy import OWNER_NOT_VISIBLE, loopback_host
+from cachestorm.chaos.proxy.errors import ApiError
+from cachestorm.chaos.proxy.resp import parse_reply
 
 OWNER_CHECK_S = 1.0          # how often owners of window-less entries are looked for
 DONE_KEPT = 100              # fired entries kept for `chaos status`

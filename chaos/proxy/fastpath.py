@@ -17,12 +17,12 @@ import socket
 from typing import TYPE_CHECKING
 
 try:
-    from chaos.proxy._fastpath import Engine, kernel_supported, upstream_ready
+    from cachestorm.chaos.proxy._fastpath import Engine, kernel_supported, upstream_ready
 except ImportError:  # not compiled (optional extension): the Python path does everything
     Engine = kernel_supported = upstream_ready = None
 
 if TYPE_CHECKING:
-    from chaos.proxy.link import Connection
+    from cachestorm.chaos.proxy.link import Connection
 
 ENV_SWITCH = "CACHESTORM_PROXY_FASTPATH"
 SOCKMAP_SWITCH = "CACHESTORM_PROXY_SOCKMAP"

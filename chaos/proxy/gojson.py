@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chaos.proxy.errors import BAD_REQUEST_BODY
+from cachestorm.chaos.proxy.errors import BAD_REQUEST_BODY
 
 _GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 

@@ -10,8 +10,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from chaos.proxy.errors import ApiError
-from chaos.proxy.proxy import split_host_port, unix_path
+from cachestorm.chaos.proxy.errors import ApiError
+from cachestorm.chaos.proxy.proxy import split_host_port, unix_path
 
 FIRST_UNPRIVILEGED_PORT = 1024
 FIX = "start the proxy with --allow-remote to allow it"

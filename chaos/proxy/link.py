@@ -22,13 +22,13 @@ import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from chaos.proxy import fastpath
-from chaos.proxy.toxics.base import NOT_NOW
+from cachestorm.chaos.proxy import fastpath
+from cachestorm.chaos.proxy.toxics.base import NOT_NOW
 
 if TYPE_CHECKING:
-    from chaos.proxy.fastpath import FastPath
-    from chaos.proxy.proxy import Proxy
-    from chaos.proxy.toxics.base import Toxic
+    from cachestorm.chaos.proxy.fastpath import FastPath
+    from cachestorm.chaos.proxy.proxy import Proxy
+    from cachestorm.chaos.proxy.toxics.base import Toxic
 
 QUEUE_HIGH = 1 << 20  # pause reading the source when this much waits in the toxic queue
 QUEUE_LOW = 1 << 18

@@ -43,7 +43,7 @@ def spawn(
     `env`: extra environment variables (e.g. CACHESTORM_PROXY_FASTPATH=0). `allow_unix`: Unix sockets
     (or folders of them) its proxies may forward to."""
     ready = Path(tempfile.mkdtemp(prefix="cachestorm-proxy-")) / "ready.json"
-    command = [sys.executable, "-m", "chaos.proxy", "--host", host, "--port", str(port), "--ready-file", str(ready)]
+    command = [sys.executable, "-m", "cachestorm.chaos.proxy", "--host", host, "--port", str(port), "--ready-file", str(ready)]
     if config:
         command += ["--config", config]
     if busy_poll_us:

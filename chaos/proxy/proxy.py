@@ -8,8 +8,8 @@ import ipaddress
 import socket
 from typing import Any
 
-from chaos.proxy import fastpath, gojson
-from chaos.proxy.errors import (
+from cachestorm.chaos.proxy import fastpath, gojson
+from cachestorm.chaos.proxy.errors import (
     BAD_REQUEST_BODY,
     INVALID_STREAM,
     INVALID_TOXIC_TYPE,
@@ -17,12 +17,12 @@ from chaos.proxy.errors import (
     TOXIC_NOT_FOUND,
     ApiError,
 )
-from chaos.proxy.http import MAX_REQUEST_LINE
-from chaos.proxy.link import ClientSide, Connection
-from chaos.proxy.listener import Listener, open_listener
-from chaos.proxy.stats import ProxyStats
-from chaos.proxy.toxics import TOXIC_TYPES
-from chaos.proxy.toxics.base import Toxic
+from cachestorm.chaos.proxy.http import MAX_REQUEST_LINE
+from cachestorm.chaos.proxy.link import ClientSide, Connection
+from cachestorm.chaos.proxy.listener import Listener, open_listener
+from cachestorm.chaos.proxy.stats import ProxyStats
+from cachestorm.chaos.proxy.toxics import TOXIC_TYPES
+from cachestorm.chaos.proxy.toxics.base import Toxic
 
 
 class ListenError(ApiError):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from chaos.proxy.errors import BAD_REQUEST_BODY
-from chaos.proxy.resp import command_args
+from cachestorm.chaos.proxy.errors import BAD_REQUEST_BODY
+from cachestorm.chaos.proxy.resp import command_args
 
 WRITE_COMMANDS = (
     "SET", "SETEX", "PSETEX", "SETNX", "SETRANGE", "GETSET", "GETDEL", "GETEX", "APPEND",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from chaos.proxy.resp import is_push, parse_reply
+from cachestorm.chaos.proxy.resp import is_push, parse_reply
 
 
 class Substitute:

@@ -6,10 +6,10 @@ import importlib
 
 # name -> "module:Class"
 DOMAINS: dict[str, str] = {
-    "profiles": "targets.domains.profiles:Profiles",
-    "catalog": "targets.domains.catalog:Catalog",
-    "counters": "targets.domains.counters:Counters",
-    "permissions": "targets.domains.permissions:Permissions",
+    "profiles": "cachestorm.targets.domains.profiles:Profiles",
+    "catalog": "cachestorm.targets.domains.catalog:Catalog",
+    "counters": "cachestorm.targets.domains.counters:Counters",
+    "permissions": "cachestorm.targets.domains.permissions:Permissions",
 }
 
 

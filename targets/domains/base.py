@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
+from cachestorm.targets.strategies.base import Change, Key, ReadResult
 from psycopg.types.json import Jsonb
 from starlette.requests import Request
 from starlette.responses import Response
-
-from targets.strategies.base import Change, Key, ReadResult
 
 
 class Domain:
@@ -84,7 +83,7 @@ class Domain:
 
     @staticmethod
     async def json_body(request: Request) -> dict:
-        from targets.app import BadRequest
+        from cachestorm.targets.app import BadRequest
 
         try:
             body = json.loads(await request.body() or b"{}")

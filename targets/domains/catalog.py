@@ -3,7 +3,7 @@ cached value, never evict it."""
 
 from __future__ import annotations
 
-from targets.domains.base import Domain, jsonb
+from cachestorm.targets.domains.base import Domain, jsonb
 
 
 class Catalog(Domain):
@@ -22,7 +22,7 @@ class Catalog(Domain):
         return self.read_response(result)
 
     async def put(self, request):
-        from targets.app import BadRequest
+        from cachestorm.targets.app import BadRequest
 
         data = (await self.json_body(request)).get("data")
         if not isinstance(data, dict):

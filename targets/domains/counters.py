@@ -3,8 +3,8 @@ idempotent batches). Every increment carries X-Request-Id; a repeated id is appl
 
 from __future__ import annotations
 
-from targets.app import json_response
-from targets.domains.base import Domain
+from cachestorm.targets.app import json_response
+from cachestorm.targets.domains.base import Domain
 
 
 class Counters(Domain):
@@ -23,7 +23,7 @@ class Counters(Domain):
         return self.record_response(result.record, result.source, _count(result.record))
 
     async def incr(self, request):
-        from targets.app import BadRequest
+        from cachestorm.targets.app import BadRequest
 
         by = (await self.json_body(request)).get("by", 1)
         if not isinstance(by, int) or isinstance(by, bool):

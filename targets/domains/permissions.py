@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import time
 
-from targets.app import json_response
-from targets.domains.base import Domain, jsonb
-from targets.errors import CacheUnavailable
+from cachestorm.targets.app import json_response
+from cachestorm.targets.domains.base import Domain, jsonb
+from cachestorm.targets.errors import CacheUnavailable
 
 VIOLATIONS_KEY = "permissions:violations"
 
@@ -55,7 +55,7 @@ class Permissions(Domain):
                              headers={"X-Cache": result.source, "X-Version": str(record["version"])})
 
     async def put(self, request):
-        from targets.app import BadRequest
+        from cachestorm.targets.app import BadRequest
 
         user, perm = request.path_params["user"], request.path_params["perm"]
         granted = (await self.json_body(request)).get("granted")

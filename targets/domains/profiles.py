@@ -3,7 +3,7 @@ writes: `X-User-Id` equal to the profile id routes the read past the cache."""
 
 from __future__ import annotations
 
-from targets.domains.base import Domain, jsonb
+from cachestorm.targets.domains.base import Domain, jsonb
 
 
 class Profiles(Domain):
@@ -24,7 +24,7 @@ class Profiles(Domain):
         return self.read_response(result)
 
     async def put(self, request):
-        from targets.app import BadRequest
+        from cachestorm.targets.app import BadRequest
 
         key_id = request.path_params["id"]
         data = (await self.json_body(request)).get("data")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 # name -> "module:Class"
 PROTECTIONS: dict[str, str] = {
-    "coalescing": "targets.protections.coalescing:Coalescing",
-    "lock": "targets.protections.lock:Lock",
-    "lease": "targets.protections.lease:Lease",
-    "jitter": "targets.protections.jitter:Jitter",
-    "negative": "targets.protections.negative:Negative",
-    "xfetch": "targets.protections.xfetch:XFetch",
-    "stale-if-error": "targets.protections.stale_if_error:StaleIfError",
+    "coalescing": "cachestorm.targets.protections.coalescing:Coalescing",
+    "lock": "cachestorm.targets.protections.lock:Lock",
+    "lease": "cachestorm.targets.protections.lease:Lease",
+    "jitter": "cachestorm.targets.protections.jitter:Jitter",
+    "negative": "cachestorm.targets.protections.negative:Negative",
+    "xfetch": "cachestorm.targets.protections.xfetch:XFetch",
+    "stale-if-error": "cachestorm.targets.protections.stale_if_error:StaleIfError",
 }

@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from targets.cache import Entry
-    from targets.errors import TargetError
-    from targets.strategies.base import Key, LoadContext, ReadResult
+    from cachestorm.targets.cache import Entry
+    from cachestorm.targets.errors import TargetError
+    from cachestorm.targets.strategies.base import Key, LoadContext, ReadResult
 
 NextLoad = Callable[["LoadContext"], Awaitable["ReadResult"]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from targets.protections.base import NextLoad, Protection
+from cachestorm.targets.protections.base import NextLoad, Protection
 
 
 class Coalescing(Protection):

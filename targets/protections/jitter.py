@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from targets.protections.base import Protection
+from cachestorm.targets.protections.base import Protection
 
 
 class Jitter(Protection):

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from targets.cache import lease_key
-from targets.protections.base import NextLoad, Protection
-from targets.strategies.base import ReadResult
+from cachestorm.targets.cache import lease_key
+from cachestorm.targets.protections.base import NextLoad, Protection
+from cachestorm.targets.strategies.base import ReadResult
 
 POLL_S = (0.002, 0.02)
 

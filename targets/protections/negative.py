@@ -4,7 +4,7 @@ window is not seen until the negative entry expires."""
 
 from __future__ import annotations
 
-from targets.protections.base import Protection
+from cachestorm.targets.protections.base import Protection
 
 
 class Negative(Protection):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from targets.errors import CacheUnavailable
-from targets.protections.base import Protection
-from targets.strategies.base import ReadResult
+from cachestorm.targets.errors import CacheUnavailable
+from cachestorm.targets.protections.base import Protection
+from cachestorm.targets.strategies.base import ReadResult
 
 MEMORY_KEYS = 10_000
 

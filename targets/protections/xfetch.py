@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import random
 
-from targets.protections.base import Protection
+from cachestorm.targets.protections.base import Protection
 
 
 class XFetch(Protection):

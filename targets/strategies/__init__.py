@@ -8,19 +8,19 @@ from cachestorm.errors import CachestormError
 
 # name -> "module:Class"
 STRATEGIES: dict[str, str] = {
-    "no-cache": "targets.strategies.no_cache:NoCache",
-    "cache-aside": "targets.strategies.cache_aside:CacheAside",
-    "read-through": "targets.strategies.read_through:ReadThrough",
-    "write-through": "targets.strategies.write_through:WriteThrough",
-    "write-behind": "targets.strategies.write_behind:WriteBehind",
-    "invalidate-on-write": "targets.strategies.invalidate_on_write:InvalidateOnWrite",
-    "stale-while-revalidate": "targets.strategies.stale_while_revalidate:StaleWhileRevalidate",
+    "no-cache": "cachestorm.targets.strategies.no_cache:NoCache",
+    "cache-aside": "cachestorm.targets.strategies.cache_aside:CacheAside",
+    "read-through": "cachestorm.targets.strategies.read_through:ReadThrough",
+    "write-through": "cachestorm.targets.strategies.write_through:WriteThrough",
+    "write-behind": "cachestorm.targets.strategies.write_behind:WriteBehind",
+    "invalidate-on-write": "cachestorm.targets.strategies.invalidate_on_write:InvalidateOnWrite",
+    "stale-while-revalidate": "cachestorm.targets.strategies.stale_while_revalidate:StaleWhileRevalidate",
 }
 
 
 def parse_spec(spec: str) -> tuple[str, list[str]]:
     """'read-through+lease+jitter' -> ('read-through', ['lease', 'jitter']); raises on unknown names."""
-    from targets.protections import PROTECTIONS
+    from cachestorm.targets.protections import PROTECTIONS
 
     name, *protections = [part.strip() for part in spec.split("+")]
     if name not in STRATEGIES:
@@ -45,13 +45,13 @@ def load(import_string: str):
 # CI only (scripts/gate-check.sh): a deliberately broken build, the named protections doing nothing,
 # to prove the gate fails it. Not a user feature: the spec and the report still name the protection.
 BROKEN_PROTECTIONS_ENV = "CACHESTORM_TEST_BROKEN_PROTECTIONS"
-BROKEN_PROTECTION = "targets.testing:BrokenProtection"
+BROKEN_PROTECTION = "cachestorm.targets.testing:BrokenProtection"
 
 
 def build_strategy(spec: str, service):
     import os
 
-    from targets.protections import PROTECTIONS
+    from cachestorm.targets.protections import PROTECTIONS
 
     name, protection_names = parse_spec(spec)
     broken = set(os.environ.get(BROKEN_PROTECTIONS_ENV, "").split(","))

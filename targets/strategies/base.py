@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from targets.cache import Cache, Entry, StoredRecord
-from targets.errors import CacheUnavailable, TargetError
+from cachestorm.targets.cache import Cache, Entry, StoredRecord
+from cachestorm.targets.errors import CacheUnavailable, TargetError
 
 if TYPE_CHECKING:
-    from targets.protections.base import Protection
-    from targets.service import Service
+    from cachestorm.targets.protections.base import Protection
+    from cachestorm.targets.service import Service
 
 Loader = Callable[[], Awaitable[dict | None]]
 
@@ -252,6 +252,6 @@ class CachedStrategy:
 
 
 def _protection_base():
-    from targets.protections.base import Protection
+    from cachestorm.targets.protections.base import Protection
 
     return Protection

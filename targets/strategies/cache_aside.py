@@ -4,7 +4,7 @@ a write landing in between is overwritten by the older value (set after invalida
 
 from __future__ import annotations
 
-from targets.strategies.base import CachedStrategy
+from cachestorm.targets.strategies.base import CachedStrategy
 
 
 class CacheAside(CachedStrategy):

@@ -3,7 +3,7 @@ Correctness rests on the delete alone: a lost delete leaves the old value until 
 
 from __future__ import annotations
 
-from targets.strategies.base import CachedStrategy, Key
+from cachestorm.targets.strategies.base import CachedStrategy, Key
 
 
 class InvalidateOnWrite(CachedStrategy):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from targets.strategies.base import Change, Key, Loader, ReadResult
+from cachestorm.targets.strategies.base import Change, Key, Loader, ReadResult
 
 
 class NoCache:

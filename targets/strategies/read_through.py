@@ -4,7 +4,7 @@ forever if the delete is lost, readers get the old value until the TTL ends it."
 
 from __future__ import annotations
 
-from targets.strategies.base import CachedStrategy, Key
+from cachestorm.targets.strategies.base import CachedStrategy, Key
 
 
 class ReadThrough(CachedStrategy):

@@ -7,7 +7,7 @@ a write returned) is the truth."""
 
 from __future__ import annotations
 
-from targets.strategies.base import CachedStrategy, Key
+from cachestorm.targets.strategies.base import CachedStrategy, Key
 
 
 class StaleWhileRevalidate(CachedStrategy):

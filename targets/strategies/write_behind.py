@@ -17,10 +17,9 @@ import json
 import time
 import uuid
 
+from cachestorm.targets.errors import CACHE_UNAVAILABLE, CacheUnavailable, TargetError
+from cachestorm.targets.strategies.base import CachedStrategy, Change, Key
 from psycopg.types.json import Jsonb
-
-from targets.errors import CACHE_UNAVAILABLE, CacheUnavailable, TargetError
-from targets.strategies.base import CachedStrategy, Change, Key
 
 APPLY = """
 if ARGV[6] ~= '' then

@@ -3,7 +3,7 @@ If the SET fails the old value stays until the TTL; two racing writes can instal
 
 from __future__ import annotations
 
-from targets.strategies.base import CachedStrategy, Key
+from cachestorm.targets.strategies.base import CachedStrategy, Key
 
 
 class WriteThrough(CachedStrategy):

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from chaos.proxy.toxics.bandwidth import BandwidthToxic
-from chaos.proxy.toxics.base import Toxic
-from chaos.proxy.toxics.latency import LatencyToxic
-from chaos.proxy.toxics.limit_data import LimitDataToxic
-from chaos.proxy.toxics.noop import NoopToxic
-from chaos.proxy.toxics.redis_error import RedisErrorToxic
-from chaos.proxy.toxics.redis_failover import RedisFailoverToxic
-from chaos.proxy.toxics.redis_latency import RedisLatencyToxic
-from chaos.proxy.toxics.redis_write_fail import RedisWriteFailToxic
-from chaos.proxy.toxics.reset_peer import ResetPeerToxic
-from chaos.proxy.toxics.slicer import SlicerToxic
-from chaos.proxy.toxics.slow_close import SlowCloseToxic
-from chaos.proxy.toxics.slow_open import SlowOpenToxic
-from chaos.proxy.toxics.timeout import TimeoutToxic
+from cachestorm.chaos.proxy.toxics.bandwidth import BandwidthToxic
+from cachestorm.chaos.proxy.toxics.base import Toxic
+from cachestorm.chaos.proxy.toxics.latency import LatencyToxic
+from cachestorm.chaos.proxy.toxics.limit_data import LimitDataToxic
+from cachestorm.chaos.proxy.toxics.noop import NoopToxic
+from cachestorm.chaos.proxy.toxics.redis_error import RedisErrorToxic
+from cachestorm.chaos.proxy.toxics.redis_failover import RedisFailoverToxic
+from cachestorm.chaos.proxy.toxics.redis_latency import RedisLatencyToxic
+from cachestorm.chaos.proxy.toxics.redis_write_fail import RedisWriteFailToxic
+from cachestorm.chaos.proxy.toxics.reset_peer import ResetPeerToxic
+from cachestorm.chaos.proxy.toxics.slicer import SlicerToxic
+from cachestorm.chaos.proxy.toxics.slow_close import SlowCloseToxic
+from cachestorm.chaos.proxy.toxics.slow_open import SlowOpenToxic
+from cachestorm.chaos.proxy.toxics.timeout import TimeoutToxic
 
 TOXIC_TYPES: dict[str, type[Toxic]] = {
     cls.type_name: cls

@@ -16,8 +16,8 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from chaos.proxy import gojson
-from chaos.proxy.errors import BAD_REQUEST_BODY
+from cachestorm.chaos.proxy import gojson
+from cachestorm.chaos.proxy.errors import BAD_REQUEST_BODY
 
 Emit = Callable[[bytes], Awaitable[None]]
 NOT_NOW = object()  # process_now's answer when the chunk must go through `process` (it may wait)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from chaos.proxy.toxics.base import NOT_NOW, Toxic
+from cachestorm.chaos.proxy.toxics.base import NOT_NOW, Toxic
 
 
 class LatencyToxic(Toxic):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chaos.proxy.toxics.base import Toxic
+from cachestorm.chaos.proxy.toxics.base import Toxic
 
 
 class _State:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import random
 from typing import ClassVar
 
-from chaos.proxy.errors import ApiError
-from chaos.proxy.redis_commands import SUBSCRIBING, CommandMatcher
-from chaos.proxy.replies import ReplySequencer
-from chaos.proxy.resp import parse_command
-from chaos.proxy.toxics.base import Toxic
+from cachestorm.chaos.proxy.errors import ApiError
+from cachestorm.chaos.proxy.redis_commands import SUBSCRIBING, CommandMatcher
+from cachestorm.chaos.proxy.replies import ReplySequencer
+from cachestorm.chaos.proxy.resp import parse_command
+from cachestorm.chaos.proxy.toxics.base import Toxic
 
 # Sent in place of a command refused inside MULTI: the server rejects an unknown command at queue
 # time and so aborts the EXEC, as it would for a real -OOM/-READONLY/-LOADING at queue time.

@@ -7,8 +7,8 @@ grow memory for OOM, every write for READONLY, every command for LOADING, BUSY a
 
 from __future__ import annotations
 
-from chaos.proxy.redis_commands import error_commands, error_reply
-from chaos.proxy.toxics.redis_command import RedisReplyToxic
+from cachestorm.chaos.proxy.redis_commands import error_commands, error_reply
+from cachestorm.chaos.proxy.toxics.redis_command import RedisReplyToxic
 
 
 class RedisErrorToxic(RedisReplyToxic):

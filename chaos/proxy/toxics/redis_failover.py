@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 
-from chaos.proxy.redis_commands import error_commands, error_reply
-from chaos.proxy.toxics.redis_command import RedisReplyToxic
+from cachestorm.chaos.proxy.redis_commands import error_commands, error_reply
+from cachestorm.chaos.proxy.toxics.redis_command import RedisReplyToxic
 
 
 def _live(conn) -> bool:

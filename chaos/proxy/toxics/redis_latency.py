@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from chaos.proxy.toxics.redis_command import RedisCommandToxic
+from cachestorm.chaos.proxy.toxics.redis_command import RedisCommandToxic
 
 
 class RedisLatencyToxic(RedisCommandToxic):

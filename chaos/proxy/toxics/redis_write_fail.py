@@ -11,9 +11,9 @@ is, with probability `rate`, not forwarded, and:
 
 from __future__ import annotations
 
-from chaos.proxy.errors import BAD_REQUEST_BODY
-from chaos.proxy.redis_commands import WRITE_COMMANDS
-from chaos.proxy.toxics.redis_command import RedisReplyToxic
+from cachestorm.chaos.proxy.errors import BAD_REQUEST_BODY
+from cachestorm.chaos.proxy.redis_commands import WRITE_COMMANDS
+from cachestorm.chaos.proxy.toxics.redis_command import RedisReplyToxic
 
 ERROR_REPLY = b"-ERR cachestorm: write failed by fault\r\n"
 _OK_COMMANDS = frozenset({b"SET", b"SETEX", b"PSETEX", b"MSET", b"HMSET", b"RENAME", b"RESTORE", b"LSET", b"LTRIM"})

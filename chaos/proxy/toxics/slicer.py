@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from chaos.proxy.toxics.base import Toxic
+from cachestorm.chaos.proxy.toxics.base import Toxic
 
 
 class SlicerToxic(Toxic):

@@ -3,7 +3,7 @@ upstream and data flows (a slow TCP handshake / accept queue)."""
 
 from __future__ import annotations
 
-from chaos.proxy.toxics.base import Toxic
+from cachestorm.chaos.proxy.toxics.base import Toxic
 
 
 class SlowOpenToxic(Toxic):

@@ -5,7 +5,7 @@ Removing the toxic closes the connections it held, as Toxiproxy does (they do no
 
 from __future__ import annotations
 
-from chaos.proxy.toxics.base import Toxic
+from cachestorm.chaos.proxy.toxics.base import Toxic
 
 
 class _State:
