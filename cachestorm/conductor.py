@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -24,8 +23,10 @@ from cachestorm import __version__
 from cachestorm.chaos.context import DEFAULT_LEDGER
 from cachestorm.chaos.ledger import refuse_active_faults
 from cachestorm.chaos.self_expiry import unguarded_warning
-from cachestorm.errors import CachestormError
-from cachestorm.runfolder import Journal, new_run_dir, write_run_meta
+from cachestorm.core.durations import parse_duration
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.processes import free_port, spawn, stop_pid, wait_until
+from cachestorm.core.runfolder import Journal, new_run_dir, write_run_meta
 from cachestorm.scrape import Scraper
 from cachestorm.stack import (
     StackSettings,
@@ -39,7 +40,6 @@ from cachestorm.stack import (
     stop_stack,
     validate_stack_settings,
 )
-from cachestorm.stack.processes import free_port, spawn, stop_pid, wait_until
 from cachestorm.stack.watch import DependencyWatch
 from cachestorm.traffic import locustfile
 
@@ -112,18 +112,6 @@ class RunSettings:
         validate_traffic(self)
         validate_target_args(self)
 
-
-def parse_duration(text: str | float | int, flag: str = "--duration") -> float:
-    """`30`, `30s`, `2m`, `1h`, `500ms` -> seconds."""
-    if isinstance(text, int | float):
-        return float(text)
-    value = str(text).strip().lower()
-    match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?", value)
-    if match is None:
-        raise CachestormError(f"{flag} {text!r} is not a duration; use e.g. 30s, 2m or 500ms")
-    number, unit = match.groups()
-    factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit or "s"]
-    return float(number) * factor
 
 
 def validate_traffic(settings: RunSettings) -> None:

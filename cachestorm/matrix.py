@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cachestorm.conductor import RunSettings, plan_experiment, run, validate_strategy
-from cachestorm.errors import CachestormError
-from cachestorm.runfolder import make_folder
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.runfolder import make_folder
 from cachestorm.stack import StackState, guardian, start_stack, stop_stack
 
 

@@ -7,15 +7,13 @@ a fault without the process that applied it.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cachestorm.errors import CachestormError
-from cachestorm.urls import redact
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.urls import is_loopback, redact
 
 DEFAULT_LEDGER = Path(".cachestorm") / "active-faults.jsonl"
 
@@ -77,34 +75,6 @@ class ChaosContext:
                                   "hosts unless allowed (--allow-remote / ChaosContext.allow_remote=True)")
 
 
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:  # a name: every address it resolves to must be loopback
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
-
-
-def context_from_stack(state, **overrides) -> ChaosContext:
-    """A context for the stack started by `cachestorm up` (a `StackState`)."""
-    from cachestorm.stack import restart_redis, save_state
-
-    def restart() -> None:  # `up`'s state file must learn the new PID, or `down` would miss it
-        save_state(restart_redis(state))
-
-    owns_redis = any(server.get("kind") == "redis" for server in getattr(state, "servers", []))
-    ctx = ChaosContext(redis_url=state.redis_url, postgres_url=state.postgres_url,
-                       proxy_api_url=state.proxy_api_url, restart_redis=restart if owns_redis else None)
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(ctx, key, value)
-    return ctx
 
 
 def remote_addresses(ctx: ChaosContext) -> list[str]:

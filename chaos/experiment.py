@@ -28,10 +28,11 @@ from typing import Any
 
 import yaml
 from cachestorm.chaos.faults import FAULTS, fault_class
-from cachestorm.chaos.faults.base import SettingError, parse_duration
+from cachestorm.chaos.faults.base import SettingError
 from cachestorm.chaos.probes import METRICS
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.durations import DurationError, parse_duration
+from cachestorm.core.errors import CachestormError
 
 PHASES = ("before", "during", "after")
 # what an experiment's `run:` may recommend ("duration": a duration string such as 30s or 500ms)
@@ -202,7 +203,7 @@ class _Checker:
     def duration(self, path: tuple, value: Any) -> float | None:
         try:
             return parse_duration(value, "duration")
-        except SettingError as exc:
+        except DurationError as exc:
             self.problem(path, str(exc).removeprefix("duration: "))
             return None
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cachestorm.chaos.context import DEFAULT_LEDGER, ChaosContext
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 class LedgerError(CachestormError):

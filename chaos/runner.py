@@ -22,7 +22,7 @@ from cachestorm.chaos.experiment import Experiment, Step
 from cachestorm.chaos.ledger import Ledger
 from cachestorm.chaos.probes import LiveNumbers
 
-from cachestorm.runfolder import Journal
+from cachestorm.core.runfolder import Journal
 
 
 @dataclass

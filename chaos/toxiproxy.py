@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from cachestorm.chaos.proxy import EXPIRIES_PATH, INFO_PATH
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 class ToxiproxyError(CachestormError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cachestorm.chaos.proxy.process import ProxyProcess
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 SERVER_ENV = "CACHESTORM_TOXIPROXY_SERVER"
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import cachestorm.chaos.locust_hooks  # noqa: F401  (--experiment: chaos runs with the test, on the master)
+import cachestorm.traffic.chaos_hooks  # noqa: F401  (--experiment: chaos runs with the test, on the master)
 import gevent
 import gevent.pool
 from cachestorm.traffic.models.arrivals import Gaps
@@ -27,7 +27,7 @@ from locust import LoadTestShape, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 log = logging.getLogger("cachestorm")
 PADDING = "x" * 100_000  # value bodies are slices of this: no per-request allocation of random data

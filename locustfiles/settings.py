@@ -18,7 +18,7 @@ from cachestorm.traffic.models.retry import build_retry
 from cachestorm.traffic.models.shapes import Shape, build_shape
 from cachestorm.traffic.models.sizes import build_value_size
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 # (flag, type, default, help). None defaults mean "from --preset, else the domain default".
 ARGUMENTS: list[tuple[str, type, Any, str]] = [

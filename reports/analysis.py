@@ -14,7 +14,9 @@ from cachestorm.reports.incident import analyze_incident
 from cachestorm.reports.latency import analyze_latency
 from cachestorm.reports.metrics import CounterSeries
 from cachestorm.reports.phases import failed_faults, fault_windows, load_window, split_phases
-from cachestorm.reports.runfolder import (
+from cachestorm.reports.warnings import run_warnings
+
+from cachestorm.core.runfiles import (
     damaged,
     first_failure,
     locust_csv,
@@ -22,7 +24,6 @@ from cachestorm.reports.runfolder import (
     read_jsonl,
     require_run_dir,
 )
-from cachestorm.reports.warnings import run_warnings
 
 SCHEMA = "cachestorm-report/2"  # 2: anomalies count broken promises only; nines are numbers
 

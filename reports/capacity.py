@@ -17,8 +17,9 @@ from pathlib import Path
 
 from cachestorm.reports.latency import finite_float, latency_files, new_histogram, summarize
 from cachestorm.reports.metrics import CounterSeries
-from cachestorm.reports.runfolder import locust_csv, read_json, read_jsonl, require_run_dir
 from hdrh.histogram import HdrHistogram
+
+from cachestorm.core.runfiles import locust_csv, read_json, read_jsonl, require_run_dir
 
 SCHEMA = "cachestorm-capacity/1"
 TRANSITION_S = 1.0
@@ -37,7 +38,7 @@ def step_plan(settings: dict) -> tuple[float, list[float], float]:
     """(max rate, level per step, hold seconds) from run.json settings of a `--shape step` open-model run."""
     from cachestorm.traffic.models.shapes import Step, parse_shape_args
 
-    from cachestorm.errors import CachestormError
+    from cachestorm.core.errors import CachestormError
 
     rate, shape = settings.get("rate"), settings.get("shape")
     if not rate or shape != "step":

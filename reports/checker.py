@@ -38,9 +38,9 @@ from cachestorm.reports.history import (
     read_run_history,
     status_class,
 )
-from cachestorm.reports.runfolder import read_json
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.runfiles import read_json
 
 DEFAULT_WITHIN_S = (0.0, 1.0, 5.0, 10.0, 60.0)
 MAX_EXAMPLES = 5

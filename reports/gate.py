@@ -15,9 +15,9 @@ from pathlib import Path
 import yaml
 from cachestorm.reports.compare import as_analysis
 from cachestorm.reports.headline import CATALOG, comparable
-from cachestorm.reports.runfolder import incomplete
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.runfiles import incomplete
 
 WHERE_FIELDS = ("strategy", "experiment", "domain", "label", "run_id")
 

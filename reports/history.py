@@ -14,9 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cachestorm.reports.runfolder import damaged
-
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.runfiles import damaged
 
 MAGIC = "# cachestorm-history v1"
 COLUMNS = ("key", "op", "start_ns", "end_ns", "start_wall", "status", "version", "source", "user",

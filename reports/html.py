@@ -11,8 +11,9 @@ from html import escape
 
 from cachestorm.reports.compare import compare_runs, metric_names, winners
 from cachestorm.reports.headline import display, format_number, lead, metric_info, shown_metrics
-from cachestorm.reports.runfolder import incomplete
 from cachestorm.reports.svg import Chart, Line, render
+
+from cachestorm.core.runfiles import incomplete
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f23;max-width:1200px}

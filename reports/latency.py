@@ -12,8 +12,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from cachestorm.reports.phases import Phase
-from cachestorm.reports.runfolder import damaged, locust_csv, read_jsonl
 from hdrh.histogram import HdrHistogram
+
+from cachestorm.core.runfiles import damaged, locust_csv, read_jsonl
 
 LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS = 1, 60_000_000, 3
 PERCENTILES = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p999_ms", 99.9))

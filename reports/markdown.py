@@ -5,7 +5,8 @@ from __future__ import annotations
 from cachestorm.reports.compare import compare_runs, metric_names, winners
 from cachestorm.reports.headline import display, lead, metric_info, shown_metrics
 from cachestorm.reports.html import fmt
-from cachestorm.reports.runfolder import incomplete
+
+from cachestorm.core.runfiles import incomplete
 
 _RUN_METRICS = ("requests", "p99_ms", "p99_ms_before_fault", "p99_ms_during_fault", "p99_ms_fault_worst_second",
                 "p999_ms_fault_worst_second", "error_rate", "db_amplification", "db_peak_queries_per_s",

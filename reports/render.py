@@ -12,9 +12,9 @@ from cachestorm.reports.markdown import (
     render_comparison_markdown,
     render_run_markdown,
 )
-from cachestorm.reports.runfolder import read_json
 
-from cachestorm.runfolder import make_folder
+from cachestorm.core.runfiles import read_json
+from cachestorm.core.runfolder import make_folder
 
 
 def render_run(run_dir: str | Path) -> list[Path]:

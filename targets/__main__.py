@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 class BadRequest(Exception):
@@ -94,7 +94,7 @@ def prepare(settings: TargetSettings) -> None:
     """Checks and schema setup before serving, so bad input fails with one line, not a traceback."""
     from cachestorm.targets.domains import DOMAINS
 
-    from cachestorm.stack.processes import port_is_free
+    from cachestorm.core.processes import port_is_free
 
     if settings.domain not in DOMAINS:
         raise CachestormError(f"--domain {settings.domain!r} is unknown; choose one of {', '.join(DOMAINS)}")

@@ -19,8 +19,8 @@ from cachestorm.targets.metrics import Metrics
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from cachestorm.errors import CachestormError
-from cachestorm.urls import redact
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.urls import redact
 
 SCHEMA_LOCK = 7_246_001  # pg advisory lock id: several instances may start at once
 SLOT_LOCK_CLASS = 7_246_002  # first key of the (int, int) advisory locks that are the DB's slots

@@ -6,8 +6,8 @@ import argparse
 import os
 from dataclasses import dataclass
 
-from cachestorm.errors import CachestormError
-from cachestorm.urls import check_url
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.urls import check_url
 
 # The URLs may carry passwords: a parent passes them here, not as flags (a command line is visible to
 # every local user in `ps`). A flag still wins.

@@ -45,7 +45,7 @@ class TargetProcess:
     """`python -m targets ...` as a child process on a free port."""
 
     def __init__(self, settings: TargetSettings, extra_env: dict | None = None):
-        from cachestorm.stack.processes import free_port
+        from cachestorm.core.processes import free_port
 
         self.settings = replace(settings, port=settings.port if settings.port != 8000 else free_port())
         self.url = f"http://127.0.0.1:{self.settings.port}"

@@ -9,7 +9,7 @@ from cachestorm.reports.metrics import CounterSeries, parse_series_name
 from cachestorm.reports.synthetic import write_synthetic_run
 from hdrh.histogram import HdrHistogram
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 @pytest.fixture

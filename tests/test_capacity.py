@@ -11,7 +11,7 @@ import pytest
 from cachestorm.reports.capacity import analyze_capacity
 from hdrh.histogram import HdrHistogram
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 STARTED_AT = 1_700_000_000.0
 JOURNAL_LOAD_T = 1.0   # the conductor's load record

@@ -207,8 +207,9 @@ def test_heal_finishes_against_a_stack_that_no_longer_exists(workdir, cli_env, t
 
 
 def test_run_refuses_to_start_on_top_of_a_leftover_fault(workdir, cli_env, redis_client, stack):
-    from cachestorm.chaos.context import context_from_stack
     from cachestorm.chaos.faults import make_fault
+
+    from cachestorm.stack import context_from_stack
 
     ledger = Ledger(workdir / ".cachestorm" / "active-faults.jsonl")
     ctx = context_from_stack(stack, ledger_path=ledger.path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cachestorm.chaos.experiment import ExperimentError, load_experiment, parse_experiment, ready_experiments
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 GOOD = """\
 name: mine
@@ -49,7 +49,7 @@ def test_a_good_file_parses_durations_and_sorts_the_timeline(tmp_path):
 @pytest.mark.parametrize("text, expected", [
     (GOOD.replace("latency_ms: 50", "latency_ms: fast"), "x.yaml:10: method.0.settings.latency_ms: "),
     (GOOD.replace("latency_ms: 50", "latencyms: 50"), "x.yaml:10: method.0.settings.latencyms: unknown setting"),
-    (GOOD.replace("for: 30s", "for: soon"), "x.yaml:9: method.0.for: expected seconds"),
+    (GOOD.replace("for: 30s", "for: soon"), "x.yaml:9: method.0.for: 'soon' is not a duration"),
     (GOOD.replace("fault: redis-latency", "fault: redis-latencyy"), "x.yaml:7: method.0.fault: unknown fault"),
     (GOOD.replace("metric: p99_ms", "metric: p42"), "x.yaml:5: steady_state.probes.0.metric: must be one of"),
     (GOOD.replace("deviation: abort", "deviation: panic"), "x.yaml:12: deviation: must be one of"),

@@ -7,8 +7,9 @@ import time
 import psycopg
 import pytest
 import redis
-from cachestorm.chaos.context import context_from_stack
 from cachestorm.chaos.faults import make_fault
+
+from cachestorm.stack import context_from_stack
 
 
 @pytest.fixture()

@@ -6,9 +6,11 @@ import time
 
 import pytest
 import redis
-from cachestorm.chaos.context import ChaosContext, context_from_stack
+from cachestorm.chaos.context import ChaosContext
 from cachestorm.chaos.faults import make_fault
 from cachestorm.chaos.ledger import Ledger, heal
+
+from cachestorm.stack import context_from_stack
 
 
 @pytest.fixture()

@@ -13,13 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from cachestorm.chaos.context import context_from_stack
 from cachestorm.chaos.experiment import load_experiment
 from cachestorm.chaos.faults import make_fault
 from cachestorm.chaos.faults.base import SettingError
 
-from cachestorm.errors import CachestormError
-from cachestorm.stack import save_state
+from cachestorm.core.errors import CachestormError
+from cachestorm.stack import context_from_stack, save_state
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""cachestorm.chaos.locust_hooks inside real Locust runs (subprocesses): once per test, rolled back at the end."""
+"""cachestorm.traffic.chaos_hooks inside real Locust runs (subprocesses): once per test, rolled back at the end."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import time
 import pytest
 from cachestorm.chaos.ledger import Ledger
 
-from cachestorm.runfolder import read_journal
+from cachestorm.core.runfolder import read_journal
 from cachestorm.stack import save_state
 
 LOCUSTFILE = """\
-import cachestorm.chaos.locust_hooks  # noqa: F401
+import cachestorm.traffic.chaos_hooks  # noqa: F401
 from locust import User, constant, task
 
 

@@ -6,12 +6,12 @@ import json
 import time
 
 import pytest
-from cachestorm.chaos.context import context_from_stack
 from cachestorm.chaos.experiment import parse_experiment
 from cachestorm.chaos.ledger import Ledger
 from cachestorm.chaos.runner import ExperimentRunner
 
-from cachestorm.runfolder import Journal, read_journal
+from cachestorm.core.runfolder import Journal, read_journal
+from cachestorm.stack import context_from_stack
 
 EXPERIMENT = """\
 name: e2e

@@ -7,7 +7,7 @@ from cachestorm.reports.bench_checker import main as bench_main
 from cachestorm.reports.checker import Truth, check_history, check_run
 from cachestorm.reports.history import read_histories, read_run_history, write_history
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 S = 1_000_000_000  # ns per second
 

@@ -150,7 +150,7 @@ def test_an_interrupt_lost_in_a_destructor_is_raised_afterwards():
     remembers it so starting the stack still stops (cachestorm/interrupts.py)."""
     code = (
         "import os, signal, sys\n"
-        "from cachestorm import interrupts\n"
+        "from cachestorm.core import interrupts\n"
         "interrupts.install()\n"
         "class Holder:\n"
         "    def __del__(self):\n"

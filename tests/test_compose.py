@@ -143,7 +143,7 @@ def test_toxiproxy_healthcheck_passes_only_once_the_config_is_loaded(tmp_path):
     cli = TOXIPROXY_SERVER.with_name("toxiproxy-cli")
     if not (TOXIPROXY_SERVER.exists() and cli.exists()):
         pytest.skip(f"no real Toxiproxy at {TOXIPROXY_SERVER} (set CACHESTORM_TOXIPROXY_SERVER)")
-    from cachestorm.stack.processes import free_port
+    from cachestorm.core.processes import free_port
 
     port = free_port()
     argv = [str(cli), *test[2:]]

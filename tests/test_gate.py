@@ -7,7 +7,7 @@ from cachestorm.reports import evaluate_gate, render_gate_markdown, write_junit
 from cachestorm.reports.analysis import analyze_run
 from cachestorm.reports.synthetic import write_synthetic_run
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 CONFIG = """
 slos:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cachestorm.runfolder import read_journal
+from cachestorm.core.runfolder import read_journal
 
 CLI = [sys.executable, "-m", "cachestorm"]
 pytestmark = pytest.mark.slow

@@ -54,7 +54,7 @@ def test_an_experiment_recommends_db_pool_and_timeouts_but_typed_flags_win():
 def test_an_unknown_run_recommendation_is_refused():
     from cachestorm.chaos.experiment import parse_experiment
 
-    from cachestorm.errors import CachestormError
+    from cachestorm.core.errors import CachestormError
 
     with pytest.raises(CachestormError, match="unknown field"):
         parse_experiment("name: x\nmethod:\n  - {fault: hot-key-expiry, at: 1s}\nrun: {db_cores: 2}\n")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cachestorm.stack.guardian import OWNED_DIR, start_time
+from cachestorm.core.guardian import OWNED_DIR, start_time
 
 CLI = [sys.executable, "-m", "cachestorm"]
 SMALL = ["--users", "5", "--spawn-rate", "5", "--keys", "100", "--rows", "200", "--recompute", "10ms"]
@@ -153,7 +153,7 @@ def test_two_parallel_ups_in_one_folder_start_one_stack(tmp_path, cli_env):
 def test_ctrl_c_while_a_target_starts_stops_it(tmp_path):
     """The interrupt lands between the spawn and the health check; the caller never got to track it."""
     from cachestorm.conductor import TargetProcess
-    from cachestorm.stack.processes import pid_alive
+    from cachestorm.core.processes import pid_alive
 
     # a stand-in that never becomes healthy; its command line names `targets` as a real one's does
     argv = [sys.executable, "-c", "import time; time.sleep(120)", "targets"]

@@ -111,7 +111,7 @@ def test_a_fault_without_a_window_is_reverted_when_its_controller_dies(stack, re
 
 @pytest.fixture(scope="module")
 def real_toxiproxy():
-    from cachestorm.stack.processes import free_port
+    from cachestorm.core.processes import free_port
 
     if not REAL_TOXIPROXY.exists():
         pytest.skip(f"no real Toxiproxy at {REAL_TOXIPROXY}")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cachestorm.runfolder import read_journal
-from cachestorm.stack.processes import pid_alive
+from cachestorm.core.processes import pid_alive
+from cachestorm.core.runfolder import read_journal
 
 CLI = [sys.executable, "-m", "cachestorm"]
 SMALL = ["--users", "10", "--spawn-rate", "10", "--keys", "200", "--rows", "300", "--recompute", "20ms"]
@@ -107,7 +107,7 @@ def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env, sig
     (["--strategy", "cache-aside+wings"], "unknown protection 'wings'"),
     (["--experiment", "nope"], "unknown experiment 'nope'"),
     (["--redis-url", "foo"], "--redis-url 'foo' is not a valid URL"),
-    (["--duration", "xyz"], "--duration 'xyz' is not a duration"),
+    (["--duration", "xyz"], "--duration: 'xyz' is not a duration"),
     (["--domain", "weather"], "unknown domain 'weather'"),
     (["--alpha", "0"], "--alpha must be a number > 0"),
     (["--keys", "0"], "the key space cannot be empty"),
@@ -267,8 +267,8 @@ def test_locust_exiting_1_fails_the_run(stack, tmp_path):
     errors and sent to a closed port, as a Locust that stopped over bad settings would exit 1."""
     from cachestorm.conductor import RunSettings
     from cachestorm.conductor import run as run_once
-    from cachestorm.errors import CachestormError
-    from cachestorm.stack.processes import free_port
+    from cachestorm.core.errors import CachestormError
+    from cachestorm.core.processes import free_port
 
     closed = f"http://127.0.0.1:{free_port()}"
     settings = RunSettings(strategy="cache-aside", duration_s=3, users=2, spawn_rate=2, keys=50, rows=100,
@@ -284,7 +284,7 @@ def test_locust_exiting_1_fails_the_run(stack, tmp_path):
 def test_failed_requests_are_measured_not_a_failed_run(stack, tmp_path):
     from cachestorm.conductor import RunSettings
     from cachestorm.conductor import run as run_once
-    from cachestorm.stack.processes import free_port
+    from cachestorm.core.processes import free_port
 
     closed = f"http://127.0.0.1:{free_port()}"
     settings = RunSettings(strategy="cache-aside", duration_s=3, users=2, spawn_rate=2, keys=50, rows=100,

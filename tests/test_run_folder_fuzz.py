@@ -105,7 +105,7 @@ def _cli(*args: str) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
             mock.patch.object(sys, "argv", ["cachestorm", *args]), \
             mock.patch.object(cli, "build_app", lambda: _APP[0]), \
-            mock.patch("cachestorm.interrupts.install"):  # keep pytest's own signal handlers
+            mock.patch("cachestorm.core.interrupts.install"):  # keep pytest's own signal handlers
         try:
             cli.main()
         except SystemExit as exc:

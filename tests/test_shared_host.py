@@ -159,7 +159,7 @@ def test_allow_remote_lifts_the_limits(tmp_path):
                str(tmp_path / "ready.json")]
     permissive = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        from cachestorm.stack.processes import wait_until
+        from cachestorm.core.processes import wait_until
 
         wait_until((tmp_path / "ready.json").exists, permissive, "the proxy", None, timeout_s=30)
         with ToxiproxyClient(json.loads((tmp_path / "ready.json").read_text())["api_url"]) as client:
@@ -187,7 +187,7 @@ def test_the_stacks_proxy_forwards_only_to_its_own_sockets(stack, tmp_path):
 # ---------------------------------------------------------------- passwords of adopted servers
 
 def test_redact_replaces_every_url_password():
-    from cachestorm.urls import redact
+    from cachestorm.core.urls import redact
 
     assert redact("postgresql://postgres:s3cr%40t@127.0.0.1:5/db") == "postgresql://postgres:***@127.0.0.1:5/db"
     assert redact('{"u": "redis://:pw@h:1/0", "v": "redis://h:1/0"}') == '{"u": "redis://:***@h:1/0", "v": "redis://h:1/0"}'
@@ -230,7 +230,7 @@ def test_a_run_with_passwords_leaves_them_nowhere(stack, redis_with_password, tm
                   on_event=watch)
 
     assert json.loads((run_dir / "run.json").read_text())["outcome"] == "ok"
-    assert b"-m\0targets\0" in seen["target cmdline"]
+    assert b"-m\0cachestorm.targets\0" in seen["target cmdline"]
     assert redis_password.encode() in seen["target environ"]  # it got the URL, by environment
     assert any(b"locust" in line for key, line in seen.items() if key.startswith("cmdline"))  # Locust's too
     files = [path for path in run_dir.rglob("*") if path.is_file()]

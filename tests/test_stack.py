@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import redis
 
-from cachestorm.stack.processes import pid_alive
+from cachestorm.core.processes import pid_alive
 from tests.own_processes import marker_env, processes_with
 
 CLI = [sys.executable, "-m", "cachestorm"]
@@ -95,7 +95,7 @@ def test_bad_input_is_one_line_and_leaves_nothing_running(tmp_path, cli_env, arg
 
 
 def test_missing_server_binary_is_a_clear_error(tmp_path, cli_env, monkeypatch):
-    from cachestorm.errors import CachestormError
+    from cachestorm.core.errors import CachestormError
     from cachestorm.stack.servers import start_redis
 
     with pytest.raises(CachestormError, match="cannot run /nonexistent/redis-server: not found"):
@@ -103,7 +103,7 @@ def test_missing_server_binary_is_a_clear_error(tmp_path, cli_env, monkeypatch):
 
 
 def test_server_that_does_not_come_up_is_reported_with_its_log(tmp_path):
-    from cachestorm.errors import CachestormError
+    from cachestorm.core.errors import CachestormError
     from cachestorm.stack.servers import start_redis
 
     fake = tmp_path / "fake-redis"

@@ -46,7 +46,7 @@ def test_bad_input_is_one_line_exit_2(args, needle):
 def test_unreachable_db_and_busy_port_are_one_line(stack):
     import socket
 
-    from cachestorm.stack.processes import free_port
+    from cachestorm.core.processes import free_port
 
     dead = run_cli("--postgres-url", f"postgresql://postgres@127.0.0.1:{free_port()}/x",
                    "--redis-url", stack.redis_url, "--port", str(free_port()))

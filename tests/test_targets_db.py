@@ -140,7 +140,7 @@ def test_cpu_mode_burns_in_postgres(settings):
 def test_bad_db_settings_are_one_line(argv, message):
     from cachestorm.targets.settings import parse_settings
 
-    from cachestorm.errors import CachestormError
+    from cachestorm.core.errors import CachestormError
 
     with pytest.raises(CachestormError, match=message):
         parse_settings(argv)

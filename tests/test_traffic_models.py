@@ -26,7 +26,7 @@ from cachestorm.traffic.recording import (
 )
 from cachestorm.traffic.settings import ARGUMENTS, build_settings, option_name
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 SAMPLES = 200_000
 

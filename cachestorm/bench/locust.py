@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 from cachestorm.traffic import locustfile
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 from cachestorm.traffic import locustfile
 
 REPO = Path(__file__).resolve().parents[2]

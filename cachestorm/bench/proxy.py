@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 REDIS_BENCHMARK = "/usr/bin/redis-benchmark"
 GOAL_THROUGHPUT_RATIO = 0.6

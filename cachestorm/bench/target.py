@@ -65,7 +65,7 @@ def serve_bare(port: int, redis_url: str) -> None:
 def main(seconds: int = 10, connections: int = 10) -> dict:
     import httpx
 
-    from cachestorm.stack.processes import free_port
+    from cachestorm.core.processes import free_port
     from cachestorm.stack.servers import start_postgres, start_redis
     from cachestorm.targets.settings import TargetSettings
     from cachestorm.targets.testing import TargetProcess

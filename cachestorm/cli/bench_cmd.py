@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 app = typer.Typer(help="Benchmarks: each prints ratios measured side by side in one run.", no_args_is_help=True)
 

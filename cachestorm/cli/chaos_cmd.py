@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from cachestorm import interrupts
 from cachestorm.chaos.context import DEFAULT_LEDGER
-from cachestorm.errors import CachestormError
-from cachestorm.urls import redact
+from cachestorm.core import interrupts
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.urls import redact
 
 app = typer.Typer(help="Chaos faults and experiments (game days).", no_args_is_help=True)
 console = Console()
@@ -24,8 +24,8 @@ LEDGER_HELP = "Ledger of applied faults (what `chaos heal` reverts)."
 
 def _context(ledger: str, allow_remote: bool, run_dir: Path | None, redis_url: str | None,
              postgres_url: str | None, proxy_api_url: str | None):
-    from cachestorm.chaos.context import ChaosContext, context_from_stack, remote_addresses
-    from cachestorm.stack import load_state
+    from cachestorm.chaos.context import ChaosContext, remote_addresses
+    from cachestorm.stack import context_from_stack, load_state
 
     state = load_state()
     if state is None and not (redis_url or proxy_api_url):
@@ -86,7 +86,7 @@ def _run_live(runner, title: str, stop_on_error: bool = False) -> None:
 
 
 def _journal(run_dir: Path | None, label: str):
-    from cachestorm.runfolder import Journal, new_run_dir
+    from cachestorm.core.runfolder import Journal, new_run_dir
 
     folder = run_dir or new_run_dir(Path(".cachestorm") / "chaos", label)
     return Journal(folder), Path(folder)
@@ -131,8 +131,8 @@ def apply_cmd(
 ) -> None:
     """Apply one fault for a while, with a live view; reverts at the end or on Ctrl-C."""
     from cachestorm.chaos.experiment import Experiment
-    from cachestorm.chaos.faults.base import parse_duration
     from cachestorm.chaos.runner import ExperimentRunner
+    from cachestorm.core.durations import parse_duration
 
     settings = {}
     for item in set_:
@@ -162,8 +162,8 @@ def run_cmd(
 ) -> None:
     """Run an experiment's timeline and probes against the stack from `cachestorm up`."""
     from cachestorm.chaos.experiment import load_experiment
-    from cachestorm.chaos.faults.base import parse_duration
     from cachestorm.chaos.runner import ExperimentRunner
+    from cachestorm.core.durations import parse_duration
 
     exp = load_experiment(experiment)
     if at is not None:

@@ -33,7 +33,7 @@ def demo(
     # everything else comes from hot-key-expiry's `run:` section, as `cachestorm run` would take it.
     # The expiry 8 s into the load: Locust needs a few seconds to start sending, and the report needs
     # a steady "before". Per-run reports are skipped (the comparison is rendered): ~3 minutes on 2 cores.
-    base = RunSettings(duration_s=parse_duration(duration), experiment_at_s=8.0, render=False,
+    base = RunSettings(duration_s=parse_duration(duration, "--duration"), experiment_at_s=8.0, render=False,
                        # the demo's length counts as typed: hot-key-expiry's `run:` does not override it
                        explicit=options.typed_settings(ctx, "duration_s"))
     names = [s.strip() for s in strategies.split(",") if s.strip()]

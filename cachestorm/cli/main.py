@@ -11,8 +11,8 @@ import sys
 
 import typer
 
-from cachestorm import interrupts
-from cachestorm.errors import CachestormError
+from cachestorm.core import interrupts
+from cachestorm.core.errors import CachestormError
 
 # name -> "module:attribute" of a Typer app (sub-command groups)
 SUB_APPS: dict[str, str] = {

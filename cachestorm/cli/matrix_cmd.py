@@ -15,9 +15,9 @@ from cachestorm.conductor import (
     plan_experiment,
     validate_strategy,
 )
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.runfiles import run_incomplete
 from cachestorm.matrix import run_matrix
-from cachestorm.reports.runfolder import run_incomplete
 
 console = Console()
 
@@ -50,7 +50,7 @@ def matrix(
     out: str = typer.Option("runs", "--out"),
 ) -> None:
     """Run every strategy x experiment combination with the same traffic, one shared stack."""
-    base = RunSettings(domain=domain, duration_s=parse_duration(duration), users=users, spawn_rate=users,
+    base = RunSettings(domain=domain, duration_s=parse_duration(duration, "--duration"), users=users, spawn_rate=users,
                        recompute_ms=parse_duration(recompute, "--recompute") * 1000,
                        celebrity_share=celebrity_share, rate=rate, retry=retry, explicit=options.typed_settings(ctx),
                        **options.knob_settings_of(ctx))

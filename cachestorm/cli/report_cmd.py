@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 console = Console()
 
@@ -70,7 +70,7 @@ def compare(
 
 def _warn_if_incomplete(run_dir: Path) -> bool:
     """A run that failed or was interrupted still renders, but nobody should mistake it for a clean one."""
-    from cachestorm.reports.runfolder import run_incomplete
+    from cachestorm.core.runfiles import run_incomplete
 
     why = run_incomplete(run_dir)
     if why:

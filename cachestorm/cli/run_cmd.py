@@ -8,8 +8,8 @@ from rich.console import Console
 from cachestorm.cli import options
 from cachestorm.conductor import RunSettings, parse_duration
 from cachestorm.conductor import run as run_once
-from cachestorm.errors import CachestormError
-from cachestorm.reports.runfolder import run_incomplete
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.runfiles import run_incomplete
 from cachestorm.stack import StackSettings
 from cachestorm.summary import print_summary
 
@@ -63,7 +63,7 @@ def run(
 ) -> None:
     """Run targets + Locust (+ chaos) once and write a run folder."""
     settings = RunSettings(
-        strategy=strategy, domain=domain, duration_s=parse_duration(duration), users=users,
+        strategy=strategy, domain=domain, duration_s=parse_duration(duration, "--duration"), users=users,
         spawn_rate=spawn_rate, rate=rate, shape=shape, shape_args=shape_args, experiment=experiment,
         experiment_at_s=parse_duration(experiment_at, "--experiment-at") if experiment_at else None,
         out=out, label=label, instances=instances, rows=rows, keys=keys, key_model=key_model, alpha=alpha,

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cachestorm.cli import options
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 from cachestorm.stack import (
     StackSettings,
     clear_state,

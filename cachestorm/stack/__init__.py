@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cachestorm.errors import CachestormError
-from cachestorm.interrupts import raise_if_swallowed
-from cachestorm.stack import guardian
-from cachestorm.stack.processes import (
+from cachestorm.chaos.context import ChaosContext
+from cachestorm.core import guardian
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.interrupts import raise_if_swallowed
+from cachestorm.core.processes import (
     SPAWNED,
     interrupts_deferred,
     kill_spawned_since,
@@ -33,8 +34,8 @@ from cachestorm.stack.processes import (
     stop_pid,
     wait_until,
 )
+from cachestorm.core.urls import check_url, is_loopback, redact
 from cachestorm.stack.servers import Server, start_postgres, start_redis
-from cachestorm.urls import check_url, redact
 
 STATE_DIR = ".cachestorm"
 STATE_FILE = "stack.json"
@@ -96,7 +97,6 @@ def with_host_port(url: str, host: str, port: int) -> str:
 # ---------------------------------------------------------------- start / stop
 
 def validate_stack_settings(settings: StackSettings) -> None:
-    from cachestorm.chaos.context import is_loopback
 
     for flag, url, schemes in (("--redis-url", settings.redis_url, ("redis",)),
                                ("--postgres-url", settings.postgres_url, ("postgresql", "postgres")),
@@ -352,5 +352,20 @@ def health(state: StackState) -> dict[str, tuple[bool, str]]:
     return results
 
 
+
+def context_from_stack(state, **overrides) -> ChaosContext:
+    """A chaos context for the stack started by `cachestorm up` (a `StackState`)."""
+
+    def restart() -> None:  # `up`'s state file must learn the new PID, or `down` would miss it
+        save_state(restart_redis(state))
+
+    owns_redis = any(server.get("kind") == "redis" for server in getattr(state, "servers", []))
+    ctx = ChaosContext(redis_url=state.redis_url, postgres_url=state.postgres_url,
+                       proxy_api_url=state.proxy_api_url, restart_redis=restart if owns_redis else None)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(ctx, key, value)
+    return ctx
+
 __all__ = ["StackSettings", "StackState", "start_stack", "stop_stack", "restart_redis", "save_state", "load_state",
-           "clear_state", "health", "state_path", "state_lock", "stop_pid"]
+           "clear_state", "context_from_stack", "health", "state_path", "state_lock", "stop_pid"]

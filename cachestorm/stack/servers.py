@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cachestorm.errors import CachestormError
-from cachestorm.stack.processes import free_port, kill_group, spawn, stop_pid, wait_until
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.processes import free_port, kill_group, spawn, stop_pid, wait_until
 
 START_ATTEMPTS = 5  # a port taken between our probe and the server's bind is retried on another
 

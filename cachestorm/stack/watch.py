@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 GRACE_S = 3.0
 CHECK_EVERY_S = 1.0

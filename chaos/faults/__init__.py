@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 FAULTS: dict[str, str] = {
     # hot keys and expiry

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import secrets
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 class SettingError(CachestormError):
@@ -34,22 +33,6 @@ class SettingError(CachestormError):
 
 
 SELF_EXPIRY_GRACE_MS = 500   # our own revert normally comes first; the proxy's timer is the safety net
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: Any, what: str = "duration") -> float:
-    """Seconds from a number (seconds) or a string "250ms", "30s", "2m", "1h"."""
-    if isinstance(value, bool):
-        raise SettingError(f"{what}: expected seconds or a string like '30s', got {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise SettingError(f"{what}: must not be negative (got {value})")
-        return float(value)
-    match = _DURATION.match(str(value)) if isinstance(value, str) else None
-    if not match:
-        raise SettingError(f"{what}: expected seconds or a string like '250ms', '30s', '2m', got {value!r}")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def _coerce(name: str, kind: str, value: Any, fault: str) -> Any:
@@ -197,10 +180,11 @@ class Fault:
 
     def _arm_expiry(self) -> str:
         """Hand the revert to the proxy; returns who will revert it and when, or why nobody can."""
-        from cachestorm.chaos.context import is_loopback
         from cachestorm.chaos.faults.process_signals import start_time
         from cachestorm.chaos.proxy import OWNER_NOT_VISIBLE
         from cachestorm.chaos.toxiproxy import ToxiproxyError
+
+        from cachestorm.core.urls import is_loopback
 
         if self.one_shot:
             return ""

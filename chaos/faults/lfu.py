@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 def top_keys_by_frequency(client, pattern: str, count: int, scan_limit: int) -> list[str]:

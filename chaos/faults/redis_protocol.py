@@ -10,7 +10,7 @@ from cachestorm.chaos.faults.toxic import ToxicFault
 from cachestorm.chaos.proxy.errors import BAD_REQUEST_BODY, ApiError
 from cachestorm.chaos.proxy.redis_commands import CommandMatcher, error_reply
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 def proxy_rule(fault: str, check, *args) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from cachestorm.chaos.faults.base import Fault
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 @dataclass

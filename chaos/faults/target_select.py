@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from cachestorm.chaos.faults.base import Fault
 from cachestorm.chaos.faults.process_signals import start_time
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 def select_targets(targets: list, wanted: str, fault: str, need_pid: bool = False) -> list:

@@ -12,7 +12,7 @@ import sys
 from cachestorm.chaos.proxy.guard import AddressGuard
 from cachestorm.chaos.proxy.server import run
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 def main(argv: list[str] | None = None) -> int:

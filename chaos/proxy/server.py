@@ -9,13 +9,13 @@ import os
 import signal
 from pathlib import Path
 
-from cachestorm.chaos.context import is_loopback
 from cachestorm.chaos.proxy.api import ApiApp
 from cachestorm.chaos.proxy.guard import AddressGuard
 from cachestorm.chaos.proxy.http import MAX_REQUEST_LINE, Request, serve_connection
 from cachestorm.chaos.proxy.link import BUSY_POLL
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.urls import is_loopback
 
 
 class ProxyServer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 def _check_rate(rate: float) -> float:

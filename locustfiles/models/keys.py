@@ -14,7 +14,7 @@ from bisect import bisect_right
 from functools import lru_cache
 from itertools import accumulate
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 MAX_KEYS = 50_000_000  # the exact Zipf table costs 8 bytes per key
 

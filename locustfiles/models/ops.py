@@ -15,7 +15,7 @@ import random
 from bisect import bisect_right
 from itertools import accumulate
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 GENERIC_OPS = ("read", "write", "delete", "rmw", "scan")
 DOMAINS = ("profiles", "catalog", "counters", "permissions")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 @dataclass(frozen=True)

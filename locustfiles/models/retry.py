@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 class NoRetry:

@@ -20,7 +20,7 @@ import json
 import math
 from pathlib import Path
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 
 class Shape:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 # Atikoglu et al., SIGMETRICS 2012, Meta ETC pool, value size: generalized Pareto
 # with location 0, scale 214.476, shape 0.348238 (mean ~329 B, median ~171 B, p99 ~2.4 KB).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 # name -> "module:Class"
 STRATEGIES: dict[str, str] = {

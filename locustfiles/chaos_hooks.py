@@ -24,7 +24,7 @@ from cachestorm.chaos.context import DEFAULT_LEDGER
 from locust import events
 from locust.runners import WorkerRunner
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 log = logging.getLogger("cachestorm.chaos")
 REDIS_KEY_PREFIX = {"profiles": "profiles", "catalog": "products", "counters": "counters",
@@ -64,10 +64,10 @@ def build_runner(environment):
     """The experiment runner for this test, from Locust's options (and `cachestorm up`'s state)."""
     from cachestorm.chaos.context import ChaosContext, TargetHandle
     from cachestorm.chaos.experiment import load_experiment
-    from cachestorm.chaos.faults.base import parse_duration
     from cachestorm.chaos.runner import ExperimentRunner
 
-    from cachestorm.runfolder import Journal, new_run_dir
+    from cachestorm.core.durations import parse_duration
+    from cachestorm.core.runfolder import Journal, new_run_dir
     from cachestorm.stack import load_state
 
     options = environment.parsed_options
@@ -110,7 +110,8 @@ def _validate(environment, **_kwargs):
     if options is None or isinstance(environment.runner, WorkerRunner) or not getattr(options, "experiment", ""):
         return
     from cachestorm.chaos.experiment import load_experiment
-    from cachestorm.chaos.faults.base import parse_duration
+
+    from cachestorm.core.durations import parse_duration
 
     try:
         load_experiment(options.experiment)

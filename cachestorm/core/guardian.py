@@ -52,7 +52,7 @@ class Guardian:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "cachestorm.stack.guardian", str(self.path)],
+            [sys.executable, "-m", "cachestorm.core.guardian", str(self.path)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True,  # not in the terminal's group: a Ctrl-C is the owner's
         )

@@ -3,10 +3,12 @@ And the one redaction of passwords in URLs, for everything written to a run fold
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from urllib.parse import urlsplit
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 REDACTED = "***"
 # scheme://user:password@ (user may be empty: redis://:password@host); a URL's password is percent-encoded,
@@ -29,3 +31,16 @@ def check_url(url: str, schemes: tuple[str, ...], flag: str) -> str:
 def redact(text: str) -> str:
     """`text` with the password of every URL in it replaced by ***."""
     return _PASSWORD_IN_URL.sub(lambda match: f"{match['head']}:{REDACTED}@", text)
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:  # a name: every address it resolves to must be loopback
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)

@@ -8,7 +8,7 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
-from cachestorm.errors import CachestormError
+from cachestorm.core.errors import CachestormError
 
 # what unexpected content raises as it is parsed or used (a string where a number was, a list for an
 # object, binary for text, a broken histogram encoding: hdrh's codec errors are plain Exceptions)

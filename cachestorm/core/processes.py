@@ -11,8 +11,8 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from cachestorm.errors import CachestormError
-from cachestorm.stack import guardian
+from cachestorm.core import guardian
+from cachestorm.core.errors import CachestormError
 
 
 def free_port() -> int:

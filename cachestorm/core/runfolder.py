@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cachestorm.errors import CachestormError
-from cachestorm.urls import redact
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.urls import redact
 
 JOURNAL = "journal.jsonl"
 RUN_META = "run.json"
