@@ -124,7 +124,7 @@ class Experiment:
 # ---------------------------------------------------------------- loading
 
 def ready_experiments() -> list[str]:
-    folder = resources.files("chaos") / "experiments"
+    folder = resources.files(__package__) / "experiments"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -141,7 +141,7 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
         return parse_experiment(text, str(path))
     name = str(name_or_path)
     if name in ready_experiments():
-        resource = resources.files("chaos") / "experiments" / f"{name}.yaml"
+        resource = resources.files(__package__) / "experiments" / f"{name}.yaml"
         return parse_experiment(resource.read_text(), str(resource))
     if name.endswith((".yaml", ".yml")) or "/" in name:
         raise CachestormError(f"experiment file {name} does not exist")
