@@ -75,6 +75,7 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
     counts: dict[str, int] = defaultdict(int)  # requests, attempts, sent, late, dropped, timeouts... (locustfiles)
     counts_per_second: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     ends: dict[int, float] = {}  # second -> the true end of that interval (recorders start off the second)
+    middles: dict[int, float] = {}  # second -> the middle of that interval: where its counted sends belong
     for path in files:
         with damaged(path):  # a broken histogram encoding or a wrong type: one line naming the file
             for record in read_jsonl(path):
@@ -84,6 +85,8 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
                         counts[name] += n
                         if t is not None:
                             counts_per_second[int(math.floor(float(t)))][name] += n
+                if t is not None:
+                    middles[int(math.floor(float(t)))] = float(t) + float(record.get("interval_s") or 1.0) / 2
                 encoded = record.get("hist")
                 if not encoded or t is None:
                     continue
@@ -123,11 +126,11 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
         "during_fault_worst_second": _worst_of(worst.values()),
         "series": series,
         "counts": dict(counts),
-        "counts_by_phase": {phase.name: _sum_counts(c for s, c in counts_per_second.items() if _interval_in(phase, s, ends))
+        "counts_by_phase": {phase.name: _sum_counts(c for s, c in counts_per_second.items() if _sent_in(phase, s, middles))
                             for phase in phases},
         "counts_by_second": [{"t": second, **counts} for second, counts in sorted(counts_per_second.items())],
         "counts_during_fault": _sum_counts(c for s, c in counts_per_second.items()
-                                           if any(p.kind == "during" and _interval_in(p, s, ends) for p in phases)),
+                                           if any(p.kind == "during" and _sent_in(p, s, middles) for p in phases)),
     }
 
 
@@ -165,6 +168,14 @@ def _interval_in(phase: Phase, second: int, ends: dict[int, float]) -> bool:
     that contains the fault's start, so that interval counts as "during", never as "before"."""
     end = ends.get(second)
     return phase.contains_second(second) if end is None else phase.contains(end - 1e-6)
+
+
+def _sent_in(phase: Phase, second: int, middles: dict[int, float]) -> bool:
+    """Counts (attempts, requests, failures) are binned by when they were sent: an interval's belong to
+    the phase holding its middle. By its end (latency's rule) a fault window's counts would take in
+    the part of an interval sent before the fault started and leave out its last interval's part."""
+    middle = middles.get(second)
+    return phase.contains_second(second) if middle is None else phase.contains(middle)
 
 
 def _merge_kinds(per_second: dict[str, dict[int, HdrHistogram]]) -> dict[int, HdrHistogram]:

@@ -14,8 +14,10 @@ class FaultWindow:
 
     @property
     def expired_keys(self) -> int | None:
-        """How many keys a hot-key-expiry fault expired (its `details.keys`), else None."""
-        keys = self.details.get("keys")
+        """How many keys a hot-key-expiry fault expired (its `details.keys`), else None. A repeated
+        expiry counts each key once per expiry (its revert's total)."""
+        reverted = self.details.get("reverted")
+        keys = reverted["keys"] if isinstance(reverted, dict) and "keys" in reverted else self.details.get("keys")
         if isinstance(keys, bool) or keys is None:
             return None
         if isinstance(keys, int | float):

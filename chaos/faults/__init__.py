@@ -9,6 +9,7 @@ from cachestorm.core.errors import CachestormError
 FAULTS: dict[str, str] = {
     # hot keys and expiry
     "hot-key-expiry": "cachestorm.chaos.faults.hot_key_expiry:HotKeyExpiry",
+    "hot-key-expiry-repeated": "cachestorm.chaos.faults.hot_key_expiry_repeated:HotKeyExpiryRepeated",
     "key-pattern-expiry": "cachestorm.chaos.faults.key_pattern_expiry:KeyPatternExpiry",
     "synchronized-expiry": "cachestorm.chaos.faults.synchronized_expiry:SynchronizedExpiry",
     "flush-cache": "cachestorm.chaos.faults.flush_cache:FlushCache",

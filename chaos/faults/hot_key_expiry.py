@@ -65,14 +65,17 @@ class HotKeyExpiry(Fault):
                 keys = top_keys_by_frequency(client, f"{domain}:*", count, self.scan_limit)
             else:
                 keys = [f"{domain}:{key_id}" for key_id in range(1, count + 1)]
-            if not keys:
-                changed = 0
-            elif self.mode == "evict":
-                changed = client.delete(*keys)
-            else:
-                seconds, micros = client.time()  # Redis' clock: the same for every key
-                changed = client.eval(EXPIRE_NOW, len(keys), *keys, repr(int(seconds) + int(micros) / 1e6))
+            changed = self._expire(client, keys)
         finally:
             client.close()
-        return {"keys": int(changed), "key_ids": [k.split(":", 1)[1] for k in keys], "source": self.source,
+        return {"keys": changed, "key_ids": [k.split(":", 1)[1] for k in keys], "source": self.source,
                 "mode": self.mode}
+
+    def _expire(self, client, keys: list[str]) -> int:
+        """Expire (or evict) these keys now; how many there were."""
+        if not keys:
+            return 0
+        if self.mode == "evict":
+            return int(client.delete(*keys))
+        seconds, micros = client.time()  # Redis' clock: the same for every key
+        return int(client.eval(EXPIRE_NOW, len(keys), *keys, repr(int(seconds) + int(micros) / 1e6)))
