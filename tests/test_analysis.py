@@ -217,6 +217,32 @@ def test_interval_holding_the_fault_start_counts_as_during(tmp_path):
     assert result["by_phase"]["during"]["p99_ms"] >= 99
 
 
+def test_counts_belong_to_the_phase_holding_their_interval_s_middle(tmp_path):
+    """Attempts are counted by when they were sent: a fault window's counts leave out the interval
+    sent mostly before the fault and keep its last one, sent mostly inside it (by the intervals'
+    ends, attempts per request here read 2.0 instead of 3.0)."""
+    import json as _json
+
+    from cachestorm.reports.latency import analyze_latency
+    from cachestorm.reports.phases import Phase
+    from hdrh.histogram import HdrHistogram
+
+    (tmp_path / "latency").mkdir()
+    lines = []
+    for t, attempts in ((8.4, 100), (9.4, 100), (10.4, 300), (11.4, 300), (12.4, 100)):
+        histogram = HdrHistogram(1, 60_000_000, 3)
+        histogram.record_value(1_000)
+        lines.append(_json.dumps({"t": t, "interval_s": 1.0, "worker": "w", "kind": "all",
+                                  "hist": histogram.encode().decode(),
+                                  "counts": {"requests_started": 100, "attempts_started": attempts}}))
+    (tmp_path / "latency" / "merged.jsonl").write_text("\n".join(lines) + "\n")
+    phases = [Phase("before", "before", 8.0, 10.2), Phase("during", "during", 10.2, 12.1, "f"),
+              Phase("after", "after", 12.1, 14.0, "f")]
+    result = analyze_latency(tmp_path, phases, None)
+    assert result["counts_during_fault"] == {"requests_started": 200, "attempts_started": 600}
+    assert result["counts_by_phase"]["before"] == {"requests_started": 200, "attempts_started": 200}
+
+
 def test_a_fault_without_traffic_measures_no_amplification():
     """A fault that fired before any request was answered (Locust still booting) measured nothing:
     its amplification is null, so a gate on it fails as "not measured" instead of passing on 0 x."""

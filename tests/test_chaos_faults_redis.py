@@ -56,6 +56,47 @@ def test_hot_key_expiry_expires_entries_in_place(ctx, redis_client):
     assert Entry.decode(redis_client.get("profiles:11")).fresh(now)  # not a hot key: untouched
 
 
+def test_hot_key_expiry_repeated_expires_the_refilled_keys_again_until_its_window_ends(ctx, redis_client):
+    """What the strategy refills between two expiries is expired again (each expiry finds a fresh
+    entry), the repeats stop with the window, and the revert counts every key of every expiry."""
+    from cachestorm.targets.cache import Entry
+
+    entry = '{"x":%r,"d":0.05,"r":{"id":%d,"version":3,"data":{"name":"n"}}}'
+
+    def refill():
+        for key_id in range(1, 4):
+            redis_client.set(f"profiles:{key_id}", entry % (time.time() + 600, key_id), px=700_000)
+
+    def fresh() -> bool:
+        return Entry.decode(redis_client.get("profiles:1")).fresh(time.time())
+
+    refill()
+    started = time.monotonic()
+    fault = make_fault("hot-key-expiry-repeated", {"count": 3, "every_ms": 500}).bind(ctx, window_s=2.0)
+    assert fault.apply()["keys"] == 3 and not fresh()
+    refill()  # the strategy's refill after the first expiry
+    while fresh() and time.monotonic() - started < 1.9:
+        time.sleep(0.02)
+    assert not fresh()  # expired again by a repeat (due at 0.5, 1.0, 1.5 s)
+    time.sleep(max(0.0, 2.3 - (time.monotonic() - started)))
+    refill()
+    time.sleep(0.6)  # past the window: nothing expires any more
+    assert fresh()
+    details = fault.revert()
+    assert details["expiries"] == 4 and details["keys"] == 12
+
+
+def test_hot_key_expiry_repeated_fails_its_revert_when_an_expiry_failed(ctx, redis_client, monkeypatch):
+    """A repeat that could not reach Redis makes the fault fail loudly, not pass as if it expired."""
+    fill(redis_client, "profiles", 3)
+    fault = make_fault("hot-key-expiry-repeated", {"count": 3, "every_ms": 100}).bind(ctx, window_s=0.5)
+    fault.apply()
+    monkeypatch.setattr(fault, "_expire", lambda client, keys: (_ for _ in ()).throw(redis.ConnectionError("down")))
+    time.sleep(0.6)
+    with pytest.raises(Exception, match="repeated expiries failed.*down"):
+        fault.revert()
+
+
 def test_hot_key_expiry_by_lfu_frequency(ctx, redis_client):
     fill(redis_client, "profiles", 30)
     tracking = make_fault("lfu-tracking").bind(ctx)

@@ -64,3 +64,11 @@ def test_the_second_expiry_wave_is_measured_apart_from_the_first():
     window = FaultWindow("synchronized-expiry", 2.0, 2.0, {"applied": {"wave_in_s": 2.0}})
     [wave] = expiry_waves(CounterSeries.from_metrics(records), [window], 15.0)
     assert wave["first_wave_peak_reads_per_s"] == 200 and wave["second_wave_peak_reads_per_s"] == 100
+
+
+def test_a_repeated_expiry_counts_every_key_of_every_expiry():
+    """db_loads_per_expiry divides by the keys expired: a repeated expiry's are its revert's total,
+    not the first expiry's (else a lock's one load per key and expiry would read as 4)."""
+    details = {"keys": 10, "applied": {"keys": 10}, "reverted": {"expiries": 4, "keys": 40}}
+    assert FaultWindow("fault hot-key-expiry-repeated", 10.0, 16.0, details).expired_keys == 40
+    assert FaultWindow("fault hot-key-expiry", 10.0, 10.1, {"keys": 10, "reverted": {}}).expired_keys == 10
