@@ -23,7 +23,7 @@ def run_dir(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     result = subprocess.run(
         CLI + ["run", "--strategy", "cache-aside", "--experiment", "hot-key-expiry", "--experiment-at", "3s",
-               "--duration", "12s", "--rate", "60", "--keys", "3000", "--rows", "3000", "--recompute", "150ms",
+               "--duration", "14s", "--rate", "60", "--keys", "3000", "--rows", "3000", "--recompute", "150ms",
                "--ttl", "1h", "--retry", "none", "--out", str(out / "runs"), "--no-report"],
         cwd=out, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -54,3 +54,34 @@ def test_the_report_tells_the_incident(run_dir):
     assert fault["details"]["applied"]["mode"] == "expire" and fault["details"]["keys"] == 10
     series = analysis["incident"]["db_latency"]
     assert series["series"] and series["pg_slot_waits"]
+
+
+def _default_run(tmp_path_factory, strategy: str) -> dict:
+    """`cachestorm run --strategy S --experiment hot-key-expiry` and nothing else (the experiment's
+    `run:` section sets the rest): its headline."""
+    from cachestorm.reports.analysis import analyze_run
+
+    out = tmp_path_factory.mktemp("defaults")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    result = subprocess.run(CLI + ["run", "--strategy", strategy, "--experiment", "hot-key-expiry",
+                                   "--out", str(out / "runs"), "--no-report"],
+                            cwd=out, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [folder] = list((out / "runs").iterdir())
+    return analyze_run(folder)["headline"]
+
+
+def test_the_incident_on_defaults_unprotected(tmp_path_factory):
+    """Issue 14's bar for the story on defaults: the pool runs dry or clients time out, retries
+    amplify in the fault window, the DB's own latency climbs, and it is over within seconds."""
+    headline = _default_run(tmp_path_factory, "cache-aside")
+    assert headline["pool_timeouts"] + headline["timeouts"] > 0
+    assert headline["attempts_per_request_during_fault"] >= 1.5, headline
+    assert headline["db_p99_ms_during_fault"] >= 3 * headline["db_p99_ms_before_fault"], headline
+    assert headline["recovered_on_its_own"] is True and headline["time_to_recover_s"] < 10, headline
+
+
+def test_the_incident_on_defaults_with_a_lock(tmp_path_factory):
+    headline = _default_run(tmp_path_factory, "cache-aside+lock")
+    assert headline["db_loads_per_expiry"] <= 1.5, headline
+    assert headline["pool_timeouts"] + headline["timeouts"] == 0, headline
