@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI's bar for the shipped gate: .github/workflows/cachestorm-gate.yml's commands, shortened
-# (--duration 20s: the hot keys expire from 10 s to 17.5 s). The matrix of a healthy build must pass
+# (--duration 18s: the hot keys expire from 10 s to 16 s). The matrix of a healthy build must pass
 # examples/gate.yaml, and the same matrix with coalescing deliberately broken (a CI-only switch,
 # CACHESTORM_TEST_BROKEN_PROTECTIONS, see targets/strategies/__init__.py) must fail it with exit 1.
 # Needs the venv of scripts/test.sh. About 3 minutes on 2 busy cores.
@@ -12,7 +12,7 @@ trap 'rm -rf "$out"' EXIT
 
 matrix() {  # $1: where
   "${cachestorm[@]}" matrix --strategies cache-aside,cache-aside+coalescing --experiments hot-key-expiry \
-    --duration "${GATE_CHECK_DURATION:-20s}" --out "$out/$1" >"$out/$1.log" 2>&1 \
+    --duration "${GATE_CHECK_DURATION:-18s}" --out "$out/$1" >"$out/$1.log" 2>&1 \
     || { cat "$out/$1.log" >&2; echo "gate-check: the $1 matrix did not run" >&2; exit 1; }
 }
 gate() {  # $1: which matrix; prints the verdict, returns the gate's exit code

@@ -32,7 +32,7 @@ def test_every_ready_experiment_loads_and_hot_key_expiry_is_the_foundation():
         assert load_experiment(name).method
     hot = load_experiment("hot-key-expiry")
     assert [(s.fault, s.at_s, s.for_s, s.settings) for s in hot.method] == [
-        ("hot-key-expiry-repeated", 10.0, 7.5, {"count": 10, "every_ms": 1500})]
+        ("hot-key-expiry-repeated", 10.0, 6.0, {"count": 10, "every_ms": 1500})]
 
 
 def test_a_good_file_parses_durations_and_sorts_the_timeline(tmp_path):

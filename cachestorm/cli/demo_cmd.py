@@ -24,7 +24,7 @@ COLUMNS = [("DB loads/expiry", "db_loads_per_expiry"), ("DB p99 before ms", "db_
 
 def demo(
     ctx: typer.Context,
-    duration: str = typer.Option("24s", "--duration", help="Load per strategy (the hot keys expire from 8 s to 15.5 s in)."),
+    duration: str = typer.Option("22s", "--duration", help="Load per strategy (the hot keys expire from 8 s to 14 s in)."),
     out: str = typer.Option("runs", "--out", help="Folder for the demo's run folders."),
     strategies: str = typer.Option(",".join(DEMO_STRATEGIES), "--strategies", help="Comma-separated strategies."),
 ) -> None:
