@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cachestorm.chaos.context import ChaosContext, TargetHandle, context_from_stack
+from cachestorm.chaos.context import ChaosContext, TargetHandle
+from cachestorm.stack import context_from_stack
 from cachestorm.chaos.faults import make_fault
 from cachestorm.chaos.faults.process_signals import state_letter
 from cachestorm.chaos.proxy import EXPIRIES_PATH
