@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from cachestorm import __version__
+from cachestorm import __version__, reports
 from cachestorm.chaos.context import DEFAULT_LEDGER
 from cachestorm.chaos.ledger import refuse_active_faults
 from cachestorm.chaos.self_expiry import unguarded_warning
@@ -708,12 +708,6 @@ def _merge_recordings(run_dir: Path, journal: Journal) -> None:
 
 
 def render_run(run_dir: Path, journal: Journal | None = None) -> list[Path]:
-    try:
-        from cachestorm import reports
-    except ImportError:
-        return []
-    if not hasattr(reports, "render_run"):
-        return []
     if journal is None:
         return reports.render_run(run_dir)
     with journal.step("render report", "report"):

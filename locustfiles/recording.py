@@ -18,7 +18,6 @@ HISTORY_MAGIC = "# cachestorm-history v1"
 HISTORY_COLUMNS = (
     "key", "op", "start_ns", "end_ns", "start_wall", "status", "version", "source", "user", "request_id", "value", "attempt",
 )
-KINDS = ("read", "write", "all")
 
 
 def new_histogram() -> HdrHistogram:
@@ -261,10 +260,6 @@ def merge_run(run_dir: str | Path) -> dict:
         "workers": len(workers),
         "intervals": len({wall for wall, _ in merged}),
     }
-
-
-def micros_since(start_ns: int, end_ns: int) -> float:
-    return max(0.0, (end_ns - start_ns) / 1000.0)
 
 
 __all__ = ["HistorySampler", "HistoryWriter", "LatencyRecorder", "merge_run", "read_history", "summarize"]

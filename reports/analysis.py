@@ -7,7 +7,7 @@ from pathlib import Path
 from cachestorm.reports.cachestats import analyze_cache
 from cachestorm.reports.checker import DEFAULT_WITHIN_S, check_history, declared_bound, load_truth
 from cachestorm.reports.dbload import analyze_db
-from cachestorm.reports.errors import analyze_errors
+from cachestorm.reports.error_kinds import analyze_errors
 from cachestorm.reports.headline import build_headline, headline_notes
 from cachestorm.reports.history import history_files, read_run_history
 from cachestorm.reports.incident import analyze_incident

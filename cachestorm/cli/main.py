@@ -43,26 +43,24 @@ app = typer.Typer(
 )
 
 
-def _load(spec: str):
+def _load(name: str, spec: str):
+    """A listed command that cannot be loaded is a bug, not a command to leave out: one line naming
+    its module (exit 1, not a usage error); the cause stays chained for tests and debugging."""
     module_name, attribute = spec.split(":")
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:  # not written yet: leave the command out
-            return None
-        raise
-    return getattr(module, attribute)
+        return getattr(importlib.import_module(module_name), attribute)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        raise CachestormError(f"command {name!r} cannot be loaded from {spec}: {type(exc).__name__}: {reason} "
+                              "(a broken installation or a bug; reinstall cachestorm or report it)",
+                              exit_code=1) from exc
 
 
 def build_app() -> typer.Typer:
     for name, spec in COMMANDS.items():
-        function = _load(spec)
-        if function is not None:
-            app.command(name)(function)
+        app.command(name)(_load(name, spec))
     for name, spec in SUB_APPS.items():
-        sub_app = _load(spec)
-        if sub_app is not None:
-            app.add_typer(sub_app, name=name)
+        app.add_typer(_load(name, spec), name=name)
     return app
 
 

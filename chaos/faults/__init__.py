@@ -14,11 +14,11 @@ FAULTS: dict[str, str] = {
     "flush-cache": "cachestorm.chaos.faults.flush_cache:FlushCache",
     "lfu-tracking": "cachestorm.chaos.faults.lfu_tracking:LfuTracking",
     # Redis partition through the proxy
-    "redis-down": "cachestorm.chaos.faults.proxy_down:ProxyDown",
-    "redis-blackhole": "cachestorm.chaos.faults.proxy_blackhole:ProxyBlackhole",
-    "redis-reset": "cachestorm.chaos.faults.proxy_reset:ProxyReset",
-    "redis-latency": "cachestorm.chaos.faults.proxy_latency:ProxyLatency",
-    "redis-bandwidth": "cachestorm.chaos.faults.proxy_bandwidth:ProxyBandwidth",
+    "redis-down": "cachestorm.chaos.faults.redis_down:RedisDown",
+    "redis-blackhole": "cachestorm.chaos.faults.redis_blackhole:RedisBlackhole",
+    "redis-reset": "cachestorm.chaos.faults.redis_reset:RedisReset",
+    "redis-latency": "cachestorm.chaos.faults.redis_latency:RedisLatency",
+    "redis-bandwidth": "cachestorm.chaos.faults.redis_bandwidth:RedisBandwidth",
     # failed cache writes
     "redis-write-fail": "cachestorm.chaos.faults.redis_write_fail:RedisWriteFail",
     "cache-delete-fail": "cachestorm.chaos.faults.cache_delete_fail:CacheDeleteFail",

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cachestorm.chaos.faults.base import Fault, SettingError
-from cachestorm.chaos.faults.lfu import top_keys_by_frequency
+
+from cachestorm.core.errors import CachestormError
 
 MODES = ("expire", "evict")
 # the entry's logical expiry set to ARGV[1] in place (its TTL and the rest of the JSON untouched);
@@ -76,3 +77,21 @@ class HotKeyExpiry(Fault):
             client.close()
         return {"keys": int(changed), "key_ids": [k.split(":", 1)[1] for k in keys], "source": self.source,
                 "mode": self.mode}
+
+
+# OBJECT FREQ needs an LFU maxmemory-policy (the fault 'lfu-tracking' sets one)
+def top_keys_by_frequency(client, pattern: str, count: int, scan_limit: int) -> list[str]:
+    policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+    if "lfu" not in policy:
+        raise CachestormError(f"finding hot keys by frequency needs an LFU policy (maxmemory-policy is "
+                              f"{policy!r}); add the fault 'lfu-tracking' from the start of the run")
+    frequencies: list[tuple[int, str]] = []
+    for seen, key in enumerate(client.scan_iter(match=pattern, count=1000)):
+        if seen >= scan_limit:
+            break
+        try:
+            frequencies.append((int(client.object("freq", key)), key))
+        except Exception:  # noqa: BLE001 - the key expired between SCAN and OBJECT
+            continue
+    frequencies.sort(key=lambda item: (-item[0], item[1]))
+    return [key for _freq, key in frequencies[:count]]

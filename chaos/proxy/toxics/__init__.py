@@ -35,6 +35,5 @@ TOXIC_TYPES: dict[str, type[Toxic]] = {
         SlowOpenToxic,
     )
 }
-EXTRA_TOXIC_TYPES = ("redis_write_fail", "redis_latency", "redis_error", "redis_failover", "slow_open")
 
-__all__ = ["TOXIC_TYPES", "EXTRA_TOXIC_TYPES", "Toxic"]
+__all__ = ["TOXIC_TYPES", "Toxic"]
