@@ -6,12 +6,11 @@ name -> import-string tables), so adding one is one line.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
 
-from cachestorm.core import interrupts
+from cachestorm.core import interrupts, plugins
 from cachestorm.core.errors import CachestormError
 
 # name -> "module:attribute" of a Typer app (sub-command groups)
@@ -44,14 +43,12 @@ app = typer.Typer(
 
 
 def _load(spec: str):
-    module_name, attribute = spec.split(":")
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:  # not written yet: leave the command out
+        return plugins.load(spec, "command")
+    except plugins.PluginError as exc:
+        if exc.missing == plugins.split(spec)[0]:  # not written yet: leave the command out
             return None
         raise
-    return getattr(module, attribute)
 
 
 def build_app() -> typer.Typer:
