@@ -202,15 +202,24 @@ def test_a_bad_environment_entry_is_refused(monkeypatch, value, message):
         plugins.registry("strategy", {"cache-aside": "x:CacheAside"})
 
 
-@pytest.mark.parametrize("value, message", [
-    ("bogus", "error: CACHESTORM_PLUGINS: 'bogus' is not KIND.NAME="),
-    ("fault.x=tests.plugins.nowhere:X", "error: fault 'tests.plugins.nowhere:X': cannot import"),
+BROKEN = "tests.plugins.nowhere:X"  # a registered plug-in whose module is not there
+
+
+@pytest.mark.parametrize("command, value, message", [
+    (["cachestorm", "chaos", "list"], "bogus", "error: CACHESTORM_PLUGINS: 'bogus' is not KIND.NAME="),
+    (["cachestorm", "chaos", "list"], f"fault.x={BROKEN}", f"error: fault '{BROKEN}': cannot import"),
+    (["cachestorm", "run", "--strategy", "x"], f"strategy.x={BROKEN}", f"error: strategy '{BROKEN}': cannot import"),
+    (["cachestorm", "run", "--strategy", "cache-aside+x"], f"protection.x={BROKEN}",
+     f"error: protection '{BROKEN}': cannot import"),
+    (["cachestorm", "run", "--key-model", "x"], f"key-model.x={BROKEN}", f"error: key model '{BROKEN}': cannot import"),
+    (["cachestorm.chaos.proxy", "--port", "0"], f"toxic.x={BROKEN}", f"error: toxic '{BROKEN}': cannot import"),
 ])
-def test_the_cli_says_what_is_wrong_with_a_plugin_in_one_line(cli_env, tmp_path, value, message):
-    done = subprocess.run([sys.executable, "-m", "cachestorm", "chaos", "list"], cwd=tmp_path,
-                          env={**cli_env, PLUGINS_ENV: value}, capture_output=True, text=True, timeout=60)
+def test_a_broken_plugin_is_one_line_before_anything_starts(cli_env, tmp_path, command, value, message):
+    done = subprocess.run([sys.executable, "-m", *command], cwd=tmp_path, env={**cli_env, PLUGINS_ENV: value},
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # a run refused it up front
 
 
 @pytest.mark.parametrize("registry, attribute", [

@@ -33,6 +33,9 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
         raise CachestormError(f"--strategy {spec!r} names a protection twice")
     if protections and name == "no-cache":
         raise CachestormError(f"--strategy {spec!r}: protections need a caching strategy, not no-cache")
+    plugins.load(STRATEGIES[name], "strategy")  # a broken plug-in fails here, before anything starts
+    for protection in protections:
+        plugins.load(PROTECTIONS[protection], "protection")
     return name, protections
 
 
