@@ -25,7 +25,7 @@ from cachestorm.chaos.ledger import refuse_active_faults
 from cachestorm.chaos.self_expiry import unguarded_warning
 from cachestorm.core.durations import parse_duration
 from cachestorm.core.errors import CachestormError
-from cachestorm.core.processes import free_port, spawn, stop_pid, wait_until
+from cachestorm.core.processes import child_env, free_port
 from cachestorm.core.runfolder import Journal, new_run_dir, write_run_meta
 from cachestorm.scrape import Scraper
 from cachestorm.stack import (
@@ -41,6 +41,7 @@ from cachestorm.stack import (
     validate_stack_settings,
 )
 from cachestorm.stack.watch import DependencyWatch
+from cachestorm.targets.process import TargetProcess
 from cachestorm.traffic import locustfile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -139,10 +140,10 @@ def resolve_strategy(spec: str, domain: str) -> str:
     """`default` -> the domain's recommended strategy (e.g. counters -> write-behind)."""
     if spec != "default":
         return spec
+    from cachestorm.core.plugins import load
     from cachestorm.targets.domains import DOMAINS
-    from cachestorm.targets.strategies import load
 
-    return load(DOMAINS[domain]).default_strategy
+    return load(DOMAINS[domain], "domain").default_strategy
 
 
 def validate_strategy(spec: str) -> None:
@@ -210,53 +211,6 @@ def plan_experiment(settings: RunSettings):
 
 
 # ---------------------------------------------------------------- targets
-
-@dataclass
-class TargetProcess:
-    name: str
-    port: int
-    argv: list[str]
-    log_path: Path
-    url_env: dict[str, str] = field(default_factory=dict)  # the stack's URLs: passwords stay off the command line
-    process: subprocess.Popen | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def start(self, timeout_s: float = 60.0) -> None:
-        self.process = spawn(self.argv, self.log_path, cwd=str(REPO_ROOT), env={**_child_env(), **self.url_env})
-        try:
-            wait_until(self._healthy, self.process, f"target {self.name}", self.log_path, timeout_s=timeout_s)
-        except BaseException:  # Ctrl-C while it starts: the caller does not track it yet, so stop it here
-            self.stop()
-            raise
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def _healthy(self) -> bool:
-        return httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            stop_pid(self.process.pid, "targets", graceful=signal.SIGTERM, timeout_s=10)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
 
 def target_argv(settings: RunSettings, port: int, instance: str) -> list[str]:
     """Without the stack's URLs: they go by `target_url_env` (a command line is visible to every user)."""
@@ -420,7 +374,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
         log = open(run_dir / "logs" / "locust.log", "ab")  # noqa: SIM115
         try:
             locust = subprocess.Popen(locust_argv(settings, targets, run_dir), stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=_child_env(),
+                                      stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=child_env(),
                                       start_new_session=True)
             guardian.track_process(locust.pid)
         finally:

@@ -25,7 +25,7 @@ ARGUMENTS: list[tuple[str, type, Any, str]] = [
     ("--run-dir", str, "", "run folder to record histories/ and latency/ into (empty: no files, summary only)"),
     ("--hosts", str, "", "several target instances, comma-separated base URLs: requests go round-robin (default --host)"),
     ("--preset", str, "", "ycsb-a..ycsb-f, twitter-median, meta-etc (sets key model, alpha, mix, value size)"),
-    ("--key-model", str, None, "zipf | hotspot | latest | uniform (default zipf)"),
+    ("--key-model", str, None, f"{' | '.join(key_models.KEY_MODELS)} (default zipf)"),
     ("--alpha", float, None, "Zipf exponent for zipf/latest, > 0 (default 0.99)"),
     ("--keys", int, 10000, "key space: ids 1..N"),
     ("--hot-keys", int, 10, "ids 1..K are the hot keys (always in the histories)"),

@@ -68,7 +68,7 @@ def main(seconds: int = 10, connections: int = 10) -> dict:
     from cachestorm.core.processes import free_port
     from cachestorm.stack.servers import start_postgres, start_redis
     from cachestorm.targets.settings import TargetSettings
-    from cachestorm.targets.testing import TargetProcess
+    from cachestorm.targets.testing import target_process
 
     base = tempfile.mkdtemp(prefix="cachestorm-bench-target-")
     os.chmod(base, 0o755)
@@ -80,7 +80,7 @@ def main(seconds: int = 10, connections: int = 10) -> dict:
         servers.append(pg)
         settings = TargetSettings(domain="profiles", strategy="cache-aside", redis_url=redis_server.url,
                                   postgres_url=pg.url, rows=KEYS, ttl=3600, recompute_ms=0)
-        target = TargetProcess(settings)
+        target = target_process(settings, Path(base) / "target.log").launch()
         processes.append(target)
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, "-m", "cachestorm.bench.target", "--serve-bare", str(bare_port),
@@ -89,7 +89,7 @@ def main(seconds: int = 10, connections: int = 10) -> dict:
         bare_url = f"http://127.0.0.1:{bare_port}"
         with httpx.Client() as client:
             for key_id in range(1, KEYS + 1):  # warm every key
-                client.get(f"{target.url}/profiles/{key_id}")
+                client.get(f"{target.base_url}/profiles/{key_id}")
             deadline = time.monotonic() + 30
             while True:
                 try:
@@ -106,7 +106,7 @@ def main(seconds: int = 10, connections: int = 10) -> dict:
         paired = []  # per round: target/bare, measured back to back (robust to a shared, drifting machine)
         for round_no in range(ROUNDS_PER_SIDE):
             rate = {}
-            for name, url in (("target", target.url), ("bare", bare_url)):
+            for name, url in (("target", target.base_url), ("bare", bare_url)):
                 requests, elapsed = load(url, seconds, connections)
                 totals[name][0] += requests
                 totals[name][1] += elapsed
@@ -124,7 +124,7 @@ def main(seconds: int = 10, connections: int = 10) -> dict:
         return {"target_rps": rates["target"], "bare_rps": rates["bare"], "ratio": ratio, "paired_median": median}
     finally:
         for process in processes:
-            process.__exit__(None, None, None)
+            process.stop()
         for server in reversed(servers):
             server.stop()
         shutil.rmtree(base, ignore_errors=True)

@@ -6,12 +6,11 @@ name -> import-string tables), so adding one is one line.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
 
-from cachestorm.core import interrupts
+from cachestorm.core import interrupts, plugins
 from cachestorm.core.errors import CachestormError
 
 # name -> "module:attribute" of a Typer app (sub-command groups)
@@ -46,9 +45,8 @@ app = typer.Typer(
 def _load(name: str, spec: str):
     """A listed command that cannot be loaded is a bug, not a command to leave out: one line naming
     its module (exit 1, not a usage error); the cause stays chained for tests and debugging."""
-    module_name, attribute = spec.split(":")
     try:
-        return getattr(importlib.import_module(module_name), attribute)
+        return plugins.load(spec, "command")
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else ""
         raise CachestormError(f"command {name!r} cannot be loaded from {spec}: {type(exc).__name__}: {reason} "

@@ -6,6 +6,7 @@ import typer
 
 from cachestorm.conductor import RunSettings, parse_duration
 from cachestorm.targets.settings import URL_ENV, TargetSettings
+from cachestorm.traffic.models.keys import KEY_MODELS
 
 # the stack: adopt servers instead of starting our own; from the environment, a password stays out of `ps`
 REDIS_URL = typer.Option(None, "--redis-url", envvar=URL_ENV["redis_url"],
@@ -22,7 +23,7 @@ OUT = typer.Option("runs", "--out", help="Folder for run folders.")
 INSTANCES = typer.Option(1, "--instances", help="Target processes side by side.")
 ROWS = typer.Option(10_000, "--rows", help="Rows seeded in PostgreSQL.")
 KEYS = typer.Option(1_000, "--keys", help="Key space the traffic draws from.")
-KEY_MODEL = typer.Option("zipf", "--key-model", help="zipf | hotspot | latest | uniform")
+KEY_MODEL = typer.Option("zipf", "--key-model", help=" | ".join(KEY_MODELS))
 ALPHA = typer.Option(1.0, "--alpha", help="Zipf exponent.")
 CELEBRITY_SHARE = typer.Option(0.0, "--celebrity-share", help="Share of requests for key 1.")
 WRITE_RATIO = typer.Option(0.05, "--write-ratio", help="Share of writes.")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-
+from cachestorm.core import plugins
 from cachestorm.core.errors import CachestormError
 
-FAULTS: dict[str, str] = {
+FAULTS: dict[str, str] = plugins.registry("fault", {
     # hot keys and expiry
     "hot-key-expiry": "cachestorm.chaos.faults.hot_key_expiry:HotKeyExpiry",
     "key-pattern-expiry": "cachestorm.chaos.faults.key_pattern_expiry:KeyPatternExpiry",
@@ -36,15 +35,14 @@ FAULTS: dict[str, str] = {
     "target-kill": "cachestorm.chaos.faults.target_kill:TargetKill",
     "target-pause": "cachestorm.chaos.faults.target_pause:TargetPause",
     "redis-restart": "cachestorm.chaos.faults.redis_restart:RedisRestart",
-}
+})
 
 
 def fault_class(name: str):
     spec = FAULTS.get(name)
     if spec is None:
         raise CachestormError(f"unknown fault {name!r}; known faults: {', '.join(sorted(FAULTS))}")
-    module_name, class_name = spec.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return plugins.load(spec, "fault")
 
 
 def make_fault(name: str, settings: dict | None = None):

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
+from cachestorm.core import plugins
 
 # name -> "module:Class"
-DOMAINS: dict[str, str] = {
+DOMAINS: dict[str, str] = plugins.registry("domain", {
     "profiles": "cachestorm.targets.domains.profiles:Profiles",
     "catalog": "cachestorm.targets.domains.catalog:Catalog",
     "counters": "cachestorm.targets.domains.counters:Counters",
     "permissions": "cachestorm.targets.domains.permissions:Permissions",
-}
+})
 
 
 def load_domain(name: str, service):
-    module_name, attribute = DOMAINS[name].split(":")
-    return getattr(importlib.import_module(module_name), attribute)(service)
+    return plugins.load(DOMAINS[name], "domain")(service)
