@@ -51,7 +51,7 @@ class TargetProcess:
         self.url = f"http://127.0.0.1:{self.settings.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="target-", suffix=".log", delete=False)  # noqa: SIM115
         env = {**os.environ, **url_env(self.settings), **(extra_env or {})}
-        self.process = subprocess.Popen([sys.executable, "-m", "cachestorm.targets", *to_argv(self.settings)],
+        self.process = subprocess.Popen([sys.executable, "-m", "cachestorm.targets", *self.settings.argv()],
                                         stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
     def wait_ready(self, timeout_s: float = 30.0) -> TargetProcess:
@@ -97,22 +97,6 @@ def flush_redis(url: str) -> None:
 def url_env(s: TargetSettings) -> dict[str, str]:
     """The URLs (passwords and all) as environment variables for `python -m targets`."""
     return {variable: getattr(s, name) for name, variable in URL_ENV.items()}
-
-
-def to_argv(s: TargetSettings) -> list[str]:
-    """Flags for `python -m targets`, without the URLs: pass `url_env(s)` in its environment."""
-    argv = ["--domain", s.domain, "--strategy", s.strategy, "--host", s.host, "--port", str(s.port),
-            "--rows", str(s.rows),
-            "--recompute-ms", str(s.recompute_ms), "--pool-size", str(s.pool_size),
-            "--db-capacity", str(s.db_capacity), "--recompute-mode", s.recompute_mode,
-            "--pool-timeout", str(s.pool_timeout), "--hot-keys", str(s.hot_keys),
-            "--lock-ms", str(s.lock_ms), "--flush-interval", str(s.flush_interval),
-            "--redis-timeout-ms", str(s.redis_timeout_ms)]
-    if s.ttl is not None:
-        argv += ["--ttl", str(s.ttl)]
-    if s.instance_id:
-        argv += ["--instance-id", s.instance_id]
-    return argv
 
 
 def metric_total(text: str, name: str, **labels: str) -> float:

@@ -141,7 +141,7 @@ def knob_settings(*, db_capacity: int, recompute_mode: str, request_timeout: str
 
 
 def knob_settings_of(ctx: typer.Context) -> dict:
-    """`knob_settings` of this command's own knob flags (every command declaring them passes them so)."""
+    """`knob_settings` of this command's knob flags (`@with_knobs` gave it them)."""
     import inspect
 
     return knob_settings(**{name: ctx.params[name] for name in inspect.signature(knob_settings).parameters})
