@@ -118,6 +118,7 @@ def test_changing_a_table_entry_changes_every_default_that_reads_it():
 
 
 def test_the_parts_settings_take_their_defaults_from_the_table():
+    from cachestorm.chaos.context import ChaosContext
     from cachestorm.targets.settings import TargetSettings
     from cachestorm.traffic.settings import ARGUMENTS, check_options, option_name
 
@@ -142,6 +143,8 @@ def test_the_parts_settings_take_their_defaults_from_the_table():
             assert default == getattr(DEFAULTS, entry), flag
     described = check_options({}, "profiles").description
     assert (described["alpha"], described["key_model"]) == (DEFAULTS.alpha, DEFAULTS.key_model)
+    chaos = ChaosContext()
+    assert (chaos.domain, chaos.hot_keys, chaos.key_space) == (DEFAULTS.domain, DEFAULTS.hot_keys, DEFAULTS.keys)
     plan = CapacityPlan(strategies=["cache-aside"])
     assert (plan.max_rate, plan.steps, plan.hold_s, plan.slo_p99_ms, plan.max_error_rate) == (
         DEFAULTS.capacity_max_rate, DEFAULTS.capacity_steps, DEFAULTS.capacity_hold_s,
