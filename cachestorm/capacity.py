@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cachestorm.conductor import RunSettings, run, validate_strategy
+from cachestorm.core.defaults import DEFAULTS
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.runfolder import make_folder
 from cachestorm.stack import StackState, guardian, start_stack, stop_stack
@@ -23,11 +24,11 @@ DURATION_MARGIN_S = 3.0
 @dataclasses.dataclass
 class CapacityPlan:
     strategies: list[str]
-    max_rate: float = 800.0
-    steps: int = 5
-    hold_s: float = 10.0
-    slo_p99_ms: float = 100.0
-    max_error_rate: float = 0.01
+    max_rate: float = DEFAULTS.capacity_max_rate
+    steps: int = DEFAULTS.capacity_steps
+    hold_s: float = DEFAULTS.capacity_hold_s
+    slo_p99_ms: float = DEFAULTS.capacity_slo_p99_ms
+    max_error_rate: float = DEFAULTS.capacity_max_error_rate
 
     def validate(self) -> None:
         if not self.strategies:

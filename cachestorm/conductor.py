@@ -23,6 +23,7 @@ from cachestorm import __version__, reports
 from cachestorm.chaos.context import DEFAULT_LEDGER
 from cachestorm.chaos.ledger import refuse_active_faults
 from cachestorm.chaos.self_expiry import unguarded_warning
+from cachestorm.core.defaults import DEFAULTS
 from cachestorm.core.durations import parse_duration
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.processes import child_env, free_port
@@ -41,8 +42,10 @@ from cachestorm.stack import (
     validate_stack_settings,
 )
 from cachestorm.stack.watch import DependencyWatch
-from cachestorm.targets.process import TargetProcess
+from cachestorm.targets.process import TARGET_MODULE, TargetProcess
+from cachestorm.targets.settings import TargetSettings
 from cachestorm.traffic import locustfile
+from cachestorm.traffic.settings import check_options, traffic_argv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOMAINS = ("profiles", "catalog", "counters", "permissions")
@@ -52,50 +55,50 @@ DOMAIN_TABLES = {"profiles": "profiles", "catalog": "products", "counters": "cou
 
 @dataclass
 class RunSettings:
-    strategy: str = "default"            # "default": the domain's recommended strategy
-    domain: str = "profiles"
-    duration_s: float = 30.0
-    users: int = 50
-    spawn_rate: float = 50.0
+    strategy: str = DEFAULTS.strategy  # "default": the domain's recommended strategy
+    domain: str = DEFAULTS.domain
+    duration_s: float = DEFAULTS.duration_s
+    users: int = DEFAULTS.users
+    spawn_rate: float = DEFAULTS.spawn_rate
     rate: float | None = None            # open model (requests/s); None = closed model
     shape: str | None = None
     shape_args: str | None = None
     experiment: str | None = None
     experiment_at_s: float | None = None  # move the experiment's first fault to this second of the load
-    out: str = "runs"
+    out: str = DEFAULTS.out
     label: str | None = None
-    instances: int = 1
-    rows: int = 10_000
-    keys: int = 1_000
-    key_model: str = "zipf"
-    alpha: float = 1.0
-    celebrity_share: float = 0.0
-    hot_keys: int = 10
-    write_ratio: float = 0.05
+    instances: int = DEFAULTS.instances
+    rows: int = DEFAULTS.rows
+    keys: int = DEFAULTS.keys
+    key_model: str = DEFAULTS.key_model
+    alpha: float = DEFAULTS.alpha
+    celebrity_share: float = DEFAULTS.celebrity_share
+    hot_keys: int = DEFAULTS.hot_keys
+    write_ratio: float = DEFAULTS.write_ratio
     preset: str | None = None            # a named workload (YCSB A-F, twitter-median, meta-etc)
-    retry: str = "none"
+    retry: str = DEFAULTS.retry
     ttl_s: float | None = None           # None: the domain's default TTL
-    recompute_ms: float = 50.0
-    recompute_mode: str = "sleep"        # sleep | cpu (docs/design.md, "The incident's defaults")
-    db_capacity: int = 4                 # recomputes PostgreSQL runs at once: a 4-core database
-    pool_size: int = 10
-    pool_timeout_s: float = 1.0
-    request_timeout_s: float = 2.0       # the client gives up (and may retry) after this
+    recompute_ms: float = DEFAULTS.recompute_ms
+    recompute_mode: str = DEFAULTS.recompute_mode  # sleep | cpu (docs/design.md, "The incident's defaults")
+    db_capacity: int = DEFAULTS.db_capacity  # recomputes PostgreSQL runs at once (0 = unlimited)
+    pool_size: int = DEFAULTS.pool_size
+    pool_timeout_s: float = DEFAULTS.pool_timeout_s
+    request_timeout_s: float = DEFAULTS.request_timeout_s  # the client gives up (and may retry) after this
     # the protections' knobs; None: the target's own default (targets/settings.py)
     jitter: float | None = None
     xfetch_beta: float | None = None
     lock_ms: float | None = None         # the lock's or lease's TTL
     max_stale_s: float | None = None
     negative_ttl_s: float | None = None
-    missing_share: float = 0.0           # reads for ids N+1..2N: cold, absent beyond --rows (negative caching)
-    owner_read_share: float = 0.0        # profiles: reads by the owner, past the cache (read-your-writes)
-    seed: int = 42
+    missing_share: float = DEFAULTS.missing_share  # reads for ids N+1..2N: cold, absent beyond --rows (negative caching)
+    owner_read_share: float = DEFAULTS.owner_read_share  # profiles: reads by the owner, past the cache (read-your-writes)
+    seed: int = DEFAULTS.seed
     target_args: list[str] = field(default_factory=list)
     locust_args: list[str] = field(default_factory=list)
     stack: StackSettings = field(default_factory=StackSettings)
     render: bool = True
     explicit: frozenset[str] = frozenset()   # fields the user set; an experiment's `run:` fills the rest
-    warm: bool = True                    # prefill every key before the load: steady state is a warm cache
+    warm: bool = DEFAULTS.warm           # prefill every key before the load: steady state is a warm cache
 
     def validate(self) -> None:
         if self.domain not in DOMAINS:
@@ -116,24 +119,20 @@ class RunSettings:
 
 
 def validate_traffic(settings: RunSettings) -> None:
-    """Check the Locust options with the locustfiles' own (pure) parser before anything starts."""
-    from types import SimpleNamespace
-
-    from cachestorm.traffic.settings import ARGUMENTS, build_settings, option_name
-
-    types = {flag: kind for flag, kind, _, _ in ARGUMENTS}
-    argv = locust_traffic_args(settings)
-    options = {option_name(flag): types[flag](value) for flag, value in zip(argv[::2], argv[1::2], strict=True)}
-    build_settings(SimpleNamespace(**options), settings.domain)
+    """Check the Locust options with the traffic's own (pure) rules before anything starts."""
+    check_options(traffic_options(settings), settings.domain)
 
 
 def validate_target_args(settings: RunSettings) -> None:
-    """Check the target options with the targets' own parser (one line on bad input) before anything starts."""
-    from cachestorm.targets.settings import parse_settings
+    """Check the target options with the targets' own rules (one line on bad input) before anything starts."""
+    from cachestorm.targets.settings import parse_settings, validate
 
-    placeholders = ["--redis-url", "redis://127.0.0.1:6379/0",  # the stack comes later
-                    "--postgres-url", "postgresql://postgres@127.0.0.1:5432/x"]
-    parse_settings(target_argv(settings, 1, "check")[3:] + placeholders)
+    target = target_settings(settings, 1, "check")
+    validate(target)
+    if settings.target_args:  # extra flags: the targets' own parser reads them as the target will
+        placeholders = ["--redis-url", "redis://127.0.0.1:6379/0",  # the stack comes later
+                        "--postgres-url", "postgresql://postgres@127.0.0.1:5432/x"]
+        parse_settings(target.argv() + settings.target_args + placeholders)
 
 
 def resolve_strategy(spec: str, domain: str) -> str:
@@ -212,21 +211,22 @@ def plan_experiment(settings: RunSettings):
 
 # ---------------------------------------------------------------- targets
 
+def target_settings(settings: RunSettings, port: int, instance: str) -> TargetSettings:
+    """One target's settings from the run's (the protections' knobs only when given: else the target's own)."""
+    knobs = {"jitter": settings.jitter, "xfetch_beta": settings.xfetch_beta, "lock_ms": settings.lock_ms,
+             "max_stale": settings.max_stale_s, "negative_ttl": settings.negative_ttl_s}
+    return TargetSettings(domain=settings.domain, strategy=settings.strategy, host="127.0.0.1", port=port,
+                          rows=settings.rows, ttl=settings.ttl_s or None, recompute_ms=settings.recompute_ms,
+                          recompute_mode=settings.recompute_mode, db_capacity=settings.db_capacity,
+                          pool_size=settings.pool_size, pool_timeout=settings.pool_timeout_s,
+                          hot_keys=settings.hot_keys, instance_id=instance,
+                          **{name: value for name, value in knobs.items() if value is not None})
+
+
 def target_argv(settings: RunSettings, port: int, instance: str) -> list[str]:
     """Without the stack's URLs: they go by `target_url_env` (a command line is visible to every user)."""
-    return [sys.executable, "-m", "cachestorm.targets", "--domain", settings.domain, "--strategy", settings.strategy,
-            "--host", "127.0.0.1", "--port", str(port),
-            "--rows", str(settings.rows), *(["--ttl", str(settings.ttl_s)] if settings.ttl_s else []),
-            "--recompute-ms", str(settings.recompute_ms), "--recompute-mode", settings.recompute_mode,
-            "--db-capacity", str(settings.db_capacity), "--pool-size", str(settings.pool_size),
-            "--pool-timeout", str(settings.pool_timeout_s), "--hot-keys", str(settings.hot_keys),
-            "--instance-id", instance, *_protection_args(settings), *settings.target_args]
-
-
-def _protection_args(settings: RunSettings) -> list[str]:
-    knobs = {"--jitter": settings.jitter, "--xfetch-beta": settings.xfetch_beta, "--lock-ms": settings.lock_ms,
-             "--max-stale": settings.max_stale_s, "--negative-ttl": settings.negative_ttl_s}
-    return [part for flag, value in knobs.items() if value is not None for part in (flag, str(value))]
+    return [sys.executable, "-m", TARGET_MODULE, *target_settings(settings, port, instance).argv(),
+            *settings.target_args]
 
 
 def target_url_env(stack: StackState) -> dict[str, str]:
@@ -282,24 +282,27 @@ def locust_argv(settings: RunSettings, targets: list[TargetProcess], run_dir: Pa
     return argv + settings.locust_args
 
 
-def locust_traffic_args(settings: RunSettings) -> list[str]:
-    """The locustfiles' own options (design.md, "Locust command line"), as flag/value pairs."""
-    argv = ["--key-model", settings.key_model, "--alpha", str(settings.alpha), "--keys", str(settings.keys),
-            "--hot-keys", str(settings.hot_keys), "--celebrity-share", str(settings.celebrity_share),
-            "--retry", settings.retry, "--seed", str(settings.seed),
-            "--request-timeout", str(settings.request_timeout_s), "--missing-share", str(settings.missing_share),
-            "--owner-read-share", str(settings.owner_read_share)]
+def traffic_options(settings: RunSettings) -> dict:
+    """The traffic's own options (design.md, "Locust command line") from the run's settings, by name."""
+    options = {"key_model": settings.key_model, "alpha": settings.alpha, "keys": settings.keys,
+               "hot_keys": settings.hot_keys, "celebrity_share": settings.celebrity_share, "retry": settings.retry,
+               "seed": settings.seed, "request_timeout": settings.request_timeout_s,
+               "missing_share": settings.missing_share, "owner_read_share": settings.owner_read_share}
     if settings.preset:  # the preset's own operation mix wins unless a write ratio was asked for
-        argv += ["--preset", settings.preset]
+        options["preset"] = settings.preset
     if not settings.preset or "write_ratio" in settings.explicit:
-        argv += ["--write-ratio", str(settings.write_ratio)]
+        options["write_ratio"] = settings.write_ratio
     if settings.rate is not None:
-        argv += ["--rate", str(settings.rate)]
+        options["rate"] = settings.rate
     if settings.shape:
-        argv += ["--shape", settings.shape]
+        options["shape"] = settings.shape
         if settings.shape_args:
-            argv += ["--shape-args", settings.shape_args]
-    return argv
+            options["shape_args"] = settings.shape_args
+    return options
+
+
+def locust_traffic_args(settings: RunSettings) -> list[str]:
+    return traffic_argv(traffic_options(settings))
 
 
 # ---------------------------------------------------------------- the run

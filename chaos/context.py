@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cachestorm.core.defaults import DEFAULTS
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.urls import is_loopback, redact
 
@@ -35,9 +36,9 @@ class ChaosContext:
     proxy_api_url: str = ""
     redis_proxy: str = "redis"     # proxy names on the Toxiproxy API
     postgres_proxy: str = "postgres"
-    domain: str = "profiles"
-    hot_keys: int = 10
-    key_space: int = 10_000
+    domain: str = DEFAULTS.domain
+    hot_keys: int = DEFAULTS.hot_keys
+    key_space: int = DEFAULTS.keys
     targets: list[TargetHandle] = field(default_factory=list)
     restart_redis: Callable[[], object] | None = None
     run_dir: str | None = None

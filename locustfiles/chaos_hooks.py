@@ -24,6 +24,7 @@ from cachestorm.chaos.context import DEFAULT_LEDGER
 from locust import events
 from locust.runners import WorkerRunner
 
+from cachestorm.core.defaults import DEFAULTS
 from cachestorm.core.errors import CachestormError
 
 log = logging.getLogger("cachestorm.chaos")
@@ -80,7 +81,8 @@ def build_runner(environment):
         postgres_url=options.postgres_admin_url or (state.postgres_url if state else ""),
         proxy_api_url=options.proxy_api_url or (state.proxy_api_url if state else ""),
         ledger_path=options.chaos_ledger, allow_remote=bool(options.allow_remote_chaos),
-        hot_keys=int(getattr(options, "hot_keys", 10) or 10), key_space=int(getattr(options, "keys", 10_000) or 10_000),
+        hot_keys=int(getattr(options, "hot_keys", None) or DEFAULTS.hot_keys),
+        key_space=int(getattr(options, "keys", None) or DEFAULTS.keys),
     )
     locustfile = Path(str(getattr(options, "locustfile", "") or "")).stem
     ctx.domain = options.chaos_domain or REDIS_KEY_PREFIX.get(locustfile, ctx.domain)

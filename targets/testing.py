@@ -44,7 +44,7 @@ def target_process(settings: TargetSettings, log_path: Path, extra_env: dict | N
     from cachestorm.core.processes import free_port
 
     settings = replace(settings, port=settings.port if settings.port != 8000 else free_port())
-    return TargetProcess(name, settings.port, [sys.executable, "-m", TARGET_MODULE, *to_argv(settings)],
+    return TargetProcess(name, settings.port, [sys.executable, "-m", TARGET_MODULE, *settings.argv()],
                          Path(log_path), {**url_env(settings), **(extra_env or {})})
 
 
@@ -66,22 +66,6 @@ def flush_redis(url: str) -> None:
 def url_env(s: TargetSettings) -> dict[str, str]:
     """The URLs (passwords and all) as environment variables for `python -m targets`."""
     return {variable: getattr(s, name) for name, variable in URL_ENV.items()}
-
-
-def to_argv(s: TargetSettings) -> list[str]:
-    """Flags for `python -m targets`, without the URLs: pass `url_env(s)` in its environment."""
-    argv = ["--domain", s.domain, "--strategy", s.strategy, "--host", s.host, "--port", str(s.port),
-            "--rows", str(s.rows),
-            "--recompute-ms", str(s.recompute_ms), "--pool-size", str(s.pool_size),
-            "--db-capacity", str(s.db_capacity), "--recompute-mode", s.recompute_mode,
-            "--pool-timeout", str(s.pool_timeout), "--hot-keys", str(s.hot_keys),
-            "--lock-ms", str(s.lock_ms), "--flush-interval", str(s.flush_interval),
-            "--redis-timeout-ms", str(s.redis_timeout_ms)]
-    if s.ttl is not None:
-        argv += ["--ttl", str(s.ttl)]
-    if s.instance_id:
-        argv += ["--instance-id", s.instance_id]
-    return argv
 
 
 def metric_total(text: str, name: str, **labels: str) -> float:
