@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cachestorm.conductor import RunSettings, parse_duration
+from cachestorm.core.domains import DOMAINS
 from cachestorm.targets.settings import URL_ENV, TargetSettings
 
 # the stack: adopt servers instead of starting our own; from the environment, a password stays out of `ps`
@@ -17,7 +18,7 @@ ALLOW_REMOTE = typer.Option(False, "--allow-remote",
                             help="Accept URLs of other hosts (cachestorm sends load and faults there).")
 
 # the workload, as `run` and `capacity` build it
-DOMAIN = typer.Option("profiles", "--domain", help="profiles | catalog | counters | permissions")
+DOMAIN = typer.Option("profiles", "--domain", help=" | ".join(DOMAINS))
 OUT = typer.Option("runs", "--out", help="Folder for run folders.")
 INSTANCES = typer.Option(1, "--instances", help="Target processes side by side.")
 ROWS = typer.Option(10_000, "--rows", help="Rows seeded in PostgreSQL.")

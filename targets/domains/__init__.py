@@ -1,11 +1,14 @@
-"""Domain services, picked by --domain. Adding one = one file + one line in DOMAINS."""
+"""Domain services, picked by --domain. Adding one = its spec in cachestorm/core/domains.py, one file
+here and one line in SERVICES (keyed by the spec's name)."""
 
 from __future__ import annotations
 
 import importlib
 
-# name -> "module:Class"
-DOMAINS: dict[str, str] = {
+from cachestorm.core.domains import domain_spec
+
+# spec name -> "module:Class"
+SERVICES: dict[str, str] = {
     "profiles": "cachestorm.targets.domains.profiles:Profiles",
     "catalog": "cachestorm.targets.domains.catalog:Catalog",
     "counters": "cachestorm.targets.domains.counters:Counters",
@@ -14,5 +17,6 @@ DOMAINS: dict[str, str] = {
 
 
 def load_domain(name: str, service):
-    module_name, attribute = DOMAINS[name].split(":")
+    domain_spec(name)  # an unknown name: one line naming the known ones
+    module_name, attribute = SERVICES[name].split(":")
     return getattr(importlib.import_module(module_name), attribute)(service)
