@@ -27,6 +27,7 @@ class DomainSpec:
     prefillable: bool = True     # one cache entry per row at its key: the warm-up can prefill it
     per_field: bool = False      # each key of a row's data is an item of its own (<name>:<id>:<field>)
     counter: bool = False        # rows count (data.count): writes are increments, the truth records counts
+    owner_is_key: bool = False   # row id = the user who owns it: writes are the owner's (read-your-writes)
 
     def key(self, key_id: int | str) -> str:
         return KEY_FORMAT.format(prefix=self.key_prefix, id=key_id)
@@ -61,7 +62,7 @@ DOMAINS: dict[str, DomainSpec] = {spec.name: spec for spec in (
     DomainSpec("profiles", table="profiles", key_prefix="profiles", resource="profiles",
                default_strategy="read-through", default_ttl_s=30.0,
                seed_sql="jsonb_build_object('name', 'user-' || g, 'bio', repeat('x', 64))",
-               write_ratio=0.1, has_delete=True),
+               write_ratio=0.1, has_delete=True, owner_is_key=True),
     # products: rarely written, served stale while one refresh runs
     DomainSpec("catalog", table="products", key_prefix="catalog", resource="products",
                default_strategy="stale-while-revalidate", default_ttl_s=300.0,
