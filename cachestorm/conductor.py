@@ -24,6 +24,7 @@ from cachestorm.chaos.context import DEFAULT_LEDGER
 from cachestorm.chaos.ledger import refuse_active_faults
 from cachestorm.chaos.self_expiry import unguarded_warning
 from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.domains import DOMAINS, domain_spec
 from cachestorm.core.durations import parse_duration
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.processes import child_env, free_port
@@ -48,9 +49,6 @@ from cachestorm.traffic import locustfile
 from cachestorm.traffic.settings import check_options, traffic_argv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DOMAINS = ("profiles", "catalog", "counters", "permissions")
-DOMAIN_TABLES = {"profiles": "profiles", "catalog": "products", "counters": "counters",
-                 "permissions": "permissions"}
 
 
 @dataclass
@@ -137,12 +135,7 @@ def validate_target_args(settings: RunSettings) -> None:
 
 def resolve_strategy(spec: str, domain: str) -> str:
     """`default` -> the domain's recommended strategy (e.g. counters -> write-behind)."""
-    if spec != "default":
-        return spec
-    from cachestorm.core.plugins import load
-    from cachestorm.targets.domains import DOMAINS
-
-    return load(DOMAINS[domain], "domain").default_strategy
+    return DOMAINS[domain].default_strategy if spec == "default" else spec
 
 
 def validate_strategy(spec: str) -> None:
@@ -365,7 +358,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
             info["pids"] = [t.pid for t in targets]
         meta["targets"] = {t.name: t.base_url for t in targets}
         write_run_meta(run_dir, meta)
-        if settings.domain == "counters":  # a reused stack carries earlier counts: reconcile the difference
+        if DOMAINS[settings.domain].counter:  # a reused stack carries earlier counts: reconcile the difference
             counters_start = read_truth(stack.postgres_url, settings.domain)["counters"]
         notify("targets", targets=targets)
 
@@ -625,20 +618,18 @@ def _finalise(settings: RunSettings, targets, stack: StackState, run_dir: Path, 
 def read_truth(postgres_url: str, domain: str) -> dict:
     import psycopg
 
-    table = DOMAIN_TABLES[domain]
+    spec = domain_spec(domain)
     versions: dict[str, int] = {}
     counters: dict[str, int] = {}
     with psycopg.connect(postgres_url, connect_timeout=5) as conn:
         try:
-            if domain == "permissions":  # one row per user; histories name each permission user:perm
-                rows = conn.execute(f"SELECT id, version, data FROM {table}").fetchall()
-                versions = {f"{domain}:{u}:{perm}": v for u, v, data in rows for perm in (data or {})}
+            rows = conn.execute(spec.truth_sql).fetchall()
+            if spec.per_field:  # e.g. one row per user; histories name each permission user:perm
+                versions = {f"{domain}:{row[0]}:{field}": row[1] for row in rows for field in (row[2] or {})}
             else:
-                rows = conn.execute(f"SELECT id, version FROM {table}").fetchall()
-                versions = {f"{domain}:{i}": v for i, v in rows}
-            if domain == "counters":
-                rows = conn.execute(f"SELECT id, COALESCE((data->>'count')::bigint, 0) FROM {table}").fetchall()
-                counters = {str(i): v for i, v in rows}
+                versions = {f"{domain}:{row[0]}": row[1] for row in rows}
+            if spec.counter:
+                counters = {str(row[0]): row[2] for row in rows}
         except psycopg.Error as exc:  # recorded: the checker then says what it could not reconcile
             return {"domain": domain, "versions": {}, "counters": {}, "error": str(exc).splitlines()[0]}
     return {"domain": domain, "versions": versions, "counters": counters}

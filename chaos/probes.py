@@ -3,7 +3,7 @@
 - `metrics.jsonl` (1 s scrapes of every target's /metrics): counters become windowed deltas.
   * requests_per_s, error_rate: `cachestorm_requests_total`, errors = status 5xx (server side)
   * db_queries_per_s: `cachestorm_db_queries_total` (all kinds)
-  * hit_ratio: served from cache (hit, stale, negative) / all lookups (every result but bypass)
+  * hit_ratio: lookups served from the cache / lookups (cachestorm/core/hitratio.py says which results)
 - `latency/*.jsonl` (HDR histograms per worker per second, µs): p50/p95/p99/max over the window,
   from the `all` histograms when there are any, else `read` + `write`.
 
@@ -18,12 +18,13 @@ import re
 from collections import deque
 from pathlib import Path
 
+from cachestorm.core.hitratio import RESULTS_METRIC, lookups, served_from_cache
+
 LATENCY_METRICS = {"p50_ms": 50.0, "p95_ms": 95.0, "p99_ms": 99.0, "max_ms": 100.0}
 COUNTER_METRICS = ("requests_per_s", "error_rate", "db_queries_per_s", "hit_ratio")
 METRICS = (*LATENCY_METRICS, *COUNTER_METRICS)
 
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-CACHE_HITS = ("hit", "stale", "negative")
 
 
 def _labels(key: str) -> tuple[str, dict[str, str]]:
@@ -33,7 +34,8 @@ def _labels(key: str) -> tuple[str, dict[str, str]]:
 
 def totals(metrics: dict[str, float]) -> dict[str, float]:
     """The counters probes need, summed over labels, from one scrape."""
-    out = {"requests": 0.0, "errors": 0.0, "db_queries": 0.0, "hits": 0.0, "lookups": 0.0}
+    out = {"requests": 0.0, "errors": 0.0, "db_queries": 0.0}
+    results: dict[str, float] = {}
     for key, value in metrics.items():
         name, labels = _labels(key)
         if name == "cachestorm_requests_total":
@@ -42,13 +44,10 @@ def totals(metrics: dict[str, float]) -> dict[str, float]:
                 out["errors"] += value
         elif name == "cachestorm_db_queries_total":
             out["db_queries"] += value
-        elif name == "cachestorm_cache_results_total":
+        elif name == RESULTS_METRIC:
             result = labels.get("result", "")
-            if result != "bypass":
-                out["lookups"] += value
-            if result in CACHE_HITS:
-                out["hits"] += value
-    return out
+            results[result] = results.get(result, 0.0) + value
+    return {**out, "hits": served_from_cache(results), "lookups": lookups(results)}
 
 
 class _Tail:

@@ -25,11 +25,10 @@ from locust import events
 from locust.runners import WorkerRunner
 
 from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.domains import DOMAINS
 from cachestorm.core.errors import CachestormError
 
 log = logging.getLogger("cachestorm.chaos")
-REDIS_KEY_PREFIX = {"profiles": "profiles", "catalog": "products", "counters": "counters",
-                    "permissions": "permissions"}
 _current = {"runner": None}
 
 
@@ -43,7 +42,8 @@ def _add_arguments(parser):
         ("--redis-admin-url", "", "Redis, direct, for admin commands (default: from `cachestorm up`)"),
         ("--postgres-admin-url", "", "PostgreSQL, direct (default: from `cachestorm up`)"),
         ("--run-dir", "", "Run folder: probes read its metrics/latency files; the journal goes there"),
-        ("--chaos-domain", "", "Redis key prefix of the hot keys (default: from the locustfile's name)"),
+        ("--chaos-domain", "", "Domain whose Redis keys faults touch, or a key prefix of your own "
+                               "(default: the locustfile's domain)"),
         ("--chaos-ledger", str(DEFAULT_LEDGER), "Ledger of applied faults (for `chaos heal`)"),
     ]
     for flag, default, help_text in options:
@@ -85,7 +85,7 @@ def build_runner(environment):
         key_space=int(getattr(options, "keys", None) or DEFAULTS.keys),
     )
     locustfile = Path(str(getattr(options, "locustfile", "") or "")).stem
-    ctx.domain = options.chaos_domain or REDIS_KEY_PREFIX.get(locustfile, ctx.domain)
+    ctx.domain = options.chaos_domain or (locustfile if locustfile in DOMAINS else ctx.domain)
     if environment.host:
         ctx.targets = [TargetHandle("host", None, environment.host)]
     run_dir = Path(options.run_dir) if options.run_dir else new_run_dir(Path(".cachestorm") / "chaos",

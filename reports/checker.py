@@ -39,6 +39,7 @@ from cachestorm.reports.history import (
     status_class,
 )
 
+from cachestorm.core.domains import DOMAINS
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.runfiles import read_json
 
@@ -102,11 +103,12 @@ def check_history(history: History, truth: Truth | None = None, *, staleness_bou
 
     `owner_is_key`: a write without a user counts as written by the user whose id is the key
     (profiles: the owner edits their profile and reads it with X-User-Id = id). Default: on for
-    the profiles domain. `revoke_bound_s`: the permissions domain's own bound (the target's, one
+    a domain whose spec says so (profiles). `revoke_bound_s`: the permissions domain's own bound (the target's, one
     truth); without it granted-after-revoke uses the staleness bound.
     """
+    spec = DOMAINS.get(domain or "")
     if owner_is_key is None:
-        owner_is_key = domain == "profiles"
+        owner_is_key = bool(spec and spec.owner_is_key)
     with gc_paused():
         return _check(history, truth, staleness_bound_s, within_s, t0_ns, domain, owner_is_key, max_examples,
                       staleness_bound_s if revoke_bound_s is None else revoke_bound_s)
@@ -126,7 +128,8 @@ def _check(history: History, truth: Truth | None, staleness_bound_s: float | Non
         "revoked_granted": _revoked_granted(history, index, revoke_bound_s, example),
     }
     warnings = []
-    if domain == "permissions" and index.permission_ops and not any(
+    spec = DOMAINS.get(domain or "")
+    if spec and spec.per_field and index.permission_ops and not any(
             ":" in history.key[i] for i in index.permission_ops[:1000]):
         warnings.append("permission history keys have no permission name (expected '<user>:<perm>', as in "
                         "truth.json): different permissions of one user share a key, so stale reads and "

@@ -121,7 +121,7 @@ def run_charts(analysis: dict) -> list[Chart]:
                         [Line(label, _series(db.get(name) or [], "per_s"), dashed=name.startswith("pg"))
                          for name, label in names.items() if db.get(name)], shaded, chart_id="db"))
     cache = (analysis.get("cache") or {}).get("series") or []
-    charts.append(Chart("Cache hit ratio", "hits / lookups", [Line("hit ratio", _series(cache, "hit_ratio"))],
+    charts.append(Chart("Cache hit ratio", "served from cache / lookups", [Line("hit ratio", _series(cache, "hit_ratio"))],
                         shaded, y_max=1.0, chart_id="hit-ratio"))
     errors = (analysis.get("errors") or {}).get("series") or []
     kinds = sorted({kind for p in errors for kind in p.get("by_kind") or {}})
@@ -384,7 +384,7 @@ def comparison_charts(analyses: list[dict], labels: list[str]) -> list[Chart]:
               lines(lambda a: _series(((a.get("db") or {}).get("series") or {}).get(db_source(a) or "", []),
                                       "per_s")), shaded,
               chart_id="cmp-db"),
-        Chart("Cache hit ratio", "hits / lookups",
+        Chart("Cache hit ratio", "served from cache / lookups",
               lines(lambda a: _series((a.get("cache") or {}).get("series") or [], "hit_ratio")), shaded,
               y_max=1.0, chart_id="cmp-hit"),
         Chart("Errors per second", "errors/s",

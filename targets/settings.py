@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.domains import DOMAINS
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.urls import check_url
 
@@ -71,7 +72,7 @@ _ALWAYS_RENDERED = ("domain", "strategy", "host", "port", "instance_id")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m targets", description="A reference cached web service.")
     d = TargetSettings()
-    p.add_argument("--domain", default=d.domain, help="profiles|catalog|counters|permissions")
+    p.add_argument("--domain", default=d.domain, help="|".join(DOMAINS))
     p.add_argument("--strategy", default=d.strategy, help="NAME[+PROTECTION...], or 'default'")
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
@@ -115,11 +116,11 @@ def parse_settings(argv: list[str] | None = None) -> TargetSettings:
 
 
 def validate(s: TargetSettings) -> None:
-    from cachestorm.targets.domains import DOMAINS
     from cachestorm.targets.strategies import parse_spec
 
-    if s.domain not in DOMAINS:
-        raise CachestormError(f"--domain {s.domain!r} is unknown; choose one of {', '.join(DOMAINS)}")
+    from cachestorm.core.domains import domain_spec
+
+    domain_spec(s.domain)
     parse_spec(s.strategy if s.strategy != "default" else "no-cache")
     check_url(s.redis_url, ("redis",), "--redis-url")
     check_url(s.postgres_url, ("postgresql", "postgres"), "--postgres-url")

@@ -23,7 +23,7 @@ def gate(
     """Evaluate SLOs per strategy and experiment; say which failed and by how much."""
     from cachestorm.reports import evaluate_gate, render_gate_markdown, write_junit
 
-    result = evaluate_gate(config, check_run_dirs(expand_runs(runs)))
+    result = evaluate_gate(config, check_run_dirs(expand_runs(runs)), known=known_names())
     for item in result.results:
         mark = "[yellow]skip[/]" if item.skipped else ("[green]pass[/]" if item.passed else "[red]FAIL[/]")
         console.print(f"{mark}  {escape(item.name)} \\[{escape(item.run or '-')}]: {escape(item.message)}")
@@ -39,6 +39,26 @@ def gate(
     verdict = "passed" if result.passed else f"failed: {len(result.failures)} of {len(result.results)} SLO checks"
     console.print(f"gate {verdict}")
     raise typer.Exit(result.exit_code)
+
+
+def known_names() -> dict:
+    """The gate's checks of `where: {strategy, experiment}` values (the reports know neither)."""
+    from cachestorm.chaos.experiment import ready_experiments
+    from cachestorm.core.errors import CachestormError
+    from cachestorm.targets.strategies import parse_spec
+
+    def strategy(value: str) -> str | None:
+        try:
+            parse_spec(value)
+        except CachestormError as exc:
+            return str(exc).split(";")[0]
+        return None
+
+    def experiment(value: str) -> str | None:
+        ready = ready_experiments()
+        return None if value in ready else f"no such experiment; ready ones: {', '.join(ready)}"
+
+    return {"strategy": strategy, "experiment": experiment}
 
 
 def expand_runs(paths: list[Path]) -> list[Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.domains import DOMAINS
 from cachestorm.core.durations import parse_duration
 from cachestorm.targets.settings import URL_ENV
 from cachestorm.traffic.models.keys import KEY_MODELS
@@ -29,7 +30,7 @@ ALLOW_REMOTE = typer.Option(False, "--allow-remote",
                             help="Accept URLs of other hosts (cachestorm sends load and faults there).")
 
 # the workload, as `run`, `matrix` and `capacity` build it (defaults: cachestorm.core.defaults)
-DOMAIN = typer.Option(DEFAULTS.domain, "--domain", help="profiles | catalog | counters | permissions")
+DOMAIN = typer.Option(DEFAULTS.domain, "--domain", help=" | ".join(DOMAINS))
 OUT = typer.Option(DEFAULTS.out, "--out", help="Folder for run folders.")
 INSTANCES = typer.Option(DEFAULTS.instances, "--instances", help="Target processes side by side.")
 ROWS = typer.Option(DEFAULTS.rows, "--rows", help="Rows seeded in PostgreSQL.")

@@ -6,7 +6,7 @@ as it would, so stale-while-revalidate serves it stale while one refresh runs, a
 strategy misses. `mode: evict` deletes the keys (an eviction or an invalidation), so nobody can
 serve them stale. A value not in the targets' entry format is deleted in both modes.
 
-Hot keys come from the traffic model (ids 1..N are the hottest, Redis key `{domain}:{id}`) or,
+Hot keys come from the traffic model (ids 1..N are the hottest, at the domain's Redis keys) or,
 with `source: lfu`, from Redis itself: the N keys with the highest OBJECT FREQ over a SCAN.
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from cachestorm.chaos.faults.base import Fault, SettingError
 
+from cachestorm.core.domains import redis_key
 from cachestorm.core.errors import CachestormError
 
 MODES = ("expire", "evict")
@@ -43,7 +44,7 @@ class HotKeyExpiry(Fault):
     one_shot = True
 
     count: int = 0          # 0: the context's hot_keys (default 10)
-    domain: str = ""        # "": the context's domain
+    domain: str = ""        # "": the context's domain (or a key prefix of your own)
     source: str = "model"   # model | lfu
     mode: str = "expire"    # expire: stale now, as its TTL would make it | evict: deleted
     scan_limit: int = 100_000
@@ -63,9 +64,9 @@ class HotKeyExpiry(Fault):
         client = self.redis_admin()
         try:
             if self.source == "lfu":
-                keys = top_keys_by_frequency(client, f"{domain}:*", count, self.scan_limit)
+                keys = top_keys_by_frequency(client, redis_key(domain, "*"), count, self.scan_limit)
             else:
-                keys = [f"{domain}:{key_id}" for key_id in range(1, count + 1)]
+                keys = [redis_key(domain, key_id) for key_id in range(1, count + 1)]
             if not keys:
                 changed = 0
             elif self.mode == "evict":
