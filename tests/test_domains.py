@@ -13,7 +13,7 @@ import httpx
 import pytest
 from cachestorm.targets.domains import SERVICES, load_domain
 from cachestorm.targets.settings import TargetSettings
-from cachestorm.targets.testing import TargetProcess
+from cachestorm.targets.testing import running_target
 from cachestorm.traffic import locustfile
 from cachestorm.traffic.recording import read_history
 from cachestorm.traffic.stub_server import DOMAIN_OF_RESOURCE
@@ -71,9 +71,9 @@ def test_each_domain_is_served_requested_and_read_back_as_its_spec_says(stack, r
             settings = TargetSettings(domain=spec.name, redis_url=_redis_db(stack.redis_proxy_url, db),
                                       postgres_url=stack.postgres_proxy_url, rows=ROWS, recompute_ms=1, ttl=600,
                                       instance_id=f"spec-{spec.name}", flush_interval=0.5)  # entries outlive the test
-            targets[spec.name] = running.enter_context(TargetProcess(settings))
+            targets[spec.name] = running.enter_context(running_target(settings))
         for db, spec in enumerate(specs, start=1):  # the spec's route answers and its entry lands at the spec's key
-            response = httpx.get(targets[spec.name].url + _probe_path(spec), timeout=10)
+            response = httpx.get(targets[spec.name].base_url + _probe_path(spec), timeout=10)
             assert response.status_code == 200, (spec.name, response.text)
             assert _keys(stack, db) == {spec.key(1)}, spec.name
         locusts = {}
@@ -82,7 +82,7 @@ def test_each_domain_is_served_requested_and_read_back_as_its_spec_says(stack, r
             out.mkdir()
             locusts[spec.name] = subprocess.Popen(
                 [sys.executable, "-m", "locust", "-f", str(locustfile(spec.name)), "--headless",
-                 "--host", targets[spec.name].url, "-u", "2", "-r", "2", "-t", "3s", "--only-summary",
+                 "--host", targets[spec.name].base_url, "-u", "2", "-r", "2", "-t", "3s", "--only-summary",
                  "--csv", str(out / "stats"), "--run-dir", str(out), "--keys", str(ROWS), "--hot-keys", "5",
                  "--history-sample", "1", "--seed", "3"],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -121,11 +121,11 @@ def test_hot_key_fault_from_plain_locust_evicts_the_catalog_keys(stack, redis_cl
                               postgres_url=stack.postgres_proxy_url, rows=ROWS, recompute_ms=1,
                               instance_id="hot-catalog")
     (tmp_path / "exp.yaml").write_text(HOT_KEYS_GONE)
-    with TargetProcess(settings) as target:
-        assert httpx.post(target.url + "/prefill", json={"keys": ROWS}, timeout=30).status_code == 200
+    with running_target(settings) as target:
+        assert httpx.post(target.base_url + "/prefill", json={"keys": ROWS}, timeout=30).status_code == 200
         assert all(redis_client.exists(spec.key(i)) for i in (1, 2, 3))
         result = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(locustfile(spec.name)), "--headless", "--host", target.url,
+            [sys.executable, "-m", "locust", "-f", str(locustfile(spec.name)), "--headless", "--host", target.base_url,
              "-u", "1", "-r", "1", "-t", "3s", "--only-summary", "--keys", str(ROWS),
              "--experiment", "exp.yaml", "--run-dir", "run", "--chaos-ledger", "ledger.jsonl",
              "--redis-admin-url", stack.redis_url, "--postgres-admin-url", stack.postgres_url,

@@ -22,7 +22,6 @@ from cachestorm.chaos.toxiproxy import ToxiproxyClient
 from cachestorm.reports import render_run
 from cachestorm.reports.html import SECTIONS
 from cachestorm.reports.synthetic import write_synthetic_run
-from cachestorm.targets.domains import SERVICES
 from cachestorm.targets.protections import PROTECTIONS
 from cachestorm.targets.settings import TargetSettings
 from cachestorm.targets.strategies import STRATEGIES
@@ -223,7 +222,7 @@ def test_a_broken_plugin_is_one_line_before_anything_starts(cli_env, tmp_path, c
 
 
 @pytest.mark.parametrize("registry, attribute", [
-    (STRATEGIES, "name"), (PROTECTIONS, "name"), (SERVICES, "name"), (FAULTS, "name"), (TOXICS, "type_name"),
+    (STRATEGIES, "name"), (PROTECTIONS, "name"), (FAULTS, "name"), (TOXICS, "type_name"),
 ])
 def test_every_registry_name_is_its_class_s_own(registry, attribute):
     """The registry key and the class's name say the same (the journal and the API show the class's)."""

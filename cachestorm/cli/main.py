@@ -47,6 +47,8 @@ def _load(name: str, spec: str):
     its module (exit 1, not a usage error); the cause stays chained for tests and debugging."""
     try:
         return plugins.load(spec, "command")
+    except plugins.PluginSettingError:
+        raise  # the user's CACHESTORM_PLUGINS is wrong: a usage error, its own one line
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else ""
         raise CachestormError(f"command {name!r} cannot be loaded from {spec}: {type(exc).__name__}: {reason} "

@@ -31,6 +31,10 @@ class PluginError(CachestormError):
         self.missing = missing
 
 
+class PluginSettingError(PluginError):
+    """CACHESTORM_PLUGINS itself is wrong: the user's setting, not a broken installation."""
+
+
 def split(import_string: str, what: str = "plug-in") -> tuple[str, str]:
     """'package.module:Attribute' -> ('package.module', 'Attribute'); PluginError if it is not that shape."""
     module_name, sep, attribute = str(import_string).partition(":")
@@ -68,7 +72,7 @@ def registry(kind: str, entries: dict[str, str]) -> dict[str, str]:
         if entry_kind != kind:
             continue
         if name in entries:
-            raise PluginError(f"{PLUGINS_ENV}: {kind} {name!r} is built in; give the plug-in another name")
+            raise PluginSettingError(f"{PLUGINS_ENV}: {kind} {name!r} is built in; give the plug-in another name")
         extended[name] = import_string
     return extended
 
@@ -81,9 +85,9 @@ def environment_entries(value: str | None = None) -> list[tuple[str, str, str]]:
         key, sep, import_string = entry.partition("=")
         kind, dot, name = key.partition(".")
         if not sep or not dot or not name:
-            raise PluginError(f"{PLUGINS_ENV}: {entry!r} is not KIND.NAME=package.module:Attribute")
+            raise PluginSettingError(f"{PLUGINS_ENV}: {entry!r} is not KIND.NAME=package.module:Attribute")
         if kind not in KINDS:
-            raise PluginError(f"{PLUGINS_ENV}: {entry!r}: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+            raise PluginSettingError(f"{PLUGINS_ENV}: {entry!r}: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
         split(import_string, f"{PLUGINS_ENV} entry {entry!r}:")
         triples.append((kind, name, import_string))
     return triples
