@@ -114,10 +114,10 @@ def _test_start(environment, **_kwargs):
     Process.test_start_mono = time.monotonic()
     run_dir = settings.run_dir
     if run_dir:
-        from cachestorm.traffic.recording import run_start_wall
+        from cachestorm.core.runfolder import RunFolder
 
         Process.history = HistoryWriter(Path(run_dir), Process.worker)
-        Process.latency = LatencyRecorder(Path(run_dir), Process.worker, run_start_wall(Path(run_dir)))
+        Process.latency = LatencyRecorder(Path(run_dir), Process.worker, RunFolder(run_dir).started_at())
     else:
         Process.history = None
         Process.latency = _MemoryLatency(Process.worker)
