@@ -419,7 +419,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
                 info.update(warm_cache(targets[0].base_url, settings))
         scraper = Scraper(run_dir, t0_wall, {t.name: t.base_url for t in targets}, stack.postgres_url).start()
         load_start = time.time()
-        log = open(folder.logs_dir / "locust.log", "ab")  # noqa: SIM115
+        log = open(folder.locust_log_path, "ab")  # noqa: SIM115
         try:
             locust = subprocess.Popen(locust_argv(settings, targets, run_dir), stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=_child_env(),
@@ -438,7 +438,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
                        {"users": settings.users, "rate": settings.rate, "returncode": returncode,
                         "pid": locust.pid})
         if returncode != 0:  # failed requests exit 0 (--exit-code-on-error 0): they are what we measure
-            raise CachestormError(f"Locust exited with code {returncode}; see {folder.logs_dir / 'locust.log'}")
+            raise CachestormError(f"Locust exited with code {returncode}; see {folder.locust_log_path}")
         outcome = "ok"
         load_done = True
     except KeyboardInterrupt:

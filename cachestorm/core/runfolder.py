@@ -101,6 +101,7 @@ class RunFolder:
     LOCUST = "locust"                 # Locust's own csv/json output
     LOCUST_PREFIX = "stats"           # --csv locust/stats: Locust writes stats_stats.csv, stats_failures.csv, ...
     LOGS = "logs"
+    LOCUST_LOG = "locust.log"         # in LOGS
     REPORT_JSON = "report.json"
     REPORT_HTML = "report.html"
     SUMMARY_MD = "summary.md"
@@ -170,6 +171,10 @@ class RunFolder:
         return self.path / self.LOGS
 
     @property
+    def locust_log_path(self) -> Path:
+        return self.logs_dir / self.LOCUST_LOG
+
+    @property
     def report_json_path(self) -> Path:
         return self.path / self.REPORT_JSON
 
@@ -187,6 +192,13 @@ class RunFolder:
 
     def latency_path(self, worker: str) -> Path:
         return self.latency_dir / f"{worker}.jsonl"
+
+    def latency_done_path(self, worker: str) -> Path:
+        """A worker's marker that its latency file is closed (the master merges when all are)."""
+        return self.latency_dir / f"{worker}.done"
+
+    def latency_done_count(self) -> int:
+        return len(list(self.latency_dir.glob("*.done")))
 
     def worker_latency_files(self) -> list[Path]:
         """Every worker's latency file (not the merge)."""
