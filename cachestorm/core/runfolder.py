@@ -113,13 +113,7 @@ class RunFolder:
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
 
-    def __fspath__(self) -> str:
-        return str(self.path)
-
     # ------------------------------------------------------------ where things are
-
-    def file(self, name: str) -> Path:
-        return self.path / name
 
     @property
     def meta_path(self) -> Path:
