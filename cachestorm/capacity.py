@@ -14,7 +14,7 @@ from pathlib import Path
 from cachestorm.conductor import RunSettings, run, validate_strategy
 from cachestorm.core.defaults import DEFAULTS
 from cachestorm.core.errors import CachestormError
-from cachestorm.core.runfolder import make_folder
+from cachestorm.core.runfolder import RunFolder, make_folder
 from cachestorm.stack import StackState, guardian, start_stack, stop_stack
 
 # Locust stops at the end of the shape; -t is only a safety net for a slow boot
@@ -112,7 +112,7 @@ def write_capacity(run_dir: Path, plan: CapacityPlan) -> dict:
     from cachestorm.reports.jsonout import to_strict_json, write_json
 
     capacity = to_strict_json(analyze_capacity(run_dir, plan.slo_p99_ms, plan.max_error_rate))
-    write_json(capacity, run_dir / "capacity.json")
+    write_json(capacity, RunFolder(run_dir).capacity_path)
     return capacity
 
 

@@ -28,7 +28,7 @@ from cachestorm.core.domains import DOMAINS, domain_spec
 from cachestorm.core.durations import parse_duration
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.processes import child_env, free_port
-from cachestorm.core.runfolder import Journal, new_run_dir, write_run_meta
+from cachestorm.core.runfolder import Journal, RunFolder
 from cachestorm.scrape import Scraper
 from cachestorm.stack import (
     StackSettings,
@@ -230,7 +230,7 @@ def target_url_env(stack: StackState) -> dict[str, str]:
 
 def start_targets(settings: RunSettings, stack: StackState, run_dir: Path) -> list[TargetProcess]:
     targets: list[TargetProcess] = []
-    logs = run_dir / "logs"
+    logs = RunFolder(run_dir).logs_dir
     logs.mkdir(exist_ok=True)
     try:
         for index in range(settings.instances):
@@ -258,16 +258,16 @@ def start_targets(settings: RunSettings, stack: StackState, run_dir: Path) -> li
 # ---------------------------------------------------------------- Locust
 
 def locust_argv(settings: RunSettings, targets: list[TargetProcess], run_dir: Path) -> list[str]:
-    locust_dir = run_dir / "locust"
-    locust_dir.mkdir(exist_ok=True)
+    folder = RunFolder(run_dir)
+    folder.locust_dir.mkdir(exist_ok=True)
     argv = [sys.executable, "-m", "locust", "-f", str(locustfile(settings.domain)),
             # open model: one scheduler user issues every arrival (design.md, "Locust command line")
             "--headless", "-u", "1" if settings.rate else str(settings.users),
             "-r", "1" if settings.rate else str(settings.spawn_rate),
             "-t", f"{int(round(settings.duration_s))}s", "--stop-timeout", "5", "--exit-code-on-error", "0",
             "--host", targets[0].base_url,
-            "--csv", str(locust_dir / "stats"), "--csv-full-history",
-            "--json-file", str(locust_dir / "stats"), "--only-summary",
+            "--csv", str(folder.locust_prefix), "--csv-full-history",
+            "--json-file", str(folder.locust_prefix), "--only-summary",
             "--loglevel", "WARNING",
             "--run-dir", str(run_dir), *locust_traffic_args(settings)]
     if len(targets) > 1:
@@ -319,16 +319,18 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
     refuse_active_faults(DEFAULT_LEDGER)
     label = settings.label or f"{settings.domain}-{settings.strategy}" + (
         f"-{Path(settings.experiment).stem}" if settings.experiment else "")
-    run_dir = new_run_dir(Path(settings.out).resolve(), label)  # Locust runs from the repo root
+    folder = RunFolder.new(Path(settings.out).resolve(), label)  # Locust runs from the repo root
+    run_dir = folder.path
     t0_wall = time.time()
     t0_mono = time.monotonic_ns()
-    journal = Journal(run_dir, t0_wall)
+    journal = folder.journal(t0_wall)
     meta = {"cachestorm_version": __version__, "run_id": run_dir.name, "label": label,
             "settings": _jsonable(settings), "started_at": t0_wall, "t0_monotonic_ns": t0_mono,
             "experiment": getattr(experiment, "name", settings.experiment),
             # the settings the experiment's `run:` section set (the user typed the rest: settings.explicit)
             "recommended_settings_applied": applied}
-    write_run_meta(run_dir, meta)
+    folder.write_meta(meta)
+    _record_step_plan(folder, settings)
     notify = on_event or (lambda *a, **k: None)
 
     owned_stack: StackState | None = None
@@ -357,7 +359,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
             info["targets"] = {t.name: t.base_url for t in targets}
             info["pids"] = [t.pid for t in targets]
         meta["targets"] = {t.name: t.base_url for t in targets}
-        write_run_meta(run_dir, meta)
+        folder.write_meta(meta)
         if DOMAINS[settings.domain].counter:  # a reused stack carries earlier counts: reconcile the difference
             counters_start = read_truth(stack.postgres_url, settings.domain)["counters"]
         notify("targets", targets=targets)
@@ -367,7 +369,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
                 info.update(warm_cache(targets[0].base_url, settings))
         scraper = Scraper(run_dir, t0_wall, {t.name: t.base_url for t in targets}, stack.postgres_url).start()
         load_start = time.time()
-        log = open(run_dir / "logs" / "locust.log", "ab")  # noqa: SIM115
+        log = open(folder.locust_log_path, "ab")  # noqa: SIM115
         try:
             locust = subprocess.Popen(locust_argv(settings, targets, run_dir), stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=child_env(),
@@ -376,7 +378,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
         finally:
             log.close()
         meta["load_started_at"] = load_start
-        write_run_meta(run_dir, meta)
+        folder.write_meta(meta)
         notify("load", duration_s=settings.duration_s)
         if experiment is not None:
             runner = _start_experiment(experiment, settings, stack, targets, run_dir, journal, load_start)
@@ -386,7 +388,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
                        {"users": settings.users, "rate": settings.rate, "returncode": returncode,
                         "pid": locust.pid})
         if returncode != 0:  # failed requests exit 0 (--exit-code-on-error 0): they are what we measure
-            raise CachestormError(f"Locust exited with code {returncode}; see {run_dir / 'logs' / 'locust.log'}")
+            raise CachestormError(f"Locust exited with code {returncode}; see {folder.locust_log_path}")
         outcome = "ok"
         load_done = True
     except KeyboardInterrupt:
@@ -417,7 +419,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
                 stop_stack(owned_stack)
         meta["ended_at"] = time.time()
         meta["outcome"] = outcome
-        write_run_meta(run_dir, meta)
+        folder.write_meta(meta)
         _restore_sigint(previous_handler)
     if failure is None:
         _merge_recordings(run_dir, journal)
@@ -428,6 +430,15 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
     if isinstance(failure, CachestormError):
         raise CachestormError(f"{failure} — the run is marked failed: {run_dir}", exit_code=1) from failure
     raise failure
+
+
+def _record_step_plan(folder: RunFolder, settings: RunSettings) -> None:
+    """A step load records what it offers, so a capacity report reads it instead of rebuilding it."""
+    if settings.rate and settings.shape == "step":
+        from cachestorm.traffic.models.shapes import build_shape
+
+        step = build_shape(settings.shape, settings.shape_args)
+        folder.write_step_plan(settings.rate, step.levels(), step.hold)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -612,7 +623,7 @@ def _finalise(settings: RunSettings, targets, stack: StackState, run_dir: Path, 
         truth["declared_staleness_bound_s"] = promises.get("staleness_bound_s")
         truth["declared_revoke_bound_s"] = promises.get("revoke_bound_s")  # permissions: the domain's own
         truth["counters_start"] = counters_start
-        (run_dir / "truth.json").write_text(json.dumps(truth))
+        RunFolder(run_dir).write_truth(truth)
 
 
 def read_truth(postgres_url: str, domain: str) -> dict:

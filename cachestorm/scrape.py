@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from cachestorm.core.runfolder import RunFolder
+
 SKIPPED_PREFIXES = ("python_", "process_")
 SKIPPED_SUFFIXES = ("_bucket", "_created")
 KEPT_BUCKETS = ("cachestorm_db_query_seconds_bucket",)  # the DB's latency over any window, from bucket increases
@@ -80,8 +82,8 @@ class Scraper:
     def _loop(self) -> None:
         conn = None
         with httpx.Client(timeout=self.interval_s * 0.8) as http, \
-                open(self.run_dir / "metrics.jsonl", "a") as metrics_out, \
-                open(self.run_dir / "pg_stats.jsonl", "a") as pg_out:
+                open(RunFolder(self.run_dir).metrics_path, "a") as metrics_out, \
+                open(RunFolder(self.run_dir).pg_stats_path, "a") as pg_out:
             next_at = time.monotonic()
             while not self._stop.is_set():
                 wall = time.time()

@@ -18,6 +18,7 @@ from cachestorm.core.errors import CachestormError
 from cachestorm.core.urls import is_loopback, redact
 
 DEFAULT_LEDGER = Path(".cachestorm") / "active-faults.jsonl"
+DEFAULT_CHAOS_RUNS = Path(".cachestorm") / "chaos"  # run folders of chaos runs without a --run-dir
 
 
 @dataclass

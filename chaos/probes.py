@@ -19,6 +19,7 @@ from collections import deque
 from pathlib import Path
 
 from cachestorm.core.hitratio import RESULTS_METRIC, lookups, served_from_cache
+from cachestorm.core.runfolder import RunFolder
 
 LATENCY_METRICS = {"p50_ms": 50.0, "p95_ms": 95.0, "p99_ms": 99.0, "max_ms": 100.0}
 COUNTER_METRICS = ("requests_per_s", "error_rate", "db_queries_per_s", "hit_ratio")
@@ -83,7 +84,7 @@ class LiveNumbers:
     def __init__(self, run_dir: str | Path, keep_s: float = 600.0):
         self.run_dir = Path(run_dir)
         self.keep_s = keep_s
-        self._metrics_tail = _Tail(self.run_dir / "metrics.jsonl")
+        self._metrics_tail = _Tail(RunFolder(self.run_dir).metrics_path)
         self._latency_tails: dict[Path, _Tail] = {}
         self._counters: dict[str, deque] = {}      # instance -> deque[(t, totals)]
         self._latency: deque = deque()              # (t, kind, encoded histogram)
@@ -94,15 +95,11 @@ class LiveNumbers:
                 continue  # a failed scrape (target down): no counters to read
             samples = self._counters.setdefault(record.get("instance", ""), deque())
             samples.append((float(record["t"]), totals(record["metrics"])))
-        latency_dir = self.run_dir / "latency"
-        if latency_dir.is_dir():
-            for path in sorted(latency_dir.glob("*.jsonl")):
-                if path.name == "merged.jsonl":
-                    continue  # written after the run from the same data
-                tail = self._latency_tails.setdefault(path, _Tail(path))
-                for record in tail.lines():
-                    if "hist" in record and "t" in record:
-                        self._latency.append((float(record["t"]), record.get("kind", "all"), record["hist"]))
+        for path in RunFolder(self.run_dir).worker_latency_files():  # not the merge: written after the run
+            tail = self._latency_tails.setdefault(path, _Tail(path))
+            for record in tail.lines():
+                if "hist" in record and "t" in record:
+                    self._latency.append((float(record["t"]), record.get("kind", "all"), record["hist"]))
         self._prune()
 
     def _prune(self) -> None:

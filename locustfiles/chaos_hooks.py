@@ -12,15 +12,13 @@ This is the only chaos module that imports locust.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 import gevent
-from cachestorm.chaos.context import DEFAULT_LEDGER
+from cachestorm.chaos.context import DEFAULT_CHAOS_RUNS, DEFAULT_LEDGER
 from locust import events
 from locust.runners import WorkerRunner
 
@@ -54,13 +52,6 @@ def _add_arguments(parser):
                             help="Allow faults on non-loopback addresses")
 
 
-def _journal_t0(run_dir: Path) -> float:
-    try:
-        return float(json.loads((run_dir / "run.json").read_text())["started_at"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return time.time()
-
-
 def build_runner(environment):
     """The experiment runner for this test, from Locust's options (and `cachestorm up`'s state)."""
     from cachestorm.chaos.context import ChaosContext, TargetHandle
@@ -68,7 +59,7 @@ def build_runner(environment):
     from cachestorm.chaos.runner import ExperimentRunner
 
     from cachestorm.core.durations import parse_duration
-    from cachestorm.core.runfolder import Journal, new_run_dir
+    from cachestorm.core.runfolder import RunFolder
     from cachestorm.stack import load_state
 
     options = environment.parsed_options
@@ -88,10 +79,10 @@ def build_runner(environment):
     ctx.domain = options.chaos_domain or (locustfile if locustfile in DOMAINS else ctx.domain)
     if environment.host:
         ctx.targets = [TargetHandle("host", None, environment.host)]
-    run_dir = Path(options.run_dir) if options.run_dir else new_run_dir(Path(".cachestorm") / "chaos",
-                                                                      f"locust-{experiment.name}")
-    ctx.run_dir = str(run_dir)
-    journal = Journal(run_dir, t0_wall=_journal_t0(run_dir))
+    folder = (RunFolder(options.run_dir) if options.run_dir
+              else RunFolder.new(DEFAULT_CHAOS_RUNS, f"locust-{experiment.name}"))
+    ctx.run_dir = str(folder.path)
+    journal = folder.journal(t0_wall=folder.started_at())
 
     def stop_the_load():
         log.error("chaos: the steady-state hypothesis of %s deviated; every fault is rolled back, stopping "

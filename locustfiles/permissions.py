@@ -1,7 +1,7 @@
 """Permissions traffic: checks GET /permissions/{user}/{perm} (history op "check", value 1/0 = granted),
 grants/revokes PUT /permissions/{user}/{perm} {"granted": bool}. The key id is the user; each user has
 permissions "read", "write", "admin" (read most often checked). Histories name the item `user:perm`
-(as truth.json's `permissions:<user>:<perm>`): one user's permissions are separate items.
+(as the run's truth names them, `permissions:<user>:<perm>`): one user's permissions are separate items.
 """
 
 import random

@@ -12,6 +12,7 @@ from cachestorm.capacity import CapacityPlan, run_capacity
 from cachestorm.cli import options
 from cachestorm.conductor import RunSettings, parse_duration
 from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.runfolder import RunFolder
 from cachestorm.stack import StackSettings
 
 # a wide table also when piped (CI logs): the verdict column names every failed SLO
@@ -70,7 +71,7 @@ def capacity(
         console.print(steps_table(capacity))
         console.print(f"[bold]{capacity['note']}[/]")
     for path in result.report_paths:
-        if path.name in ("report.html", "capacity.html", "capacity.md"):
+        if path.name in (RunFolder.REPORT_HTML, "capacity.html", "capacity.md"):
             console.print(f"[bold]report:[/] {path}")
     console.print(f"[bold]folder:[/] {result.out_dir}")
 

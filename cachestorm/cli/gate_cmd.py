@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cachestorm.cli.report_cmd import check_run_dirs
+from cachestorm.core.runfolder import RunFolder
 
 console = Console()
 
@@ -65,9 +66,9 @@ def expand_runs(paths: list[Path]) -> list[Path]:
     """A folder holding run folders (a matrix or demo) stands for all of them."""
     expanded: list[Path] = []
     for path in paths:
-        if (path / "run.json").exists() or not path.is_dir():
+        if RunFolder(path).is_run() or not path.is_dir():
             expanded.append(path)
         else:
-            children = sorted(p for p in path.iterdir() if (p / "run.json").exists())
+            children = sorted(p for p in path.iterdir() if RunFolder(p).is_run())
             expanded.extend(children or [path])
     return expanded

@@ -17,7 +17,7 @@ from cachestorm.conductor import (
 )
 from cachestorm.core.defaults import DEFAULTS
 from cachestorm.core.errors import CachestormError
-from cachestorm.core.runfiles import run_incomplete
+from cachestorm.core.runfolder import RunFolder
 from cachestorm.matrix import run_matrix
 
 console = Console()
@@ -61,7 +61,7 @@ def matrix(
         result = run_matrix(base, _split(strategies), names, out, name="matrix", on_progress=on_progress)
     for path in result.report_paths:
         console.print(f"[bold]report:[/] {path}")
-    failed = [(run_dir.name, why) for run_dir in result.run_dirs if (why := run_incomplete(run_dir))]
+    failed = [(run_dir.name, why) for run_dir in result.run_dirs if (why := RunFolder(run_dir).incomplete())]
     if failed:  # e.g. a fault that failed to apply: reported, but the matrix did not test what it says
         raise CachestormError(f"{len(failed)} of {len(result.run_dirs)} runs are marked failed; first: "
                               f"{failed[0][0]} ({failed[0][1]})", exit_code=1)

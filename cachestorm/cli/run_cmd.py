@@ -10,7 +10,7 @@ from cachestorm.conductor import RunSettings, parse_duration
 from cachestorm.conductor import run as run_once
 from cachestorm.core.defaults import DEFAULTS
 from cachestorm.core.errors import CachestormError
-from cachestorm.core.runfiles import run_incomplete
+from cachestorm.core.runfolder import RunFolder
 from cachestorm.stack import StackSettings
 from cachestorm.summary import print_summary
 
@@ -68,6 +68,6 @@ def run(
     with console.status(f"running {strategy} for {settings.duration_s:.0f} s ..."):
         run_dir = run_once(settings)
     print_summary(run_dir, console)
-    why = run_incomplete(run_dir)
+    why = RunFolder(run_dir).incomplete()
     if why:  # e.g. a fault that failed to apply: the numbers are there, the experiment is not
         raise CachestormError(f"the run is marked failed ({why}); see {run_dir}", exit_code=1)
