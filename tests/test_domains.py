@@ -21,7 +21,7 @@ from cachestorm.traffic.stub_server import DOMAIN_OF_RESOURCE
 from cachestorm.conductor import read_truth
 from cachestorm.core.domains import DOMAINS, redis_key
 from cachestorm.core.errors import CachestormError
-from cachestorm.core.runfolder import read_journal
+from cachestorm.core.runfolder import RunFolder
 
 ROWS = 30
 
@@ -132,7 +132,7 @@ def test_hot_key_fault_from_plain_locust_evicts_the_catalog_keys(stack, redis_cl
              "--proxy-api-url", stack.proxy_api_url],
             cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    [fault] = [r for r in read_journal(tmp_path / "run") if r["kind"] == "fault"]
+    [fault] = [r for r in RunFolder(tmp_path / "run").journal_records() if r["kind"] == "fault"]
     assert fault["outcome"] == "ok", fault
     details = fault["details"]
     assert details["fault"] == "hot-key-expiry" and details["keys"] == 3, details  # 0 under the prefix "products"
