@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cachestorm.conductor import RunSettings, run, validate_strategy
+from cachestorm.core.defaults import DEFAULTS
 from cachestorm.core.errors import CachestormError
-from cachestorm.core.runfolder import make_folder
+from cachestorm.core.runfolder import RunFolder, make_folder
 from cachestorm.stack import StackState, guardian, start_stack, stop_stack
 
 # Locust stops at the end of the shape; -t is only a safety net for a slow boot
@@ -23,11 +24,11 @@ DURATION_MARGIN_S = 3.0
 @dataclasses.dataclass
 class CapacityPlan:
     strategies: list[str]
-    max_rate: float = 800.0
-    steps: int = 5
-    hold_s: float = 10.0
-    slo_p99_ms: float = 100.0
-    max_error_rate: float = 0.01
+    max_rate: float = DEFAULTS.capacity_max_rate
+    steps: int = DEFAULTS.capacity_steps
+    hold_s: float = DEFAULTS.capacity_hold_s
+    slo_p99_ms: float = DEFAULTS.capacity_slo_p99_ms
+    max_error_rate: float = DEFAULTS.capacity_max_error_rate
 
     def validate(self) -> None:
         if not self.strategies:
@@ -111,7 +112,7 @@ def write_capacity(run_dir: Path, plan: CapacityPlan) -> dict:
     from cachestorm.reports.jsonout import to_strict_json, write_json
 
     capacity = to_strict_json(analyze_capacity(run_dir, plan.slo_p99_ms, plan.max_error_rate))
-    write_json(capacity, run_dir / "capacity.json")
+    write_json(capacity, RunFolder(run_dir).capacity_path)
     return capacity
 
 

@@ -19,14 +19,16 @@ from pathlib import Path
 
 import httpx
 
-from cachestorm import __version__
+from cachestorm import __version__, reports
 from cachestorm.chaos.context import DEFAULT_LEDGER
 from cachestorm.chaos.ledger import refuse_active_faults
 from cachestorm.chaos.self_expiry import unguarded_warning
+from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.domains import DOMAINS, domain_spec
 from cachestorm.core.durations import parse_duration
 from cachestorm.core.errors import CachestormError
-from cachestorm.core.processes import free_port, spawn, stop_pid, wait_until
-from cachestorm.core.runfolder import Journal, new_run_dir, write_run_meta
+from cachestorm.core.processes import child_env, free_port
+from cachestorm.core.runfolder import Journal, RunFolder
 from cachestorm.scrape import Scraper
 from cachestorm.stack import (
     StackSettings,
@@ -41,60 +43,60 @@ from cachestorm.stack import (
     validate_stack_settings,
 )
 from cachestorm.stack.watch import DependencyWatch
+from cachestorm.targets.process import TARGET_MODULE, TargetProcess
+from cachestorm.targets.settings import TargetSettings
 from cachestorm.traffic import locustfile
+from cachestorm.traffic.settings import check_options, traffic_argv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DOMAINS = ("profiles", "catalog", "counters", "permissions")
-DOMAIN_TABLES = {"profiles": "profiles", "catalog": "products", "counters": "counters",
-                 "permissions": "permissions"}
 
 
 @dataclass
 class RunSettings:
-    strategy: str = "default"            # "default": the domain's recommended strategy
-    domain: str = "profiles"
-    duration_s: float = 30.0
-    users: int = 50
-    spawn_rate: float = 50.0
+    strategy: str = DEFAULTS.strategy  # "default": the domain's recommended strategy
+    domain: str = DEFAULTS.domain
+    duration_s: float = DEFAULTS.duration_s
+    users: int = DEFAULTS.users
+    spawn_rate: float = DEFAULTS.spawn_rate
     rate: float | None = None            # open model (requests/s); None = closed model
     shape: str | None = None
     shape_args: str | None = None
     experiment: str | None = None
     experiment_at_s: float | None = None  # move the experiment's first fault to this second of the load
-    out: str = "runs"
+    out: str = DEFAULTS.out
     label: str | None = None
-    instances: int = 1
-    rows: int = 10_000
-    keys: int = 1_000
-    key_model: str = "zipf"
-    alpha: float = 1.0
-    celebrity_share: float = 0.0
-    hot_keys: int = 10
-    write_ratio: float = 0.05
+    instances: int = DEFAULTS.instances
+    rows: int = DEFAULTS.rows
+    keys: int = DEFAULTS.keys
+    key_model: str = DEFAULTS.key_model
+    alpha: float = DEFAULTS.alpha
+    celebrity_share: float = DEFAULTS.celebrity_share
+    hot_keys: int = DEFAULTS.hot_keys
+    write_ratio: float = DEFAULTS.write_ratio
     preset: str | None = None            # a named workload (YCSB A-F, twitter-median, meta-etc)
-    retry: str = "none"
+    retry: str = DEFAULTS.retry
     ttl_s: float | None = None           # None: the domain's default TTL
-    recompute_ms: float = 50.0
-    recompute_mode: str = "sleep"        # sleep | cpu (docs/design.md, "The incident's defaults")
-    db_capacity: int = 4                 # recomputes PostgreSQL runs at once: a 4-core database
-    pool_size: int = 10
-    pool_timeout_s: float = 1.0
-    request_timeout_s: float = 2.0       # the client gives up (and may retry) after this
+    recompute_ms: float = DEFAULTS.recompute_ms
+    recompute_mode: str = DEFAULTS.recompute_mode  # sleep | cpu (docs/design.md, "The incident's defaults")
+    db_capacity: int = DEFAULTS.db_capacity  # recomputes PostgreSQL runs at once (0 = unlimited)
+    pool_size: int = DEFAULTS.pool_size
+    pool_timeout_s: float = DEFAULTS.pool_timeout_s
+    request_timeout_s: float = DEFAULTS.request_timeout_s  # the client gives up (and may retry) after this
     # the protections' knobs; None: the target's own default (targets/settings.py)
     jitter: float | None = None
     xfetch_beta: float | None = None
     lock_ms: float | None = None         # the lock's or lease's TTL
     max_stale_s: float | None = None
     negative_ttl_s: float | None = None
-    missing_share: float = 0.0           # reads for ids N+1..2N: cold, absent beyond --rows (negative caching)
-    owner_read_share: float = 0.0        # profiles: reads by the owner, past the cache (read-your-writes)
-    seed: int = 42
+    missing_share: float = DEFAULTS.missing_share  # reads for ids N+1..2N: cold, absent beyond --rows (negative caching)
+    owner_read_share: float = DEFAULTS.owner_read_share  # profiles: reads by the owner, past the cache (read-your-writes)
+    seed: int = DEFAULTS.seed
     target_args: list[str] = field(default_factory=list)
     locust_args: list[str] = field(default_factory=list)
     stack: StackSettings = field(default_factory=StackSettings)
     render: bool = True
     explicit: frozenset[str] = frozenset()   # fields the user set; an experiment's `run:` fills the rest
-    warm: bool = True                    # prefill every key before the load: steady state is a warm cache
+    warm: bool = DEFAULTS.warm           # prefill every key before the load: steady state is a warm cache
 
     def validate(self) -> None:
         if self.domain not in DOMAINS:
@@ -115,34 +117,25 @@ class RunSettings:
 
 
 def validate_traffic(settings: RunSettings) -> None:
-    """Check the Locust options with the locustfiles' own (pure) parser before anything starts."""
-    from types import SimpleNamespace
-
-    from cachestorm.traffic.settings import ARGUMENTS, build_settings, option_name
-
-    types = {flag: kind for flag, kind, _, _ in ARGUMENTS}
-    argv = locust_traffic_args(settings)
-    options = {option_name(flag): types[flag](value) for flag, value in zip(argv[::2], argv[1::2], strict=True)}
-    build_settings(SimpleNamespace(**options), settings.domain)
+    """Check the Locust options with the traffic's own (pure) rules before anything starts."""
+    check_options(traffic_options(settings), settings.domain)
 
 
 def validate_target_args(settings: RunSettings) -> None:
-    """Check the target options with the targets' own parser (one line on bad input) before anything starts."""
-    from cachestorm.targets.settings import parse_settings
+    """Check the target options with the targets' own rules (one line on bad input) before anything starts."""
+    from cachestorm.targets.settings import parse_settings, validate
 
-    placeholders = ["--redis-url", "redis://127.0.0.1:6379/0",  # the stack comes later
-                    "--postgres-url", "postgresql://postgres@127.0.0.1:5432/x"]
-    parse_settings(target_argv(settings, 1, "check")[3:] + placeholders)
+    target = target_settings(settings, 1, "check")
+    validate(target)
+    if settings.target_args:  # extra flags: the targets' own parser reads them as the target will
+        placeholders = ["--redis-url", "redis://127.0.0.1:6379/0",  # the stack comes later
+                        "--postgres-url", "postgresql://postgres@127.0.0.1:5432/x"]
+        parse_settings(target.argv() + settings.target_args + placeholders)
 
 
 def resolve_strategy(spec: str, domain: str) -> str:
     """`default` -> the domain's recommended strategy (e.g. counters -> write-behind)."""
-    if spec != "default":
-        return spec
-    from cachestorm.targets.domains import DOMAINS
-    from cachestorm.targets.strategies import load
-
-    return load(DOMAINS[domain]).default_strategy
+    return DOMAINS[domain].default_strategy if spec == "default" else spec
 
 
 def validate_strategy(spec: str) -> None:
@@ -211,68 +204,22 @@ def plan_experiment(settings: RunSettings):
 
 # ---------------------------------------------------------------- targets
 
-@dataclass
-class TargetProcess:
-    name: str
-    port: int
-    argv: list[str]
-    log_path: Path
-    url_env: dict[str, str] = field(default_factory=dict)  # the stack's URLs: passwords stay off the command line
-    process: subprocess.Popen | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def start(self, timeout_s: float = 60.0) -> None:
-        self.process = spawn(self.argv, self.log_path, cwd=str(REPO_ROOT), env={**_child_env(), **self.url_env})
-        try:
-            wait_until(self._healthy, self.process, f"target {self.name}", self.log_path, timeout_s=timeout_s)
-        except BaseException:  # Ctrl-C while it starts: the caller does not track it yet, so stop it here
-            self.stop()
-            raise
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def _healthy(self) -> bool:
-        return httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            stop_pid(self.process.pid, "targets", graceful=signal.SIGTERM, timeout_s=10)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+def target_settings(settings: RunSettings, port: int, instance: str) -> TargetSettings:
+    """One target's settings from the run's (the protections' knobs only when given: else the target's own)."""
+    knobs = {"jitter": settings.jitter, "xfetch_beta": settings.xfetch_beta, "lock_ms": settings.lock_ms,
+             "max_stale": settings.max_stale_s, "negative_ttl": settings.negative_ttl_s}
+    return TargetSettings(domain=settings.domain, strategy=settings.strategy, host="127.0.0.1", port=port,
+                          rows=settings.rows, ttl=settings.ttl_s or None, recompute_ms=settings.recompute_ms,
+                          recompute_mode=settings.recompute_mode, db_capacity=settings.db_capacity,
+                          pool_size=settings.pool_size, pool_timeout=settings.pool_timeout_s,
+                          hot_keys=settings.hot_keys, instance_id=instance,
+                          **{name: value for name, value in knobs.items() if value is not None})
 
 
 def target_argv(settings: RunSettings, port: int, instance: str) -> list[str]:
     """Without the stack's URLs: they go by `target_url_env` (a command line is visible to every user)."""
-    return [sys.executable, "-m", "cachestorm.targets", "--domain", settings.domain, "--strategy", settings.strategy,
-            "--host", "127.0.0.1", "--port", str(port),
-            "--rows", str(settings.rows), *(["--ttl", str(settings.ttl_s)] if settings.ttl_s else []),
-            "--recompute-ms", str(settings.recompute_ms), "--recompute-mode", settings.recompute_mode,
-            "--db-capacity", str(settings.db_capacity), "--pool-size", str(settings.pool_size),
-            "--pool-timeout", str(settings.pool_timeout_s), "--hot-keys", str(settings.hot_keys),
-            "--instance-id", instance, *_protection_args(settings), *settings.target_args]
-
-
-def _protection_args(settings: RunSettings) -> list[str]:
-    knobs = {"--jitter": settings.jitter, "--xfetch-beta": settings.xfetch_beta, "--lock-ms": settings.lock_ms,
-             "--max-stale": settings.max_stale_s, "--negative-ttl": settings.negative_ttl_s}
-    return [part for flag, value in knobs.items() if value is not None for part in (flag, str(value))]
+    return [sys.executable, "-m", TARGET_MODULE, *target_settings(settings, port, instance).argv(),
+            *settings.target_args]
 
 
 def target_url_env(stack: StackState) -> dict[str, str]:
@@ -283,7 +230,7 @@ def target_url_env(stack: StackState) -> dict[str, str]:
 
 def start_targets(settings: RunSettings, stack: StackState, run_dir: Path) -> list[TargetProcess]:
     targets: list[TargetProcess] = []
-    logs = run_dir / "logs"
+    logs = RunFolder(run_dir).logs_dir
     logs.mkdir(exist_ok=True)
     try:
         for index in range(settings.instances):
@@ -311,16 +258,16 @@ def start_targets(settings: RunSettings, stack: StackState, run_dir: Path) -> li
 # ---------------------------------------------------------------- Locust
 
 def locust_argv(settings: RunSettings, targets: list[TargetProcess], run_dir: Path) -> list[str]:
-    locust_dir = run_dir / "locust"
-    locust_dir.mkdir(exist_ok=True)
+    folder = RunFolder(run_dir)
+    folder.locust_dir.mkdir(exist_ok=True)
     argv = [sys.executable, "-m", "locust", "-f", str(locustfile(settings.domain)),
             # open model: one scheduler user issues every arrival (design.md, "Locust command line")
             "--headless", "-u", "1" if settings.rate else str(settings.users),
             "-r", "1" if settings.rate else str(settings.spawn_rate),
             "-t", f"{int(round(settings.duration_s))}s", "--stop-timeout", "5", "--exit-code-on-error", "0",
             "--host", targets[0].base_url,
-            "--csv", str(locust_dir / "stats"), "--csv-full-history",
-            "--json-file", str(locust_dir / "stats"), "--only-summary",
+            "--csv", str(folder.locust_prefix), "--csv-full-history",
+            "--json-file", str(folder.locust_prefix), "--only-summary",
             "--loglevel", "WARNING",
             "--run-dir", str(run_dir), *locust_traffic_args(settings)]
     if len(targets) > 1:
@@ -328,24 +275,27 @@ def locust_argv(settings: RunSettings, targets: list[TargetProcess], run_dir: Pa
     return argv + settings.locust_args
 
 
-def locust_traffic_args(settings: RunSettings) -> list[str]:
-    """The locustfiles' own options (design.md, "Locust command line"), as flag/value pairs."""
-    argv = ["--key-model", settings.key_model, "--alpha", str(settings.alpha), "--keys", str(settings.keys),
-            "--hot-keys", str(settings.hot_keys), "--celebrity-share", str(settings.celebrity_share),
-            "--retry", settings.retry, "--seed", str(settings.seed),
-            "--request-timeout", str(settings.request_timeout_s), "--missing-share", str(settings.missing_share),
-            "--owner-read-share", str(settings.owner_read_share)]
+def traffic_options(settings: RunSettings) -> dict:
+    """The traffic's own options (design.md, "Locust command line") from the run's settings, by name."""
+    options = {"key_model": settings.key_model, "alpha": settings.alpha, "keys": settings.keys,
+               "hot_keys": settings.hot_keys, "celebrity_share": settings.celebrity_share, "retry": settings.retry,
+               "seed": settings.seed, "request_timeout": settings.request_timeout_s,
+               "missing_share": settings.missing_share, "owner_read_share": settings.owner_read_share}
     if settings.preset:  # the preset's own operation mix wins unless a write ratio was asked for
-        argv += ["--preset", settings.preset]
+        options["preset"] = settings.preset
     if not settings.preset or "write_ratio" in settings.explicit:
-        argv += ["--write-ratio", str(settings.write_ratio)]
+        options["write_ratio"] = settings.write_ratio
     if settings.rate is not None:
-        argv += ["--rate", str(settings.rate)]
+        options["rate"] = settings.rate
     if settings.shape:
-        argv += ["--shape", settings.shape]
+        options["shape"] = settings.shape
         if settings.shape_args:
-            argv += ["--shape-args", settings.shape_args]
-    return argv
+            options["shape_args"] = settings.shape_args
+    return options
+
+
+def locust_traffic_args(settings: RunSettings) -> list[str]:
+    return traffic_argv(traffic_options(settings))
 
 
 # ---------------------------------------------------------------- the run
@@ -369,16 +319,18 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
     refuse_active_faults(DEFAULT_LEDGER)
     label = settings.label or f"{settings.domain}-{settings.strategy}" + (
         f"-{Path(settings.experiment).stem}" if settings.experiment else "")
-    run_dir = new_run_dir(Path(settings.out).resolve(), label)  # Locust runs from the repo root
+    folder = RunFolder.new(Path(settings.out).resolve(), label)  # Locust runs from the repo root
+    run_dir = folder.path
     t0_wall = time.time()
     t0_mono = time.monotonic_ns()
-    journal = Journal(run_dir, t0_wall)
+    journal = folder.journal(t0_wall)
     meta = {"cachestorm_version": __version__, "run_id": run_dir.name, "label": label,
             "settings": _jsonable(settings), "started_at": t0_wall, "t0_monotonic_ns": t0_mono,
             "experiment": getattr(experiment, "name", settings.experiment),
             # the settings the experiment's `run:` section set (the user typed the rest: settings.explicit)
             "recommended_settings_applied": applied}
-    write_run_meta(run_dir, meta)
+    folder.write_meta(meta)
+    _record_step_plan(folder, settings)
     notify = on_event or (lambda *a, **k: None)
 
     owned_stack: StackState | None = None
@@ -407,8 +359,8 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
             info["targets"] = {t.name: t.base_url for t in targets}
             info["pids"] = [t.pid for t in targets]
         meta["targets"] = {t.name: t.base_url for t in targets}
-        write_run_meta(run_dir, meta)
-        if settings.domain == "counters":  # a reused stack carries earlier counts: reconcile the difference
+        folder.write_meta(meta)
+        if DOMAINS[settings.domain].counter:  # a reused stack carries earlier counts: reconcile the difference
             counters_start = read_truth(stack.postgres_url, settings.domain)["counters"]
         notify("targets", targets=targets)
 
@@ -417,16 +369,16 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
                 info.update(warm_cache(targets[0].base_url, settings))
         scraper = Scraper(run_dir, t0_wall, {t.name: t.base_url for t in targets}, stack.postgres_url).start()
         load_start = time.time()
-        log = open(run_dir / "logs" / "locust.log", "ab")  # noqa: SIM115
+        log = open(folder.locust_log_path, "ab")  # noqa: SIM115
         try:
             locust = subprocess.Popen(locust_argv(settings, targets, run_dir), stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=_child_env(),
+                                      stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=child_env(),
                                       start_new_session=True)
             guardian.track_process(locust.pid)
         finally:
             log.close()
         meta["load_started_at"] = load_start
-        write_run_meta(run_dir, meta)
+        folder.write_meta(meta)
         notify("load", duration_s=settings.duration_s)
         if experiment is not None:
             runner = _start_experiment(experiment, settings, stack, targets, run_dir, journal, load_start)
@@ -436,7 +388,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
                        {"users": settings.users, "rate": settings.rate, "returncode": returncode,
                         "pid": locust.pid})
         if returncode != 0:  # failed requests exit 0 (--exit-code-on-error 0): they are what we measure
-            raise CachestormError(f"Locust exited with code {returncode}; see {run_dir / 'logs' / 'locust.log'}")
+            raise CachestormError(f"Locust exited with code {returncode}; see {folder.locust_log_path}")
         outcome = "ok"
         load_done = True
     except KeyboardInterrupt:
@@ -467,7 +419,7 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
                 stop_stack(owned_stack)
         meta["ended_at"] = time.time()
         meta["outcome"] = outcome
-        write_run_meta(run_dir, meta)
+        folder.write_meta(meta)
         _restore_sigint(previous_handler)
     if failure is None:
         _merge_recordings(run_dir, journal)
@@ -478,6 +430,15 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
     if isinstance(failure, CachestormError):
         raise CachestormError(f"{failure} — the run is marked failed: {run_dir}", exit_code=1) from failure
     raise failure
+
+
+def _record_step_plan(folder: RunFolder, settings: RunSettings) -> None:
+    """A step load records what it offers, so a capacity report reads it instead of rebuilding it."""
+    if settings.rate and settings.shape == "step":
+        from cachestorm.traffic.models.shapes import build_shape
+
+        step = build_shape(settings.shape, settings.shape_args)
+        folder.write_step_plan(settings.rate, step.levels(), step.hold)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -662,26 +623,24 @@ def _finalise(settings: RunSettings, targets, stack: StackState, run_dir: Path, 
         truth["declared_staleness_bound_s"] = promises.get("staleness_bound_s")
         truth["declared_revoke_bound_s"] = promises.get("revoke_bound_s")  # permissions: the domain's own
         truth["counters_start"] = counters_start
-        (run_dir / "truth.json").write_text(json.dumps(truth))
+        RunFolder(run_dir).write_truth(truth)
 
 
 def read_truth(postgres_url: str, domain: str) -> dict:
     import psycopg
 
-    table = DOMAIN_TABLES[domain]
+    spec = domain_spec(domain)
     versions: dict[str, int] = {}
     counters: dict[str, int] = {}
     with psycopg.connect(postgres_url, connect_timeout=5) as conn:
         try:
-            if domain == "permissions":  # one row per user; histories name each permission user:perm
-                rows = conn.execute(f"SELECT id, version, data FROM {table}").fetchall()
-                versions = {f"{domain}:{u}:{perm}": v for u, v, data in rows for perm in (data or {})}
+            rows = conn.execute(spec.truth_sql).fetchall()
+            if spec.per_field:  # e.g. one row per user; histories name each permission user:perm
+                versions = {f"{domain}:{row[0]}:{field}": row[1] for row in rows for field in (row[2] or {})}
             else:
-                rows = conn.execute(f"SELECT id, version FROM {table}").fetchall()
-                versions = {f"{domain}:{i}": v for i, v in rows}
-            if domain == "counters":
-                rows = conn.execute(f"SELECT id, COALESCE((data->>'count')::bigint, 0) FROM {table}").fetchall()
-                counters = {str(i): v for i, v in rows}
+                versions = {f"{domain}:{row[0]}": row[1] for row in rows}
+            if spec.counter:
+                counters = {str(row[0]): row[2] for row in rows}
         except psycopg.Error as exc:  # recorded: the checker then says what it could not reconcile
             return {"domain": domain, "versions": {}, "counters": {}, "error": str(exc).splitlines()[0]}
     return {"domain": domain, "versions": versions, "counters": counters}
@@ -708,12 +667,6 @@ def _merge_recordings(run_dir: Path, journal: Journal) -> None:
 
 
 def render_run(run_dir: Path, journal: Journal | None = None) -> list[Path]:
-    try:
-        from cachestorm import reports
-    except ImportError:
-        return []
-    if not hasattr(reports, "render_run"):
-        return []
     if journal is None:
         return reports.render_run(run_dir)
     with journal.step("render report", "report"):

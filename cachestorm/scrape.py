@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
-SKIPPED_PREFIXES = ("python_", "process_", "#")
+from cachestorm.core.runfolder import RunFolder
+
+SKIPPED_PREFIXES = ("python_", "process_")
 SKIPPED_SUFFIXES = ("_bucket", "_created")
 KEPT_BUCKETS = ("cachestorm_db_query_seconds_bucket",)  # the DB's latency over any window, from bucket increases
 
@@ -29,20 +32,27 @@ FROM pg_stat_database d WHERE d.datname = current_database()
 
 
 def parse_prometheus(text: str) -> dict[str, float]:
-    """Sample lines of the exposition format, keyed by `name{labels}` as written."""
+    """Samples of the exposition format keyed by `name{labels}` as prometheus_client writes them
+    (the readers match that spelling); a sample's timestamp is dropped (the scrape has its own).
+    ValueError on text that is not the exposition format."""
     samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith(SKIPPED_PREFIXES):
-            continue
-        key, _, value = line.rpartition(" ")
-        name = key.split("{", 1)[0]
-        if name.endswith(SKIPPED_SUFFIXES) and name not in KEPT_BUCKETS:
-            continue
-        try:
-            samples[key] = float(value)
-        except ValueError:
-            continue
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name
+            if name.startswith(SKIPPED_PREFIXES) or (name.endswith(SKIPPED_SUFFIXES) and name not in KEPT_BUCKETS):
+                continue
+            samples[name + _label_text(sample.labels)] = float(sample.value)
     return samples
+
+
+def _label_text(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items()) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
 
 
 class Scraper:
@@ -72,8 +82,8 @@ class Scraper:
     def _loop(self) -> None:
         conn = None
         with httpx.Client(timeout=self.interval_s * 0.8) as http, \
-                open(self.run_dir / "metrics.jsonl", "a") as metrics_out, \
-                open(self.run_dir / "pg_stats.jsonl", "a") as pg_out:
+                open(RunFolder(self.run_dir).metrics_path, "a") as metrics_out, \
+                open(RunFolder(self.run_dir).pg_stats_path, "a") as pg_out:
             next_at = time.monotonic()
             while not self._stop.is_set():
                 wall = time.time()
@@ -87,6 +97,10 @@ class Scraper:
                     except httpx.HTTPError as exc:
                         self.errors += 1
                         record = {"t": t, "wall": wall, "instance": instance, "error": str(exc)[:200]}
+                    except ValueError as exc:
+                        self.errors += 1
+                        error = f"/metrics is not the Prometheus text format: {exc}"
+                        record = {"t": t, "wall": wall, "instance": instance, "error": error[:200]}
                     metrics_out.write(json.dumps(record) + "\n")
                 conn = self._pg_sample(conn, pg_out, t, wall)
                 metrics_out.flush()

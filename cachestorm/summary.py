@@ -9,19 +9,21 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cachestorm.core.runfolder import RunFolder
+
 
 def headline(run_dir: str | Path) -> dict:
     """The numbers a person looks at first; from report.json when rendered, else Locust's CSV."""
-    run_dir = Path(run_dir)
-    report = run_dir / "report.json"
+    folder = RunFolder(run_dir)
+    report = folder.report_json_path
     if report.exists():
         from cachestorm.reports.headline import display, shown_metrics
 
         data = json.loads(report.read_text())
         # as the reports show them: "n/a (why)" or "not measured", never None; other domains' rows left out
-        return {name: display(data, name) for name in shown_metrics(data)} | {"source": "report.json"}
-    stats = run_dir / "locust" / "stats_stats.csv"
-    if not stats.exists():
+        return {name: display(data, name) for name in shown_metrics(data)} | {"source": RunFolder.REPORT_JSON}
+    stats = folder.locust_csv_path("stats")
+    if stats is None:
         return {}
     with open(stats) as handle:
         rows = [row for row in csv.DictReader(handle) if row.get("Name") == "Aggregated"]

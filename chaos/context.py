@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.domains import redis_key
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.urls import is_loopback, redact
 
 DEFAULT_LEDGER = Path(".cachestorm") / "active-faults.jsonl"
+DEFAULT_CHAOS_RUNS = Path(".cachestorm") / "chaos"  # run folders of chaos runs without a --run-dir
 
 
 @dataclass
@@ -35,9 +38,9 @@ class ChaosContext:
     proxy_api_url: str = ""
     redis_proxy: str = "redis"     # proxy names on the Toxiproxy API
     postgres_proxy: str = "postgres"
-    domain: str = "profiles"
-    hot_keys: int = 10
-    key_space: int = 10_000
+    domain: str = DEFAULTS.domain  # whose Redis keys faults touch (cachestorm/core/domains.py), or a key prefix
+    hot_keys: int = DEFAULTS.hot_keys
+    key_space: int = DEFAULTS.keys
     targets: list[TargetHandle] = field(default_factory=list)
     restart_redis: Callable[[], object] | None = None
     run_dir: str | None = None
@@ -45,6 +48,10 @@ class ChaosContext:
     allow_remote: bool = False
     t0_monotonic: float | None = None   # timeline origin; None = the runner's start time
     redis_admin_auth: tuple[str, str] | None = None   # set while an ACL fault restricts `default`
+
+    def redis_key(self, key_id: int | str) -> str:
+        """The domain's Redis key of row `key_id` ("*": the pattern of every row's key)."""
+        return redis_key(self.domain, key_id)
 
     def proxy_name(self, which: str) -> str:
         """"redis" / "postgres" name the stack's proxies; anything else is a proxy name as is."""

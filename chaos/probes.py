@@ -3,7 +3,7 @@
 - `metrics.jsonl` (1 s scrapes of every target's /metrics): counters become windowed deltas.
   * requests_per_s, error_rate: `cachestorm_requests_total`, errors = status 5xx (server side)
   * db_queries_per_s: `cachestorm_db_queries_total` (all kinds)
-  * hit_ratio: served from cache (hit, stale, negative) / all lookups (every result but bypass)
+  * hit_ratio: lookups served from the cache / lookups (cachestorm/core/hitratio.py says which results)
 - `latency/*.jsonl` (HDR histograms per worker per second, µs): p50/p95/p99/max over the window,
   from the `all` histograms when there are any, else `read` + `write`.
 
@@ -18,12 +18,14 @@ import re
 from collections import deque
 from pathlib import Path
 
+from cachestorm.core.hitratio import RESULTS_METRIC, lookups, served_from_cache
+from cachestorm.core.runfolder import RunFolder
+
 LATENCY_METRICS = {"p50_ms": 50.0, "p95_ms": 95.0, "p99_ms": 99.0, "max_ms": 100.0}
 COUNTER_METRICS = ("requests_per_s", "error_rate", "db_queries_per_s", "hit_ratio")
 METRICS = (*LATENCY_METRICS, *COUNTER_METRICS)
 
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-CACHE_HITS = ("hit", "stale", "negative")
 
 
 def _labels(key: str) -> tuple[str, dict[str, str]]:
@@ -33,7 +35,8 @@ def _labels(key: str) -> tuple[str, dict[str, str]]:
 
 def totals(metrics: dict[str, float]) -> dict[str, float]:
     """The counters probes need, summed over labels, from one scrape."""
-    out = {"requests": 0.0, "errors": 0.0, "db_queries": 0.0, "hits": 0.0, "lookups": 0.0}
+    out = {"requests": 0.0, "errors": 0.0, "db_queries": 0.0}
+    results: dict[str, float] = {}
     for key, value in metrics.items():
         name, labels = _labels(key)
         if name == "cachestorm_requests_total":
@@ -42,13 +45,10 @@ def totals(metrics: dict[str, float]) -> dict[str, float]:
                 out["errors"] += value
         elif name == "cachestorm_db_queries_total":
             out["db_queries"] += value
-        elif name == "cachestorm_cache_results_total":
+        elif name == RESULTS_METRIC:
             result = labels.get("result", "")
-            if result != "bypass":
-                out["lookups"] += value
-            if result in CACHE_HITS:
-                out["hits"] += value
-    return out
+            results[result] = results.get(result, 0.0) + value
+    return {**out, "hits": served_from_cache(results), "lookups": lookups(results)}
 
 
 class _Tail:
@@ -84,7 +84,7 @@ class LiveNumbers:
     def __init__(self, run_dir: str | Path, keep_s: float = 600.0):
         self.run_dir = Path(run_dir)
         self.keep_s = keep_s
-        self._metrics_tail = _Tail(self.run_dir / "metrics.jsonl")
+        self._metrics_tail = _Tail(RunFolder(self.run_dir).metrics_path)
         self._latency_tails: dict[Path, _Tail] = {}
         self._counters: dict[str, deque] = {}      # instance -> deque[(t, totals)]
         self._latency: deque = deque()              # (t, kind, encoded histogram)
@@ -95,15 +95,11 @@ class LiveNumbers:
                 continue  # a failed scrape (target down): no counters to read
             samples = self._counters.setdefault(record.get("instance", ""), deque())
             samples.append((float(record["t"]), totals(record["metrics"])))
-        latency_dir = self.run_dir / "latency"
-        if latency_dir.is_dir():
-            for path in sorted(latency_dir.glob("*.jsonl")):
-                if path.name == "merged.jsonl":
-                    continue  # written after the run from the same data
-                tail = self._latency_tails.setdefault(path, _Tail(path))
-                for record in tail.lines():
-                    if "hist" in record and "t" in record:
-                        self._latency.append((float(record["t"]), record.get("kind", "all"), record["hist"]))
+        for path in RunFolder(self.run_dir).worker_latency_files():  # not the merge: written after the run
+            tail = self._latency_tails.setdefault(path, _Tail(path))
+            for record in tail.lines():
+                if "hist" in record and "t" in record:
+                    self._latency.append((float(record["t"]), record.get("kind", "all"), record["hist"]))
         self._prune()
 
     def _prune(self) -> None:

@@ -12,23 +12,21 @@ This is the only chaos module that imports locust.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 import gevent
-from cachestorm.chaos.context import DEFAULT_LEDGER
+from cachestorm.chaos.context import DEFAULT_CHAOS_RUNS, DEFAULT_LEDGER
 from locust import events
 from locust.runners import WorkerRunner
 
+from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.domains import DOMAINS
 from cachestorm.core.errors import CachestormError
 
 log = logging.getLogger("cachestorm.chaos")
-REDIS_KEY_PREFIX = {"profiles": "profiles", "catalog": "products", "counters": "counters",
-                    "permissions": "permissions"}
 _current = {"runner": None}
 
 
@@ -42,7 +40,8 @@ def _add_arguments(parser):
         ("--redis-admin-url", "", "Redis, direct, for admin commands (default: from `cachestorm up`)"),
         ("--postgres-admin-url", "", "PostgreSQL, direct (default: from `cachestorm up`)"),
         ("--run-dir", "", "Run folder: probes read its metrics/latency files; the journal goes there"),
-        ("--chaos-domain", "", "Redis key prefix of the hot keys (default: from the locustfile's name)"),
+        ("--chaos-domain", "", "Domain whose Redis keys faults touch, or a key prefix of your own "
+                               "(default: the locustfile's domain)"),
         ("--chaos-ledger", str(DEFAULT_LEDGER), "Ledger of applied faults (for `chaos heal`)"),
     ]
     for flag, default, help_text in options:
@@ -53,13 +52,6 @@ def _add_arguments(parser):
                             help="Allow faults on non-loopback addresses")
 
 
-def _journal_t0(run_dir: Path) -> float:
-    try:
-        return float(json.loads((run_dir / "run.json").read_text())["started_at"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return time.time()
-
-
 def build_runner(environment):
     """The experiment runner for this test, from Locust's options (and `cachestorm up`'s state)."""
     from cachestorm.chaos.context import ChaosContext, TargetHandle
@@ -67,7 +59,7 @@ def build_runner(environment):
     from cachestorm.chaos.runner import ExperimentRunner
 
     from cachestorm.core.durations import parse_duration
-    from cachestorm.core.runfolder import Journal, new_run_dir
+    from cachestorm.core.runfolder import RunFolder
     from cachestorm.stack import load_state
 
     options = environment.parsed_options
@@ -80,16 +72,17 @@ def build_runner(environment):
         postgres_url=options.postgres_admin_url or (state.postgres_url if state else ""),
         proxy_api_url=options.proxy_api_url or (state.proxy_api_url if state else ""),
         ledger_path=options.chaos_ledger, allow_remote=bool(options.allow_remote_chaos),
-        hot_keys=int(getattr(options, "hot_keys", 10) or 10), key_space=int(getattr(options, "keys", 10_000) or 10_000),
+        hot_keys=int(getattr(options, "hot_keys", None) or DEFAULTS.hot_keys),
+        key_space=int(getattr(options, "keys", None) or DEFAULTS.keys),
     )
     locustfile = Path(str(getattr(options, "locustfile", "") or "")).stem
-    ctx.domain = options.chaos_domain or REDIS_KEY_PREFIX.get(locustfile, ctx.domain)
+    ctx.domain = options.chaos_domain or (locustfile if locustfile in DOMAINS else ctx.domain)
     if environment.host:
         ctx.targets = [TargetHandle("host", None, environment.host)]
-    run_dir = Path(options.run_dir) if options.run_dir else new_run_dir(Path(".cachestorm") / "chaos",
-                                                                      f"locust-{experiment.name}")
-    ctx.run_dir = str(run_dir)
-    journal = Journal(run_dir, t0_wall=_journal_t0(run_dir))
+    folder = (RunFolder(options.run_dir) if options.run_dir
+              else RunFolder.new(DEFAULT_CHAOS_RUNS, f"locust-{experiment.name}"))
+    ctx.run_dir = str(folder.path)
+    journal = folder.journal(t0_wall=folder.started_at())
 
     def stop_the_load():
         log.error("chaos: the steady-state hypothesis of %s deviated; every fault is rolled back, stopping "

@@ -28,6 +28,7 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from cachestorm.core.errors import CachestormError
+from cachestorm.core.runfolder import RunFolder
 
 log = logging.getLogger("cachestorm")
 PADDING = "x" * 100_000  # value bodies are slices of this: no per-request allocation of random data
@@ -114,10 +115,8 @@ def _test_start(environment, **_kwargs):
     Process.test_start_mono = time.monotonic()
     run_dir = settings.run_dir
     if run_dir:
-        from cachestorm.traffic.recording import run_start_wall
-
         Process.history = HistoryWriter(Path(run_dir), Process.worker)
-        Process.latency = LatencyRecorder(Path(run_dir), Process.worker, run_start_wall(Path(run_dir)))
+        Process.latency = LatencyRecorder(Path(run_dir), Process.worker, RunFolder(run_dir).started_at())
     else:
         Process.history = None
         Process.latency = _MemoryLatency(Process.worker)
@@ -165,7 +164,7 @@ def _test_stop(environment, **_kwargs):
         history.close()
     run_dir = Process.settings.run_dir
     if run_dir:
-        (Path(run_dir) / "latency" / f"{Process.worker}.done").write_text("done\n")
+        RunFolder(run_dir).latency_done_path(Process.worker).write_text("done\n")
         if not isinstance(environment.runner, WorkerRunner):
             merge_run(run_dir)
     Process.settings = None
@@ -191,9 +190,9 @@ def _merge_on_master(environment, **_kwargs):
     run_dir = getattr(environment.parsed_options, "run_dir", "")
     if not run_dir:
         return
-    folder = Path(run_dir) / "latency"
+    folder = RunFolder(run_dir)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and len(list(folder.glob("*.done"))) < max(Process.expected_workers, 1):
+    while time.monotonic() < deadline and folder.latency_done_count() < max(Process.expected_workers, 1):
         gevent.sleep(0.1)
     result = merge_run(run_dir)
     sys.stderr.write(f"cachestorm merged latency (µs, HDR, all workers): {json.dumps(result)}\n")

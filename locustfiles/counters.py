@@ -13,19 +13,22 @@ from cachestorm.traffic.common import CachestormShape, CachestormUser, Process
 from locust import events
 from locust.runners import WorkerRunner
 
-Process.domain = "counters"
+from cachestorm.core.domains import DOMAINS
+
+SPEC = DOMAINS["counters"]
+Process.domain = SPEC.name
 __all__ = ["CountersUser", "CachestormShape"]
 log = logging.getLogger("cachestorm")
 
 
 class CountersUser(CachestormUser):
     def perform(self, op, key, intended_ns):
-        path = f"/counters/{key}"
+        path, name = SPEC.path(key), SPEC.request_name
         if op == "read":
-            return self.call("read", key, "GET", path, "/counters/[id]", intended_ns)
+            return self.call("read", key, "GET", path, name, intended_ns)
         if op == "write":
             by = random.randint(1, 5)
-            return self.call("incr", key, "POST", f"{path}/incr", "/counters/[id]/incr", intended_ns,
+            return self.call("incr", key, "POST", f"{path}/incr", f"{name}/incr", intended_ns,
                              body={"by": by}, value=str(by))
         raise ValueError(f"counters has no operation {op!r}")
 
@@ -34,7 +37,7 @@ class CountersUser(CachestormUser):
 def _flush_counters(environment, **_kwargs):
     if isinstance(environment.runner, WorkerRunner) or not environment.host:
         return
-    request = urllib.request.Request(environment.host.rstrip("/") + "/counters/flush", data=b"{}", method="POST",
+    request = urllib.request.Request(environment.host.rstrip("/") + f"/{SPEC.resource}/flush", data=b"{}", method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:

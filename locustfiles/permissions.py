@@ -1,14 +1,17 @@
 """Permissions traffic: checks GET /permissions/{user}/{perm} (history op "check", value 1/0 = granted),
 grants/revokes PUT /permissions/{user}/{perm} {"granted": bool}. The key id is the user; each user has
 permissions "read", "write", "admin" (read most often checked). Histories name the item `user:perm`
-(as truth.json's `permissions:<user>:<perm>`): one user's permissions are separate items.
+(as the run's truth names them, `permissions:<user>:<perm>`): one user's permissions are separate items.
 """
 
 import random
 
 from cachestorm.traffic.common import CachestormShape, CachestormUser, Process
 
-Process.domain = "permissions"
+from cachestorm.core.domains import DOMAINS
+
+SPEC = DOMAINS["permissions"]
+Process.domain = SPEC.name
 __all__ = ["PermissionsUser", "CachestormShape"]
 PERMISSIONS = ("read", "read", "read", "write", "write", "admin")
 
@@ -16,8 +19,8 @@ PERMISSIONS = ("read", "read", "read", "write", "write", "admin")
 class PermissionsUser(CachestormUser):
     def perform(self, op, key, intended_ns):
         perm = random.choice(PERMISSIONS)
-        path = f"/permissions/{key}/{perm}"
-        name = "/permissions/[user]/[perm]"
+        path = SPEC.path(f"{key}/{perm}")
+        name = f"/{SPEC.resource}/[user]/[perm]"
         item = f"{key}:{perm}"
         if op == "read":
             return self.call("check", key, "GET", path, name, intended_ns, read_granted=True, history_key=item)

@@ -8,22 +8,25 @@ import random
 
 from cachestorm.traffic.common import CachestormShape, CachestormUser, Process
 
-Process.domain = "profiles"
+from cachestorm.core.domains import DOMAINS
+
+SPEC = DOMAINS["profiles"]
+Process.domain = SPEC.name
 __all__ = ["ProfilesUser", "CachestormShape"]
 
 
 class ProfilesUser(CachestormUser):
     def perform(self, op, key, intended_ns):
-        path = f"/profiles/{key}"
+        path, name = SPEC.path(key), SPEC.request_name
         if op == "read":
             share = Process.settings.owner_read_share
             if share and random.random() < share:
-                return self.call("read", key, "GET", path, "/profiles/[id] owner", intended_ns,
+                return self.call("read", key, "GET", path, f"{name} owner", intended_ns,
                                  headers={"X-User-Id": str(key)}, user=str(key))
-            return self.call("read", key, "GET", path, "/profiles/[id]", intended_ns)
+            return self.call("read", key, "GET", path, name, intended_ns)
         if op == "write":
-            return self.call("write", key, "PUT", path, "/profiles/[id]", intended_ns,
+            return self.call("write", key, "PUT", path, name, intended_ns,
                              body={"data": {"name": f"user {key}", "bio": self.value_body()}})
         if op == "delete":
-            return self.call("delete", key, "DELETE", path, "/profiles/[id]", intended_ns)
+            return self.call("delete", key, "DELETE", path, name, intended_ns)
         raise ValueError(f"profiles has no operation {op!r}")

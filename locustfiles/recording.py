@@ -13,24 +13,18 @@ from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
+from cachestorm.core.runfiles import read_jsonl
+from cachestorm.core.runfolder import RunFolder
+
 LOWEST_US, HIGHEST_US, SIGNIFICANT = 1, 60_000_000, 3
 HISTORY_MAGIC = "# cachestorm-history v1"
 HISTORY_COLUMNS = (
     "key", "op", "start_ns", "end_ns", "start_wall", "status", "version", "source", "user", "request_id", "value", "attempt",
 )
-KINDS = ("read", "write", "all")
 
 
 def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT)
-
-
-def run_start_wall(run_dir: Path) -> float | None:
-    """``started_at`` from the conductor's run.json, if there is one."""
-    try:
-        return float(json.loads((Path(run_dir) / "run.json").read_text())["started_at"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 class HistorySampler:
@@ -51,13 +45,13 @@ class HistoryWriter:
     """Streams history lines to ``histories/<worker>.tsv`` through a 1 MiB buffer (flushed each second)."""
 
     def __init__(self, run_dir: Path, worker: str):
-        folder = Path(run_dir) / "histories"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{worker}.tsv"
+        folder = RunFolder(run_dir)
+        folder.histories_dir.mkdir(parents=True, exist_ok=True)
+        self.path = folder.history_path(worker)
         run = 1
         while self.path.exists():  # a second test in the same process (web UI): never clobber the first
             run += 1
-            self.path = folder / f"{worker}.{run}.tsv"
+            self.path = folder.history_path(worker, run)
         self.file = open(self.path, "w", buffering=1 << 20)  # noqa: SIM115 - closed in close()
         self.file.write(HISTORY_MAGIC + "\n" + "\t".join(HISTORY_COLUMNS) + "\n")
         self.lines = 0
@@ -96,9 +90,9 @@ class LatencyRecorder:
     """
 
     def __init__(self, run_dir: Path, worker: str, start_wall: float | None = None):
-        folder = Path(run_dir) / "latency"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{worker}.jsonl"
+        folder = RunFolder(run_dir)
+        folder.latency_dir.mkdir(parents=True, exist_ok=True)
+        self.path = folder.latency_path(worker)
         self.file = open(self.path, "a", buffering=1 << 16)  # noqa: SIM115 - closed in close()
         self._init(worker, start_wall)
 
@@ -209,20 +203,13 @@ def merge_run(run_dir: str | Path) -> dict:
     totals: ``{"kinds": {kind: summary}, "counts": {...}, "workers": n, "intervals": n}``.
     Idempotent: the master calls it at test stop and the conductor may call it again.
     """
-    folder = Path(run_dir) / "latency"
+    run_folder = RunFolder(run_dir)
+    folder = run_folder.latency_dir
     merged: dict[tuple[int, str], HdrHistogram] = {}
     counts: dict[int, dict[str, int]] = {}
     workers = set()
-    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
-        if path.name == "merged.jsonl":
-            continue
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a worker killed mid-line: its last line is lost, the rest still counts
+    for path in run_folder.worker_latency_files():
+        for record in read_jsonl(path):  # a worker killed mid-line loses its last line, the rest still counts
             workers.add(record["worker"])
             key = (int(record["wall"]), record["kind"])
             hist = merged.get(key)
@@ -233,12 +220,12 @@ def merge_run(run_dir: str | Path) -> dict:
             for name, n in record.get("counts", {}).items():
                 bucket = counts.setdefault(key[0], {})
                 bucket[name] = bucket.get(name, 0) + n
-    start = run_start_wall(Path(run_dir))
+    start = run_folder.started_at()
     if start is None:
         start = float(min((wall for wall, _ in merged), default=0))
     totals: dict[str, HdrHistogram] = {}
     if folder.is_dir():
-        tmp = folder / "merged.jsonl.tmp"
+        tmp = run_folder.merged_latency_path.with_suffix(".jsonl.tmp")
         with open(tmp, "w") as out:
             for (wall, kind), hist in sorted(merged.items()):
                 record = {"t": wall - start, "wall": wall, "interval_s": 1.0, "worker": "merged", "kind": kind,
@@ -250,7 +237,7 @@ def merge_run(run_dir: str | Path) -> dict:
                 if total is None:
                     total = totals[kind] = new_histogram()
                 total.add(hist)
-        tmp.replace(folder / "merged.jsonl")
+        tmp.replace(run_folder.merged_latency_path)
     total_counts: dict[str, int] = {}
     for bucket in counts.values():
         for name, n in bucket.items():
@@ -261,10 +248,6 @@ def merge_run(run_dir: str | Path) -> dict:
         "workers": len(workers),
         "intervals": len({wall for wall, _ in merged}),
     }
-
-
-def micros_since(start_ns: int, end_ns: int) -> float:
-    return max(0.0, (end_ns - start_ns) / 1000.0)
 
 
 __all__ = ["HistorySampler", "HistoryWriter", "LatencyRecorder", "merge_run", "read_history", "summarize"]

@@ -2,13 +2,15 @@
 
 ``ARGUMENTS`` is the one list of custom options; ``locustfiles.common`` registers them with
 Locust and ``build_settings`` turns the parsed namespace into models, raising CachestormError
-(one line naming the option) on bad input.
+(one line naming the option) on bad input. A run hands its options here by name: ``check_options``
+validates them before anything starts and ``traffic_argv`` renders them for Locust's command line.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from cachestorm.traffic.models import keys as key_models
@@ -18,6 +20,7 @@ from cachestorm.traffic.models.retry import build_retry
 from cachestorm.traffic.models.shapes import Shape, build_shape
 from cachestorm.traffic.models.sizes import build_value_size
 
+from cachestorm.core.defaults import DEFAULTS
 from cachestorm.core.errors import CachestormError
 
 # (flag, type, default, help). None defaults mean "from --preset, else the domain default".
@@ -25,35 +28,54 @@ ARGUMENTS: list[tuple[str, type, Any, str]] = [
     ("--run-dir", str, "", "run folder to record histories/ and latency/ into (empty: no files, summary only)"),
     ("--hosts", str, "", "several target instances, comma-separated base URLs: requests go round-robin (default --host)"),
     ("--preset", str, "", "ycsb-a..ycsb-f, twitter-median, meta-etc (sets key model, alpha, mix, value size)"),
-    ("--key-model", str, None, "zipf | hotspot | latest | uniform (default zipf)"),
-    ("--alpha", float, None, "Zipf exponent for zipf/latest, > 0 (default 0.99)"),
-    ("--keys", int, 10000, "key space: ids 1..N"),
-    ("--hot-keys", int, 10, "ids 1..K are the hot keys (always in the histories)"),
-    ("--hot-fraction", float, 0.2, "hotspot: fraction of keys that are hot"),
-    ("--hot-op-fraction", float, 0.8, "hotspot: fraction of operations on the hot keys"),
-    ("--celebrity-share", float, 0.0, "fraction of all operations on key 1, on top of the key model"),
-    ("--missing-share", float, 0.0, "fraction of reads for ids N+1..2N that do not exist"),
+    ("--key-model", str, None, f"{' | '.join(key_models.KEY_MODELS)} (default {DEFAULTS.key_model})"),
+    ("--alpha", float, None, f"Zipf exponent for zipf/latest, > 0 (default {DEFAULTS.alpha:g})"),
+    ("--keys", int, DEFAULTS.keys, "key space: ids 1..N"),
+    ("--hot-keys", int, DEFAULTS.hot_keys, "ids 1..K are the hot keys (always in the histories)"),
+    ("--hot-fraction", float, DEFAULTS.hot_fraction, "hotspot: fraction of keys that are hot"),
+    ("--hot-op-fraction", float, DEFAULTS.hot_op_fraction, "hotspot: fraction of operations on the hot keys"),
+    ("--celebrity-share", float, DEFAULTS.celebrity_share, "fraction of all operations on key 1, on top of the key model"),
+    ("--missing-share", float, DEFAULTS.missing_share, "fraction of reads for ids N+1..2N that do not exist"),
     ("--write-ratio", float, None, "fraction of writes (default: preset, else the domain default)"),
-    ("--delete-ratio", float, 0.0, "fraction of deletes (profiles, catalog, permissions=revoke)"),
-    ("--owner-read-share", float, 0.0, "profiles: fraction of reads sent by the owner (X-User-Id, bypasses cache)"),
-    ("--value-size", str, None, "N | fixed:N | meta-etc | gpareto:SCALE:SHAPE (bytes; default 230)"),
+    ("--delete-ratio", float, DEFAULTS.delete_ratio, "fraction of deletes (profiles, catalog, permissions=revoke)"),
+    ("--owner-read-share", float, DEFAULTS.owner_read_share, "profiles: fraction of reads sent by the owner (X-User-Id, bypasses cache)"),
+    ("--value-size", str, None, f"N | fixed:N | meta-etc | gpareto:SCALE:SHAPE (bytes; default {DEFAULTS.value_size})"),
     ("--rate", float, 0.0, "open model: arrivals per second over all processes (0 = closed model)"),
-    ("--arrivals", str, "constant", "open model schedule: constant | poisson"),
-    ("--max-inflight", int, 1000, "open model: in-flight bound per process; arrivals beyond it are dropped and counted"),
+    ("--arrivals", str, DEFAULTS.arrivals, "open model schedule: constant | poisson"),
+    ("--max-inflight", int, DEFAULTS.max_inflight, "open model: in-flight bound per process; arrivals beyond it are dropped and counted"),
     ("--open-users", int, 0, "open model: scheduler users sharing --rate (0 = -u, at least 1; use one per worker)"),
-    ("--late-ms", float, 2.0, "open model: a send later than this after its intended time counts as late"),
+    ("--late-ms", float, DEFAULTS.late_ms, "open model: a send later than this after its intended time counts as late"),
     ("--shape", str, "", "steady | ramp | step | spike | diurnal | stages file .json/.yaml (default steady until -t)"),
     ("--shape-args", str, "", "shape parameters k=v,k=v (levels are fractions of -u or --rate)"),
-    ("--retry", str, "none", "none | naive:N | backoff:N | budget:R"),
-    ("--history-sample", float, 0.01, "fraction of key ids whose operations are recorded (plus the hot keys)"),
-    ("--seed", int, -1, "random seed (-1: random)"),
-    ("--request-timeout", float, 10.0, "seconds before a request counts as a timeout"),
-    ("--think-time", str, "0", "closed model wait between operations: S or A,B seconds"),
+    ("--retry", str, DEFAULTS.retry, "none | naive:N | backoff:N | budget:R"),
+    ("--history-sample", float, DEFAULTS.history_sample, "fraction of key ids whose operations are recorded (plus the hot keys)"),
+    ("--seed", int, DEFAULTS.locust_seed, "random seed (-1: random)"),
+    ("--request-timeout", float, DEFAULTS.locust_request_timeout_s, "seconds before a request counts as a timeout"),
+    ("--think-time", str, DEFAULTS.think_time, "closed model wait between operations: S or A,B seconds"),
 ]
 
 
 def option_name(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
+
+
+def traffic_argv(options: dict[str, Any]) -> list[str]:
+    """These options (by name, e.g. key_model) as the Locust command line's flag/value pairs."""
+    flags = {option_name(flag): flag for flag, *_ in ARGUMENTS}
+    _refuse_unknown(options, flags)
+    return [part for name, value in options.items() for part in (flags[name], str(value))]
+
+
+def check_options(options: dict[str, Any], domain: str) -> Settings:
+    """The settings these options (by name; the rest at their defaults) give, validated as Locust will."""
+    _refuse_unknown(options, {option_name(flag) for flag, *_ in ARGUMENTS})
+    return build_settings(SimpleNamespace(**options), domain)
+
+
+def _refuse_unknown(options: dict[str, Any], known) -> None:
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise CachestormError(f"unknown traffic option {unknown[0]!r}; known: {', '.join(sorted(known))}")
 
 
 @dataclass
@@ -119,9 +141,9 @@ def build_settings(options, domain: str, salt: int = 0) -> Settings:
     hot_keys = _get(options, "--hot-keys")
     if hot_keys < 0:
         raise CachestormError(f"--hot-keys must be >= 0 (got {hot_keys})")
-    key_model_name = _get(options, "--key-model") or (preset.key_model if preset else "zipf")
+    key_model_name = _get(options, "--key-model") or (preset.key_model if preset else DEFAULTS.key_model)
     alpha = _get(options, "--alpha")
-    alpha = alpha if alpha is not None else (preset.alpha if preset else 0.99)
+    alpha = alpha if alpha is not None else (preset.alpha if preset else DEFAULTS.alpha)
     key_model = key_models.build_key_model(
         key_model_name, keys, alpha,
         celebrity_share=_get(options, "--celebrity-share"),
@@ -137,7 +159,7 @@ def build_settings(options, domain: str, salt: int = 0) -> Settings:
         mix = Mix(dict(preset.mix), mix_seed)
     else:
         mix = domain_mix(domain, write_ratio, delete_ratio, mix_seed)
-    value_size = build_value_size(_get(options, "--value-size") or (preset.value_size if preset else "230"),
+    value_size = build_value_size(_get(options, "--value-size") or (preset.value_size if preset else DEFAULTS.value_size),
                                   None if seed is None else seed + 13)
     rate = _get(options, "--rate")
     if not math.isfinite(rate) or rate < 0:

@@ -17,7 +17,10 @@ import json
 import random
 import re
 
-ROUTE = re.compile(rb"^/(profiles|products|counters|permissions)/(\d+)(?:/(incr|\d+|\w+))?$")
+from cachestorm.core.domains import DOMAINS
+
+DOMAIN_OF_RESOURCE = {spec.resource: spec.name for spec in DOMAINS.values()}
+ROUTE = re.compile(rb"^/(" + "|".join(map(re.escape, DOMAIN_OF_RESOURCE)).encode() + rb")/(\d+)(?:/(incr|\d+|\w+))?$")
 
 
 class Store:
@@ -43,7 +46,7 @@ class Store:
         match = ROUTE.match(path.split(b"?", 1)[0])
         if not match:
             return 404, {"error": "no_route"}, {}
-        domain, ident, extra = match.group(1).decode(), match.group(2).decode(), match.group(3)
+        domain, ident, extra = DOMAIN_OF_RESOURCE[match.group(1).decode()], match.group(2).decode(), match.group(3)
         key = (domain, ident, extra.decode() if extra and domain == "permissions" else "")
         if method == b"GET":
             if not self.exists(key):

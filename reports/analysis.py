@@ -5,25 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from cachestorm.reports.cachestats import analyze_cache
-from cachestorm.reports.checker import DEFAULT_WITHIN_S, check_history, declared_bound, load_truth
+from cachestorm.reports.checker import DEFAULT_WITHIN_S, check_history, declared_bound
 from cachestorm.reports.dbload import analyze_db
-from cachestorm.reports.errors import analyze_errors
+from cachestorm.reports.error_kinds import analyze_errors
 from cachestorm.reports.headline import build_headline, headline_notes
-from cachestorm.reports.history import history_files, read_run_history
+from cachestorm.reports.history import read_run_history
 from cachestorm.reports.incident import analyze_incident
 from cachestorm.reports.latency import analyze_latency
 from cachestorm.reports.metrics import CounterSeries
 from cachestorm.reports.phases import failed_faults, fault_windows, load_window, split_phases
 from cachestorm.reports.warnings import run_warnings
 
-from cachestorm.core.runfiles import (
-    damaged,
-    first_failure,
-    locust_csv,
-    read_json,
-    read_jsonl,
-    require_run_dir,
-)
+from cachestorm.core.runfiles import damaged, first_failure
+from cachestorm.core.runfolder import RunFolder
 
 SCHEMA = "cachestorm-report/2"  # 2: anomalies count broken promises only; nines are numbers
 
@@ -32,18 +26,19 @@ def analyze_run(run_dir: str | Path, *, within_s: tuple[float, ...] = DEFAULT_WI
                 expiry_window_s: float = 5.0) -> dict:
     """Analyse one run folder into the JSON-serialisable dict written as report.json. A damaged file is
     one line naming it (its reader's guard), else naming the folder: never a traceback."""
-    run_dir = require_run_dir(run_dir)
-    with damaged(run_dir, "a file in this run folder holds unexpected content"):
-        return _analyze_run(run_dir, within_s, expiry_window_s)
+    folder = RunFolder.existing(run_dir)
+    with damaged(folder.path, "a file in this run folder holds unexpected content"):
+        return _analyze_run(folder, within_s, expiry_window_s)
 
 
-def _analyze_run(run_dir: Path, within_s: tuple[float, ...], expiry_window_s: float) -> dict:
-    run = read_json(run_dir / "run.json")
-    journal = read_jsonl(run_dir / "journal.jsonl")
-    with damaged(run_dir / "metrics.jsonl"):
-        metrics = CounterSeries.from_metrics(read_jsonl(run_dir / "metrics.jsonl"))
-    with damaged(run_dir / "pg_stats.jsonl"):
-        pg_records = read_jsonl(run_dir / "pg_stats.jsonl")
+def _analyze_run(folder: RunFolder, within_s: tuple[float, ...], expiry_window_s: float) -> dict:
+    run_dir = folder.path
+    run = folder.meta()
+    journal = folder.journal_records()
+    with damaged(folder.metrics_path):
+        metrics = CounterSeries.from_metrics(folder.metrics())
+    with damaged(folder.pg_stats_path):
+        pg_records = folder.pg_stats()
         pg = CounterSeries.from_pg_stats(pg_records)
     started_at = run.get("started_at")
     run_end = _run_end(run, journal) or _data_end(metrics, pg)
@@ -55,17 +50,17 @@ def _analyze_run(run_dir: Path, within_s: tuple[float, ...], expiry_window_s: fl
     p99_series = [(p["t"], p["p99_ms"]) for p in latency["series"] if p.get("p99_ms") is not None]
     history = read_run_history(run_dir)
     t0_ns = run.get("t0_monotonic_ns")
-    locust_totals = next((row for row in locust_csv(run_dir, "stats")
+    locust_totals = next((row for row in folder.locust_csv("stats")
                           if row.get("Name") == "Aggregated"), None)
-    truth = load_truth(run_dir)
+    truth = folder.truth()
     settings = run.get("settings") or {}
     consistency = None
-    if history_files(run_dir):
+    if folder.history_files():
         consistency = check_history(history, truth, staleness_bound_s=declared_bound(run, truth),
                                     within_s=within_s, t0_ns=t0_ns, domain=settings.get("domain"),
                                     revoke_bound_s=truth.declared_revoke_bound_s if truth else None)
         consistency["torn_lines"] = history.torn_lines
-    errors = analyze_errors(history, t0_ns, locust_csv(run_dir, "failures"), metrics, locust_totals)
+    errors = analyze_errors(history, t0_ns, folder.locust_csv("failures"), metrics, locust_totals)
     error_series = [(p["t"], p["errors"]) for p in errors.get("series") or []]
     analysis = {
         "schema": SCHEMA,

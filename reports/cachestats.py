@@ -1,4 +1,5 @@
-"""Cache behaviour from the targets' counters: hit ratio over time, stale serves, recomputes."""
+"""Cache behaviour from the targets' counters: hit ratio over time (cachestorm/core/hitratio.py says
+what it counts), stale serves, recomputes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections import defaultdict
 from cachestorm.reports.metrics import CounterSeries
 from cachestorm.reports.phases import Phase
 
-RESULTS = "cachestorm_cache_results_total"
+from cachestorm.core.hitratio import RESULTS_METRIC, fresh_hit_ratio, hit_ratio, lookups
+
 TOTALS = {
     "recomputes": "cachestorm_recomputes_total",
     "coalesced_waiters": "cachestorm_coalesced_waiters_total",
@@ -21,25 +23,22 @@ TOTALS = {
 
 
 def analyze_cache(metrics: CounterSeries, phases: list[Phase]) -> dict:
-    results = metrics.label_values(RESULTS, "result")
+    results = metrics.label_values(RESULTS_METRIC, "result")
     per_second: dict[int, dict[str, float]] = defaultdict(dict)
     totals = {}
     for result in results:
-        totals[result] = metrics.increase(RESULTS, result=result)
-        for second, rate in metrics.rate(RESULTS, result=result):
+        totals[result] = metrics.increase(RESULTS_METRIC, result=result)
+        for second, rate in metrics.rate(RESULTS_METRIC, result=result):
             per_second[second][result] = rate
-    lookups = sum(totals.values())
     series = []
     for second in sorted(per_second):
         counts = per_second[second]
-        total = sum(counts.values())
-        series.append({"t": second, "hit_ratio": (counts.get("hit", 0.0) / total) if total else None,
-                       "stale_per_s": round(counts.get("stale", 0.0), 3), "lookups_per_s": round(total, 3)})
+        series.append({"t": second, "hit_ratio": hit_ratio(counts),
+                       "stale_per_s": round(counts.get("stale", 0.0), 3), "lookups_per_s": round(lookups(counts), 3)})
     by_class = {}
-    for key_class in metrics.label_values(RESULTS, "key_class"):
-        hits = metrics.increase(RESULTS, result="hit", key_class=key_class)
-        all_results = metrics.increase(RESULTS, key_class=key_class)
-        by_class[key_class] = (hits / all_results) if all_results else None
+    for key_class in metrics.label_values(RESULTS_METRIC, "key_class"):
+        by_class[key_class] = hit_ratio({result: metrics.increase(RESULTS_METRIC, result=result, key_class=key_class)
+                                         for result in results})
     by_phase = {}
     for phase in phases:
         points = [p for p in series if phase.contains_second(p["t"]) and p["lookups_per_s"]]
@@ -48,7 +47,8 @@ def analyze_cache(metrics: CounterSeries, phases: list[Phase]) -> dict:
         by_phase[phase.name] = (hits_in_phase / lookups_in_phase) if lookups_in_phase else None
     return {
         "available": bool(results),
-        "hit_ratio": (totals.get("hit", 0.0) / lookups) if lookups else None,
+        "hit_ratio": hit_ratio(totals),
+        "fresh_hit_ratio": fresh_hit_ratio(totals),
         "results": totals,
         "stale_serves": totals.get("stale", 0.0),
         "hit_ratio_by_key_class": by_class,

@@ -1,6 +1,6 @@
 """Capacity from an open-model `step` run: per step offered vs achieved rate, p50/p99, errors, DB load; the knee.
 
-Reads only the run folder. The steps come from run.json (`rate`, `shape_args` of the `step` shape);
+Reads only the run folder. The steps come from the step plan the run recorded when it started;
 their windows from the load start and the hold. Locust needs a moment to boot after the conductor
 records the load start, so the load start is the later of the journal's `load` record and the first
 second with latency data. The first `TRANSITION_S` of every step is skipped (the previous step's
@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from cachestorm.reports.latency import finite_float, latency_files, new_histogram, summarize
+from cachestorm.reports.latency import finite_float, new_histogram, summarize
 from cachestorm.reports.metrics import CounterSeries
 from hdrh.histogram import HdrHistogram
 
-from cachestorm.core.runfiles import locust_csv, read_json, read_jsonl, require_run_dir
+from cachestorm.core.runfiles import read_jsonl
+from cachestorm.core.runfolder import RunFolder
 
 SCHEMA = "cachestorm-capacity/1"
 TRANSITION_S = 1.0
@@ -34,35 +35,21 @@ DB_SERIES = {
 }
 
 
-def step_plan(settings: dict) -> tuple[float, list[float], float]:
-    """(max rate, level per step, hold seconds) from run.json settings of a `--shape step` open-model run."""
-    from cachestorm.traffic.models.shapes import Step, parse_shape_args
-
-    from cachestorm.core.errors import CachestormError
-
-    rate, shape = settings.get("rate"), settings.get("shape")
-    if not rate or shape != "step":
-        raise CachestormError(f"not a capacity run: needs an open-model step load (rate={rate!r}, shape={shape!r}); "
-                              "run `cachestorm capacity`")
-    step = Step(**parse_shape_args(settings.get("shape_args")))
-    levels = [step.level(index * step.hold) for index in range(step.steps)]
-    return float(rate), [float(level) for level in levels], step.hold
-
-
 def analyze_capacity(run_dir: str | Path, slo_p99_ms: float, max_error_rate: float) -> dict:
     """Steps (offered, sent, achieved, p50/p99, error rate, DB load per 1,000 requests) and the knee."""
-    run_dir = require_run_dir(run_dir)
-    run = read_json(run_dir / "run.json")
+    folder = RunFolder.existing(run_dir)
+    run_dir = folder.path
+    run = folder.meta()
     settings = run.get("settings") or {}
-    max_rate, levels, hold = step_plan(settings)
-    seconds = _latency_seconds(run_dir)
-    journal_start = next((float(r["t_start"]) for r in read_jsonl(run_dir / "journal.jsonl")
+    max_rate, levels, hold = folder.step_plan()
+    seconds = _latency_seconds(folder)
+    journal_start = next((float(r["t_start"]) for r in folder.journal_records()
                           if r.get("kind") == "load" and r.get("t_start") is not None), None)
     first_data = min(seconds, default=None)
     load_start = max(t for t in (journal_start, first_data, 0.0) if t is not None)
-    errors = _error_counter(run_dir, run.get("started_at"))
-    metrics = CounterSeries.from_metrics(read_jsonl(run_dir / "metrics.jsonl"))
-    pg = CounterSeries.from_pg_stats(read_jsonl(run_dir / "pg_stats.jsonl"))
+    errors = _error_counter(folder, run)
+    metrics = CounterSeries.from_metrics(folder.metrics())
+    pg = CounterSeries.from_pg_stats(folder.pg_stats())
     steps = []
     for index, level in enumerate(levels):
         begin = load_start + index * hold + TRANSITION_S
@@ -162,10 +149,10 @@ def _num(value) -> str:
     return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
 
 
-def _latency_seconds(run_dir: Path) -> dict[float, tuple[HdrHistogram, dict]]:
+def _latency_seconds(folder: RunFolder) -> dict[float, tuple[HdrHistogram, dict]]:
     """t -> (merged `all` histogram, summed counts) per latency second (merged.jsonl, else per worker)."""
     seconds: dict[float, tuple[HdrHistogram, dict]] = {}
-    for path in latency_files(run_dir):
+    for path in folder.latency_files():
         for record in read_jsonl(path):
             if record.get("kind", "all") != "all" or record.get("t") is None or not record.get("hist"):
                 continue
@@ -226,8 +213,9 @@ class _ErrorCounter:
         return latest
 
 
-def _error_counter(run_dir: Path, started_at: float | None) -> _ErrorCounter:
-    rows = [r for r in locust_csv(run_dir, "stats_history") if r.get("Name") == "Aggregated"]
+def _error_counter(folder: RunFolder, run: dict) -> _ErrorCounter:
+    started_at = run.get("started_at")
+    rows = [r for r in folder.locust_csv("stats_history") if r.get("Name") == "Aggregated"]
     points = []
     for row in rows:
         stamp, requests, failures = (finite_float(row.get(c)) for c in ("Timestamp", "Total Request Count",
@@ -238,8 +226,8 @@ def _error_counter(run_dir: Path, started_at: float | None) -> _ErrorCounter:
         return _ErrorCounter("locust", sorted(points))
     from cachestorm.reports.history import read_run_history
 
-    t0_ns = read_json(run_dir / "run.json").get("t0_monotonic_ns")
-    history = read_run_history(run_dir) if t0_ns is not None else None
+    t0_ns = run.get("t0_monotonic_ns")
+    history = read_run_history(folder.path) if t0_ns is not None else None
     operations = [] if history is None else [
         ((start_ns - t0_ns) / 1e9, 1.0, 1.0 if _is_error(status) else 0.0)
         for start_ns, status in zip(history.start_ns, history.status, strict=True)]

@@ -1,7 +1,7 @@
 """Consistency checker over operation histories (Jepsen style, versions instead of values).
 
 Every anomaly is decided from the history alone, plus the final truth the
-conductor read from PostgreSQL (`truth.json`) for lost writes and counters:
+conductor read from PostgreSQL (the run folder's truth) for lost writes and counters:
 
 - stale read: returned version r although a write of a version > r had been
   acknowledged before the read started; its staleness is read start minus the
@@ -21,11 +21,9 @@ so each read is one bisect: O(n log n) over flat columns, no per-op objects.
 
 from __future__ import annotations
 
-import json
 import math
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cachestorm.reports.history import (
@@ -39,8 +37,8 @@ from cachestorm.reports.history import (
     status_class,
 )
 
-from cachestorm.core.errors import CachestormError
-from cachestorm.core.runfiles import read_json
+from cachestorm.core.domains import DOMAINS
+from cachestorm.core.runfolder import RunFolder, Truth
 
 DEFAULT_WITHIN_S = (0.0, 1.0, 5.0, 10.0, 60.0)
 MAX_EXAMPLES = 5
@@ -48,47 +46,16 @@ _INF = float("inf")
 _PERMISSION_OPS = frozenset({"check", "grant", "revoke"})
 
 
-@dataclass(frozen=True)
-class Truth:
-    """Final state read from PostgreSQL after the run (`truth.json`)."""
-
-    versions: dict[str, int] = field(default_factory=dict)
-    counters: dict[str, int] = field(default_factory=dict)
-    declared_staleness_bound_s: float | None = None
-    counters_start: dict[str, int] = field(default_factory=dict)  # before the load: a reused stack carries counts
-    declared_revoke_bound_s: float | None = None  # permissions: the target's own revoke bound (TTL + 1 s)
-
-
-def load_truth(run_dir: str | Path) -> Truth | None:
-    path = Path(run_dir) / "truth.json"
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        return Truth(
-            versions={str(k): int(v) for k, v in (data.get("versions") or {}).items()},
-            counters={str(k): int(v) for k, v in (data.get("counters") or {}).items()},
-            declared_staleness_bound_s=(None if data.get("declared_staleness_bound_s") is None
-                                        else float(data["declared_staleness_bound_s"])),
-            counters_start={str(k): int(v) for k, v in (data.get("counters_start") or {}).items()},
-            declared_revoke_bound_s=(None if data.get("declared_revoke_bound_s") is None
-                                     else float(data["declared_revoke_bound_s"])),
-        )
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise CachestormError(f"{path}: not a valid truth file ({exc}); expected "
-                              '{"versions": {...}, "counters": {...}, "declared_staleness_bound_s": s|null}') from None
-
-
 def check_run(run_dir: str | Path, within_s: tuple[float, ...] = DEFAULT_WITHIN_S,
               staleness_bound_s: float | None = None) -> dict:
-    """Read a run folder's histories, truth.json and run.json, and check them."""
-    run_dir = Path(run_dir)
-    run = read_json(run_dir / "run.json")
-    truth = load_truth(run_dir)
+    """Read a run folder's histories, truth and run record, and check them."""
+    folder = RunFolder(run_dir)
+    run = folder.meta()
+    truth = folder.truth()
     if staleness_bound_s is None:
         staleness_bound_s = declared_bound(run, truth)
     settings = run.get("settings") or {}
-    return check_history(read_run_history(run_dir), truth, staleness_bound_s=staleness_bound_s,
+    return check_history(read_run_history(folder.path), truth, staleness_bound_s=staleness_bound_s,
                          within_s=within_s, t0_ns=run.get("t0_monotonic_ns"),
                          domain=settings.get("domain") or run.get("domain"),
                          revoke_bound_s=truth.declared_revoke_bound_s if truth else None)
@@ -102,11 +69,12 @@ def check_history(history: History, truth: Truth | None = None, *, staleness_bou
 
     `owner_is_key`: a write without a user counts as written by the user whose id is the key
     (profiles: the owner edits their profile and reads it with X-User-Id = id). Default: on for
-    the profiles domain. `revoke_bound_s`: the permissions domain's own bound (the target's, one
+    a domain whose spec says so (profiles). `revoke_bound_s`: the permissions domain's own bound (the target's, one
     truth); without it granted-after-revoke uses the staleness bound.
     """
+    spec = DOMAINS.get(domain or "")
     if owner_is_key is None:
-        owner_is_key = domain == "profiles"
+        owner_is_key = bool(spec and spec.owner_is_key)
     with gc_paused():
         return _check(history, truth, staleness_bound_s, within_s, t0_ns, domain, owner_is_key, max_examples,
                       staleness_bound_s if revoke_bound_s is None else revoke_bound_s)
@@ -126,10 +94,11 @@ def _check(history: History, truth: Truth | None, staleness_bound_s: float | Non
         "revoked_granted": _revoked_granted(history, index, revoke_bound_s, example),
     }
     warnings = []
-    if domain == "permissions" and index.permission_ops and not any(
+    spec = DOMAINS.get(domain or "")
+    if spec and spec.per_field and index.permission_ops and not any(
             ":" in history.key[i] for i in index.permission_ops[:1000]):
         warnings.append("permission history keys have no permission name (expected '<user>:<perm>', as in "
-                        "truth.json): different permissions of one user share a key, so stale reads and "
+                        f"{RunFolder.TRUTH}): different permissions of one user share a key, so stale reads and "
                         "granted-after-revoke may be false alarms")
     promise = _promise(findings["stale_reads"], staleness_bound_s)
     # broken promises only: a stale read within the declared bound is what the strategy promised, and
@@ -336,7 +305,7 @@ def _truth_for(table: dict[str, int], key: str, domain: str | None) -> int | Non
 def _lost_writes(h: History, index: _Index, truth: Truth | None, domain: str | None, example) -> dict:
     if truth is None or not truth.versions:
         return {"count": 0, "checked": False, "keys": 0, "examples": [],
-                "note": "no truth.json versions: lost writes not checked"}
+                "note": f"no {RunFolder.TRUTH} versions: lost writes not checked"}
     lost = []
     keys, ops, versions = h.key, h.op, h.version
     for i in index.acked_write_positions:
@@ -370,7 +339,7 @@ def _counters(h: History, index: _Index, truth: Truth | None, domain: str | None
               "indeterminate_total": sum(indeterminate.values()), "db_total": None,
               "lost": dict(empty), "duplicated": dict(empty), "indeterminate_keys": 0}
     if truth is None or not truth.counters:
-        result["note"] = "no truth.json counters: counters not reconciled"
+        result["note"] = f"no {RunFolder.TRUTH} counters: counters not reconciled"
         return result
     lost, duplicated, unsure = [], [], 0
     db_total = 0

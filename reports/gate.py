@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,10 +17,13 @@ import yaml
 from cachestorm.reports.compare import as_analysis
 from cachestorm.reports.headline import CATALOG, comparable
 
+from cachestorm.core.domains import DOMAINS
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.runfiles import incomplete
 
 WHERE_FIELDS = ("strategy", "experiment", "domain", "label", "run_id")
+# a `where` field -> the check of a value no gated run has: None if it names something known, else why not
+KnownCheck = Callable[[str], str | None]
 
 
 @dataclass(frozen=True)
@@ -115,14 +119,18 @@ def _parse_slo(path: Path, n: int, item) -> Slo:
     return Slo(name=name, metric=metric, max=limits["max"], min=limits["min"], where=dict(filters))
 
 
-def evaluate_gate(config_path: str | Path, run_dirs: list) -> GateResult:
-    """Evaluate the SLOs in `config_path` over runs (run folders, or analysis dicts already computed)."""
+def evaluate_gate(config_path: str | Path, run_dirs: list, known: dict[str, KnownCheck] | None = None) -> GateResult:
+    """Evaluate the SLOs in `config_path` over runs (run folders, or analysis dicts already computed).
+
+    `known`: checks of `where` values by field (see KnownCheck), from a caller that knows the strategies
+    and experiments (the reports read run folders only); domains are checked by default."""
     slos = load_slos(config_path)
     if not run_dirs:
         raise CachestormError("no runs to gate; pass one or more run folders")
     analyses = [as_analysis(run) for run in run_dirs]
+    checks = {"domain": _known_domain, **(known or {})}
     for n, slo in enumerate(slos):
-        _check_where(f"{config_path}: slos[{n}].where", slo.where, analyses)
+        _check_where(f"{config_path}: slos[{n}].where", slo.where, analyses, checks)
     return GateResult(str(config_path), [*_completion(analyses), *(r for slo in slos for r in evaluate_slo(slo, analyses))])
 
 
@@ -138,34 +146,24 @@ def _completion(analyses: list[dict]) -> list[SloResult]:
     return results
 
 
-def _check_where(location: str, where: dict, analyses: list[dict]) -> None:
+def _known_domain(value: str) -> str | None:
+    return None if value in DOMAINS else f"unknown domain; choose one of {', '.join(DOMAINS)}"
+
+
+def _check_where(location: str, where: dict, analyses: list[dict], checks: dict[str, KnownCheck]) -> None:
     """A `where` value must name a known strategy, domain or experiment (or one a gated run has, e.g. an
     experiment from your own file): a typo would match nothing and check nothing."""
-    from cachestorm.chaos.experiment import ready_experiments
-    from cachestorm.targets.domains import DOMAINS
-    from cachestorm.targets.strategies import parse_spec
-
     for key, wanted in where.items():
-        if key not in ("strategy", "domain", "experiment"):
+        check = checks.get(key)
+        if check is None:
             continue  # labels and run ids are the user's own names
         seen = {str((a.get("run") or {}).get(key)) for a in analyses}
         for value in wanted if isinstance(wanted, list) else [wanted]:
             if str(value) in seen:
                 continue
-            if key == "strategy":
-                try:
-                    parse_spec(str(value))
-                    continue
-                except CachestormError as exc:
-                    problem = str(exc).split(";")[0]
-            elif key == "domain":
-                if value in DOMAINS:
-                    continue
-                problem = f"unknown domain; choose one of {', '.join(DOMAINS)}"
-            else:
-                if value in ready_experiments():
-                    continue
-                problem = f"no such experiment; ready ones: {', '.join(ready_experiments())}"
+            problem = check(str(value))
+            if problem is None:
+                continue
             raise CachestormError(f"{location}.{key}: {value!r} names nothing known ({problem}), "
                                   "so the SLO would check no run")
 

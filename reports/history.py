@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.runfiles import damaged
+from cachestorm.core.runfolder import RunFolder
 
 MAGIC = "# cachestorm-history v1"
 COLUMNS = ("key", "op", "start_ns", "end_ns", "start_wall", "status", "version", "source", "user",
@@ -73,13 +74,9 @@ class History:
         return record
 
 
-def history_files(run_dir: str | Path) -> list[Path]:
-    return sorted((Path(run_dir) / "histories").glob("*.tsv"))
-
-
 def read_run_history(run_dir: str | Path) -> History:
     """Every `histories/*.tsv` of a run folder, concatenated (empty History if there are none)."""
-    return read_histories(history_files(run_dir))
+    return read_histories(RunFolder(run_dir).history_files())
 
 
 def read_histories(paths: list[Path] | list[str]) -> History:

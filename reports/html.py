@@ -13,6 +13,7 @@ from cachestorm.reports.compare import compare_runs, metric_names, winners
 from cachestorm.reports.headline import display, format_number, lead, metric_info, shown_metrics
 from cachestorm.reports.svg import Chart, Line, render
 
+from cachestorm.core import plugins
 from cachestorm.core.runfiles import incomplete
 
 _CSS = """
@@ -120,7 +121,7 @@ def run_charts(analysis: dict) -> list[Chart]:
                         [Line(label, _series(db.get(name) or [], "per_s"), dashed=name.startswith("pg"))
                          for name, label in names.items() if db.get(name)], shaded, chart_id="db"))
     cache = (analysis.get("cache") or {}).get("series") or []
-    charts.append(Chart("Cache hit ratio", "hits / lookups", [Line("hit ratio", _series(cache, "hit_ratio"))],
+    charts.append(Chart("Cache hit ratio", "served from cache / lookups", [Line("hit ratio", _series(cache, "hit_ratio"))],
                         shaded, y_max=1.0, chart_id="hit-ratio"))
     errors = (analysis.get("errors") or {}).get("series") or []
     kinds = sorted({kind for p in errors for kind in p.get("by_kind") or {}})
@@ -138,6 +139,17 @@ def run_charts(analysis: dict) -> list[Chart]:
         lines.append(Line("declared bound", [(min(span), bound), (max(span), bound)], color="#555", dashed=True))
     charts.append(Chart("Stale reads: staleness per second", "seconds", lines, shaded, chart_id="staleness"))
     return charts
+
+
+# a run report's sections after its headline, in order: name -> "module:function", where
+# function(analysis) returns the section's HTML ("" leaves it out)
+SECTIONS: dict[str, str] = plugins.registry("report-section", {
+    "latency": "cachestorm.reports.html:latency_section",
+    "faults": "cachestorm.reports.html:faults_section",
+    "errors": "cachestorm.reports.html:errors_section",
+    "consistency": "cachestorm.reports.html:consistency_section",
+    "probes": "cachestorm.reports.html:probes_section",
+})
 
 
 def render_run_html(analysis: dict, capacity: dict | None = None) -> str:
@@ -161,17 +173,13 @@ def render_run_html(analysis: dict, capacity: dict | None = None) -> str:
         f'<p class="{"good" if n == 0 and promise.get("held") else "bad" if n or not promise.get("held") else ""}">'
         f"{escape(text)}</p>" for n, text in enumerate(lead(analysis)))
     parts.append("<h2>Headline</h2>" + lead_lines + _table(["metric", "value"], rows))
-    parts.append(_latency_section(analysis))
-    parts.append(_faults_section(analysis))
-    parts.append(_errors_section(analysis))
-    parts.append(_consistency_section(analysis))
-    parts.append(_probes_section(analysis))
+    parts += [plugins.load(spec, "report section")(analysis) for spec in SECTIONS.values()]
     if capacity:
         parts.append(capacity_section_html([capacity]))
     return _page(title, "".join(parts))
 
 
-def _probes_section(analysis: dict) -> str:
+def probes_section(analysis: dict) -> str:
     probes = analysis.get("probes") or []
     if not probes:
         return ""
@@ -193,7 +201,7 @@ def _sort_key(value) -> str:
     return "" if value is None or isinstance(value, str) else str(value)
 
 
-def _latency_section(analysis: dict) -> str:
+def latency_section(analysis: dict) -> str:
     latency = analysis.get("latency") or {}
     rows = []
     for name, summary in [("whole run", latency.get("overall")), ("during faults", latency.get("during_fault")),
@@ -208,7 +216,7 @@ def _latency_section(analysis: dict) -> str:
             + _table(["phase", "count", "p50", "p90", "p99", "p99.9", "max"], rows))
 
 
-def _faults_section(analysis: dict) -> str:
+def faults_section(analysis: dict) -> str:
     db = analysis.get("db") or {}
     latency = analysis.get("latency") or {}
     rows = []
@@ -245,7 +253,7 @@ def _pg_amplification(fault: dict) -> float | None:
     return None
 
 
-def _errors_section(analysis: dict) -> str:
+def errors_section(analysis: dict) -> str:
     errors = analysis.get("errors") or {}
     rows = [[escape(kind), escape(fmt(count))] for kind, count in (errors.get("by_kind") or {}).items()]
     rows += [[escape(f"locust: {kind}"), escape(fmt(count))]
@@ -272,7 +280,7 @@ def _examples(examples: list[dict]) -> str:
     return "<details><summary>examples</summary>" + _table(list(_EXAMPLE_FIELDS) + extra, rows, False) + "</details>"
 
 
-def _consistency_section(analysis: dict) -> str:
+def consistency_section(analysis: dict) -> str:
     consistency = analysis.get("consistency")
     if not consistency:
         return "<h2>Consistency</h2><p class=\"note\">no histories in this run: nothing checked</p>"
@@ -376,7 +384,7 @@ def comparison_charts(analyses: list[dict], labels: list[str]) -> list[Chart]:
               lines(lambda a: _series(((a.get("db") or {}).get("series") or {}).get(db_source(a) or "", []),
                                       "per_s")), shaded,
               chart_id="cmp-db"),
-        Chart("Cache hit ratio", "hits / lookups",
+        Chart("Cache hit ratio", "served from cache / lookups",
               lines(lambda a: _series((a.get("cache") or {}).get("series") or [], "hit_ratio")), shaded,
               y_max=1.0, chart_id="cmp-hit"),
         Chart("Errors per second", "errors/s",

@@ -25,7 +25,3 @@ def write_json(analysis: dict, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(dumps(analysis) + "\n", encoding="utf-8")
     return path
-
-
-def read_report(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

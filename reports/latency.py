@@ -14,7 +14,8 @@ from pathlib import Path
 from cachestorm.reports.phases import Phase
 from hdrh.histogram import HdrHistogram
 
-from cachestorm.core.runfiles import damaged, locust_csv, read_jsonl
+from cachestorm.core.runfiles import damaged, read_jsonl
+from cachestorm.core.runfolder import RunFolder
 
 LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS = 1, 60_000_000, 3
 PERCENTILES = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
@@ -52,16 +53,9 @@ def _mean_us(histogram: HdrHistogram) -> float:
     return weighted / total if total else 0.0
 
 
-def latency_files(run_dir: Path) -> list[Path]:
-    merged = run_dir / "latency" / "merged.jsonl"
-    if merged.exists():
-        return [merged]
-    return sorted(p for p in (run_dir / "latency").glob("*.jsonl") if p.name != "merged.jsonl")
-
-
 def analyze_latency(run_dir: str | Path, phases: list[Phase], started_at: float | None) -> dict:
     run_dir = Path(run_dir)
-    files = latency_files(run_dir)
+    files = RunFolder(run_dir).latency_files()
     if files:
         result = _from_hdr(files, phases)
         if result is not None:
@@ -196,8 +190,9 @@ def _merge(histograms) -> HdrHistogram | None:
 
 
 def _from_locust(run_dir: Path, phases: list[Phase], started_at: float | None) -> dict:
-    history = [row for row in locust_csv(run_dir, "stats_history") if row.get("Name") == "Aggregated"]
-    totals = next((row for row in locust_csv(run_dir, "stats") if row.get("Name") == "Aggregated"), None)
+    folder = RunFolder(run_dir)
+    history = [row for row in folder.locust_csv("stats_history") if row.get("Name") == "Aggregated"]
+    totals = next((row for row in folder.locust_csv("stats") if row.get("Name") == "Aggregated"), None)
     if not history and totals is None:
         return {"source": None, "approximate": False, "overall": None, "by_kind": {}, "by_phase": {},
                 "during_fault": None, "worst_second_by_phase": {}, "during_fault_worst_second": None,

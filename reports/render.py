@@ -14,7 +14,7 @@ from cachestorm.reports.markdown import (
 )
 
 from cachestorm.core.runfiles import read_json
-from cachestorm.core.runfolder import make_folder
+from cachestorm.core.runfolder import RunFolder, make_folder
 
 
 def render_run(run_dir: str | Path) -> list[Path]:
@@ -25,13 +25,13 @@ def render_run(run_dir: str | Path) -> list[Path]:
 
 
 def write_run_reports(analysis: dict, run_dir: str | Path) -> list[Path]:
-    run_dir = Path(run_dir)
-    html = run_dir / "report.html"
-    capacity = read_json(run_dir / "capacity.json") or None  # written by `cachestorm capacity`
+    folder = RunFolder(run_dir)
+    html = folder.report_html_path
+    capacity = read_json(folder.capacity_path) or None  # written by `cachestorm capacity`
     html.write_text(render_run_html(analysis, capacity=capacity), encoding="utf-8")
-    markdown = run_dir / "summary.md"
+    markdown = folder.summary_md_path
     markdown.write_text(render_run_markdown(analysis, capacity=capacity), encoding="utf-8")
-    return [html, markdown, write_json(analysis, run_dir / "report.json")]
+    return [html, markdown, write_json(analysis, folder.report_json_path)]
 
 
 def render_comparison(run_dirs: list, out_dir: str | Path) -> list[Path]:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from cachestorm.reports.history import COLUMNS, MAGIC, write_history
 
+from cachestorm.core.runfolder import RunFolder
+
 
 def write_synthetic_histories(directory: str | Path, operations: int, *, workers: int = 4, keys: int = 10_000,
                               users: int = 200, stale_every: int = 1000, seed: int = 7) -> list[Path]:
@@ -77,8 +79,9 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
     """
     from hdrh.histogram import HdrHistogram
 
-    run_dir = Path(run_dir)
-    (run_dir / "latency").mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run_dir)
+    run_dir = folder.path
+    folder.latency_dir.mkdir(parents=True, exist_ok=True)
 
     def phase(second: int) -> str:
         if fault_start <= second < fault_end:
@@ -93,7 +96,7 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
            "experiment": experiment, "started_at": SYNTHETIC_STARTED_AT,
            "ended_at": SYNTHETIC_STARTED_AT + duration_s, "t0_monotonic_ns": SYNTHETIC_T0_NS,
            "cachestorm_version": "synthetic", "outcome": "ok"}
-    (run_dir / "run.json").write_text(json.dumps(run, indent=2))
+    folder.write_meta(run)
     journal = [
         {"what": "load", "kind": "load", "t_start": 0.0, "t_end": float(duration_s), "outcome": "ok", "details": {}},
         {"what": "expire hot keys", "kind": "fault", "t_start": float(fault_start), "t_end": float(fault_end),
@@ -105,7 +108,7 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
     for record in journal:
         record["start"] = SYNTHETIC_STARTED_AT + record["t_start"]
         record["end"] = SYNTHETIC_STARTED_AT + record["t_end"]
-    _write_jsonl(run_dir / "journal.jsonl", journal)
+    _write_jsonl(folder.journal_path, journal)
 
     latency_ms = {"steady": steady_ms, "fault": fault_ms, "recovering": (steady_ms + fault_ms) / 2}
     for worker in range(workers):
@@ -115,7 +118,7 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
             histogram.record_value(int(latency_ms[phase(second)] * 1000), 100)
             records.append({"t": float(second), "wall": SYNTHETIC_STARTED_AT + second, "interval_s": 1.0,
                             "worker": f"w{worker}", "kind": "all", "hist": histogram.encode().decode()})
-        _write_jsonl(run_dir / "latency" / f"w{worker}-{100 + worker}.jsonl", records)
+        _write_jsonl(folder.latency_path(f"w{worker}-{100 + worker}"), records)
 
     db_rate = {"steady": steady_db_per_s, "fault": fault_db_per_s,
                "recovering": (steady_db_per_s + fault_db_per_s) / 2}
@@ -144,8 +147,8 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
         pg_records.append({"t": float(second), "wall": SYNTHETIC_STARTED_AT + second, "xact_commit": xact,
                            "tup_returned": 0, "tup_fetched": 0, "calls": None})
         xact += db_rate[state] + 2.0
-    _write_jsonl(run_dir / "metrics.jsonl", metrics_records)
-    _write_jsonl(run_dir / "pg_stats.jsonl", pg_records)
+    _write_jsonl(folder.metrics_path, metrics_records)
+    _write_jsonl(folder.pg_stats_path, pg_records)
 
     S = 1_000_000_000
     ops = []
@@ -165,11 +168,11 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
                 200, 3, "miss", "u2", "t1", None))
     ops.append(("2", "read", SYNTHETIC_T0_NS + 7 * S, SYNTHETIC_T0_NS + 7 * S + 10, SYNTHETIC_STARTED_AT + 7,
                 503, None, "", "u2", "t2", None))
-    write_history(run_dir / "histories" / "w0-100.tsv", sorted(ops, key=lambda o: o[2]))
-    (run_dir / "truth.json").write_text(json.dumps({"versions": {"profiles:1": 2, "profiles:2": 3},
-                                                    "counters": {}, "declared_staleness_bound_s": 1.0}))
-    (run_dir / "locust").mkdir(exist_ok=True)
-    (run_dir / "locust" / "failures.csv").write_text(
+    write_history(folder.history_path("w0-100"), sorted(ops, key=lambda o: o[2]))
+    folder.write_truth({"versions": {"profiles:1": 2, "profiles:2": 3}, "counters": {},
+                        "declared_staleness_bound_s": 1.0})
+    folder.locust_dir.mkdir(exist_ok=True)
+    (folder.locust_dir / "failures.csv").write_text(
         'Method,Name,Error,Occurrences\nGET,/profiles/[id],"HTTPError(\'503: {""error"": ""pool_timeout""}\')",3\n')
     return run_dir
 

@@ -92,12 +92,10 @@ def build_app(settings: TargetSettings) -> Starlette:
 
 def prepare(settings: TargetSettings) -> None:
     """Checks and schema setup before serving, so bad input fails with one line, not a traceback."""
-    from cachestorm.targets.domains import DOMAINS
-
+    from cachestorm.core.domains import domain_spec
     from cachestorm.core.processes import port_is_free
 
-    if settings.domain not in DOMAINS:
-        raise CachestormError(f"--domain {settings.domain!r} is unknown; choose one of {', '.join(DOMAINS)}")
+    domain_spec(settings.domain)
     if not port_is_free(settings.port, settings.host):
         raise CachestormError(f"port {settings.port} on {settings.host} is in use; pick another --port")
     if settings.strategy != "default":
@@ -109,10 +107,11 @@ def prepare(settings: TargetSettings) -> None:
 
 def prepare_schema(settings: TargetSettings, reset: bool = False) -> None:
     from cachestorm.targets.db import prepare_database
-    from cachestorm.targets.domains import load_domain
 
-    domain = load_domain(settings.domain, None)
-    prepare_database(settings.postgres_url, domain.table, domain.seed_sql, settings.rows, reset=reset)
+    from cachestorm.core.domains import domain_spec
+
+    spec = domain_spec(settings.domain)
+    prepare_database(settings.postgres_url, spec.table, spec.seed_sql, settings.rows, reset=reset)
 
 
 def run(settings: TargetSettings) -> None:

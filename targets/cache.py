@@ -59,7 +59,6 @@ RELEASE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-NO_TTL_MS = 0
 
 
 # An entry as this module writes it: the record last, as the exact JSON body of a read response,

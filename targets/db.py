@@ -151,11 +151,12 @@ class Database:
             self.metrics.db_query_seconds.observe(time.perf_counter() - started)
         return row if row and row["id"] is not None else None
 
-    async def read_many(self, table: str, last_id: int) -> list[dict]:
-        """Rows 1..last_id in one query, without the recompute cost: the warm-up's bulk prefill."""
+    async def read_many(self, warm_sql: str, last_id: int) -> list[dict]:
+        """Rows 1..last_id in one query (the domain's warm_sql), without the recompute cost: the
+        warm-up's bulk prefill."""
         self.metrics.db_queries.labels("prefill", "rest").inc()
         async with self.connection() as conn:
-            cur = await conn.execute(f"SELECT id, version, data FROM {table} WHERE id BETWEEN 1 AND %s", (last_id,))
+            cur = await conn.execute(warm_sql, (last_id,))
             return await cur.fetchall()
 
     async def write(self, table: str, set_sql: str, params: tuple, key_id: int,

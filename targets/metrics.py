@@ -10,7 +10,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # 1 ms .. ~30 s in steps of 20%: a p99 read from bucket increases is within ~10% of the truth
 DB_QUERY_BUCKETS = tuple(round(0.001 * 1.2 ** i, 6) for i in range(57))
-RESULTS = ("hit", "miss", "stale", "bypass", "negative", "fallback")
 
 
 class Metrics:

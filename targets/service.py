@@ -19,7 +19,7 @@ class Service:
         self.settings = settings
         self.domain = load_domain(settings.domain, self)
         self.ttl = settings.effective_ttl(self.domain.default_ttl)
-        self.strategy_spec = self.domain.default_strategy if settings.strategy == "default" else settings.strategy
+        self.strategy_spec = self.domain.spec.default_strategy if settings.strategy == "default" else settings.strategy
         self.metrics = Metrics(settings.hot_keys)
         self.cache = Cache(settings.redis_url, self.metrics, settings.redis_timeout_ms,
                            CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s))
@@ -40,8 +40,8 @@ class Service:
         """Warm the cache as steady state would have it: rows 1..keys in one query, one entry each
         (spread expiries, see CachedStrategy.prefill_entry) in pipelined SETs. Returns entries set."""
         entry_for = getattr(self.strategy, "prefill_entry", None)
-        if entry_for is None or not self.domain.prefillable:
+        if entry_for is None or not self.domain.spec.prefillable:
             return 0
-        rows = await self.db.read_many(self.domain.table, min(keys, self.settings.rows))
+        rows = await self.db.read_many(self.domain.spec.warm_sql, min(keys, self.settings.rows))
         rng = random.Random(seed)
         return await self.cache.fill_many([(self.domain.key(row["id"]).redis, *entry_for(row, rng)) for row in rows])

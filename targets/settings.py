@@ -6,6 +6,8 @@ import argparse
 import os
 from dataclasses import dataclass
 
+from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.domains import DOMAINS
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.urls import check_url
 
@@ -16,41 +18,61 @@ URL_ENV = {"redis_url": "CACHESTORM_REDIS_URL", "postgres_url": "CACHESTORM_POST
 
 @dataclass
 class TargetSettings:
-    domain: str = "profiles"
-    strategy: str = "default"          # NAME[+PROTECTION...]; "default" = the domain's recommendation
+    domain: str = DEFAULTS.domain
+    strategy: str = DEFAULTS.strategy  # NAME[+PROTECTION...]; "default" = the domain's recommendation
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = DEFAULTS.target_port
     redis_url: str = "redis://127.0.0.1:6379/0"
     postgres_url: str = "postgresql://postgres@127.0.0.1:5432/cachestorm"
-    rows: int = 10_000
+    rows: int = DEFAULTS.rows
     ttl: float | None = None           # seconds; None = the domain's default
-    recompute_ms: float = 50.0         # cost of every DB read's recompute: what a cache saves
-    db_capacity: int = 0               # slots in PostgreSQL a recompute holds (its "cores"); 0 = unlimited
-    recompute_mode: str = "sleep"      # sleep (pg_sleep in a slot) | cpu (a calibrated CPU burn)
-    pool_size: int = 5
-    pool_timeout: float = 1.0
-    hot_keys: int = 10
+    recompute_ms: float = DEFAULTS.recompute_ms  # cost of every DB read's recompute: what a cache saves
+    db_capacity: int = DEFAULTS.target_db_capacity  # slots in PostgreSQL a recompute holds (its "cores"); 0 = unlimited
+    recompute_mode: str = DEFAULTS.recompute_mode  # sleep (pg_sleep in a slot) | cpu (a calibrated CPU burn)
+    pool_size: int = DEFAULTS.pool_size
+    pool_timeout: float = DEFAULTS.pool_timeout_s
+    hot_keys: int = DEFAULTS.hot_keys
     instance_id: str = ""
-    redis_timeout_ms: float = 250.0    # socket timeout of every Redis call
-    breaker_failures: int = 5          # consecutive Redis failures that open the breaker
-    breaker_cooldown_s: float = 1.0
-    lock_ms: float = 3000.0            # TTL of a recompute lock or lease
-    max_stale: float = 30.0            # stale-while-revalidate: seconds past expiry still served
-    negative_ttl: float = 5.0
-    jitter: float = 0.1                # ±fraction of the TTL
-    xfetch_beta: float = 1.0
-    stale_if_error_s: float = 300.0    # how long past expiry a value may serve as fallback
-    flush_interval: float = 1.0        # write-behind flush period (0 = only POST /counters/flush)
+    redis_timeout_ms: float = DEFAULTS.redis_timeout_ms  # socket timeout of every Redis call
+    breaker_failures: int = DEFAULTS.breaker_failures  # consecutive Redis failures that open the breaker
+    breaker_cooldown_s: float = DEFAULTS.breaker_cooldown_s
+    lock_ms: float = DEFAULTS.lock_ms  # TTL of a recompute lock or lease
+    max_stale: float = DEFAULTS.max_stale_s  # stale-while-revalidate: seconds past expiry still served
+    negative_ttl: float = DEFAULTS.negative_ttl_s
+    jitter: float = DEFAULTS.jitter    # ±fraction of the TTL
+    xfetch_beta: float = DEFAULTS.xfetch_beta
+    stale_if_error_s: float = DEFAULTS.stale_if_error_s  # how long past expiry a value may serve as fallback
+    flush_interval: float = DEFAULTS.flush_interval_s  # write-behind flush period (0 = only POST /counters/flush)
     revoke_bound: float | None = None  # permissions: grant after revoke+bound is a violation (default ttl+1)
 
     def effective_ttl(self, domain_default: float) -> float:
         return self.ttl if self.ttl is not None else domain_default
 
+    def argv(self) -> list[str]:
+        """The `python -m cachestorm.targets` arguments that start this target: who it is, then what
+        differs from the defaults (the same table). Never the URLs: they may carry passwords and go by
+        URL_ENV (a command line is visible to every local user)."""
+        defaults = TargetSettings()
+        argv: list[str] = []
+        for action in build_parser()._actions:
+            name = action.dest
+            if not action.option_strings or name == "help" or name in URL_ENV:
+                continue
+            value = getattr(self, name)
+            if value is None or (name not in _ALWAYS_RENDERED and value == getattr(defaults, name)):
+                continue
+            argv += [action.option_strings[0], str(value)]
+        return argv
+
+
+# on every target's command line, so `ps` and the logs say which target a process is
+_ALWAYS_RENDERED = ("domain", "strategy", "host", "port", "instance_id")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m targets", description="A reference cached web service.")
     d = TargetSettings()
-    p.add_argument("--domain", default=d.domain, help="profiles|catalog|counters|permissions")
+    p.add_argument("--domain", default=d.domain, help="|".join(DOMAINS))
     p.add_argument("--strategy", default=d.strategy, help="NAME[+PROTECTION...], or 'default'")
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
@@ -94,11 +116,11 @@ def parse_settings(argv: list[str] | None = None) -> TargetSettings:
 
 
 def validate(s: TargetSettings) -> None:
-    from cachestorm.targets.domains import DOMAINS
     from cachestorm.targets.strategies import parse_spec
 
-    if s.domain not in DOMAINS:
-        raise CachestormError(f"--domain {s.domain!r} is unknown; choose one of {', '.join(DOMAINS)}")
+    from cachestorm.core.domains import domain_spec
+
+    domain_spec(s.domain)
     parse_spec(s.strategy if s.strategy != "default" else "no-cache")
     check_url(s.redis_url, ("redis",), "--redis-url")
     check_url(s.postgres_url, ("postgresql", "postgres"), "--postgres-url")

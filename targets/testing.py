@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
+from cachestorm.targets.process import TARGET_MODULE, TargetProcess
 from cachestorm.targets.protections.base import Protection
 from cachestorm.targets.settings import URL_ENV, TargetSettings
 
@@ -41,50 +38,22 @@ async def in_process(settings: TargetSettings, reset: bool = False):
             yield client, app.state.service
 
 
-class TargetProcess:
-    """`python -m targets ...` as a child process on a free port."""
+def target_process(settings: TargetSettings, log_path: Path, extra_env: dict | None = None,
+                   name: str = "target") -> TargetProcess:
+    """A TargetProcess for `settings`, not started; the default port 8000 is swapped for a free one."""
+    from cachestorm.core.processes import free_port
 
-    def __init__(self, settings: TargetSettings, extra_env: dict | None = None):
-        from cachestorm.core.processes import free_port
+    settings = replace(settings, port=settings.port if settings.port != 8000 else free_port())
+    return TargetProcess(name, settings.port, [sys.executable, "-m", TARGET_MODULE, *settings.argv()],
+                         Path(log_path), {**url_env(settings), **(extra_env or {})})
 
-        self.settings = replace(settings, port=settings.port if settings.port != 8000 else free_port())
-        self.url = f"http://127.0.0.1:{self.settings.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="target-", suffix=".log", delete=False)  # noqa: SIM115
-        env = {**os.environ, **url_env(self.settings), **(extra_env or {})}
-        self.process = subprocess.Popen([sys.executable, "-m", "cachestorm.targets", *to_argv(self.settings)],
-                                        stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
-    def wait_ready(self, timeout_s: float = 30.0) -> TargetProcess:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"target exited {self.process.returncode}: {self.output()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError(f"target not ready in {timeout_s}s: {self.output()[-2000:]}")
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def kill(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def __enter__(self) -> TargetProcess:
-        return self.wait_ready()
-
-    def __exit__(self, *exc) -> None:
-        self.kill()
-        Path(self.log.name).unlink(missing_ok=True)
+@contextlib.contextmanager
+def running_target(settings: TargetSettings, extra_env: dict | None = None):
+    """A started target_process, logging to a temp file; stopped and its log deleted afterwards."""
+    with tempfile.TemporaryDirectory(prefix="cachestorm-target-") as folder:
+        with target_process(settings, Path(folder) / "target.log", extra_env) as target:
+            yield target
 
 
 def flush_redis(url: str) -> None:
@@ -97,22 +66,6 @@ def flush_redis(url: str) -> None:
 def url_env(s: TargetSettings) -> dict[str, str]:
     """The URLs (passwords and all) as environment variables for `python -m targets`."""
     return {variable: getattr(s, name) for name, variable in URL_ENV.items()}
-
-
-def to_argv(s: TargetSettings) -> list[str]:
-    """Flags for `python -m targets`, without the URLs: pass `url_env(s)` in its environment."""
-    argv = ["--domain", s.domain, "--strategy", s.strategy, "--host", s.host, "--port", str(s.port),
-            "--rows", str(s.rows),
-            "--recompute-ms", str(s.recompute_ms), "--pool-size", str(s.pool_size),
-            "--db-capacity", str(s.db_capacity), "--recompute-mode", s.recompute_mode,
-            "--pool-timeout", str(s.pool_timeout), "--hot-keys", str(s.hot_keys),
-            "--lock-ms", str(s.lock_ms), "--flush-interval", str(s.flush_interval),
-            "--redis-timeout-ms", str(s.redis_timeout_ms)]
-    if s.ttl is not None:
-        argv += ["--ttl", str(s.ttl)]
-    if s.instance_id:
-        argv += ["--instance-id", s.instance_id]
-    return argv
 
 
 def metric_total(text: str, name: str, **labels: str) -> float:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 from cachestorm.reports.capacity import analyze_capacity
+from cachestorm.traffic.models.shapes import Step
 from hdrh.histogram import HdrHistogram
 
 from cachestorm.core.errors import CachestormError
+from cachestorm.core.runfolder import RunFolder
 
 STARTED_AT = 1_700_000_000.0
 JOURNAL_LOAD_T = 1.0   # the conductor's load record
@@ -36,6 +38,7 @@ def write_step_run(run_dir: Path, max_rate: float, steps: list[dict], db_per_req
     end = FIRST_DATA_T + HOLD * len(steps)
     (run_dir / "journal.jsonl").write_text(json.dumps({"what": "load", "kind": "load", "t_start": JOURNAL_LOAD_T,
                                                        "t_end": end, "outcome": "ok", "details": {}}) + "\n")
+    RunFolder(run_dir).write_step_plan(max_rate, Step(steps=len(steps), hold=HOLD).levels(), HOLD)  # as a run does
     latency, history, scrapes, pg = [], [], [], []
     total_requests = total_failures = db = 0.0
     per_second_db = {}
@@ -121,12 +124,21 @@ def test_achieved_below_offered_and_errors_fail_a_step(tmp_path):
 
 
 def test_not_a_step_run_is_a_clear_error(tmp_path):
+    """A run without a recorded step plan (another load, or an older version): one line, no rebuilding."""
     run_dir = write_step_run(tmp_path / "r", 100, [{"achieved": 1.0, "p99_ms": 5}])
-    meta = json.loads((run_dir / "run.json").read_text())
-    meta["settings"]["shape"] = None
-    (run_dir / "run.json").write_text(json.dumps(meta))
-    with pytest.raises(CachestormError, match="not a capacity run"):
+    RunFolder(run_dir).step_plan_path.unlink()
+    with pytest.raises(CachestormError, match="not a capacity run.*older version"):
         analyze_capacity(run_dir, 100, 0.01)
+
+
+@pytest.mark.parametrize("plan", ['{"max_rate": 100, "levels": "x", "hold_s": 5}', '{"levels": [1]}', "[1, 2]",
+                                  '{"max_rate": 100, "levels": [], "hold_s": 5}', '{"max_rate'])
+def test_damaged_step_plan_is_one_line(tmp_path, plan):
+    run_dir = write_step_run(tmp_path / "r", 100, [{"achieved": 1.0, "p99_ms": 5}])
+    RunFolder(run_dir).step_plan_path.write_text(plan)
+    with pytest.raises(CachestormError, match=RunFolder.STEP_PLAN) as caught:
+        analyze_capacity(run_dir, 100, 0.01)
+    assert "\n" not in str(caught.value)
 
 
 def test_capacity_renders_into_run_report_and_comparison(tmp_path):

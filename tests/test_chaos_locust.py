@@ -10,7 +10,7 @@ import time
 import pytest
 from cachestorm.chaos.ledger import Ledger
 
-from cachestorm.core.runfolder import read_journal
+from cachestorm.core.runfolder import RunFolder
 from cachestorm.stack import save_state
 
 LOCUSTFILE = """\
@@ -53,7 +53,7 @@ def locust(workdir, env, deviation: str, *extra: str) -> subprocess.Popen:
 
 
 def fault_records(workdir) -> list[dict]:
-    return [r for r in read_journal(workdir / "run") if r["kind"] == "fault"]
+    return [r for r in RunFolder(workdir / "run").journal_records() if r["kind"] == "fault"]
 
 
 def test_experiment_runs_with_the_test_and_is_rolled_back_at_its_end(workdir, cli_env, proxy_client):
@@ -96,7 +96,8 @@ def test_distributed_abort_runs_once_and_stops_the_load(workdir, cli_env, proxy_
     assert time.monotonic() - started < 40, out      # stopped long before -t 60s
     assert "deviated" in out
     assert proxy_client.toxics("redis") == [] and Ledger(workdir / "ledger.jsonl").active() == []
-    outcomes = [(r["details"]["phase"], r["outcome"]) for r in read_journal(workdir / "run") if r["kind"] == "probe"]
+    outcomes = [(r["details"]["phase"], r["outcome"]) for r in RunFolder(workdir / "run").journal_records()
+                if r["kind"] == "probe"]
     assert outcomes[0] == ("before", "ok") and outcomes[-1] == ("during", "deviated")
     records = fault_records(workdir)                   # once, on the master: never per worker
     assert [(r["details"]["fault"], r["details"]["ended_by"]) for r in records] == [

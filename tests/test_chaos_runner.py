@@ -10,7 +10,7 @@ from cachestorm.chaos.experiment import parse_experiment
 from cachestorm.chaos.ledger import Ledger
 from cachestorm.chaos.runner import ExperimentRunner
 
-from cachestorm.core.runfolder import Journal, read_journal
+from cachestorm.core.runfolder import Journal, RunFolder
 from cachestorm.stack import context_from_stack
 
 EXPERIMENT = """\
@@ -66,7 +66,7 @@ def test_timeline_probes_and_journal(stack, tmp_path, redis_client, proxy_client
     assert summary["hypothesis"] == "deviated" and not summary["aborted"] and summary["errors"] == []
     phases = {(p["details"]["phase"], p["outcome"]) for p in summary["probes"]}
     assert ("before", "ok") in phases and ("during", "deviated") in phases and ("after", "ok") in phases
-    records = read_journal(tmp_path / "run")
+    records = RunFolder(tmp_path / "run").journal_records()
     faults = {r["details"]["fault"]: r for r in records if r["kind"] == "fault"}
     assert faults["hot-key-expiry"]["details"]["keys"] == 10
     assert faults["hot-key-expiry"]["details"]["key_ids"] == [str(i) for i in range(1, 11)]
@@ -89,7 +89,7 @@ def test_deviation_abort_rolls_back_early_and_sets_the_event(stack, tmp_path, re
     finally:
         runner.stop()
     assert aborted == [True] and proxy_client.toxics("redis") == []
-    records = read_journal(tmp_path / "run")
+    records = RunFolder(tmp_path / "run").journal_records()
     latency = [r for r in records if r["details"].get("fault") == "redis-latency"]
     # the abort can land before the fault's window opens (the storm is on from the start): then the
     # fault must never have been applied; else it must have been cut short by the abort
@@ -111,7 +111,7 @@ def test_stop_mid_fault_reverts_everything(stack, tmp_path, redis_client, proxy_
     finally:
         runner.stop()
     assert proxy_client.toxics("redis") == [] and Ledger(ctx.ledger_path).active() == []
-    ended = [r["details"]["ended_by"] for r in read_journal(tmp_path / "run") if r["kind"] == "fault"]
+    ended = [r["details"]["ended_by"] for r in RunFolder(tmp_path / "run").journal_records() if r["kind"] == "fault"]
     assert "end of run" in ended
 
 
@@ -136,4 +136,4 @@ def test_a_fault_the_run_ended_before_is_recorded_as_never_applied(stack, tmp_pa
     runner.stop()
     [failed] = runner.failed_faults()
     assert failed["outcome"] == "failed" and "never applied" in failed["details"]["error"]
-    assert [r["outcome"] for r in read_journal(tmp_path / "run") if r["kind"] == "fault"] == ["failed"]
+    assert [r["outcome"] for r in RunFolder(tmp_path / "run").journal_records() if r["kind"] == "fault"] == ["failed"]

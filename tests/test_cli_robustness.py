@@ -19,6 +19,7 @@ import pytest
 from cachestorm.chaos.context import ChaosContext
 from cachestorm.chaos.ledger import Ledger
 
+from cachestorm.core.errors import CachestormError
 from tests.own_processes import processes_with
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,3 +190,25 @@ def test_allow_remote_lets_another_host_through_validation():
     validate_stack_settings(StackSettings(redis_url=remote, allow_remote=True))  # no connection is made here
     validate_stack_settings(StackSettings(redis_url="redis://localhost:6379/0"))
     validate_stack_settings(StackSettings(postgres_url="postgresql://u@[::1]:5432/db"))
+
+
+@pytest.mark.parametrize("module_text", [None, "import cachestorm_no_such_dependency\n", "def oops(:\n"])
+def test_a_command_module_that_does_not_load_is_one_loud_line(module_text, tmp_path, monkeypatch, capsys):
+    """A listed command whose module is missing, or fails to import, was left out of the CLI without a word."""
+    from cachestorm.cli import main as cli
+
+    if module_text is not None:
+        (tmp_path / "broken_cmd.py").write_text(module_text)
+        monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "COMMANDS", {"broken": "broken_cmd:broken"})
+    with pytest.raises(CachestormError, match="'broken' cannot be loaded from broken_cmd:broken") as raised:
+        cli.build_app()  # in tests it raises, its cause chained
+    assert raised.value.__cause__ is not None
+
+    monkeypatch.setattr(sys, "argv", ["cachestorm", "--help"])
+    monkeypatch.setattr("cachestorm.core.interrupts.install", lambda: None)  # keep pytest's signal handlers
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exited.value.code == 1
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and err.startswith("error: command 'broken'")

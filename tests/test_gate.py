@@ -116,3 +116,17 @@ def test_gate_markdown(tmp_path, analyses):
     gate = evaluate_gate(write(tmp_path, CONFIG), analyses)
     text = render_gate_markdown(gate)
     assert "**failed** (3 of 8)" in text and text.count("❌") == 3 and "nothing was checked" in text
+
+
+def test_where_values_are_checked_against_the_known_names_the_caller_hands_in(tmp_path, analyses):
+    from cachestorm.cli.gate_cmd import known_names
+
+    typo = write(tmp_path, "slos: [{metric: p99_ms, max: 1, where: {strategy: cache-asid}}]")
+    with pytest.raises(CachestormError, match=r"slos\[0\]\.where\.strategy: 'cache-asid' names nothing known "
+                                              r"\(.+\), so the SLO would check no run"):
+        evaluate_gate(typo, analyses, known=known_names())
+    evaluate_gate(typo, analyses)  # the reports alone know no strategies: the SLO then matches no run
+    domain = write(tmp_path, "slos: [{metric: p99_ms, max: 1, where: {domain: weather}}]")
+    with pytest.raises(CachestormError, match="'weather' names nothing known \\(unknown domain; choose one of "
+                                              "profiles, catalog, counters, permissions\\)"):
+        evaluate_gate(domain, analyses)  # domains are the core's: checked without help

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cachestorm.core.runfolder import read_journal
+from cachestorm.core.runfolder import RunFolder
 
 CLI = [sys.executable, "-m", "cachestorm"]
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_warm_up_prefills_every_key_without_a_recompute(run_dir):
-    [warm] = [r for r in read_journal(run_dir) if r["what"] == "warm cache"]
+    [warm] = [r for r in RunFolder(run_dir).journal_records() if r["what"] == "warm cache"]
     assert warm["outcome"] == "ok" and warm["details"]["filled"] == 3000
     first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])["metrics"]
     reads = sum(v for k, v in first.items() if k.startswith("cachestorm_db_queries_total") and 'kind="read"' in k)

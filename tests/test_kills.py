@@ -152,7 +152,8 @@ def test_two_parallel_ups_in_one_folder_start_one_stack(tmp_path, cli_env):
 
 def test_ctrl_c_while_a_target_starts_stops_it(tmp_path):
     """The interrupt lands between the spawn and the health check; the caller never got to track it."""
-    from cachestorm.conductor import TargetProcess
+    from cachestorm.targets.process import TargetProcess
+
     from cachestorm.core.processes import pid_alive
 
     # a stand-in that never becomes healthy; its command line names `targets` as a real one's does

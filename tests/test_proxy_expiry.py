@@ -12,11 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cachestorm.chaos.context import ChaosContext, TargetHandle, context_from_stack
+from cachestorm.chaos.context import ChaosContext, TargetHandle
 from cachestorm.chaos.faults import make_fault
 from cachestorm.chaos.faults.process_signals import state_letter
 from cachestorm.chaos.proxy import EXPIRIES_PATH
 from cachestorm.chaos.self_expiry import unguarded_warning, who_reverts
+
+from cachestorm.stack import context_from_stack
 
 # the real server beside the repository (../shared) or where CACHESTORM_TOXIPROXY_SERVER points
 REAL_TOXIPROXY = Path(os.environ.get("CACHESTORM_TOXIPROXY_SERVER") or

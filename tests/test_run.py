@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cachestorm.core.processes import pid_alive
-from cachestorm.core.runfolder import read_journal
+from cachestorm.core.runfolder import RunFolder
 
 CLI = [sys.executable, "-m", "cachestorm"]
 SMALL = ["--users", "10", "--spawn-rate", "10", "--keys", "200", "--rows", "300", "--recompute", "20ms"]
@@ -29,7 +29,7 @@ def test_short_run_writes_a_complete_run_folder(tmp_path, cli_env):
 
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["outcome"] == "ok" and meta["settings"]["strategy"] == "cache-aside+coalescing"
-    journal = read_journal(run_dir)
+    journal = RunFolder(run_dir).journal_records()
     kinds = {r["kind"] for r in journal}
     assert {"stack", "target", "load", "fault", "report"} <= kinds
     assert all(r["outcome"] == "ok" for r in journal if r["kind"] != "probe")
@@ -78,7 +78,7 @@ def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env, sig
             assert time.monotonic() < deadline, "the fault never became active"
             time.sleep(0.1)
         [run_dir] = list((tmp_path / "runs").iterdir())  # only what this run started, not the machine's
-        targets_running = [pid for r in read_journal(run_dir) if r["what"] == "start targets"
+        targets_running = [pid for r in RunFolder(run_dir).journal_records() if r["what"] == "start targets"
                            for pid in r["details"]["pids"]]
         assert targets_running
         run.send_signal(sig)
@@ -89,7 +89,7 @@ def test_ctrl_c_mid_fault_reverts_it_and_stops_everything(tmp_path, cli_env, sig
         assert not [pid for pid in targets_running if pid_alive(pid)]
         [run_dir] = list((tmp_path / "runs").iterdir())
         assert json.loads((run_dir / "run.json").read_text())["outcome"] == "interrupted"
-        faults = [r for r in read_journal(run_dir) if r["kind"] == "fault"]
+        faults = [r for r in RunFolder(run_dir).journal_records() if r["kind"] == "fault"]
         assert faults and faults[0]["details"].get("reverted", True)
     finally:
         if run is not None and run.poll() is None:  # a check failed before the signal: stop the run
@@ -292,7 +292,7 @@ def test_failed_requests_are_measured_not_a_failed_run(stack, tmp_path):
                            locust_args=["--hosts", f"{closed},{closed}"])  # every request fails
     run_dir = run_once(settings, stack=stack)
     assert json.loads((run_dir / "run.json").read_text())["outcome"] == "ok"
-    load = next(r for r in read_journal(run_dir) if r["kind"] == "load")
+    load = next(r for r in RunFolder(run_dir).journal_records() if r["kind"] == "load")
     assert load["details"]["returncode"] == 0
 
 

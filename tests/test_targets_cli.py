@@ -8,7 +8,7 @@ import sys
 import httpx
 import pytest
 from cachestorm.targets.settings import TargetSettings
-from cachestorm.targets.testing import REPO, TargetProcess
+from cachestorm.targets.testing import REPO, running_target
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -19,14 +19,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_serves_profiles_over_http(stack, redis_client):
     settings = TargetSettings(domain="profiles", strategy="cache-aside+coalescing", redis_url=stack.redis_url,
                               postgres_url=stack.postgres_url, rows=100, recompute_ms=1, instance_id="t1")
-    with TargetProcess(settings) as target:
-        first = httpx.get(target.url + "/profiles/7")
-        second = httpx.get(target.url + "/profiles/7")
+    with running_target(settings) as target:
+        first = httpx.get(target.base_url + "/profiles/7")
+        second = httpx.get(target.base_url + "/profiles/7")
         assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
         assert second.json()["id"] == 7
-        health = httpx.get(target.url + "/healthz").json()
+        health = httpx.get(target.base_url + "/healthz").json()
         assert health["instance_id"] == "t1" and health["strategy"] == "cache-aside+coalescing"
-        assert "cachestorm_cache_results_total" in httpx.get(target.url + "/metrics").text
+        assert "cachestorm_cache_results_total" in httpx.get(target.base_url + "/metrics").text
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -4,6 +4,7 @@ write-behind surviving SIGKILL."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from dataclasses import replace
 
@@ -11,8 +12,9 @@ import httpx
 import psycopg
 import pytest
 from cachestorm.targets.app import prepare_schema
+from cachestorm.targets.process import TargetProcess
 from cachestorm.targets.settings import TargetSettings
-from cachestorm.targets.testing import TargetProcess, flush_redis, metric_total
+from cachestorm.targets.testing import flush_redis, metric_total, running_target, target_process
 
 
 @pytest.fixture()
@@ -21,13 +23,14 @@ def settings(stack, redis_client) -> TargetSettings:
                           rows=200, recompute_ms=300, ttl=30, pool_size=10, pool_timeout=5)
 
 
-def start_three(settings: TargetSettings) -> list[TargetProcess]:
-    targets = [TargetProcess(replace(settings, instance_id=f"i{n}")) for n in range(3)]  # start in parallel
+def start_three(settings: TargetSettings, tmp_path) -> list[TargetProcess]:
+    targets = [target_process(replace(settings, instance_id=f"i{n}"), tmp_path / f"i{n}.log").launch()
+               for n in range(3)]  # start in parallel
     try:
         return [t.wait_ready() for t in targets]
     except BaseException:  # one did not come up: stop all three, not only the test
         for target in targets:
-            target.__exit__(None, None, None)
+            target.stop()
         raise
 
 
@@ -37,14 +40,14 @@ async def herd(urls: list[str], path: str, n: int = 100) -> list[httpx.Response]
 
 
 @pytest.mark.parametrize("protection", ["lock", "lease"])
-def test_one_db_load_across_three_processes(settings, protection):
+def test_one_db_load_across_three_processes(settings, protection, tmp_path):
     settings.strategy = f"cache-aside+{protection}"
-    targets = start_three(settings)
+    targets = start_three(settings, tmp_path)
     try:
         flush_redis(settings.redis_url)
-        answers = asyncio.run(herd([t.url for t in targets], "/profiles/1"))
+        answers = asyncio.run(herd([t.base_url for t in targets], "/profiles/1"))
         assert all(r.status_code == 200 and r.json()["id"] == 1 for r in answers)
-        pages = [httpx.get(t.url + "/metrics").text for t in targets]
+        pages = [httpx.get(t.base_url + "/metrics").text for t in targets]
         loads = sum(metric_total(p, "cachestorm_recomputes_total") for p in pages)
         waits = sum(metric_total(p, f"cachestorm_{protection}_waits_total") for p in pages)
         assert loads == 1, f"{protection}: {loads} DB loads for 100 concurrent misses"
@@ -52,38 +55,40 @@ def test_one_db_load_across_three_processes(settings, protection):
         assert sum(metric_total(p, "cachestorm_key_recomputes_total", key="1") for p in pages) == 1
     finally:
         for target in targets:
-            target.__exit__(None, None, None)
+            target.stop()
 
 
-def test_three_processes_without_protection_stampede(settings):
+def test_three_processes_without_protection_stampede(settings, tmp_path):
     settings.strategy = "cache-aside"
-    targets = start_three(settings)
+    targets = start_three(settings, tmp_path)
     try:
         flush_redis(settings.redis_url)
-        asyncio.run(herd([t.url for t in targets], "/profiles/1", n=60))
-        loads = sum(metric_total(httpx.get(t.url + "/metrics").text, "cachestorm_recomputes_total") for t in targets)
+        asyncio.run(herd([t.base_url for t in targets], "/profiles/1", n=60))
+        loads = sum(metric_total(httpx.get(t.base_url + "/metrics").text, "cachestorm_recomputes_total") for t in targets)
         assert loads >= 10, loads
     finally:
         for target in targets:
-            target.__exit__(None, None, None)
+            target.stop()
 
 
-def test_write_behind_survives_sigkill_between_flushes(stack, settings):
+def test_write_behind_survives_sigkill_between_flushes(stack, settings, tmp_path):
     """Acknowledged increments live in Redis until flushed: a SIGKILLed target loses none of them;
     the restarted one reports them as pending and its flush applies each exactly once."""
     counters = replace(settings, domain="counters", strategy="write-behind", recompute_ms=0, flush_interval=0)
     prepare_schema(counters, reset=True)
-    first = TargetProcess(counters)
+    first = target_process(counters, tmp_path / "first.log")
     try:
-        first.wait_ready()
-        with httpx.Client(base_url=first.url) as client:
+        first.start()
+        with httpx.Client(base_url=first.base_url) as client:
             for i in range(30):
                 assert client.post(f"/counters/{20 + i % 2}/incr", json={"by": 1},
                                    headers={"X-Request-Id": f"k{i}"}).status_code == 200
     finally:
-        first.kill(signal.SIGKILL)
+        if first.process is not None and first.process.poll() is None:
+            os.kill(first.pid, signal.SIGKILL)
+            first.process.wait(timeout=10)
     assert first.process.returncode == -signal.SIGKILL
-    with TargetProcess(replace(counters, port=8000)) as second, httpx.Client(base_url=second.url) as client:
+    with running_target(replace(counters, port=8000)) as second, httpx.Client(base_url=second.base_url) as client:
         assert client.get("/counters/pending").json()["pending"] == 2
         assert client.post("/counters/flush").json()["flushed"] == 2
         assert client.get("/counters/20").json()["count"] == 15

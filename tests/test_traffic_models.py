@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 from cachestorm.traffic.models import keys as km
-from cachestorm.traffic.models.arrivals import Gaps, constant, poisson
+from cachestorm.traffic.models.arrivals import Gaps
 from cachestorm.traffic.models.ops import domain_mix, mix
 from cachestorm.traffic.models.presets import PRESETS, get_preset
 from cachestorm.traffic.models.retry import Backoff, Budget, Naive, build_retry
@@ -116,9 +116,9 @@ def test_celebrity_and_missing_keys_on_top_of_a_model():
     (lambda: build_shape("step", "steps=three"), "--shape-args"),
     (lambda: build_retry("naive:0"), "--retry"),
     (lambda: build_retry("sometimes"), "--retry"),
-    (lambda: constant(0), "--rate"),
-    (lambda: poisson(-3), "--rate"),
     (lambda: Gaps("constant")(0), "--rate"),
+    (lambda: Gaps("poisson")(-3), "--rate"),
+    (lambda: Gaps("uniform"), "--arrivals"),
     (lambda: build_value_size("huge"), "--value-size"),
     (lambda: domain_mix("counters", 0.1, 0.1), "--delete-ratio"),
 ])

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 from cachestorm.targets.settings import TargetSettings
-from cachestorm.targets.testing import TargetProcess
+from cachestorm.targets.testing import running_target
 from cachestorm.traffic.recording import read_history
 
 from tests.test_traffic_locust import latency_lines, run_locust
@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow
 def test_profiles_against_the_cache_aside_target(stack, redis_client, tmp_path):
     settings = TargetSettings(domain="profiles", strategy="cache-aside", redis_url=stack.redis_proxy_url,
                               postgres_url=stack.postgres_proxy_url, rows=200, recompute_ms=1, instance_id="lt1")
-    with TargetProcess(settings) as target:
-        result = run_locust("profiles", target.url, "-u", "4", "-r", "4", "-t", "4s", "--run-dir", str(tmp_path),
+    with running_target(settings) as target:
+        result = run_locust("profiles", target.base_url, "-u", "4", "-r", "4", "-t", "4s", "--run-dir", str(tmp_path),
                             "--keys", "200", "--missing-share", "0.1", "--history-sample", "0.1", "--seed", "5")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = read_history(next((tmp_path / "histories").glob("*.tsv")))
@@ -37,8 +37,8 @@ def test_counters_flush_at_stop_against_write_behind(stack, redis_client, tmp_pa
     settings = TargetSettings(domain="counters", strategy="write-behind", redis_url=stack.redis_proxy_url,
                               postgres_url=stack.postgres_proxy_url, rows=50, recompute_ms=1, instance_id="lt2",
                               flush_interval=60.0)
-    with TargetProcess(settings) as target:
-        result = run_locust("counters", target.url, "-u", "2", "-r", "2", "-t", "3s", "--run-dir", str(tmp_path),
+    with running_target(settings) as target:
+        result = run_locust("counters", target.base_url, "-u", "2", "-r", "2", "-t", "3s", "--run-dir", str(tmp_path),
                             "--keys", "50", "--hot-keys", "50", "--seed", "6")
     assert result.returncode == 0, result.stderr[-2000:]
     flush = [line for line in result.stderr.splitlines() if "cachestorm counters flush" in line]

@@ -68,9 +68,9 @@ def main(out: str = "runs/bench-incident", retry_storm: bool = True) -> None:
         warm_dir = run(dataclasses.replace(base, keys=WARM_KEYS, rows=WARM_KEYS, recompute_ms=WARM_RECOMPUTE_MS,
                                            duration_s=WARM_DURATION_S, rate=100.0, label="warm-up"), stack=stack)
         warm_wall = time.monotonic() - started
-        from cachestorm.core.runfolder import read_journal
+        from cachestorm.core.runfolder import RunFolder
 
-        warm_step = next(r for r in read_journal(warm_dir) if r["what"] == "warm cache")
+        warm_step = next(r for r in RunFolder(warm_dir).journal_records() if r["what"] == "warm cache")
         runs = {}
         for strategy in ("cache-aside", "cache-aside+lock"):
             runs[strategy] = _headline(run(dataclasses.replace(

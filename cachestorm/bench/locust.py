@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cachestorm.core.errors import CachestormError
+from cachestorm.core.runfolder import RunFolder
 from cachestorm.traffic import locustfile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,7 +125,7 @@ def main(seconds: int = 15, rounds: int = 3) -> dict:
         run_dir = workdir / "run-all"
         results["all_histories"].append(locust_rps(ours, server.url, seconds, workdir, "--run-dir", str(run_dir),
                                                    "--history-sample", "1.0", *common))
-        history_lines = sum(1 for p in (run_dir / "histories").glob("*.tsv") for _ in p.open()) - 2
+        history_lines = sum(1 for p in RunFolder(run_dir).history_files() for _ in p.open()) - 2
     pairs = list(zip(results["cachestorm"], results["bare"], strict=True))
     # paired: each round's cachestorm run against the bare run just before it (the machine is shared)
     rps_ratio = statistics.median(o.rps / b.rps for o, b in pairs)

@@ -13,7 +13,6 @@ Server: locustfiles/stub_server.py (fast, raw asyncio) as a child process.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 from cachestorm.core.errors import CachestormError
+from cachestorm.core.runfiles import read_jsonl
+from cachestorm.core.runfolder import RunFolder
 from cachestorm.traffic import locustfile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,9 +54,8 @@ def _wait(process: subprocess.Popen, seconds: int, run_dir: Path) -> None:
 def _running_seconds(run_dir: Path) -> int:
     """Seconds of traffic recorded so far (lines of kind "all" written by the worker)."""
     count = 0
-    for path in (run_dir / "latency").glob("*.jsonl"):
-        if path.name != "merged.jsonl":
-            count += sum(1 for line in path.read_text().splitlines() if '"kind": "all"' in line)
+    for path in RunFolder(run_dir).worker_latency_files():
+        count += sum(1 for line in path.read_text().splitlines() if '"kind": "all"' in line)
     return count
 
 
@@ -79,7 +79,7 @@ def _merged(run_dir: Path) -> dict:
 
 
 def _sent_per_full_second(run_dir: Path) -> list[int]:
-    lines = [json.loads(x) for x in (run_dir / "latency" / "merged.jsonl").read_text().splitlines()]
+    lines = read_jsonl(RunFolder(run_dir).merged_latency_path)
     sent = [x.get("counts", {}).get("sent", 0) for x in sorted(lines, key=lambda x: x["wall"]) if x["kind"] == "all"]
     return sent[1:-1]  # the first and last seconds are partial
 

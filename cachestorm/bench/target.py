@@ -22,11 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from cachestorm.core.domains import DOMAINS
+
+SPEC = DOMAINS["profiles"]
 KEYS = 100
 ROUNDS_PER_SIDE = 3
 WRK_SCRIPT = f"""
 request = function()
-  return wrk.format("GET", "/profiles/" .. math.random(1, {KEYS}))
+  return wrk.format("GET", "{SPEC.path('')}" .. math.random(1, {KEYS}))
 end
 """
 
@@ -41,9 +44,10 @@ def bare_app(redis_url: str):
     from starlette.routing import Route
 
     state: dict = {}
+    prefix = SPEC.key("")  # the target's own keys: the bare server reads what the target warmed
 
     async def get(request):
-        raw = await state["redis"].get("profiles:" + request.path_params["id"])
+        raw = await state["redis"].get(prefix + request.path_params["id"])
         return Response(raw, 200 if raw is not None else 404, media_type="application/json")
 
     @contextlib.asynccontextmanager
@@ -52,7 +56,7 @@ def bare_app(redis_url: str):
         yield
         await state["redis"].aclose()
 
-    return Starlette(routes=[Route("/profiles/{id}", get)], lifespan=lifespan)
+    return Starlette(routes=[Route(SPEC.path("{id}"), get)], lifespan=lifespan)
 
 
 def serve_bare(port: int, redis_url: str) -> None:
@@ -68,7 +72,7 @@ def main(seconds: int = 10, connections: int = 10) -> dict:
     from cachestorm.core.processes import free_port
     from cachestorm.stack.servers import start_postgres, start_redis
     from cachestorm.targets.settings import TargetSettings
-    from cachestorm.targets.testing import TargetProcess
+    from cachestorm.targets.testing import target_process
 
     base = tempfile.mkdtemp(prefix="cachestorm-bench-target-")
     os.chmod(base, 0o755)
@@ -78,9 +82,9 @@ def main(seconds: int = 10, connections: int = 10) -> dict:
         servers.append(redis_server)
         pg = start_postgres(base)
         servers.append(pg)
-        settings = TargetSettings(domain="profiles", strategy="cache-aside", redis_url=redis_server.url,
+        settings = TargetSettings(domain=SPEC.name, strategy="cache-aside", redis_url=redis_server.url,
                                   postgres_url=pg.url, rows=KEYS, ttl=3600, recompute_ms=0)
-        target = TargetProcess(settings)
+        target = target_process(settings, Path(base) / "target.log").launch()
         processes.append(target)
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, "-m", "cachestorm.bench.target", "--serve-bare", str(bare_port),
@@ -89,11 +93,11 @@ def main(seconds: int = 10, connections: int = 10) -> dict:
         bare_url = f"http://127.0.0.1:{bare_port}"
         with httpx.Client() as client:
             for key_id in range(1, KEYS + 1):  # warm every key
-                client.get(f"{target.url}/profiles/{key_id}")
+                client.get(target.base_url + SPEC.path(key_id))
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    if client.get(f"{bare_url}/profiles/1").status_code == 200:
+                    if client.get(bare_url + SPEC.path(1)).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
@@ -106,7 +110,7 @@ def main(seconds: int = 10, connections: int = 10) -> dict:
         paired = []  # per round: target/bare, measured back to back (robust to a shared, drifting machine)
         for round_no in range(ROUNDS_PER_SIDE):
             rate = {}
-            for name, url in (("target", target.url), ("bare", bare_url)):
+            for name, url in (("target", target.base_url), ("bare", bare_url)):
                 requests, elapsed = load(url, seconds, connections)
                 totals[name][0] += requests
                 totals[name][1] += elapsed
@@ -124,7 +128,7 @@ def main(seconds: int = 10, connections: int = 10) -> dict:
         return {"target_rps": rates["target"], "bare_rps": rates["bare"], "ratio": ratio, "paired_median": median}
     finally:
         for process in processes:
-            process.__exit__(None, None, None)
+            process.stop()
         for server in reversed(servers):
             server.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -163,7 +167,7 @@ async def raw_client(url: str, seconds: float, connections: int) -> dict:
         nonlocal count
         reader, writer = await asyncio.open_connection(host, int(port))
         while time.monotonic() < stop_at:
-            writer.write(f"GET /profiles/{random.randint(1, KEYS)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            writer.write(f"GET {SPEC.path(random.randint(1, KEYS))} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
             await reader.readexactly(length)

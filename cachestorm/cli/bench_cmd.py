@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
+from cachestorm.core import plugins
 from cachestorm.core.errors import CachestormError
 
 app = typer.Typer(help="Benchmarks: each prints ratios measured side by side in one run.", no_args_is_help=True)
 
 
 def _call(spec: str, **kwargs) -> None:
-    module_name, function = spec.split(":")
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise CachestormError(f"this benchmark is not available ({exc.name} is missing)") from exc
-    getattr(module, function)(**kwargs)
+        function = plugins.load(spec, "benchmark")
+    except plugins.PluginError as exc:
+        if exc.missing is None:
+            raise
+        raise CachestormError(f"this benchmark is not available ({exc.missing} is missing)") from exc
+    function(**kwargs)
 
 
 @app.command("proxy")

@@ -11,21 +11,24 @@ from rich.table import Table
 from cachestorm.capacity import CapacityPlan, run_capacity
 from cachestorm.cli import options
 from cachestorm.conductor import RunSettings, parse_duration
+from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.runfolder import RunFolder
 from cachestorm.stack import StackSettings
 
 # a wide table also when piped (CI logs): the verdict column names every failed SLO
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
+@options.with_knobs
 def capacity(
     ctx: typer.Context,
     strategy: str = typer.Option(..., "--strategy", "-s", help="One or more, comma-separated (one shared stack)."),
     domain: str = options.DOMAIN,
-    max_rate: float = typer.Option(800.0, "--max-rate", help="Arrivals/s of the last step."),
-    steps: int = typer.Option(5, "--steps", help="Steps from max-rate/steps up to max-rate."),
-    hold: str = typer.Option("10s", "--hold", help="How long each step lasts."),
-    slo_p99: str = typer.Option("100ms", "--slo-p99", help="p99 SLO per step (latency from the intended send time)."),
-    max_error_rate: float = typer.Option(0.01, "--max-error-rate", help="Error-rate SLO per step (fraction)."),
+    max_rate: float = typer.Option(DEFAULTS.capacity_max_rate, "--max-rate", help="Arrivals/s of the last step."),
+    steps: int = typer.Option(DEFAULTS.capacity_steps, "--steps", help="Steps from max-rate/steps up to max-rate."),
+    hold: str = typer.Option(options.seconds(DEFAULTS.capacity_hold_s), "--hold", help="How long each step lasts."),
+    slo_p99: str = typer.Option(options.milliseconds(DEFAULTS.capacity_slo_p99_ms), "--slo-p99", help="p99 SLO per step (latency from the intended send time)."),
+    max_error_rate: float = typer.Option(DEFAULTS.capacity_max_error_rate, "--max-error-rate", help="Error-rate SLO per step (fraction)."),
     out: str = options.OUT,
     instances: int = options.INSTANCES,
     rows: int = options.ROWS,
@@ -34,21 +37,11 @@ def capacity(
     alpha: float = options.ALPHA,
     celebrity_share: float = options.CELEBRITY_SHARE,
     write_ratio: float = options.WRITE_RATIO,
-    ttl: str = typer.Option("300s", "--ttl", help="Cache TTL."),
+    ttl: str = typer.Option(options.seconds(DEFAULTS.capacity_ttl_s), "--ttl", help="Cache TTL."),
     recompute: str = options.RECOMPUTE,
     pool_size: int = options.POOL_SIZE,
     pool_timeout: str = options.POOL_TIMEOUT,
     seed: int = options.SEED,
-    db_capacity: int = options.DB_CAPACITY,
-    recompute_mode: str = options.RECOMPUTE_MODE,
-    request_timeout: str = options.REQUEST_TIMEOUT,
-    jitter: float = options.JITTER,
-    xfetch_beta: float = options.XFETCH_BETA,
-    lock_ms: float = options.LOCK_MS,
-    max_stale: str = options.MAX_STALE,
-    negative_ttl: str = options.NEGATIVE_TTL,
-    missing_share: float = options.MISSING_SHARE,
-    owner_read_share: float = options.OWNER_READ_SHARE,
     redis_url: str = options.REDIS_URL,
     postgres_url: str = options.POSTGRES_URL,
     toxiproxy_url: str = options.TOXIPROXY_URL,
@@ -78,7 +71,7 @@ def capacity(
         console.print(steps_table(capacity))
         console.print(f"[bold]{capacity['note']}[/]")
     for path in result.report_paths:
-        if path.name in ("report.html", "capacity.html", "capacity.md"):
+        if path.name in (RunFolder.REPORT_HTML, "capacity.html", "capacity.md"):
             console.print(f"[bold]report:[/] {path}")
     console.print(f"[bold]folder:[/] {result.out_dir}")
 

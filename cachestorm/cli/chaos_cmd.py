@@ -11,9 +11,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from cachestorm.chaos.context import DEFAULT_LEDGER
+from cachestorm.chaos.context import DEFAULT_CHAOS_RUNS, DEFAULT_LEDGER
 from cachestorm.core import interrupts
 from cachestorm.core.errors import CachestormError
+from cachestorm.core.runfolder import RunFolder
 from cachestorm.core.urls import redact
 
 app = typer.Typer(help="Chaos faults and experiments (game days).", no_args_is_help=True)
@@ -86,10 +87,8 @@ def _run_live(runner, title: str, stop_on_error: bool = False) -> None:
 
 
 def _journal(run_dir: Path | None, label: str):
-    from cachestorm.core.runfolder import Journal, new_run_dir
-
-    folder = run_dir or new_run_dir(Path(".cachestorm") / "chaos", label)
-    return Journal(folder), Path(folder)
+    folder = RunFolder(run_dir) if run_dir else RunFolder.new(DEFAULT_CHAOS_RUNS, label)
+    return folder.journal(), folder.path
 
 
 @app.command("list")
@@ -190,7 +189,7 @@ def _print_outcome(summary: dict, folder: Path) -> None:
                                                              else "") + ("; ABORTED" if summary["aborted"] else ""))
     for error in summary["errors"]:
         console.print(f"[red]error:[/] {error}")
-    console.print(f"journal: {folder / 'journal.jsonl'}")
+    console.print(f"journal: {RunFolder(folder).journal_path}")
 
 
 @app.command("status")

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from cachestorm.cli import options
 from cachestorm.conductor import RunSettings, parse_duration
+from cachestorm.core.defaults import DEFAULTS
 from cachestorm.matrix import run_matrix
 
 console = Console()
@@ -24,8 +25,9 @@ COLUMNS = [("DB loads/expiry", "db_loads_per_expiry"), ("DB p99 before ms", "db_
 
 def demo(
     ctx: typer.Context,
-    duration: str = typer.Option("22s", "--duration", help="Load per strategy (the hot keys expire from 8 s to 14 s in)."),
-    out: str = typer.Option("runs", "--out", help="Folder for the demo's run folders."),
+    duration: str = typer.Option(options.seconds(DEFAULTS.demo_duration_s), "--duration",
+                                 help=f"Load per strategy (the hot keys expire for 6 s from {DEFAULTS.demo_experiment_at_s:g} s in)."),
+    out: str = typer.Option(DEFAULTS.out, "--out", help="Folder for the demo's run folders."),
     strategies: str = typer.Option(",".join(DEMO_STRATEGIES), "--strategies", help="Comma-separated strategies."),
 ) -> None:
     """Same traffic, same hot-key expiry, on the experiment's defaults (a saturating DB, client
@@ -33,7 +35,8 @@ def demo(
     # everything else comes from hot-key-expiry's `run:` section, as `cachestorm run` would take it.
     # The expiry 8 s into the load: Locust needs a few seconds to start sending, and the report needs
     # a steady "before". Per-run reports are skipped (the comparison is rendered): ~3 minutes on 2 cores.
-    base = RunSettings(duration_s=parse_duration(duration, "--duration"), experiment_at_s=8.0, render=False,
+    base = RunSettings(duration_s=parse_duration(duration, "--duration"), experiment_at_s=DEFAULTS.demo_experiment_at_s,
+                       render=False,
                        # the demo's length counts as typed: hot-key-expiry's `run:` does not override it
                        explicit=options.typed_settings(ctx, "duration_s"))
     names = [s.strip() for s in strategies.split(",") if s.strip()]

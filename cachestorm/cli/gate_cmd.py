@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cachestorm.cli.report_cmd import check_run_dirs
+from cachestorm.core.runfolder import RunFolder
 
 console = Console()
 
@@ -23,7 +24,7 @@ def gate(
     """Evaluate SLOs per strategy and experiment; say which failed and by how much."""
     from cachestorm.reports import evaluate_gate, render_gate_markdown, write_junit
 
-    result = evaluate_gate(config, check_run_dirs(expand_runs(runs)))
+    result = evaluate_gate(config, check_run_dirs(expand_runs(runs)), known=known_names())
     for item in result.results:
         mark = "[yellow]skip[/]" if item.skipped else ("[green]pass[/]" if item.passed else "[red]FAIL[/]")
         console.print(f"{mark}  {escape(item.name)} \\[{escape(item.run or '-')}]: {escape(item.message)}")
@@ -41,13 +42,33 @@ def gate(
     raise typer.Exit(result.exit_code)
 
 
+def known_names() -> dict:
+    """The gate's checks of `where: {strategy, experiment}` values (the reports know neither)."""
+    from cachestorm.chaos.experiment import ready_experiments
+    from cachestorm.core.errors import CachestormError
+    from cachestorm.targets.strategies import parse_spec
+
+    def strategy(value: str) -> str | None:
+        try:
+            parse_spec(value)
+        except CachestormError as exc:
+            return str(exc).split(";")[0]
+        return None
+
+    def experiment(value: str) -> str | None:
+        ready = ready_experiments()
+        return None if value in ready else f"no such experiment; ready ones: {', '.join(ready)}"
+
+    return {"strategy": strategy, "experiment": experiment}
+
+
 def expand_runs(paths: list[Path]) -> list[Path]:
     """A folder holding run folders (a matrix or demo) stands for all of them."""
     expanded: list[Path] = []
     for path in paths:
-        if (path / "run.json").exists() or not path.is_dir():
+        if RunFolder(path).is_run() or not path.is_dir():
             expanded.append(path)
         else:
-            children = sorted(p for p in path.iterdir() if (p / "run.json").exists())
+            children = sorted(p for p in path.iterdir() if RunFolder(p).is_run())
             expanded.extend(children or [path])
     return expanded

@@ -6,12 +6,11 @@ name -> import-string tables), so adding one is one line.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
 
-from cachestorm.core import interrupts
+from cachestorm.core import interrupts, plugins
 from cachestorm.core.errors import CachestormError
 
 # name -> "module:attribute" of a Typer app (sub-command groups)
@@ -43,26 +42,25 @@ app = typer.Typer(
 )
 
 
-def _load(spec: str):
-    module_name, attribute = spec.split(":")
+def _load(name: str, spec: str):
+    """A listed command that cannot be loaded is a bug, not a command to leave out: one line naming
+    its module (exit 1, not a usage error); the cause stays chained for tests and debugging."""
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:  # not written yet: leave the command out
-            return None
-        raise
-    return getattr(module, attribute)
+        return plugins.load(spec, "command")
+    except plugins.PluginSettingError:
+        raise  # the user's CACHESTORM_PLUGINS is wrong: a usage error, its own one line
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        raise CachestormError(f"command {name!r} cannot be loaded from {spec}: {type(exc).__name__}: {reason} "
+                              "(a broken installation or a bug; reinstall cachestorm or report it)",
+                              exit_code=1) from exc
 
 
 def build_app() -> typer.Typer:
     for name, spec in COMMANDS.items():
-        function = _load(spec)
-        if function is not None:
-            app.command(name)(function)
+        app.command(name)(_load(name, spec))
     for name, spec in SUB_APPS.items():
-        sub_app = _load(spec)
-        if sub_app is not None:
-            app.add_typer(sub_app, name=name)
+        app.add_typer(_load(name, spec), name=name)
     return app
 
 

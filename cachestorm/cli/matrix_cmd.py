@@ -15,8 +15,9 @@ from cachestorm.conductor import (
     plan_experiment,
     validate_strategy,
 )
+from cachestorm.core.defaults import DEFAULTS
 from cachestorm.core.errors import CachestormError
-from cachestorm.core.runfiles import run_incomplete
+from cachestorm.core.runfolder import RunFolder
 from cachestorm.matrix import run_matrix
 
 console = Console()
@@ -26,28 +27,19 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+@options.with_knobs
 def matrix(
     ctx: typer.Context,
     strategies: str = typer.Option(..., "--strategies", help="Comma-separated, e.g. cache-aside,cache-aside+coalescing"),
-    experiments: str = typer.Option("hot-key-expiry", "--experiments", help="Comma-separated names or files; 'none' for no fault."),
-    duration: str = typer.Option("30s", "--duration", help="Load per combination."),
-    users: int = typer.Option(40, "--users", help="Locust users."),
-    domain: str = typer.Option("profiles", "--domain"),
-    recompute: str = typer.Option("100ms", "--recompute", help="DB cost of one recompute."),
-    celebrity_share: float = typer.Option(0.2, "--celebrity-share"),
-    rate: float = typer.Option(None, "--rate", help="Open model: target arrivals per second."),
-    retry: str = typer.Option("none", "--retry", help="none | naive:N | backoff:N | budget:R"),
-    db_capacity: int = options.DB_CAPACITY,
-    recompute_mode: str = options.RECOMPUTE_MODE,
-    request_timeout: str = options.REQUEST_TIMEOUT,
-    jitter: float = options.JITTER,
-    xfetch_beta: float = options.XFETCH_BETA,
-    lock_ms: float = options.LOCK_MS,
-    max_stale: str = options.MAX_STALE,
-    negative_ttl: str = options.NEGATIVE_TTL,
-    missing_share: float = options.MISSING_SHARE,
-    owner_read_share: float = options.OWNER_READ_SHARE,
-    out: str = typer.Option("runs", "--out"),
+    experiments: str = typer.Option(DEFAULTS.matrix_experiments, "--experiments", help="Comma-separated names or files; 'none' for no fault."),
+    duration: str = typer.Option(options.seconds(DEFAULTS.duration_s), "--duration", help="Load per combination."),
+    users: int = typer.Option(DEFAULTS.matrix_users, "--users", help="Locust users."),
+    domain: str = options.DOMAIN,
+    recompute: str = options.recompute_option(DEFAULTS.matrix_recompute_ms),
+    celebrity_share: float = options.celebrity_share_option(DEFAULTS.matrix_celebrity_share),
+    rate: float = options.RATE,
+    retry: str = options.RETRY,
+    out: str = options.OUT,
 ) -> None:
     """Run every strategy x experiment combination with the same traffic, one shared stack."""
     base = RunSettings(domain=domain, duration_s=parse_duration(duration, "--duration"), users=users, spawn_rate=users,
@@ -69,7 +61,7 @@ def matrix(
         result = run_matrix(base, _split(strategies), names, out, name="matrix", on_progress=on_progress)
     for path in result.report_paths:
         console.print(f"[bold]report:[/] {path}")
-    failed = [(run_dir.name, why) for run_dir in result.run_dirs if (why := run_incomplete(run_dir))]
+    failed = [(run_dir.name, why) for run_dir in result.run_dirs if (why := RunFolder(run_dir).incomplete())]
     if failed:  # e.g. a fault that failed to apply: reported, but the matrix did not test what it says
         raise CachestormError(f"{len(failed)} of {len(result.run_dirs)} runs are marked failed; first: "
                               f"{failed[0][0]} ({failed[0][1]})", exit_code=1)

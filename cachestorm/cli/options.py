@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from cachestorm.conductor import RunSettings, parse_duration
-from cachestorm.targets.settings import URL_ENV, TargetSettings
+from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.domains import DOMAINS
+from cachestorm.core.durations import parse_duration
+from cachestorm.targets.settings import URL_ENV
+from cachestorm.traffic.models.keys import KEY_MODELS
+
+
+def seconds(value: float) -> str:
+    """A default in seconds as a duration flag shows it (30s)."""
+    return f"{value:g}s"
+
+
+def milliseconds(value: float) -> str:
+    return f"{value:g}ms"
+
 
 # the stack: adopt servers instead of starting our own; from the environment, a password stays out of `ps`
 REDIS_URL = typer.Option(None, "--redis-url", envvar=URL_ENV["redis_url"],
@@ -16,20 +29,33 @@ TOXIPROXY_URL = typer.Option(None, "--toxiproxy-url", help="Use this Toxiproxy i
 ALLOW_REMOTE = typer.Option(False, "--allow-remote",
                             help="Accept URLs of other hosts (cachestorm sends load and faults there).")
 
-# the workload, as `run` and `capacity` build it
-DOMAIN = typer.Option("profiles", "--domain", help="profiles | catalog | counters | permissions")
-OUT = typer.Option("runs", "--out", help="Folder for run folders.")
-INSTANCES = typer.Option(1, "--instances", help="Target processes side by side.")
-ROWS = typer.Option(10_000, "--rows", help="Rows seeded in PostgreSQL.")
-KEYS = typer.Option(1_000, "--keys", help="Key space the traffic draws from.")
-KEY_MODEL = typer.Option("zipf", "--key-model", help="zipf | hotspot | latest | uniform")
-ALPHA = typer.Option(1.0, "--alpha", help="Zipf exponent.")
-CELEBRITY_SHARE = typer.Option(0.0, "--celebrity-share", help="Share of requests for key 1.")
-WRITE_RATIO = typer.Option(0.05, "--write-ratio", help="Share of writes.")
-RECOMPUTE = typer.Option("50ms", "--recompute", help="DB cost of one recompute (held in one of --db-capacity slots).")
-POOL_SIZE = typer.Option(10, "--pool-size", help="DB pool size per target.")
-POOL_TIMEOUT = typer.Option("1s", "--pool-timeout", help="DB pool acquire timeout.")
-SEED = typer.Option(42, "--seed", help="Seed of the traffic models.")
+# the workload, as `run`, `matrix` and `capacity` build it (defaults: cachestorm.core.defaults)
+DOMAIN = typer.Option(DEFAULTS.domain, "--domain", help=" | ".join(DOMAINS))
+OUT = typer.Option(DEFAULTS.out, "--out", help="Folder for run folders.")
+INSTANCES = typer.Option(DEFAULTS.instances, "--instances", help="Target processes side by side.")
+ROWS = typer.Option(DEFAULTS.rows, "--rows", help="Rows seeded in PostgreSQL.")
+KEYS = typer.Option(DEFAULTS.keys, "--keys", help="Key space the traffic draws from.")
+KEY_MODEL = typer.Option(DEFAULTS.key_model, "--key-model", help=" | ".join(KEY_MODELS))
+ALPHA = typer.Option(DEFAULTS.alpha, "--alpha", help="Zipf exponent.")
+WRITE_RATIO = typer.Option(DEFAULTS.write_ratio, "--write-ratio", help="Share of writes.")
+POOL_SIZE = typer.Option(DEFAULTS.pool_size, "--pool-size", help="DB pool size per target.")
+POOL_TIMEOUT = typer.Option(seconds(DEFAULTS.pool_timeout_s), "--pool-timeout", help="DB pool acquire timeout.")
+SEED = typer.Option(DEFAULTS.seed, "--seed", help="Seed of the traffic models.")
+RATE = typer.Option(None, "--rate", help="Open model: target arrivals per second.")
+RETRY = typer.Option(DEFAULTS.retry, "--retry", help="none | naive:N | backoff:N | budget:R")
+
+
+def celebrity_share_option(default: float = DEFAULTS.celebrity_share):
+    return typer.Option(default, "--celebrity-share", help="Share of requests for key 1.")
+
+
+def recompute_option(default_ms: float = DEFAULTS.recompute_ms):
+    return typer.Option(milliseconds(default_ms), "--recompute",
+                        help="DB cost of one recompute (held in one of --db-capacity slots).")
+
+
+CELEBRITY_SHARE = celebrity_share_option()
+RECOMPUTE = recompute_option()
 
 
 # units a RunSettings field may carry after the flag's name (--duration -> duration_s, --recompute -> recompute_ms)
@@ -58,25 +84,50 @@ def typed_settings(ctx: typer.Context, *also: str) -> frozenset[str]:
 
 
 # the incident: a database that saturates, clients that give up and retry, the protections' knobs
-# (None: the target's own default, shown in the help; targets/settings.py owns those)
-_TARGET = TargetSettings()
-DB_CAPACITY = typer.Option(RunSettings.db_capacity, "--db-capacity",
+# (None: the target's own default, shown in the help). Every command that runs load takes them: `@with_knobs`
+DB_CAPACITY = typer.Option(DEFAULTS.db_capacity, "--db-capacity",
                            help="Recomputes PostgreSQL runs at once (its cores); the rest queue, holding connections. 0 = unlimited.")
-RECOMPUTE_MODE = typer.Option(RunSettings.recompute_mode, "--recompute-mode",
+RECOMPUTE_MODE = typer.Option(DEFAULTS.recompute_mode, "--recompute-mode",
                               help="sleep (pg_sleep in a slot) | cpu (a calibrated CPU burn in PostgreSQL)")
-REQUEST_TIMEOUT = typer.Option(f"{RunSettings.request_timeout_s:g}s", "--request-timeout",
+REQUEST_TIMEOUT = typer.Option(seconds(DEFAULTS.request_timeout_s), "--request-timeout",
                                help="Client timeout per attempt; a timeout is its own error kind and is retried.")
-JITTER = typer.Option(None, "--jitter", help=f"+jitter: ±fraction of the TTL (default {_TARGET.jitter:g}).")
-XFETCH_BETA = typer.Option(None, "--xfetch-beta", help=f"+xfetch: β, how early to refresh (default {_TARGET.xfetch_beta:g}).")
+JITTER = typer.Option(None, "--jitter", help=f"+jitter: ±fraction of the TTL (default {DEFAULTS.jitter:g}).")
+XFETCH_BETA = typer.Option(None, "--xfetch-beta", help=f"+xfetch: β, how early to refresh (default {DEFAULTS.xfetch_beta:g}).")
 LOCK_MS = typer.Option(None, "--lock-ms", "--lease-ms",
-                       help=f"+lock/+lease: TTL of the lock or lease in ms (default {_TARGET.lock_ms:g}).")
+                       help=f"+lock/+lease: TTL of the lock or lease in ms (default {DEFAULTS.lock_ms:g}).")
 MAX_STALE = typer.Option(None, "--max-stale",
-                         help=f"stale-while-revalidate: how long past expiry a value is served (default {_TARGET.max_stale:g}s).")
+                         help=f"stale-while-revalidate: how long past expiry a value is served (default {DEFAULTS.max_stale_s:g}s).")
 NEGATIVE_TTL = typer.Option(None, "--negative-ttl",
-                            help=f"+negative: how long an absent key is cached (default {_TARGET.negative_ttl:g}s).")
-MISSING_SHARE = typer.Option(0.0, "--missing-share", help="Share of reads for ids that do not exist.")
-OWNER_READ_SHARE = typer.Option(0.0, "--owner-read-share",
+                            help=f"+negative: how long an absent key is cached (default {DEFAULTS.negative_ttl_s:g}s).")
+MISSING_SHARE = typer.Option(DEFAULTS.missing_share, "--missing-share", help="Share of reads for ids that do not exist.")
+OWNER_READ_SHARE = typer.Option(DEFAULTS.owner_read_share, "--owner-read-share",
                                 help="profiles: share of reads by the owner, past the cache (read-your-writes).")
+
+# parameter name -> (type, option): the flags `@with_knobs` adds
+KNOBS = {"db_capacity": (int, DB_CAPACITY), "recompute_mode": (str, RECOMPUTE_MODE),
+         "request_timeout": (str, REQUEST_TIMEOUT), "jitter": (float, JITTER), "xfetch_beta": (float, XFETCH_BETA),
+         "lock_ms": (float, LOCK_MS), "max_stale": (str, MAX_STALE), "negative_ttl": (str, NEGATIVE_TTL),
+         "missing_share": (float, MISSING_SHARE), "owner_read_share": (float, OWNER_READ_SHARE)}
+
+
+def with_knobs(command):
+    """Add the KNOBS flags to a Typer command (declared once, here); it reads them by `knob_settings_of(ctx)`."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(command, eval_str=True)
+    added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=kind)
+             for name, (kind, option) in KNOBS.items()]
+
+    @functools.wraps(command)
+    def with_knob_flags(*args, **kwargs):
+        for name in KNOBS:
+            kwargs.pop(name, None)
+        return command(*args, **kwargs)
+
+    with_knob_flags.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *added])
+    with_knob_flags.__annotations__ = {**command.__annotations__, **{name: kind for name, (kind, _) in KNOBS.items()}}
+    return with_knob_flags
 
 
 def knob_settings(*, db_capacity: int, recompute_mode: str, request_timeout: str, jitter: float | None,
@@ -92,7 +143,7 @@ def knob_settings(*, db_capacity: int, recompute_mode: str, request_timeout: str
 
 
 def knob_settings_of(ctx: typer.Context) -> dict:
-    """`knob_settings` of this command's own knob flags (every command declaring them passes them so)."""
+    """`knob_settings` of this command's knob flags (`@with_knobs` gave it them)."""
     import inspect
 
     return knob_settings(**{name: ctx.params[name] for name in inspect.signature(knob_settings).parameters})

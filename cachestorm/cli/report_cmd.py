@@ -10,14 +10,15 @@ from rich.console import Console
 from rich.table import Table
 
 from cachestorm.core.errors import CachestormError
+from cachestorm.core.runfolder import RunFolder
 
 console = Console()
 
 
 def check_run_dirs(paths: list[Path]) -> list[Path]:
     for path in paths:
-        if not (path / "run.json").exists():
-            raise CachestormError(f"{path} is not a run folder (no run.json); pass folders made by cachestorm run")
+        if not RunFolder(path).is_run():
+            raise CachestormError(f"{path} is not a run folder (no {RunFolder.META}); pass folders made by cachestorm run")
     return paths
 
 
@@ -70,9 +71,7 @@ def compare(
 
 def _warn_if_incomplete(run_dir: Path) -> bool:
     """A run that failed or was interrupted still renders, but nobody should mistake it for a clean one."""
-    from cachestorm.core.runfiles import run_incomplete
-
-    why = run_incomplete(run_dir)
+    why = RunFolder(run_dir).incomplete()
     if why:
         console.print(f"[yellow]warning:[/] {run_dir} did not complete ({why}): its numbers cover only what "
                       "was recorded; exit code 1")

@@ -8,21 +8,23 @@ from rich.console import Console
 from cachestorm.cli import options
 from cachestorm.conductor import RunSettings, parse_duration
 from cachestorm.conductor import run as run_once
+from cachestorm.core.defaults import DEFAULTS
 from cachestorm.core.errors import CachestormError
-from cachestorm.core.runfiles import run_incomplete
+from cachestorm.core.runfolder import RunFolder
 from cachestorm.stack import StackSettings
 from cachestorm.summary import print_summary
 
 console = Console()
 
+@options.with_knobs
 def run(
     ctx: typer.Context,
-    strategy: str = typer.Option("default", "--strategy", "-s", help="NAME[+PROTECTION...], e.g. cache-aside+coalescing; default: the domain's recommended one"),
+    strategy: str = typer.Option(DEFAULTS.strategy, "--strategy", "-s", help="NAME[+PROTECTION...], e.g. cache-aside+coalescing; default: the domain's recommended one"),
     domain: str = options.DOMAIN,
-    duration: str = typer.Option("30s", "--duration", "-d", help="How long the load runs (30s, 2m)."),
-    users: int = typer.Option(50, "--users", "-u", help="Locust users (closed model)."),
-    spawn_rate: float = typer.Option(50.0, "--spawn-rate", help="Users started per second."),
-    rate: float = typer.Option(None, "--rate", help="Open model: target arrivals per second."),
+    duration: str = typer.Option(options.seconds(DEFAULTS.duration_s), "--duration", "-d", help="How long the load runs (30s, 2m)."),
+    users: int = typer.Option(DEFAULTS.users, "--users", "-u", help="Locust users (closed model)."),
+    spawn_rate: float = typer.Option(DEFAULTS.spawn_rate, "--spawn-rate", help="Users started per second."),
+    rate: float = options.RATE,
     shape: str = typer.Option(None, "--shape", help="steady | ramp | step | spike | diurnal"),
     shape_args: str = typer.Option(None, "--shape-args", help="Shape parameters, e.g. 'step=200,hold=10s'."),
     experiment: str = typer.Option(None, "--experiment", "-e", help="A ready experiment name or a YAML file."),
@@ -35,31 +37,21 @@ def run(
     key_model: str = options.KEY_MODEL,
     alpha: float = options.ALPHA,
     celebrity_share: float = options.CELEBRITY_SHARE,
-    hot_keys: int = typer.Option(10, "--hot-keys", help="Keys 1..N count as hot."),
+    hot_keys: int = typer.Option(DEFAULTS.hot_keys, "--hot-keys", help="Keys 1..N count as hot."),
     write_ratio: float = options.WRITE_RATIO,
     preset: str = typer.Option(None, "--preset", help="ycsb-a..ycsb-f | twitter-median | meta-etc"),
-    retry: str = typer.Option("none", "--retry", help="none | naive:N | backoff:N | budget:R"),
+    retry: str = options.RETRY,
     ttl: str = typer.Option(None, "--ttl", help="Cache TTL (default: the domain's, e.g. 30s for profiles)."),
     recompute: str = options.RECOMPUTE,
     pool_size: int = options.POOL_SIZE,
     pool_timeout: str = options.POOL_TIMEOUT,
     seed: int = options.SEED,
-    db_capacity: int = options.DB_CAPACITY,
-    recompute_mode: str = options.RECOMPUTE_MODE,
-    request_timeout: str = options.REQUEST_TIMEOUT,
-    jitter: float = options.JITTER,
-    xfetch_beta: float = options.XFETCH_BETA,
-    lock_ms: float = options.LOCK_MS,
-    max_stale: str = options.MAX_STALE,
-    negative_ttl: str = options.NEGATIVE_TTL,
-    missing_share: float = options.MISSING_SHARE,
-    owner_read_share: float = options.OWNER_READ_SHARE,
     redis_url: str = options.REDIS_URL,
     postgres_url: str = options.POSTGRES_URL,
     toxiproxy_url: str = options.TOXIPROXY_URL,
     allow_remote: bool = options.ALLOW_REMOTE,
     no_report: bool = typer.Option(False, "--no-report", help="Skip rendering the report."),
-    warm: bool = typer.Option(True, "--warm/--cold", help="Prefill every key before the load, expiries spread over the TTL (default), or start cold."),
+    warm: bool = typer.Option(DEFAULTS.warm, "--warm/--cold", help="Prefill every key before the load, expiries spread over the TTL (default), or start cold."),
 ) -> None:
     """Run targets + Locust (+ chaos) once and write a run folder."""
     settings = RunSettings(
@@ -76,6 +68,6 @@ def run(
     with console.status(f"running {strategy} for {settings.duration_s:.0f} s ..."):
         run_dir = run_once(settings)
     print_summary(run_dir, console)
-    why = run_incomplete(run_dir)
+    why = RunFolder(run_dir).incomplete()
     if why:  # e.g. a fault that failed to apply: the numbers are there, the experiment is not
         raise CachestormError(f"the run is marked failed ({why}); see {run_dir}", exit_code=1)

@@ -32,6 +32,13 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+def child_env() -> dict[str, str]:
+    """Our environment for a Python child, its output unbuffered (a crash's last lines reach the log)."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
 # Every server process this process started, in order. A Ctrl-C can land between the fork and the
 # moment a caller keeps the Popen (it is then lost to the caller); `kill_spawned_since` finds it here.
 SPAWNED: list[subprocess.Popen] = []

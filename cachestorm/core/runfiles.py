@@ -1,4 +1,5 @@
-"""Read the plain files of a run folder (JSON, JSON lines, CSV); reports touch nothing else."""
+"""Read plain files (JSON, JSON lines, CSV) with one line naming a damaged one; which files a run folder
+holds, and where, is core.runfolder.RunFolder's."""
 
 from __future__ import annotations
 
@@ -88,31 +89,6 @@ def read_csv(path: str | Path) -> list[dict]:
         return list(csv.DictReader(io.StringIO(read_text(path), newline="")))
 
 
-def locust_csv(run_dir: str | Path, name: str) -> list[dict]:
-    """Rows of Locust's `name`.csv (stats, stats_history, failures) in `locust/`.
-
-    design.md lists `stats.csv`; Locust itself writes `<prefix>_<name>.csv` for `--csv <prefix>`
-    (`--csv locust/stats` gives `stats_stats.csv`), so any prefix is accepted.
-    """
-    folder = Path(run_dir) / "locust"
-    exact = folder / f"{name}.csv"
-    if exact.exists():
-        return read_csv(exact)
-    candidates = sorted(folder.glob(f"*_{name}.csv"))
-    if name == "stats":  # "*_stats.csv" would also match a prefix ending in "_history"
-        candidates = [c for c in candidates if not c.name.endswith("_history.csv")]
-    return read_csv(candidates[0]) if candidates else []
-
-
-def require_run_dir(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CachestormError(f"{run_dir}: no such run folder; pass a runs/<run-id>/ directory")
-    if not (run_dir / "run.json").exists() and not (run_dir / "histories").is_dir():
-        raise CachestormError(f"{run_dir}: not a run folder (no run.json); pass a runs/<run-id>/ directory")
-    return run_dir
-
-
 def first_failure(journal: list[dict]) -> dict | None:
     """The first step that did not end well (failed, interrupted, Locust's bad exit), or None."""
     for record in journal:
@@ -134,9 +110,3 @@ def incomplete(run: dict) -> str | None:
     error = f": {failure['error']}" if failure.get("error") else ""
     return f"{outcome or 'unknown'}{step}{error}"
 
-
-def run_incomplete(run_dir: str | Path) -> str | None:
-    """incomplete() of a run folder, from its run.json and its journal (what report.json's run says)."""
-    run_dir = Path(run_dir)
-    run = read_json(run_dir / "run.json")
-    return incomplete({"outcome": run.get("outcome"), "failure": first_failure(read_jsonl(run_dir / "journal.jsonl"))})

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-
+from cachestorm.core import plugins
 from cachestorm.core.errors import CachestormError
 
-FAULTS: dict[str, str] = {
+FAULTS: dict[str, str] = plugins.registry("fault", {
     # hot keys and expiry
     "hot-key-expiry": "cachestorm.chaos.faults.hot_key_expiry:HotKeyExpiry",
     "hot-key-expiry-repeated": "cachestorm.chaos.faults.hot_key_expiry_repeated:HotKeyExpiryRepeated",
@@ -15,11 +14,11 @@ FAULTS: dict[str, str] = {
     "flush-cache": "cachestorm.chaos.faults.flush_cache:FlushCache",
     "lfu-tracking": "cachestorm.chaos.faults.lfu_tracking:LfuTracking",
     # Redis partition through the proxy
-    "redis-down": "cachestorm.chaos.faults.proxy_down:ProxyDown",
-    "redis-blackhole": "cachestorm.chaos.faults.proxy_blackhole:ProxyBlackhole",
-    "redis-reset": "cachestorm.chaos.faults.proxy_reset:ProxyReset",
-    "redis-latency": "cachestorm.chaos.faults.proxy_latency:ProxyLatency",
-    "redis-bandwidth": "cachestorm.chaos.faults.proxy_bandwidth:ProxyBandwidth",
+    "redis-down": "cachestorm.chaos.faults.redis_down:RedisDown",
+    "redis-blackhole": "cachestorm.chaos.faults.redis_blackhole:RedisBlackhole",
+    "redis-reset": "cachestorm.chaos.faults.redis_reset:RedisReset",
+    "redis-latency": "cachestorm.chaos.faults.redis_latency:RedisLatency",
+    "redis-bandwidth": "cachestorm.chaos.faults.redis_bandwidth:RedisBandwidth",
     # failed cache writes
     "redis-write-fail": "cachestorm.chaos.faults.redis_write_fail:RedisWriteFail",
     "cache-delete-fail": "cachestorm.chaos.faults.cache_delete_fail:CacheDeleteFail",
@@ -37,15 +36,14 @@ FAULTS: dict[str, str] = {
     "target-kill": "cachestorm.chaos.faults.target_kill:TargetKill",
     "target-pause": "cachestorm.chaos.faults.target_pause:TargetPause",
     "redis-restart": "cachestorm.chaos.faults.redis_restart:RedisRestart",
-}
+})
 
 
 def fault_class(name: str):
     spec = FAULTS.get(name)
     if spec is None:
         raise CachestormError(f"unknown fault {name!r}; known faults: {', '.join(sorted(FAULTS))}")
-    module_name, class_name = spec.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return plugins.load(spec, "fault")
 
 
 def make_fault(name: str, settings: dict | None = None):

@@ -6,7 +6,7 @@ as it would, so stale-while-revalidate serves it stale while one refresh runs, a
 strategy misses. `mode: evict` deletes the keys (an eviction or an invalidation), so nobody can
 serve them stale. A value not in the targets' entry format is deleted in both modes.
 
-Hot keys come from the traffic model (ids 1..N are the hottest, Redis key `{domain}:{id}`) or,
+Hot keys come from the traffic model (ids 1..N are the hottest, at the domain's Redis keys) or,
 with `source: lfu`, from Redis itself: the N keys with the highest OBJECT FREQ over a SCAN.
 """
 
@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cachestorm.chaos.faults.base import Fault, SettingError
-from cachestorm.chaos.faults.lfu import top_keys_by_frequency
+
+from cachestorm.core.domains import redis_key
+from cachestorm.core.errors import CachestormError
 
 MODES = ("expire", "evict")
 # the entry's logical expiry set to ARGV[1] in place (its TTL and the rest of the JSON untouched);
@@ -42,7 +44,7 @@ class HotKeyExpiry(Fault):
     one_shot = True
 
     count: int = 0          # 0: the context's hot_keys (default 10)
-    domain: str = ""        # "": the context's domain
+    domain: str = ""        # "": the context's domain (or a key prefix of your own)
     source: str = "model"   # model | lfu
     mode: str = "expire"    # expire: stale now, as its TTL would make it | evict: deleted
     scan_limit: int = 100_000
@@ -62,9 +64,9 @@ class HotKeyExpiry(Fault):
         client = self.redis_admin()
         try:
             if self.source == "lfu":
-                keys = top_keys_by_frequency(client, f"{domain}:*", count, self.scan_limit)
+                keys = top_keys_by_frequency(client, redis_key(domain, "*"), count, self.scan_limit)
             else:
-                keys = [f"{domain}:{key_id}" for key_id in range(1, count + 1)]
+                keys = [redis_key(domain, key_id) for key_id in range(1, count + 1)]
             changed = self._expire(client, keys)
         finally:
             client.close()
@@ -79,3 +81,22 @@ class HotKeyExpiry(Fault):
             return int(client.delete(*keys))
         seconds, micros = client.time()  # Redis' clock: the same for every key
         return int(client.eval(EXPIRE_NOW, len(keys), *keys, repr(int(seconds) + int(micros) / 1e6)))
+
+
+
+# OBJECT FREQ needs an LFU maxmemory-policy (the fault 'lfu-tracking' sets one)
+def top_keys_by_frequency(client, pattern: str, count: int, scan_limit: int) -> list[str]:
+    policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+    if "lfu" not in policy:
+        raise CachestormError(f"finding hot keys by frequency needs an LFU policy (maxmemory-policy is "
+                              f"{policy!r}); add the fault 'lfu-tracking' from the start of the run")
+    frequencies: list[tuple[int, str]] = []
+    for seen, key in enumerate(client.scan_iter(match=pattern, count=1000)):
+        if seen >= scan_limit:
+            break
+        try:
+            frequencies.append((int(client.object("freq", key)), key))
+        except Exception:  # noqa: BLE001 - the key expired between SCAN and OBJECT
+            continue
+    frequencies.sort(key=lambda item: (-item[0], item[1]))
+    return [key for _freq, key in frequencies[:count]]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from cachestorm.chaos.faults.base import SettingError
 from cachestorm.chaos.faults.hot_key_expiry import HotKeyExpiry
 
+from cachestorm.core.domains import redis_key
 from cachestorm.core.errors import CachestormError
 
 # no expiry this close to the window's end: the runner's revert is due then
@@ -42,7 +43,7 @@ class HotKeyExpiryRepeated(HotKeyExpiry):
 
     def _apply(self) -> dict:
         first = super()._apply()
-        keys = [f"{self.domain or self.context.domain}:{key_id}" for key_id in first["key_ids"]]
+        keys = [redis_key(self.domain or self.context.domain, key_id) for key_id in first["key_ids"]]
         self._stop = threading.Event()
         self._expiries = [first["keys"]]
         self._errors: list[str] = []

@@ -18,7 +18,7 @@ class KeyPatternExpiry(Fault):
     max_keys: int = 1_000_000
 
     def _apply(self) -> dict:
-        pattern = self.pattern or f"{self.context.domain}:*"
+        pattern = self.pattern or self.context.redis_key("*")
         client = self.redis_admin()
         deleted = 0
         try:

@@ -1,4 +1,5 @@
-"""A service is unreachable: its proxy is disabled (listener closed, connections dropped).
+"""A service is unreachable: its proxy is disabled (listener closed, connections dropped). The base
+of redis-down (redis_down.py) and db-down (db_down.py).
 
 Our proxy re-enables it by itself when the window ends (an "enable-proxy" expiry action).
 """
@@ -12,11 +13,9 @@ from cachestorm.chaos.faults.base import Fault
 
 @dataclass
 class ProxyDown(Fault):
-    name = "redis-down"
-    summary = "disable the Redis proxy: new connections refused, open ones closed"
     touches = ("proxy",)
 
-    proxy: str = "redis"
+    proxy: str = ""  # each fault names its service's proxy
 
     def _prepare(self) -> dict:
         proxy = self.context.proxy_name(self.proxy)

@@ -1,4 +1,5 @@
-"""Latency (and jitter) on every chunk through a proxy."""
+"""Latency (and jitter) on every chunk through a proxy. The base of redis-latency (redis_latency.py),
+db-latency (db_latency.py) and db-slow-recompute (db_slow_recompute.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ from cachestorm.chaos.faults.toxic import ToxicFault
 
 @dataclass
 class ProxyLatency(ToxicFault):
-    name = "redis-latency"
-    summary = "latency/jitter toxic on the Redis proxy"
     toxic_type = "latency"
 
     latency_ms: int = 100
     jitter_ms: int = 0
-    proxy: str = "redis"
+    proxy: str = ""  # each fault names its service's proxy
     stream: str = "downstream"
     toxicity: float = 1.0
 

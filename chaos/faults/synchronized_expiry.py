@@ -45,7 +45,7 @@ class SynchronizedExpiry(Fault):
             raise SettingError(f"fault {self.name!r}: ttl_ms must be >= 1", "ttl_ms")
 
     def _apply(self) -> dict:
-        pattern = self.pattern or f"{self.context.domain}:*"
+        pattern = self.pattern or self.context.redis_key("*")
         client = self.redis_admin()
         try:
             keys = []

@@ -9,9 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cachestorm.chaos.proxy.guard import AddressGuard
-from cachestorm.chaos.proxy.server import run
-
 from cachestorm.core.errors import CachestormError
 
 
@@ -29,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="allow any listen address, privileged ports and any Unix upstream")
     args = parser.parse_args(argv)
     try:
+        # these load the toxics: a bad plug-in is one line too
+        from cachestorm.chaos.proxy.guard import AddressGuard
+        from cachestorm.chaos.proxy.server import run
+
         run(args.host, args.port, args.config, args.ready_file, busy_poll_us=args.busy_poll_us,
             guard=AddressGuard.of(args.allow_remote, args.allow_unix))
     except CachestormError as exc:

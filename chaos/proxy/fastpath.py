@@ -22,7 +22,7 @@ except ImportError:  # not compiled (optional extension): the Python path does e
     Engine = kernel_supported = upstream_ready = None
 
 if TYPE_CHECKING:
-    from cachestorm.chaos.proxy.link import Connection
+    from cachestorm.chaos.proxy.connection import Connection
 
 ENV_SWITCH = "CACHESTORM_PROXY_FASTPATH"
 SOCKMAP_SWITCH = "CACHESTORM_PROXY_SOCKMAP"

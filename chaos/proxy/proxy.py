@@ -9,6 +9,7 @@ import socket
 from typing import Any
 
 from cachestorm.chaos.proxy import fastpath, gojson
+from cachestorm.chaos.proxy.connection import ClientSide, Connection
 from cachestorm.chaos.proxy.errors import (
     BAD_REQUEST_BODY,
     INVALID_STREAM,
@@ -18,7 +19,6 @@ from cachestorm.chaos.proxy.errors import (
     ApiError,
 )
 from cachestorm.chaos.proxy.http import MAX_REQUEST_LINE
-from cachestorm.chaos.proxy.link import ClientSide, Connection
 from cachestorm.chaos.proxy.listener import Listener, open_listener
 from cachestorm.chaos.proxy.stats import ProxyStats
 from cachestorm.chaos.proxy.toxics import TOXIC_TYPES

@@ -10,9 +10,9 @@ import signal
 from pathlib import Path
 
 from cachestorm.chaos.proxy.api import ApiApp
+from cachestorm.chaos.proxy.busy_poll import BUSY_POLL
 from cachestorm.chaos.proxy.guard import AddressGuard
 from cachestorm.chaos.proxy.http import MAX_REQUEST_LINE, Request, serve_connection
-from cachestorm.chaos.proxy.link import BUSY_POLL
 
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.urls import is_loopback

@@ -1,4 +1,4 @@
-"""Open-model arrival schedules: factories returning a callable that gives the gap (s) to the next arrival."""
+"""Open-model arrival schedules: the gap (s) to the next arrival at the current rate."""
 
 from __future__ import annotations
 
@@ -12,25 +12,6 @@ def _check_rate(rate: float) -> float:
     if not isinstance(rate, int | float) or not math.isfinite(rate) or rate <= 0:
         raise CachestormError(f"--rate must be > 0 requests/s for an open-model schedule (got {rate!r})")
     return float(rate)
-
-
-def constant(rate: float):
-    gap = 1.0 / _check_rate(rate)
-    return lambda: gap
-
-
-def poisson(rate: float, seed: int | None = None):
-    rate = _check_rate(rate)
-    rng = random.Random(seed)
-    return lambda: rng.expovariate(rate)
-
-
-def schedule(kind: str, rate: float, seed: int | None = None):
-    if kind == "constant":
-        return constant(rate)
-    if kind == "poisson":
-        return poisson(rate, seed)
-    raise CachestormError(f"--arrivals {kind!r} is unknown; use constant or poisson")
 
 
 class Gaps:

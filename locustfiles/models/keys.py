@@ -11,9 +11,11 @@ import math
 import random
 from array import array
 from bisect import bisect_right
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
 
+from cachestorm.core import plugins
 from cachestorm.core.errors import CachestormError
 
 MAX_KEYS = 50_000_000  # the exact Zipf table costs 8 bytes per key
@@ -52,6 +54,15 @@ def zipf_cdf(keys: int, alpha: float) -> array:
     return cdf
 
 
+@dataclass(frozen=True)
+class KeyModelOptions:
+    """The command line's key-model knobs; each model reads the ones it has."""
+
+    alpha: float
+    hot_fraction: float
+    hot_op_fraction: float
+
+
 class Zipf:
     """Bounded Zipf, sampled exactly: inverse CDF by bisection over the precomputed cumulative array."""
 
@@ -60,6 +71,10 @@ class Zipf:
         self.alpha = _check_alpha(alpha)
         self.cdf = zipf_cdf(self.keys, self.alpha)
         self.rng = random.Random(seed)
+
+    @classmethod
+    def from_options(cls, keys: int, options: KeyModelOptions, seed: int | None) -> Zipf:
+        return cls(keys, options.alpha, seed)
 
     def __call__(self) -> int:
         return bisect_right(self.cdf, self.rng.random()) + 1
@@ -74,6 +89,10 @@ class Uniform:
     def __init__(self, keys: int, seed: int | None = None):
         self.keys = _check_keys(keys)
         self.rng = random.Random(seed)
+
+    @classmethod
+    def from_options(cls, keys: int, options: KeyModelOptions, seed: int | None) -> Uniform:
+        return cls(keys, seed)
 
     def __call__(self) -> int:
         return self.rng.randint(1, self.keys)
@@ -91,6 +110,10 @@ class Hotspot:
         self.hot_op_fraction = _check_share("hotspot hot_op_fraction", hot_op_fraction)
         self.hot_keys = min(self.keys, max(1, round(self.keys * hot_fraction)))
         self.rng = random.Random(seed)
+
+    @classmethod
+    def from_options(cls, keys: int, options: KeyModelOptions, seed: int | None) -> Hotspot:
+        return cls(keys, options.hot_fraction, options.hot_op_fraction, seed)
 
     def __call__(self) -> int:
         cold = self.keys - self.hot_keys
@@ -123,6 +146,10 @@ class Latest:
         self.zipf = Zipf(keys, alpha, seed)
         self.rng = self.zipf.rng
         self.latest = self.keys  # so the first written key is 1
+
+    @classmethod
+    def from_options(cls, keys: int, options: KeyModelOptions, seed: int | None) -> Latest:
+        return cls(keys, options.alpha, seed)
 
     def next_write_key(self) -> int:
         self.latest = self.latest % self.keys + 1
@@ -208,7 +235,14 @@ def with_missing(base, share: float, seed: int | None = None) -> WithMissing:
     return WithMissing(base, share, seed)
 
 
-KEY_MODELS = ("zipf", "hotspot", "latest", "uniform")
+# name -> "module:Class"; a model is built by Class.from_options(keys, KeyModelOptions, seed) and draws
+# with model() (a key id in 1..keys); pmf(id) and next_write_key() are optional
+KEY_MODELS: dict[str, str] = plugins.registry("key-model", {
+    "zipf": "cachestorm.traffic.models.keys:Zipf",
+    "hotspot": "cachestorm.traffic.models.keys:Hotspot",
+    "latest": "cachestorm.traffic.models.keys:Latest",
+    "uniform": "cachestorm.traffic.models.keys:Uniform",
+})
 
 
 def build_key_model(
@@ -226,16 +260,10 @@ def build_key_model(
     def sub(n: int) -> int | None:
         return None if seed is None else seed * 7919 + n
 
-    if name == "zipf":
-        model = Zipf(keys, alpha, sub(1))
-    elif name == "uniform":
-        model = Uniform(keys, sub(1))
-    elif name == "hotspot":
-        model = Hotspot(keys, hot_fraction, hot_op_fraction, sub(1))
-    elif name == "latest":
-        model = Latest(keys, alpha, sub(1))
-    else:
+    if name not in KEY_MODELS:
         raise CachestormError(f"--key-model {name!r} is unknown; choose one of {', '.join(KEY_MODELS)}")
+    options = KeyModelOptions(alpha, hot_fraction, hot_op_fraction)
+    model = plugins.load(KEY_MODELS[name], "key model").from_options(keys, options, sub(1))
     if celebrity_share:
         model = Celebrity(model, celebrity_share, 1, sub(2))
     if missing_share:

@@ -15,13 +15,10 @@ import random
 from bisect import bisect_right
 from itertools import accumulate
 
+from cachestorm.core.domains import DOMAINS
 from cachestorm.core.errors import CachestormError
 
 GENERIC_OPS = ("read", "write", "delete", "rmw", "scan")
-DOMAINS = ("profiles", "catalog", "counters", "permissions")
-# default write share per domain (production-like: profiles and catalogs are read-mostly)
-DOMAIN_WRITE_RATIO = {"profiles": 0.1, "catalog": 0.02, "counters": 0.5, "permissions": 0.05}
-DOMAIN_HAS_DELETE = {"profiles": True, "catalog": True, "counters": False, "permissions": True}
 
 
 class Mix:
@@ -57,11 +54,11 @@ def domain_mix(domain: str, write_ratio: float | None = None, delete_ratio: floa
     if domain not in DOMAINS:
         raise CachestormError(f"domain {domain!r} is unknown; choose one of {', '.join(DOMAINS)}")
     if write_ratio is None:
-        write_ratio = DOMAIN_WRITE_RATIO[domain]
+        write_ratio = DOMAINS[domain].write_ratio  # production-like: profiles and catalogs are read-mostly
     for name, value in (("--write-ratio", write_ratio), ("--delete-ratio", delete_ratio)):
         if not 0.0 <= value <= 1.0:
             raise CachestormError(f"{name} must be between 0 and 1 (got {value})")
-    if delete_ratio and not DOMAIN_HAS_DELETE[domain]:
+    if delete_ratio and not DOMAINS[domain].has_delete:
         raise CachestormError(f"--delete-ratio: domain {domain} has no delete operation; use 0")
     if write_ratio + delete_ratio > 1.0:
         raise CachestormError(f"--write-ratio {write_ratio} + --delete-ratio {delete_ratio} exceed 1")

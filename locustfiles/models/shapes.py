@@ -81,6 +81,10 @@ class Step(Shape):
             return 1.0
         return self.start + (1.0 - self.start) * index / (self.steps - 1)
 
+    def levels(self) -> list[float]:
+        """The level of each step, in order."""
+        return [self.level(index * self.hold) for index in range(self.steps)]
+
 
 class Spike(Shape):
     name = "spike"

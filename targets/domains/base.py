@@ -9,17 +9,26 @@ from psycopg.types.json import Jsonb
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cachestorm.core.domains import DomainSpec
+
 
 class Domain:
-    name = ""
-    table = ""
-    default_strategy = "cache-aside"
-    default_ttl = 30.0
-    seed_sql = "jsonb_build_object('n', g)"   # SQL for the data of row g
-    prefillable = True    # one cache entry per row, keyed by Domain.key: the warm-up can prefill it
+    spec: DomainSpec   # the domain's facts (cachestorm/core/domains.py): table, keys, routes, defaults
 
     def __init__(self, service):
         self.service = service
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def table(self) -> str:
+        return self.spec.table
+
+    @property
+    def default_ttl(self) -> float:
+        return self.spec.default_ttl_s
 
     def routes(self) -> list[tuple[str, object, list[str]]]:
         raise NotImplementedError
@@ -29,7 +38,7 @@ class Domain:
         return {}
 
     def key(self, key_id: int) -> Key:
-        return Key(key_id, f"{self.name}:{key_id}", "hot" if key_id <= self.service.settings.hot_keys else "rest")
+        return Key(key_id, self.spec.key(key_id), "hot" if key_id <= self.service.settings.hot_keys else "rest")
 
     async def read(self, key_id: int, bypass_cache: bool = False) -> ReadResult:
         service = self.service

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 from cachestorm.targets.domains.base import Domain, jsonb
 
+from cachestorm.core.domains import DOMAINS
+
 
 class Catalog(Domain):
-    name = "catalog"
-    table = "products"
-    default_strategy = "stale-while-revalidate"
-    default_ttl = 300.0
-    seed_sql = "jsonb_build_object('name', 'product-' || g, 'price_cents', 100 + mod(g, 9900))"
+    spec = DOMAINS["catalog"]
 
     def routes(self):
-        return [("/products/{id:int}", self.get, ["GET"]), ("/products/{id:int}", self.put, ["PUT"]),
-                ("/products/{id:int}", self.delete_route, ["DELETE"])]
+        return [(self.spec.route, self.get, ["GET"]), (self.spec.route, self.put, ["PUT"]),
+                (self.spec.route, self.delete_route, ["DELETE"])]
 
     async def get(self, request):
         result = await self.read(request.path_params["id"])

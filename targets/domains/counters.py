@@ -6,17 +6,16 @@ from __future__ import annotations
 from cachestorm.targets.app import json_response
 from cachestorm.targets.domains.base import Domain
 
+from cachestorm.core.domains import DOMAINS
+
 
 class Counters(Domain):
-    name = "counters"
-    table = "counters"
-    default_strategy = "write-behind"
-    default_ttl = 30.0
-    seed_sql = "jsonb_build_object('count', 0)"
+    spec = DOMAINS["counters"]
 
     def routes(self):
-        return [("/counters/flush", self.flush, ["POST"]), ("/counters/pending", self.pending, ["GET"]),
-                ("/counters/{id:int}", self.get, ["GET"]), ("/counters/{id:int}/incr", self.incr, ["POST"])]
+        resource = f"/{self.spec.resource}"
+        return [(f"{resource}/flush", self.flush, ["POST"]), (f"{resource}/pending", self.pending, ["GET"]),
+                (self.spec.route, self.get, ["GET"]), (f"{self.spec.route}/incr", self.incr, ["POST"])]
 
     async def get(self, request):
         result = await self.read(request.path_params["id"])

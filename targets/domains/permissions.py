@@ -14,16 +14,14 @@ from cachestorm.targets.app import json_response
 from cachestorm.targets.domains.base import Domain, jsonb
 from cachestorm.targets.errors import CacheUnavailable
 
-VIOLATIONS_KEY = "permissions:violations"
+from cachestorm.core.domains import DOMAINS
+
+SPEC = DOMAINS["permissions"]
+VIOLATIONS_KEY = SPEC.key("violations")
 
 
 class Permissions(Domain):
-    name = "permissions"
-    table = "permissions"
-    default_strategy = "read-through"
-    default_ttl = 5.0
-    prefillable = False  # entries are per user and permission, not per row
-    seed_sql = "jsonb_build_object('read', true, 'write', mod(g, 2) = 0, 'admin', false)"
+    spec = SPEC
 
     def __init__(self, service):
         super().__init__(service)
@@ -38,9 +36,10 @@ class Permissions(Domain):
         return {"revoke_bound_s": self.bound_s}
 
     def routes(self):
-        return [("/permissions/violations", self.get_violations, ["GET"]),
-                ("/permissions/{user:int}/{perm}", self.check, ["GET"]),
-                ("/permissions/{user:int}/{perm}", self.put, ["PUT"])]
+        resource = f"/{self.spec.resource}"
+        return [(f"{resource}/violations", self.get_violations, ["GET"]),
+                (f"{resource}/{{user:int}}/{{perm}}", self.check, ["GET"]),
+                (f"{resource}/{{user:int}}/{{perm}}", self.put, ["PUT"])]
 
     async def check(self, request):
         user, perm = request.path_params["user"], request.path_params["perm"]
@@ -80,7 +79,7 @@ class Permissions(Domain):
 
     async def _record_revoke(self, user: int, perm: str, granted: bool, version: int) -> None:
         cache = self.service.cache
-        key = f"permissions:revoked:{user}"
+        key = _revoked_key(user)
         try:
             if granted:
                 await cache.call("revoke", cache.client.hdel(key, perm))
@@ -93,7 +92,7 @@ class Permissions(Domain):
     async def _check_violation(self, user: int, perm: str, version: int) -> None:
         cache = self.service.cache
         try:
-            raw = await cache.call("revoke", cache.client.hget(f"permissions:revoked:{user}", perm))
+            raw = await cache.call("revoke", cache.client.hget(_revoked_key(user), perm))
         except CacheUnavailable:
             return
         if raw is None:
@@ -106,3 +105,7 @@ class Permissions(Domain):
                 await cache.call("violations", cache.client.incr(VIOLATIONS_KEY))
             except CacheUnavailable:
                 pass
+
+
+def _revoked_key(user: int) -> str:
+    return SPEC.key(f"revoked:{user}")

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 from cachestorm.targets.domains.base import Domain, jsonb
 
+from cachestorm.core.domains import DOMAINS
+
 
 class Profiles(Domain):
-    name = "profiles"
-    table = "profiles"
-    default_strategy = "read-through"
-    default_ttl = 30.0
-    seed_sql = "jsonb_build_object('name', 'user-' || g, 'bio', repeat('x', 64))"
+    spec = DOMAINS["profiles"]
 
     def routes(self):
-        return [("/profiles/{id:int}", self.get, ["GET"]), ("/profiles/{id:int}", self.put, ["PUT"]),
-                ("/profiles/{id:int}", self.delete_route, ["DELETE"])]
+        return [(self.spec.route, self.get, ["GET"]), (self.spec.route, self.put, ["PUT"]),
+                (self.spec.route, self.delete_route, ["DELETE"])]
 
     async def get(self, request):
         key_id = request.path_params["id"]

@@ -3,8 +3,10 @@ Adding one = one file + one line in PROTECTIONS."""
 
 from __future__ import annotations
 
+from cachestorm.core import plugins
+
 # name -> "module:Class"
-PROTECTIONS: dict[str, str] = {
+PROTECTIONS: dict[str, str] = plugins.registry("protection", {
     "coalescing": "cachestorm.targets.protections.coalescing:Coalescing",
     "lock": "cachestorm.targets.protections.lock:Lock",
     "lease": "cachestorm.targets.protections.lease:Lease",
@@ -12,4 +14,4 @@ PROTECTIONS: dict[str, str] = {
     "negative": "cachestorm.targets.protections.negative:Negative",
     "xfetch": "cachestorm.targets.protections.xfetch:XFetch",
     "stale-if-error": "cachestorm.targets.protections.stale_if_error:StaleIfError",
-}
+})

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
-
+from cachestorm.core import plugins
 from cachestorm.core.errors import CachestormError
 
 # name -> "module:Class"
-STRATEGIES: dict[str, str] = {
+STRATEGIES: dict[str, str] = plugins.registry("strategy", {
     "no-cache": "cachestorm.targets.strategies.no_cache:NoCache",
     "cache-aside": "cachestorm.targets.strategies.cache_aside:CacheAside",
     "read-through": "cachestorm.targets.strategies.read_through:ReadThrough",
@@ -15,7 +14,7 @@ STRATEGIES: dict[str, str] = {
     "write-behind": "cachestorm.targets.strategies.write_behind:WriteBehind",
     "invalidate-on-write": "cachestorm.targets.strategies.invalidate_on_write:InvalidateOnWrite",
     "stale-while-revalidate": "cachestorm.targets.strategies.stale_while_revalidate:StaleWhileRevalidate",
-}
+})
 
 
 def parse_spec(spec: str) -> tuple[str, list[str]]:
@@ -34,12 +33,10 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
         raise CachestormError(f"--strategy {spec!r} names a protection twice")
     if protections and name == "no-cache":
         raise CachestormError(f"--strategy {spec!r}: protections need a caching strategy, not no-cache")
+    plugins.load(STRATEGIES[name], "strategy")  # a broken plug-in fails here, before anything starts
+    for protection in protections:
+        plugins.load(PROTECTIONS[protection], "protection")
     return name, protections
-
-
-def load(import_string: str):
-    module_name, attribute = import_string.split(":")
-    return getattr(importlib.import_module(module_name), attribute)
 
 
 # CI only (scripts/gate-check.sh): a deliberately broken build, the named protections doing nothing,
@@ -55,5 +52,6 @@ def build_strategy(spec: str, service):
 
     name, protection_names = parse_spec(spec)
     broken = set(os.environ.get(BROKEN_PROTECTIONS_ENV, "").split(","))
-    protections = [load(BROKEN_PROTECTION if p in broken else PROTECTIONS[p])(service) for p in protection_names]
-    return load(STRATEGIES[name])(service, protections)
+    protections = [plugins.load(BROKEN_PROTECTION if p in broken else PROTECTIONS[p], "protection")(service)
+                   for p in protection_names]
+    return plugins.load(STRATEGIES[name], "strategy")(service, protections)

@@ -199,7 +199,7 @@ class WriteBehind(CachedStrategy):
                                      "ON CONFLICT DO NOTHING RETURNING 1", (flush_id, self.namespace, len(items)))
             if await cur.fetchone() is None:
                 return False
-            if self.service.domain.name == "counters":
+            if self.service.domain.spec.counter:  # increments: add the deltas
                 await conn.execute(DELTA_SQL.format(table=table),
                                    (ids, [int(items[i]["by"]) for i in ids], [int(items[i]["n"]) for i in ids]))
             else:

@@ -8,7 +8,7 @@ from cachestorm.chaos.faults.toxic import ToxicFault
 
 
 @dataclass
-class ProxyReset(ToxicFault):
+class RedisReset(ToxicFault):
     name = "redis-reset"
     summary = "reset_peer toxic: connections get a TCP RST after timeout_ms"
     toxic_type = "reset_peer"

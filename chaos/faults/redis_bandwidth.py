@@ -8,7 +8,7 @@ from cachestorm.chaos.faults.toxic import ToxicFault
 
 
 @dataclass
-class ProxyBandwidth(ToxicFault):
+class RedisBandwidth(ToxicFault):
     name = "redis-bandwidth"
     summary = "bandwidth toxic (KB/s) on the Redis proxy"
     toxic_type = "bandwidth"

@@ -8,7 +8,7 @@ from cachestorm.chaos.faults.toxic import ToxicFault
 
 
 @dataclass
-class ProxyBlackhole(ToxicFault):
+class RedisBlackhole(ToxicFault):
     name = "redis-blackhole"
     summary = "timeout toxic 0 on both streams: requests hang until the client times out"
     toxic_type = "timeout"
