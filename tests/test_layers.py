@@ -26,3 +26,15 @@ def test_outside_the_checkout_only_cachestorm_imports(tmp_path):
     found = __import__("json").loads(done.stdout)
     assert {name for name, ok in found.items() if ok} == {
         "cachestorm", "cachestorm.targets", "cachestorm.chaos", "cachestorm.reports", "cachestorm.traffic"}
+
+
+def test_the_cli_finds_its_own_files_outside_the_checkout(tmp_path):
+    """Ready experiments and locustfiles are found through the package, not the working folder (in the
+    checkout, its folders are importable by their old top-level names and would hide the mistake)."""
+    done = subprocess.run([sys.executable, "-m", "cachestorm", "chaos", "list"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "hot-key-expiry" in done.stdout and "Traceback" not in done.stderr
+    from cachestorm.traffic import locustfile
+
+    assert locustfile("profiles").is_file()
