@@ -46,6 +46,7 @@ from cachestorm.stack.watch import DependencyWatch
 from cachestorm.targets.process import TARGET_MODULE, TargetProcess
 from cachestorm.targets.settings import TargetSettings
 from cachestorm.traffic import locustfile
+from cachestorm.traffic.recording import merge_run
 from cachestorm.traffic.settings import check_options, traffic_argv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -658,10 +659,6 @@ def _declared_promises(target: TargetProcess) -> dict:
 
 
 def _merge_recordings(run_dir: Path, journal: Journal) -> None:
-    try:
-        from cachestorm.traffic.recording import merge_run
-    except ImportError:
-        return
     with journal.step("merge latency and histories", "report"):
         merge_run(run_dir)
 
