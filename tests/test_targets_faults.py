@@ -64,6 +64,30 @@ def test_pool_exhaustion_is_503_pool_timeout(settings):
     run(scenario())
 
 
+def test_lookups_that_fail_count_against_the_hit_ratio(settings):
+    """Misses that end in a pool timeout are lookups the cache did not serve: left uncounted, an
+    incident's failing misses would lift its hit ratio (the unprotected run showed ~0.9 while 30 % failed)."""
+    from cachestorm.core.hitratio import hit_ratio
+
+    settings.strategy, settings.recompute_ms = "cache-aside", 600
+    settings.pool_size, settings.pool_timeout = 1, 0.2
+
+    def results(service) -> dict[str, float]:
+        return {name: service.metrics.value("cachestorm_cache_results_total", {"result": name, "key_class": "hot"})
+                for name in ("hit", "miss", "failed")}
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, service):
+            answers = await asyncio.gather(*(client.get(f"/profiles/{k}") for k in range(1, 6)))
+            assert sorted(r.status_code for r in answers) == [200, 503, 503, 503, 503]
+            assert (await client.get("/profiles/1")).headers["x-cache"] in ("hit", "miss")  # the filled one
+            return results(service)
+
+    counts = run(scenario())
+    assert counts["failed"] == 4, counts
+    assert hit_ratio(counts) <= 2 / 6, counts
+
+
 def test_permission_grants_after_revoke_bound_are_violations(settings):
     settings.domain, settings.ttl, settings.revoke_bound = "permissions", 5, 0.3
 

@@ -1,7 +1,8 @@
 """What "hit ratio" means, wherever it is shown (chaos probes, reports, charts): of the cache lookups,
 the share served from the cache without a DB load for that read — a fresh hit, a stale serve or a
 cached absence. Reads sent past the cache (bypass) are no lookups. The fresh hit ratio counts hits only
-(a stale-while-revalidate cache serves much of its traffic stale).
+(a stale-while-revalidate cache serves much of its traffic stale). A lookup that failed (no pool connection,
+Redis gone) counts as a lookup not served from the cache.
 
 The targets count each read's result in cachestorm_cache_results_total{result, key_class}.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 RESULTS_METRIC = "cachestorm_cache_results_total"
-RESULTS = ("hit", "miss", "stale", "bypass", "negative", "fallback")  # where a read was answered from
+FAILED = "failed"  # a lookup that ended in an error: no answer, so not served from the cache
+RESULTS = ("hit", "miss", "stale", "bypass", "negative", "fallback", FAILED)  # where a read was answered from
 SERVED_FROM_CACHE = ("hit", "stale", "negative")
 NOT_LOOKUPS = ("bypass",)
 

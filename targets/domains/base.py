@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from cachestorm.targets.strategies.base import Change, Key, ReadResult
+from cachestorm.targets.strategies.base import CachedStrategy, Change, Key, ReadResult
 from psycopg.types.json import Jsonb
 from starlette.requests import Request
 from starlette.responses import Response
 
 from cachestorm.core.domains import DomainSpec
+from cachestorm.core.hitratio import FAILED
 
 
 class Domain:
@@ -51,7 +52,14 @@ class Domain:
         if bypass_cache:
             result = ReadResult(await loader(), "bypass")
         else:
-            result = await service.strategy.read(key, loader)
+            try:
+                result = await service.strategy.read(key, loader)
+            except Exception:
+                # a lookup that ended in an error (no pool connection, Redis gone) was not served from the
+                # cache: left uncounted, an incident's failing misses would lift its hit ratio
+                if isinstance(service.strategy, CachedStrategy):
+                    service.metrics.result(FAILED, key.klass)
+                raise
         service.metrics.result(result.source, key.klass)
         return result
 
