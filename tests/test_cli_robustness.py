@@ -212,3 +212,13 @@ def test_a_command_module_that_does_not_load_is_one_loud_line(module_text, tmp_p
     err = capsys.readouterr().err
     assert exited.value.code == 1
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and err.startswith("error: command 'broken'")
+
+
+@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="needs redis-benchmark (apt-get install redis-tools)")
+def test_the_proxy_benchmark_runs_end_to_end(tmp_path):
+    """`cachestorm bench proxy` builds its proxies to a Unix-socket upstream: the proxy's guard must be
+    told that socket (it answered 403 and the benchmark died before measuring anything)."""
+    done = subprocess.run([sys.executable, "-m", "cachestorm", "bench", "proxy", "--requests", "2000"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "kernel/unix" in done.stdout and "GET/s" in done.stdout

@@ -105,7 +105,7 @@ def run_proxy_benchmark(requests: int = 200_000, clients: int = 8, rounds: int =
         ports = {"direct": int(upstream_tcp.rsplit(":", 1)[1])}
         pids: dict[str, int | None] = {"direct": None}  # the process each kind's proxy runs in
         for engine, env in ENGINES.items():
-            process = spawn(env=env)
+            process = spawn(env=env, allow_unix=[valkey.extra['unix_socket']])  # the guard lists what it may reach
             proxies.append(process)
             with ToxiproxyClient(process.api_url) as client:
                 for name, upstream in upstreams.items():
