@@ -73,8 +73,9 @@ def test_timeline_probes_and_journal(stack, tmp_path, redis_client, proxy_client
     latency = faults["redis-latency"]
     assert latency["outcome"] == "ok" and latency["details"]["ended_by"] == "end of window"
     # never early nor short; late/long only by scheduling noise (generous for a loaded 2-core box)
-    assert 1.3 <= latency["t_end"] - latency["t_start"] <= 3.0
+    # the window is the timeline's (0.5 s + 1.5 s): a late start on a busy machine shortens it, the end holds
     assert 0.4 <= latency["t_start"] <= 1.5
+    assert 1.9 <= latency["t_end"] <= 3.0 and latency["t_end"] - latency["t_start"] >= 0.5
     assert any(r["kind"] == "probe" for r in records)
 
 
