@@ -35,9 +35,8 @@ def _locust(host: str, seconds: int, run_dir: Path, *extra: str) -> subprocess.P
     command = [sys.executable, "-m", "locust", "-f", str(locustfile("profiles")), "--headless",
                "-t", f"{seconds}s", "--host", host, "--only-summary", "--loglevel", "WARNING",
                "--run-dir", str(run_dir), "--seed", "1", "--keys", "10000", *extra]
-    env = dict(os.environ)
     log = open(run_dir.parent / f"{run_dir.name}.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
 
 def _wait(process: subprocess.Popen, seconds: int, run_dir: Path) -> None:
