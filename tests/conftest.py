@@ -63,23 +63,52 @@ def cli_env(tmp_path) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="session")
+def server_root():
+    """A folder for servers' data that the unprivileged user Valkey and PostgreSQL run as (when the
+    tests run as root) may enter; pytest's own temporary folder is 0700."""
+    import shutil
+    import tempfile
+
+    from cachestorm.stack import _reachable_temp_root
+
+    root = tempfile.mkdtemp(prefix="cachestorm-tests-", dir=_reachable_temp_root())
+    os.chmod(root, 0o755)
+    yield Path(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def server_dir(server_root):
+    """A fresh folder under `server_root`, for a test's own `start_redis`/`start_postgres`."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(dir=server_root))
+    os.chmod(path, 0o755)
+    return path
+
+
 @pytest.fixture(scope="module")
-def valkey(tmp_path_factory):
+def valkey(server_root):
     """A private Valkey for tests that must not share the session stack's (TCP and a Unix socket)."""
+    import tempfile
+
     from cachestorm.stack.servers import start_redis
 
-    server = start_redis(tmp_path_factory.mktemp("valkey"), unix_socket=True)
+    base = tempfile.mkdtemp(prefix="valkey-", dir=server_root)
+    os.chmod(base, 0o755)
+    server = start_redis(base, unix_socket=True)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def proxy_process(tmp_path_factory):
+def proxy_process(tmp_path_factory, server_root):
     """A private chaos proxy (python -m chaos.proxy), stopped after the module; it may forward to the
-    tests' own Unix sockets (under pytest's temporary folder)."""
+    tests' own Unix sockets (under pytest's temporary folder or `server_root`)."""
     from cachestorm.chaos.proxy.process import spawn
 
-    process = spawn(allow_unix=[tmp_path_factory.getbasetemp()])
+    process = spawn(allow_unix=[tmp_path_factory.getbasetemp(), server_root])
     yield process
     process.stop()
 

@@ -171,7 +171,7 @@ def test_heal_on_a_file_that_is_no_ledger_says_so_and_keeps_it(content, workdir,
     assert ledger.read_bytes() == content   # nothing lost
 
 
-def test_heal_finishes_against_a_stack_that_no_longer_exists(workdir, cli_env, tmp_path, proxy_client):
+def test_heal_finishes_against_a_stack_that_no_longer_exists(workdir, cli_env, server_dir, proxy_client):
     from cachestorm.chaos.context import ChaosContext
     from cachestorm.chaos.faults import make_fault
     from cachestorm.chaos.proxy.process import spawn
@@ -179,7 +179,7 @@ def test_heal_finishes_against_a_stack_that_no_longer_exists(workdir, cli_env, t
     from cachestorm.stack.servers import start_redis
 
     ledger = Ledger(workdir / ".cachestorm" / "active-faults.jsonl")
-    proxy, redis_server = spawn(), start_redis(tmp_path)
+    proxy, redis_server = spawn(), start_redis(server_dir)
     try:   # a run's own stack, with faults applied, then killed together with the run
         from cachestorm.chaos.toxiproxy import ToxiproxyClient
 

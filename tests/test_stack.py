@@ -94,18 +94,19 @@ def test_bad_input_is_one_line_and_leaves_nothing_running(tmp_path, cli_env, arg
     assert processes_with(marker) == []
 
 
-def test_missing_server_binary_is_a_clear_error(tmp_path, cli_env, monkeypatch):
+def test_missing_server_binary_is_a_clear_error(server_dir, cli_env, monkeypatch):
     from cachestorm.core.errors import CachestormError
     from cachestorm.stack.servers import start_redis
 
     with pytest.raises(CachestormError, match="cannot run /nonexistent/redis-server: not found"):
-        start_redis(tmp_path, binary="/nonexistent/redis-server")
+        start_redis(server_dir, binary="/nonexistent/redis-server")
 
 
-def test_server_that_does_not_come_up_is_reported_with_its_log(tmp_path):
+def test_server_that_does_not_come_up_is_reported_with_its_log(server_dir):
     from cachestorm.core.errors import CachestormError
     from cachestorm.stack.servers import start_redis
 
+    tmp_path = server_dir
     fake = tmp_path / "fake-redis"
     fake.write_text("#!/bin/sh\necho 'fatal: pretend config error' >&2\nexit 3\n")
     fake.chmod(0o755)

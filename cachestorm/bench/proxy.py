@@ -94,6 +94,7 @@ def run_proxy_benchmark(requests: int = 200_000, clients: int = 8, rounds: int =
 
     binary = _redis_benchmark_binary()
     workdir = tempfile.mkdtemp(prefix="cachestorm-bench-proxy-")
+    os.chmod(workdir, 0o755)  # as root, Valkey runs as an unprivileged user that must enter it
     valkey = start_redis(workdir, unix_socket=True)
     proxies: list = []
     fastpath_built = sockmap = False

