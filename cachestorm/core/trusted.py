@@ -34,7 +34,7 @@ def _refuse(what: str, path: Path, why: str, hint: str) -> CachestormError:
                            f"runs from it{'; ' + hint if hint else ''}")
 
 
-def check_path(path: str | Path, what: str, hint: str = "") -> None:
+def check_path(path: str | Path, what: str, hint: str = "", _parent_of_ours: bool = False) -> None:
     """`path` and every folder above it: owned by us or root, not writable by group or others (a sticky
     folder is fine above the leaf, whose entry in it is then ours). Symlinks on the way are checked, then
     followed and the real path checked too."""
@@ -51,13 +51,13 @@ def check_path(path: str | Path, what: str, hint: str = "") -> None:
         if stat.S_ISLNK(info.st_mode):
             continue  # its own mode means nothing; its target is checked below
         if info.st_mode & 0o022:
-            sticky_above_ours = index > 0 and stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
+            sticky_above_ours = (index > 0 or _parent_of_ours) and stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
             if not sticky_above_ours:
                 raise _refuse(what, path, f"{part} is writable by {_writers(info.st_mode)} (mode "
                                           f"{stat.S_IMODE(info.st_mode):04o})", hint)
     real = Path(os.path.realpath(path))
     if real != path:
-        check_path(real, what, hint)
+        check_path(real, what, hint, _parent_of_ours)
 
 
 def check_tree(root: str | Path, what: str, hint: str = "") -> None:
@@ -86,7 +86,7 @@ def trusted_dir(path: str | Path, what: str, hint: str = "", mode: int = 0o755) 
     path = Path(path)
     mode &= ~0o022
     if not os.path.lexists(path):
-        check_path(path.parent, what, hint)
+        check_path(path.parent, what, hint, _parent_of_ours=True)  # the folder we make in it is ours
         try:
             os.mkdir(path, mode)
         except FileExistsError:

@@ -317,7 +317,9 @@ def _command_error(argv: list[str], user: pwd.struct_passwd) -> str | None:
 @contextmanager
 def _cache_lock():
     """One copier at a time per cache folder (parallel `up`s in tests, CI)."""
-    with open(PG_CACHE_ROOT / ".lock", "a") as handle:
+    fd = os.open(PG_CACHE_ROOT / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)  # whatever the umask: another user could hold the lock forever
+    with os.fdopen(fd, "r+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
