@@ -42,9 +42,9 @@ def valkey_upstream(valkey, transport: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def proxy_process(tmp_path_factory):
+def proxy_process(tmp_path_factory, server_root):
     process = spawn(env={"CACHESTORM_PROXY_FASTPATH": "1", "CACHESTORM_PROXY_SOCKMAP": "1"},
-                    allow_unix=[tmp_path_factory.getbasetemp()])
+                    allow_unix=[tmp_path_factory.getbasetemp(), server_root])
     yield process
     process.stop()
 

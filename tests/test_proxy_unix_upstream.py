@@ -17,10 +17,10 @@ LATENCY_MS = 80
 
 
 @pytest.fixture(scope="module", params=["native", "python"])
-def proxy_process(request, tmp_path_factory):
+def proxy_process(request, tmp_path_factory, server_root):
     """One proxy process per engine: the native fast path (if built) and the Python path."""
     process = spawn(env={"CACHESTORM_PROXY_FASTPATH": "1" if request.param == "native" else "0"},
-                    allow_unix=[tmp_path_factory.getbasetemp()])
+                    allow_unix=[tmp_path_factory.getbasetemp(), server_root])
     process.engine = request.param
     yield process
     process.stop()

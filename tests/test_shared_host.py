@@ -287,3 +287,47 @@ def test_adopted_urls_can_come_from_the_environment(stack, tmp_path, cli_env):
         assert [s["kind"] for s in state["servers"]] == ["redis", "proxy"]
     finally:
         subprocess.run([sys.executable, "-m", "cachestorm", "down"], cwd=tmp_path, env=env, timeout=120)
+
+
+# ---------------------------------------------------------------- Valkey
+
+def _uids(pid: int) -> set[int]:
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
+    return {int(uid) for uid in line.split()[1:]}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges happens as root only")
+def test_valkey_runs_unprivileged_and_owns_only_its_folders(stack):
+    from cachestorm.stack.servers import _unprivileged_user
+
+    [server] = [s for s in stack.servers if s["kind"] == "redis"]
+    user = _unprivileged_user()
+    assert _uids(server["pid"]) == {user.pw_uid}, "Valkey runs as root"
+    assert Path(server["data_dir"]).stat().st_uid == user.pw_uid
+    socket_path = Path(server["extra"]["unix_socket"])
+    assert socket_path.parent.stat().st_uid == user.pw_uid and socket_path.parent.stat().st_mode & 0o077 == 0
+    assert Path(stack.base_dir).stat().st_uid == 0  # the stack's folder stays ours
+
+    def try_the_socket() -> str:
+        with socket.socket(socket.AF_UNIX) as sock:
+            try:
+                sock.connect(str(socket_path))
+                return "connected"
+            except OSError as exc:
+                return exc.__class__.__name__
+
+    if user.pw_name != "nobody":
+        assert _as_user("nobody", try_the_socket) == "PermissionError"
+
+
+def test_valkey_refuses_debug_and_module_commands(stack):
+    client = redis.Redis.from_url(stack.redis_url, socket_timeout=5)
+    try:
+        for command in (("DEBUG", "SLEEP", "0"), ("DEBUG", "SET-ACTIVE-EXPIRE", "1"),
+                        ("MODULE", "LOAD", "/nonexistent.so")):
+            with pytest.raises(redis.ResponseError, match="not allowed"):
+                client.execute_command(*command)
+        with pytest.raises(redis.ResponseError, match="protected config"):
+            client.config_set("dir", "/root")
+    finally:
+        client.close()
