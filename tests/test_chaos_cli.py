@@ -97,6 +97,17 @@ def test_heal_after_sigkill_of_the_controller(fault, workdir, cli_env, redis_cli
                             text=True, timeout=30)
     assert [e["fault"] for e in json.loads(status.stdout)["active_faults"]] == [fault]
     assert urlsplit(stack.postgres_url).password not in status.stdout  # the ledger has it; status shows ***
+    if fault == "redis-acl-readonly":  # its temporary admin password: in the 0600 ledger, never shown
+        [entry] = Ledger(workdir / ".cachestorm" / "active-faults.jsonl").active()
+        secret = entry["state"]["admin_password"]
+        assert len(secret) >= 16 and secret not in status.stdout, status.stdout
+        assert json.loads(status.stdout)["active_faults"][0]["state"]["admin_password"] == "***"
+        for command in (["status", "--json"], ["chaos", "status"]):  # the stack's health, the table
+            shown = subprocess.run(cli(*command), cwd=workdir, env=cli_env, capture_output=True, text=True,
+                                   timeout=30)
+            assert shown.returncode == 0, shown
+            for password in (secret, urlsplit(stack.postgres_url).password):
+                assert password not in shown.stdout + shown.stderr, command
     healed = subprocess.run(cli("chaos", "heal"), cwd=workdir, env=cli_env, capture_output=True, text=True,
                             timeout=30)
     assert healed.returncode == 0, healed

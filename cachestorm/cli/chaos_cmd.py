@@ -15,7 +15,7 @@ from cachestorm.chaos.context import DEFAULT_CHAOS_RUNS, DEFAULT_LEDGER
 from cachestorm.core import interrupts
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.runfolder import RunFolder
-from cachestorm.core.urls import redact
+from cachestorm.core.urls import scrubbed
 
 app = typer.Typer(help="Chaos faults and experiments (game days).", no_args_is_help=True)
 console = Console()
@@ -218,7 +218,8 @@ def status_cmd(ledger: str = typer.Option(str(DEFAULT_LEDGER), "--ledger", help=
     for entry in active:
         entry["if_controller_dies"] = who_reverts(entry, expiries)
     if as_json:
-        typer.echo(redact(json.dumps({"active_faults": active, "toxics": toxics, "expiries": expiries}, default=str)))  # entries hold URLs
+        shown = {"active_faults": active, "toxics": toxics, "expiries": expiries}
+        typer.echo(json.dumps(scrubbed(json.loads(json.dumps(shown, default=str)))))  # entries hold URLs, passwords
         return
     table = Table(title=f"active faults ({ledger})")
     for column in ("id", "fault", "settings", "applied", "window", "controller", "reverted by, if it dies"):

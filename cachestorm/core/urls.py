@@ -32,6 +32,43 @@ def redact(text: str) -> str:
     """`text` with the password of every URL in it replaced by ***."""
     return _PASSWORD_IN_URL.sub(lambda match: f"{match['head']}:{REDACTED}@", text)
 
+_SECRET_KEYS = ("password", "secret", "token", "auth")
+
+
+def scrubbed(data):
+    """A copy of JSON-able `data` for display: URL passwords redacted, the value of every key naming a secret
+    (password, secret, token, auth) replaced by ***, and those values wherever else they appear (an ACL
+    command's `>password`) too."""
+    found: set[str] = set()
+
+    def collect(node, secret: bool = False) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                collect(value, secret or any(word in str(key).lower() for word in _SECRET_KEYS))
+        elif isinstance(node, list | tuple):
+            for value in node:
+                collect(value, secret)
+        elif secret and isinstance(node, str) and len(node) >= 4 and node != REDACTED:
+            found.add(node)
+
+    def mask(node, secret: bool = False):
+        if isinstance(node, dict):
+            return {key: mask(value, secret or any(word in str(key).lower() for word in _SECRET_KEYS))
+                    for key, value in node.items()}
+        if isinstance(node, list | tuple):
+            return [mask(value, secret) for value in node]
+        if secret and node is not None and not isinstance(node, bool):
+            return REDACTED
+        if isinstance(node, str):
+            for value in found:
+                node = node.replace(value, REDACTED)
+            return redact(node)
+        return node
+
+    collect(data)
+    return mask(data)
+
+
 def is_loopback(host: str) -> bool:
     if host in ("localhost", "localhost.localdomain"):
         return True
