@@ -5,15 +5,20 @@ One JSON line per event, appended under an exclusive lock and fsynced:
     {"op": "apply", "id", "fault", "settings", "state", "window_s", "context", "pid", "at"}
     {"op": "revert", "id", "at", "outcome"}
 An entry is active while it has no revert line. When nothing is active the file is emptied.
-A file that is not such a ledger (binary, other text, a record without `fault`) is refused with
-`LedgerError` and left as it is: it may be the user's, or the only record of a live fault.
+A file that is not such a ledger (binary, other text, a record without `fault`, not a regular file,
+someone else's) is refused with `LedgerError` and left as it is: it may be the user's, or the only
+record of a live fault. A new ledger is created 0600. Entries keep no PostgreSQL password (no revert
+needs one); they keep the Redis URL as given (an adopted Redis's password is what `heal` reverts with)
+and redis-acl-readonly's temporary admin password (its revert, also the proxy's self-expiry, logs in with it).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +28,7 @@ from pathlib import Path
 from cachestorm.chaos.context import DEFAULT_LEDGER, ChaosContext
 
 from cachestorm.core.errors import CachestormError
+from cachestorm.core.urls import redact
 
 
 class LedgerError(CachestormError):
@@ -35,14 +41,49 @@ class Ledger:
 
     @contextmanager
     def _locked(self) -> Iterator:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)  # it holds an admin password
+        """The ledger, open and locked. A file we did not just create must be one we recognise (ours, a
+        regular file, every line a ledger record: see `_active`), else LedgerError and it is left untouched."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise self._unusable(f"{self.path.parent} is a file, not a folder") from None
+        except OSError as exc:
+            raise self._unusable(f"cannot make its folder: {exc.strerror or exc}") from None
+        flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW
+        created = True
+        try:
+            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600)  # it holds an admin password
+        except FileExistsError:
+            created = False
+            try:
+                fd = os.open(self.path, flags)
+            except OSError as exc:
+                raise self._unusable("a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)) from None
+        except OSError as exc:
+            raise self._unusable(exc.strerror or str(exc)) from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            os.close(fd)
+            raise self._unusable("not a regular file" if not stat.S_ISREG(info.st_mode)
+                                 else f"it belongs to uid {info.st_uid}, not to us")
         with os.fdopen(fd, "r+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
+                if not created:
+                    self._active(handle)  # recognised, or refused before anything is written
+                    if stat.S_IMODE(info.st_mode) & 0o077:
+                        os.fchmod(fd, 0o600)  # ours and a ledger: no one else reads it
                 yield handle
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def check(self) -> None:
+        """Refuse (LedgerError, one line) a ledger path we could not use, before any fault is prepared."""
+        with self._locked():
+            pass
+
+    def _unusable(self, why: str) -> LedgerError:
+        return LedgerError(f"the fault ledger {self.path} cannot be used ({why}); pass another --ledger")
 
     @staticmethod
     def _append(handle, record: dict) -> None:
@@ -87,8 +128,11 @@ class Ledger:
     def add(self, fault, context: ChaosContext) -> str:
         """Record a prepared fault (settings + state) before it is applied; returns its id."""
         entry_id = uuid.uuid4().hex[:12]
+        plain = context.plain()
+        # no fault's revert connects to PostgreSQL directly (its faults act on the proxy): its password stays out
+        plain["postgres_url"] = redact(plain.get("postgres_url") or "")
         record = {"op": "apply", "id": entry_id, "fault": fault.name, "settings": fault.settings(),
-                  "state": fault.state, "window_s": fault.window_s, "context": context.plain(),
+                  "state": fault.state, "window_s": fault.window_s, "context": plain,
                   "pid": os.getpid(), "at": time.time()}
         with self._locked() as handle:
             self._append(handle, record)

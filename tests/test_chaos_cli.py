@@ -238,3 +238,53 @@ def test_run_refuses_to_start_on_top_of_a_leftover_fault(workdir, cli_env, redis
     finally:
         fault.revert()
         ledger.mark_reverted(ledger.active()[0]["id"])
+
+
+def test_apply_writes_only_to_a_ledger_it_made_or_recognises(workdir, cli_env, proxy_client, stack):
+    """`--ledger <some file>` used to append entries (the PostgreSQL password among them) to any file."""
+    notes = workdir / "notes.txt"
+    notes.write_bytes(b"my notes\n")
+    refused = subprocess.run(cli("chaos", "apply", "redis-latency", "--for", "5s", "--ledger", str(notes)),
+                             cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2, refused
+    assert refused.stderr.startswith("error: the fault ledger") and len(refused.stderr.splitlines()) == 1
+    assert "Traceback" not in refused.stderr + refused.stdout
+    assert notes.read_bytes() == b"my notes\n" and proxy_client.toxics("redis") == []   # untouched, nothing applied
+
+    for ledger, run_dir in ((workdir / "new" / "faults.jsonl", "run-1"), (workdir / "empty.jsonl", "run-2")):
+        if ledger.name == "empty.jsonl":
+            ledger.touch(mode=0o644)   # an empty file is one we may take; it becomes private
+        seen = {}
+
+        def watch(path=ledger, seen=seen):
+            text = path.read_text() if path.exists() else ""
+            if '"op": "apply"' in text:
+                seen["text"], seen["mode"] = text, path.stat().st_mode & 0o777
+            return bool(seen)
+
+        process = subprocess.Popen(cli("chaos", "apply", "redis-latency", "--for", "1s", "--ledger", str(ledger),
+                                       "--run-dir", str(workdir / run_dir)),
+                                   cwd=workdir, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(watch, process=process)
+        finally:
+            out, err = process.communicate(timeout=30)
+        assert process.returncode == 0, (out, err)
+        assert seen["mode"] == 0o600, oct(seen["mode"])
+        assert urlsplit(stack.postgres_url).password not in seen["text"]   # no revert needs it
+        assert json.loads(seen["text"].splitlines()[0])["context"]["postgres_url"].startswith("postgresql://postgres:***@")
+
+
+@pytest.mark.parametrize("command", [("chaos", "apply", "redis-latency", "--run-dir", "a-file"),
+                                     ("chaos", "run", "hot-key-expiry", "--run-dir", "a-file"),
+                                     ("chaos", "status", "--ledger", "a-folder"),
+                                     ("chaos", "heal", "--ledger", "a-folder"),
+                                     ("chaos", "apply", "redis-latency", "--ledger", "a-file/ledger.jsonl")])
+def test_a_path_of_the_wrong_kind_is_one_line(command, workdir, cli_env, proxy_client):
+    (workdir / "a-file").write_text("x\n")
+    (workdir / "a-folder").mkdir()
+    done = subprocess.run(cli(*command), cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr + done.stdout
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
+    assert proxy_client.toxics("redis") == [] and (workdir / "a-file").read_text() == "x\n"

@@ -222,3 +222,44 @@ def test_the_proxy_benchmark_runs_end_to_end(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "kernel/unix" in done.stdout and "GET/s" in done.stdout
+
+
+def test_a_ledger_keeps_no_postgres_password_and_is_created_private(tmp_path):
+    path = tmp_path / "new" / "active-faults.jsonl"
+    ledger = Ledger(path)
+    ctx = ChaosContext(redis_url="redis://127.0.0.1:1/0", postgres_url="postgresql://postgres:Pg-S3cret-42@127.0.0.1:2/db",
+                       ledger_path=path)
+    entry_id = ledger.add(_Fault(), ctx)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert b"Pg-S3cret-42" not in path.read_bytes()
+    [entry] = ledger.active()
+    assert entry["context"]["postgres_url"] == "postgresql://postgres:***@127.0.0.1:2/db"
+    assert entry["context"]["redis_url"] == "redis://127.0.0.1:1/0"
+    ledger.mark_reverted(entry_id)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "someone else's", "a folder", "text"])
+def test_a_ledger_it_does_not_recognise_is_refused_and_untouched(kind, tmp_path):
+    import pwd
+
+    path = tmp_path / "active-faults.jsonl"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"")
+    if kind == "symlink":
+        path.symlink_to(target)
+    elif kind == "someone else's":
+        if os.geteuid() != 0:
+            pytest.skip("giving a file away needs root")
+        path.write_bytes(b"")
+        os.chown(path, pwd.getpwnam("nobody").pw_uid, -1)
+    elif kind == "a folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"# my notes\n")
+    before = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+    with pytest.raises(CachestormError) as refused:
+        Ledger(path).add(_Fault(), ChaosContext(ledger_path=path))
+    assert refused.value.exit_code == 2 and "\n" not in str(refused.value) and str(path) in str(refused.value)
+    assert target.read_bytes() == b""
+    if before is not None:
+        assert path.read_bytes() == before

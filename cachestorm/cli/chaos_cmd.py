@@ -14,7 +14,7 @@ from rich.table import Table
 from cachestorm.chaos.context import DEFAULT_CHAOS_RUNS, DEFAULT_LEDGER
 from cachestorm.core import interrupts
 from cachestorm.core.errors import CachestormError
-from cachestorm.core.runfolder import RunFolder
+from cachestorm.core.runfolder import RunFolder, make_folder
 from cachestorm.core.urls import scrubbed
 
 app = typer.Typer(help="Chaos faults and experiments (game days).", no_args_is_help=True)
@@ -26,12 +26,16 @@ LEDGER_HELP = "Ledger of applied faults (what `chaos heal` reverts)."
 def _context(ledger: str, allow_remote: bool, run_dir: Path | None, redis_url: str | None,
              postgres_url: str | None, proxy_api_url: str | None):
     from cachestorm.chaos.context import ChaosContext, remote_addresses
+    from cachestorm.chaos.ledger import Ledger
     from cachestorm.stack import context_from_stack, load_state
 
     state = load_state()
     if state is None and not (redis_url or proxy_api_url):
         raise CachestormError("no stack is up in this folder; start one with `cachestorm up` "
                               "(or pass --redis-url / --proxy-api-url)")
+    Ledger(ledger).check()  # one we made or recognise, before anything is touched
+    if run_dir is not None:
+        make_folder(run_dir, flag="--run-dir")
     ctx = context_from_stack(state) if state is not None else ChaosContext()
     for name, value in (("redis_url", redis_url), ("postgres_url", postgres_url),
                         ("proxy_api_url", proxy_api_url)):
