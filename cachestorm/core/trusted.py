@@ -46,8 +46,8 @@ def check_path(path: str | Path, what: str, hint: str = "", _parent_of_ours: boo
         except OSError as exc:
             raise _refuse(what, path, f"cannot inspect {part} ({exc.strerror})", hint) from None
         if not _owner_ok(info.st_uid):
-            raise _refuse(what, path, f"{part} belongs to {_name(info.st_uid)}, not to {_name(os.geteuid())} "
-                                      "or root", hint)
+            mine = "root" if os.geteuid() == 0 else f"{_name(os.geteuid())} or root"
+            raise _refuse(what, path, f"{part} belongs to {_name(info.st_uid)}, not to {mine}", hint)
         if stat.S_ISLNK(info.st_mode):
             continue  # its own mode means nothing; its target is checked below
         if info.st_mode & 0o022:
