@@ -331,3 +331,39 @@ def test_valkey_refuses_debug_and_module_commands(stack):
             client.config_set("dir", "/root")
     finally:
         client.close()
+
+
+# ---------------------------------------------------------------- the state under .cachestorm/
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user needs root")
+@pytest.mark.parametrize("planted", ["state folder", "state file", "record folder"])
+def test_down_acts_on_no_state_another_user_may_write(planted, tmp_path, cli_env):
+    """`down` stops the PIDs and deletes the folders that .cachestorm/ names: as root, from a folder another
+    user made (or may write to), that would be any process and any folder of the machine."""
+    nobody = pwd.getpwnam("nobody").pw_uid
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep me\n")
+    work = tmp_path / "work"
+    state = work / ".cachestorm"
+    (state / "owned").mkdir(parents=True)
+    server = {"kind": "redis", "url": "redis://127.0.0.1:1/0", "pid": None, "needle": "", "data_dir": str(victim),
+              "log_path": None, "binary": "", "extra": {}}
+    (state / "stack.json").write_text(json.dumps({"redis_url": "", "redis_proxy_url": "", "postgres_url": "",
+                                                  "postgres_proxy_url": "", "proxy_api_url": "",
+                                                  "servers": [server], "base_dir": str(victim)}))
+    (state / "owned" / "1.json").write_text(json.dumps({"owner": {"pid": 1, "start_time": None}, "dirs": [str(victim)],
+                                                        "processes": []}))
+    if planted == "state folder":
+        os.chown(state, nobody, -1)
+    elif planted == "state file":
+        os.chmod(state / "stack.json", 0o666)
+    else:
+        (state / "stack.json").unlink()
+        os.chown(state / "owned", nobody, -1)
+    done = subprocess.run([sys.executable, "-m", "cachestorm", "down"], cwd=work, env=cli_env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done
+    assert done.stderr.startswith("error: refusing the") and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert (victim / "precious").read_text() == "keep me\n"

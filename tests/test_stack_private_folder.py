@@ -179,7 +179,7 @@ def test_a_cached_copy_someone_else_may_change_is_refused(private_install, cache
 
 def test_a_cache_folder_writable_by_others_is_refused(private_install, cache_root, marker):
     os.chmod(cache_root, 0o777)  # ours, but anyone may add or rename entries
-    with pytest.raises(servers.CachestormError, match=r"writable by its group and others \(mode 0777\)"):
+    with pytest.raises(servers.CachestormError, match=r"writable by (its group and )?others \(mode 0777\)"):
         servers._reachable_install(private_install, servers._unprivileged_user())
     os.chmod(cache_root, 0o1777)  # sticky does not help the folder itself: others may still add entries
     with pytest.raises(servers.CachestormError, match="writable by"):
@@ -220,3 +220,23 @@ def test_valkey_out_of_reach_is_copied_to_the_checked_cache(cache_root, tmp_path
     with pytest.raises(servers.CachestormError, match="refusing the binary cache folder"):
         servers._reachable_binary(str(private / "valkey-server"), user)
     assert not marker.exists()
+
+
+def test_group_write_counts_unless_the_group_is_its_owner_s_alone(tmp_path):
+    import grp
+    import pwd
+
+    from cachestorm.core.trusted import check_own
+
+    folder = tmp_path / "state"
+    folder.mkdir()
+    shared = next((g for g in grp.getgrall() if g.gr_gid != 0 and (g.gr_mem or any(
+        u.pw_gid == g.gr_gid for u in pwd.getpwall()))), None)
+    if shared is None:
+        pytest.skip("no group with members here")
+    os.chown(folder, 0, shared.gr_gid)
+    os.chmod(folder, 0o775)
+    with pytest.raises(servers.CachestormError, match="writable by its group"):
+        check_own(folder, "the state folder")
+    os.chown(folder, 0, 0)  # root's own group, which no one else is in: a umask of 002 made it
+    check_own(folder, "the state folder")

@@ -186,9 +186,13 @@ def _group_alive(pgid: int) -> bool:
 def clean_abandoned(workdir: str | Path = ".") -> tuple[list[str], list[int]]:
     """For `cachestorm down`: clean every record whose owner and guardian are gone. Returns what was done,
     and the PIDs of owners that still run (their records are left alone)."""
+    from cachestorm.core.trusted import check_own
+
     done: list[str] = []
     running: list[int] = []
     folder = Path(workdir) / OWNED_DIR
+    for part in (folder.parent, folder):  # their records say what to kill and delete, as us
+        check_own(part, "the record folder", "run cachestorm in a folder of yours, or remove it")
     for record_path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             record = json.loads(record_path.read_text())

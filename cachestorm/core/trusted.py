@@ -10,12 +10,29 @@ entry in it). `check_tree` checks everything inside (binaries, libraries) the sa
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import stat
 from pathlib import Path
 
 from cachestorm.core.errors import CachestormError
+
+
+def _foreign_write(info: os.stat_result) -> int:
+    """The group/other write bits of `info` that let someone else write: group write is harmless when the
+    group is its owner's own private group with no other members (a umask of 002 makes those)."""
+    bits = info.st_mode & 0o022
+    if bits & 0o020:
+        try:
+            gid = info.st_gid
+            private = (pwd.getpwuid(info.st_uid).pw_gid == gid and not grp.getgrgid(gid).gr_mem
+                       and not any(user.pw_gid == gid and user.pw_uid != info.st_uid for user in pwd.getpwall()))
+        except KeyError:
+            private = False
+        if private:
+            bits &= ~0o020
+    return bits
 
 
 def _owner_ok(uid: int) -> bool:
@@ -30,8 +47,8 @@ def _name(uid: int) -> str:
 
 
 def _refuse(what: str, path: Path, why: str, hint: str) -> CachestormError:
-    return CachestormError(f"refusing {what} {path}: {why}; another local user could replace what cachestorm "
-                           f"runs from it{'; ' + hint if hint else ''}")
+    return CachestormError(f"refusing {what} {path}: {why}; another local user could change what cachestorm "
+                           f"runs or acts on there{'; ' + hint if hint else ''}")
 
 
 def check_path(path: str | Path, what: str, hint: str = "", _parent_of_ours: bool = False) -> None:
@@ -50,10 +67,10 @@ def check_path(path: str | Path, what: str, hint: str = "", _parent_of_ours: boo
             raise _refuse(what, path, f"{part} belongs to {_name(info.st_uid)}, not to {mine}", hint)
         if stat.S_ISLNK(info.st_mode):
             continue  # its own mode means nothing; its target is checked below
-        if info.st_mode & 0o022:
+        if _foreign_write(info):
             sticky_above_ours = (index > 0 or _parent_of_ours) and stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
             if not sticky_above_ours:
-                raise _refuse(what, path, f"{part} is writable by {_writers(info.st_mode)} (mode "
+                raise _refuse(what, path, f"{part} is writable by {_writers(_foreign_write(info))} (mode "
                                           f"{stat.S_IMODE(info.st_mode):04o})", hint)
     real = Path(os.path.realpath(path))
     if real != path:
@@ -75,8 +92,8 @@ def check_tree(root: str | Path, what: str, hint: str = "") -> None:
                 target = os.path.realpath(entry)
                 if os.path.commonpath([real_root, target]) != real_root and os.path.lexists(target):
                     check_path(target, what, hint)
-            elif info.st_mode & 0o022:
-                raise _refuse(what, root, f"{entry} is writable by {_writers(info.st_mode)} (mode "
+            elif _foreign_write(info):
+                raise _refuse(what, root, f"{entry} is writable by {_writers(_foreign_write(info))} (mode "
                                           f"{stat.S_IMODE(info.st_mode):04o})", hint)
 
 
@@ -111,3 +128,23 @@ def strip_foreign_write(root: str | Path) -> None:
 
 def _writers(mode: int) -> str:
     return " and ".join(who for who, bit in (("its group", 0o020), ("others", 0o002)) if mode & bit)
+
+
+def check_own(path: str | Path, what: str, hint: str = "") -> None:
+    """`path` (a file or folder) is no one else's: not a symlink, owned by us or root, not writable by group
+    or others. For what cachestorm acts on as it says (PIDs to kill, folders to delete): the state under
+    `.cachestorm/`; check its folder too. Missing is fine. Unlike `check_path`, the folders above are not
+    checked: root may work in a user's checkout."""
+    path = Path(path)
+    for part in (path,):
+        try:
+            info = os.lstat(part)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            raise _refuse(what, path, f"{part} is a symlink", hint)
+        if not _owner_ok(info.st_uid):
+            raise _refuse(what, path, f"{part} belongs to {_name(info.st_uid)}", hint)
+        if _foreign_write(info):
+            raise _refuse(what, path, f"{part} is writable by {_writers(_foreign_write(info))} (mode "
+                                      f"{stat.S_IMODE(info.st_mode):04o})", hint)

@@ -291,9 +291,13 @@ def save_state(state: StackState, workdir: str | Path = ".") -> Path:
 
 
 def load_state(workdir: str | Path = ".") -> StackState | None:
+    from cachestorm.core.trusted import check_own
+
     path = state_path(workdir)
+    check_own(path.parent, "the state folder", "run cachestorm in a folder of yours, or remove it")
     if not path.exists():
         return None
+    check_own(path, "the state file", "run cachestorm in a folder of yours, or remove it")  # PIDs, folders to delete
     try:
         return StackState.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError) as exc:
@@ -317,8 +321,11 @@ def _leftovers_hint(path: Path) -> str:
 def state_lock(workdir: str | Path = "."):
     """One `up` or `down` at a time per folder: two parallel `up`s would both start a stack, and the
     state file would keep only one of them."""
+    from cachestorm.core.trusted import check_own
+
     path = state_path(workdir).with_name("stack.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_own(path.parent, "the state folder", "run cachestorm in a folder of yours, or remove it")
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
