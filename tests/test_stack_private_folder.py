@@ -154,27 +154,27 @@ def test_a_cache_folder_another_user_made_is_refused_and_nothing_in_it_runs(priv
         shutil.rmtree(evil, ignore_errors=True)
 
 
-@pytest.mark.parametrize("how", ["nobody's file", "world-writable file", "nobody's folder inside"])
-def test_a_cached_copy_someone_else_may_change_is_refused(private_install, cache_root, marker, how):
+def test_a_cached_copy_someone_else_may_change_is_refused(private_install, cache_root, marker):
+    """One copy (each costs seconds), tampered with three ways in turn; every time the replaced `postgres`
+    would have run as the postgres user."""
     user = servers._unprivileged_user()
+    nobody = servers.pwd.getpwnam("nobody").pw_uid
     good = servers._reachable_install(private_install, user)
     entry = good.parents[2]
     postgres = good / "postgres"
     postgres.unlink()
-    postgres.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    postgres.write_text(f"#!/bin/sh\ntouch {marker}\necho 'postgres (PostgreSQL) 18'\n")
     postgres.chmod(0o755)
-    if how == "nobody's file":
-        os.chown(postgres, servers.pwd.getpwnam("nobody").pw_uid, -1)
-    elif how == "world-writable file":
-        postgres.chmod(0o777)
-    else:
-        sub = entry / "planted"
-        sub.mkdir()
-        os.chown(sub, servers.pwd.getpwnam("nobody").pw_uid, -1)
-    with pytest.raises(servers.CachestormError) as refused:
-        servers._reachable_install(private_install, user)
-    assert "\n" not in str(refused.value) and "refusing the binary cache folder" in str(refused.value)
-    assert not marker.exists(), "the replaced binary ran"
+    planted = entry / "planted"
+    for tamper, undo in ((lambda: os.chown(postgres, nobody, -1), lambda: os.chown(postgres, 0, -1)),
+                         (lambda: postgres.chmod(0o777), lambda: postgres.chmod(0o755)),
+                         (lambda: (planted.mkdir(), os.chown(planted, nobody, -1)), planted.rmdir)):
+        tamper()
+        with pytest.raises(servers.CachestormError) as refused:
+            servers._reachable_install(private_install, user)
+        assert "\n" not in str(refused.value) and "refusing the binary cache folder" in str(refused.value)
+        assert not marker.exists(), "the replaced binary ran"
+        undo()
 
 
 def test_a_cache_folder_writable_by_others_is_refused(private_install, cache_root, marker):
