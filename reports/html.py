@@ -33,7 +33,7 @@ svg .fault-label{font-size:11px;fill:#a40e26}svg .chart-note{font-style:italic}
 .verdict.red{border-color:#cf222e;background:#ffebe9}.verdict.amber{border-color:#bf8700;background:#fff8c5}
 .verdict.green{border-color:#1a7f37;background:#dafbe1}.verdict .level{font-weight:700;text-transform:uppercase;margin-right:6px}
 .verdicts .verdict{margin:6px 0;font-size:14px}
-table.incident{table-layout:fixed;width:100%}table.incident th,table.incident td{overflow-wrap:anywhere}
+table.incident{table-layout:fixed}table.incident th,table.incident td{overflow-wrap:anywhere}
 table.incident col.measure{width:300px}
 """
 
@@ -176,6 +176,7 @@ def run_charts(analysis: dict) -> list[Chart]:
 # a run report's sections after its headline, in order: name -> "module:function", where
 # function(analysis) returns the section's HTML ("" leaves it out)
 SECTIONS: dict[str, str] = plugins.registry("report-section", {
+    "baseline": "cachestorm.reports.html:baseline_section",
     "latency": "cachestorm.reports.html:latency_section",
     "faults": "cachestorm.reports.html:faults_section",
     "errors": "cachestorm.reports.html:errors_section",
@@ -222,6 +223,33 @@ def render_run_html(analysis: dict, capacity: dict | None = None) -> str:
     return _page(title, "".join(parts))
 
 
+_BASELINE_LIMITS = {"p99_ms": ("clients' p99", "ms"), "error_rate": ("error rate", ""),
+                    "pool_timeouts": ("pool timeouts", ""), "db_slot_utilisation": ("DB slot utilisation (PostgreSQL)", "")}
+
+
+def baseline_section(analysis: dict) -> str:
+    """headline.baseline: the steady state before the first fault against the limits it is judged by."""
+    headline = analysis.get("headline") or {}
+    baseline = headline.get("baseline")
+    if not isinstance(baseline, dict):
+        return ""
+    rows = []
+    for name, (label, unit) in _BASELINE_LIMITS.items():
+        entry = baseline.get(name)
+        if not isinstance(entry, dict):
+            continue
+        broke = bool(entry.get("broke"))
+        rows.append([escape(label), escape(fmt(entry.get("value"), unit)), escape(fmt(entry.get("limit"), unit)),
+                     f'<td class="{"bad" if broke else "good"}">{"broke the limit" if broke else "within"}</td>'])
+    healthy = headline.get("baseline_healthy")
+    verdict = ("healthy" if healthy else "UNHEALTHY before any fault" if healthy is False else "not judged")
+    settle = baseline.get("settle_s")
+    note = f"steady state before the first fault{f', after a {fmt(settle, chr(115))} settle' if settle else ''}"
+    return (f'<h2>Baseline: <span class="{"good" if healthy else "bad" if healthy is False else ""}">'
+            f"{escape(verdict)}</span></h2><p class=\"note\">{escape(note)}</p>"
+            + _table(["measure", "value", "limit", "verdict"], rows, False))
+
+
 def probes_section(analysis: dict) -> str:
     probes = analysis.get("probes") or []
     if not probes:
@@ -263,6 +291,10 @@ def faults_section(analysis: dict) -> str:
     db = analysis.get("db") or {}
     latency = analysis.get("latency") or {}
     rows = []
+    recovery = (analysis.get("headline") or {}).get("recovery")
+    # headline.recovery is the run's one recovery: with a single fault, the table shows it too
+    one_recovery = recovery_text(analysis.get("headline") or {}) if isinstance(recovery, dict) and len(
+        db.get("faults") or []) == 1 else ""
     for fault, phase in zip(db.get("faults") or [], [p for p in analysis.get("phases") or []
                                                      if p["kind"] == "during"], strict=False):
         hot = fault.get("hot_key_expiry") or {}
@@ -274,8 +306,8 @@ def faults_section(analysis: dict) -> str:
                      escape(fmt(fault.get("peak_queries_per_s"), "q/s")),
                      escape(fmt(fault.get("amplification"), "x")), escape(fmt(_pg_amplification(fault), "x")),
                      escape(fmt(hot.get("db_reads_per_key"))), escape(fmt(hot.get("recomputes_per_key"))),
-                     escape((fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
-                             else "not recovered") + f" (last: {fmt(fault.get('recovered_last'))})")])
+                     escape(one_recovery or (fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
+                                             else "not recovered") + f" (last: {fmt(fault.get('recovered_last'))})")])
     steady = (f"steady state (median before the first fault): {fmt(db.get('steady_queries_per_s'), 'q/s')} "
               f"(amplification divides by at least {fmt(db.get('steady_floor_per_s'), 'q/s')}), "
               f"p99 {fmt(db.get('steady_p99_ms'), 'ms')}; DB source: {db.get('source')}")
@@ -437,6 +469,11 @@ def _run_header(analysis: dict) -> str:
             f'<span class="note">{escape(str(run.get("experiment")))}</span>{unhealthy}</th>')
 
 
+def _incident_width(runs: int) -> str:
+    """300 px of measure names and ~210 px per run, never wider than the page (the cells wrap)."""
+    return f"width:min(100%,{300 + 210 * runs}px)"
+
+
 def incident_table(analyses: list[dict]) -> str:
     headlines = [a.get("headline") or {} for a in analyses]
     best = winners(headlines)
@@ -452,7 +489,7 @@ def incident_table(analyses: list[dict]) -> str:
                      for n, text in enumerate(shown)]
         rows.append(f'<tr data-measure="{escape(name)}"><td>{escape(label)}</td>{"".join(cells)}</tr>')
     cols = '<col class="measure">' + "<col>" * len(analyses)
-    return (f'<table class="incident"><colgroup>{cols}</colgroup><thead><tr><th>measure</th>'
+    return (f'<table class="incident" style="{_incident_width(len(analyses))}"><colgroup>{cols}</colgroup><thead><tr><th>measure</th>'
             f'{"".join(_run_header(a) for a in analyses)}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
@@ -466,7 +503,7 @@ def all_figures_table(analyses: list[dict]) -> str:
                  for n, a in enumerate(analyses)]
         rows.append(f"<tr><td>{escape(metric_info(name).label)}</td>{''.join(cells)}</tr>")
     cols = '<col class="measure">' + "<col>" * len(analyses)
-    return (f'<table class="incident all-figures"><colgroup>{cols}</colgroup><thead><tr><th>figure</th>'
+    return (f'<table class="incident all-figures" style="{_incident_width(len(analyses))}"><colgroup>{cols}</colgroup><thead><tr><th>figure</th>'
             f'{"".join(_run_header(a) for a in analyses)}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 

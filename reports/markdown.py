@@ -53,8 +53,13 @@ def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None)
         during = [p["name"] for p in analysis.get("phases") or [] if p["kind"] == "during"]
         lines += ["", "| fault | window | worst second p99 | DB peak | amplification | recovery | recovered last |",
                   "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+        from cachestorm.reports.html import recovery_text
+
+        # headline.recovery is the run's one recovery: with a single fault, the table shows it too
+        one = recovery_text(headline) if isinstance(headline.get("recovery"), dict) and len(faults) == 1 else ""
         for fault, phase in zip(faults, during + [None] * len(faults), strict=False):
-            recovery = fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None else "not recovered"
+            recovery = one or (fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
+                               else "not recovered")
             worst = (latency.get("worst_second_by_phase") or {}).get(phase) or {}
             lines.append(f"| {_cell(fault['fault'])} | {fault['t_start']:.1f}–{fault['t_end']:.1f} s | "
                          f"{fmt(worst.get('p99_ms'), 'ms')} | "

@@ -45,10 +45,12 @@ class Chart:
     note: str = ""  # written under the title, e.g. "declared bound 3,600 s (far above the data)"
 
 
-def share_x(charts: list[Chart]) -> list[Chart]:
-    """Give every chart the union of their x domains (data and bands): one time axis per page."""
+def share_x(charts: list[Chart], start: float | None = 0.0) -> list[Chart]:
+    """Give every chart the union of their x domains (data and bands, from `start` at the latest):
+    one time axis per page."""
     xs = [x for c in charts for line in c.lines for x, y in line.points if y is not None]
     xs += [x for c in charts for s, e, _ in c.shaded for x in (s, e)]
+    xs += [start] if xs and start is not None else []
     if xs:
         low, high = min(xs), max(xs)
         for chart in charts:

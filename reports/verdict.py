@@ -145,10 +145,11 @@ def _figures(analysis: dict) -> tuple[list[str], dict[str, list[str]]]:
             text = f"{loads:.3g} DB loads per expiry"
         figures.append(text + (f" ({truth})" if truth else ""))
         herd = max(loads, attempts or 0.0)
+        what = f"{herd:.3g} DB load{' attempts' if herd > loads else 's'} per expiry"
         if herd > RED_LOADS_PER_EXPIRY:
-            bad["red"].append(f"{herd:.3g} DB loads per expiry")
+            bad["red"].append(what)
         elif herd > AMBER_LOADS_PER_EXPIRY:
-            bad["amber"].append(f"{herd:.3g} DB loads per expiry")
+            bad["amber"].append(what)
         if truth.startswith("PostgreSQL disagrees"):
             bad["amber"].append("the targets' DB count disagrees with PostgreSQL's")
     before, during = get("db_p99_ms_before_fault"), get("db_p99_ms_during_fault")
@@ -252,12 +253,12 @@ def _promises(analysis: dict, red: list[str]) -> list[str]:
     over = _number(headline.get("stale_reads_over_bound"))
     bound = ((analysis.get("consistency") or {}).get("staleness_bound_s"))
     if over:
-        sentences.append(f"{_count(over)} reads were staler than the promised "
+        sentences.append(f"{_count(over)} {'read was' if over == 1 else 'reads were'} staler than the promised "
                          f"{_seconds(float(bound)) if bound is not None else 'bound'}.")
         red.append("stale reads beyond the bound")
     lost = _number(headline.get("lost_writes"))
     if lost:
-        sentences.append(f"{_count(lost)} acknowledged writes were lost.")
+        sentences.append(f"{_count(lost)} acknowledged write{' was' if lost == 1 else 's were'} lost.")
         red.append("lost writes")
     for name, text in (("counter_lost", "counters lost increments"), ("counter_duplicated",
                        "counters duplicated increments"), ("revoked_granted", "checks were granted after a revoke")):
