@@ -293,6 +293,7 @@ def faults_section(analysis: dict) -> str:
     rows = []
     recovery = (analysis.get("headline") or {}).get("recovery")
     # headline.recovery is the run's one recovery: with a single fault, the table shows it too
+    t0 = load_start(analysis)  # windows in seconds since load start, as the charts
     one_recovery = recovery_text(analysis.get("headline") or {}) if isinstance(recovery, dict) and len(
         db.get("faults") or []) == 1 else ""
     for fault, phase in zip(db.get("faults") or [], [p for p in analysis.get("phases") or []
@@ -300,7 +301,7 @@ def faults_section(analysis: dict) -> str:
         hot = fault.get("hot_key_expiry") or {}
         during = (latency.get("by_phase") or {}).get(phase["name"]) or {}
         worst = (latency.get("worst_second_by_phase") or {}).get(phase["name"]) or {}
-        rows.append([escape(fault["fault"]), escape(f"{fault['t_start']:.1f}–{fault['t_end']:.1f} s"),
+        rows.append([escape(fault["fault"]), escape(f"{fault['t_start'] - t0:.1f}–{fault['t_end'] - t0:.1f} s"),
                      escape(fmt(during.get("p99_ms"), "ms")),
                      escape(f"{fmt(worst.get('p99_ms'), 'ms')} / {fmt(worst.get('p999_ms'), 'ms')}"),
                      escape(fmt(fault.get("peak_queries_per_s"), "q/s")),
@@ -314,7 +315,7 @@ def faults_section(analysis: dict) -> str:
     if not rows:
         return f"<h2>Faults</h2><p class=\"note\">no faults in this run; {escape(steady)}</p>"
     return ("<h2>Faults</h2>" + f"<p class=\"note\">{escape(steady)}</p>"
-            + _table(["fault", "window", "p99 (window)", "worst second p99 / p99.9", "DB peak",
+            + _table(["fault", "window (since load start)", "p99 (window)", "worst second p99 / p99.9", "DB peak",
                       "amplification", "amplification (PostgreSQL)",
                       "DB reads / expired key",
                       "recomputes / expired key", "recovery"], rows))

@@ -51,17 +51,18 @@ def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None)
     if faults:
         latency = analysis.get("latency") or {}
         during = [p["name"] for p in analysis.get("phases") or [] if p["kind"] == "during"]
-        lines += ["", "| fault | window | worst second p99 | DB peak | amplification | recovery | recovered last |",
+        lines += ["", "| fault | window (since load start) | worst second p99 | DB peak | amplification | recovery | recovered last |",
                   "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
-        from cachestorm.reports.html import recovery_text
+        from cachestorm.reports.html import load_start, recovery_text
 
         # headline.recovery is the run's one recovery: with a single fault, the table shows it too
         one = recovery_text(headline) if isinstance(headline.get("recovery"), dict) and len(faults) == 1 else ""
+        t0 = load_start(analysis)  # seconds since load start, as the charts
         for fault, phase in zip(faults, during + [None] * len(faults), strict=False):
             recovery = one or (fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
                                else "not recovered")
             worst = (latency.get("worst_second_by_phase") or {}).get(phase) or {}
-            lines.append(f"| {_cell(fault['fault'])} | {fault['t_start']:.1f}–{fault['t_end']:.1f} s | "
+            lines.append(f"| {_cell(fault['fault'])} | {fault['t_start'] - t0:.1f}–{fault['t_end'] - t0:.1f} s | "
                          f"{fmt(worst.get('p99_ms'), 'ms')} | "
                          f"{fmt(fault.get('peak_queries_per_s'), 'q/s')} | {fmt(fault.get('amplification'), 'x')} | "
                          f"{recovery} | {_cell(fmt(fault.get('recovered_last')))} |")

@@ -212,6 +212,8 @@ def _recovery(headline: dict) -> tuple[str, bool] | None:
         return (_healthy_again(seconds), True)
     if recovered is False:
         return ("not recovered before the load ended", False)
+    if headline.get("p99_ms_during_fault") is not None:  # a fault, but too little load after it to judge
+        return ("recovery not judged (under 3 s of load after the fault)", True)
     return None
 
 
