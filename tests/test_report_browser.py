@@ -169,12 +169,16 @@ def synthetic_runs(tmp_path_factory):
     unprotected = write_synthetic_run(tmp / "unprotected")
     protected = write_synthetic_run(tmp / "coalescing", strategy="cache-aside+coalescing", fault_db_per_s=30.0,
                                     fault_ms=10.0, stale_reads=0)
-    return [unprotected, protected]
+    # a third run: its long label wraps the comparison's legends onto a second row
+    locked = write_synthetic_run(tmp / "lock", strategy="cache-aside+lock", fault_db_per_s=25.0, fault_ms=12.0,
+                                 stale_reads=0)
+    return [unprotected, protected, locked]
 
 
 def test_run_report_at_1400_px(synthetic_runs):
     _require_chromium()
     page = check_page(look(render_run(synthetic_runs[0])[0], "synthetic-run"), faults={"expire hot keys"})
+    assert page["levels"] == ["red"]  # 2 of 45 requests failed
     assert "expire hot keys from 10 s to 12 s" in page["verdict"].lower()
 
 
@@ -189,6 +193,7 @@ def test_comparison_at_1400_px(synthetic_runs, tmp_path):
             left, top, right, _ = page["rows"][measure]
             assert right <= WIDTH and top < page["firstChartTop"], (measure, page["rows"][measure])
     assert {"error_rate", "db_loads_per_expiry", "recovery"} <= set(page["rows"])
+    assert max(len({round(legend[1]) for legend in c["legends"]}) for c in page["charts"]) >= 2  # legends wrapped
 
 
 @pytest.mark.slow
