@@ -170,14 +170,25 @@ def _figures(analysis: dict) -> tuple[list[str], dict[str, list[str]]]:
     if attempts_fault is not None and attempts_fault > AMBER_ATTEMPTS:
         figures.append(f"{attempts_fault:.3g} attempts per request")
         bad["amber"].append("retries")
-    rate, errors = get("error_rate"), get("errors")
+    rate, (errors, unit, source) = get("error_rate"), _failed_requests(analysis)
     if rate:
         share = f"{rate * 100:.2g} %" if rate < 0.1 else f"{rate * 100:.0f} %"
-        figures.append(f"{share} of requests failed" + (f" ({_count(errors)} errors)" if errors else ""))
+        figures.append(f"{_count(errors)} failed {unit} ({share}, {source})" if errors else f"{share} of requests failed")
         (bad["red"] if rate > RED_ERROR_RATE else bad["amber"]).append(f"{share} of requests failed")
     elif rate == 0 and not pool and not timeouts:
         figures.append("no errors")
     return figures, bad
+
+
+def _failed_requests(analysis: dict) -> tuple[float | None, str, str]:
+    """The failures beside the error rate, from the same source when there is one: Locust counts every
+    attempt (a retry is a request to it); the histories only the sampled keys."""
+    errors = analysis.get("errors") or {}
+    locust = errors.get("locust_failures_by_kind") or {}
+    if locust:
+        return float(sum(locust.values())), "attempts", "Locust's count"
+    count = _number((analysis.get("headline") or {}).get("errors"))
+    return count, "requests", "the histories' count of the sampled keys"
 
 
 def _ground_truth(analysis: dict) -> str:
