@@ -446,6 +446,14 @@ INCIDENT_ROWS: tuple[tuple[str, str], ...] = (
 )
 
 
+def run_names(analyses: list[dict]) -> list[str]:
+    """Each run by its strategy, and its experiment where the runs' experiments differ."""
+    runs = [a.get("run") or {} for a in analyses]
+    mixed = len({str(r.get("experiment")) for r in runs}) > 1
+    return [f"{r.get('strategy')} × {r.get('experiment') or 'no fault'}" if mixed else str(r.get("strategy"))
+            for r in runs]
+
+
 def recovery_text(headline: dict) -> str:
     """One recovery (headline `recovery` when present, else the clients' view), as every table shows it."""
     recovery = headline.get("recovery")
@@ -519,7 +527,7 @@ def render_comparison_html(analyses: list[dict]) -> str:
     title = f"cachestorm comparison: {len(analyses)} runs"
     parts = [f"<h1>{escape(title)}</h1>",
              '<div id="verdict" class="verdicts">' + "".join(
-                 verdict_html(a, str((a.get("run") or {}).get("strategy"))) for a in analyses) + "</div>",
+                 verdict_html(a, name) for a, name in zip(analyses, run_names(analyses), strict=True)) + "</div>",
              "<h2>The incident, side by side</h2>", incident_table(analyses),
              f'<p class="note">{escape(NOISE_NOTE)}</p>']
     parts.append('<h2>Charts</h2><div class="charts">' + "".join(

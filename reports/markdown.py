@@ -86,14 +86,14 @@ def verdict_line(analysis: dict, label: str | None = None) -> str:
 
 
 def render_comparison_markdown(analyses: list[dict]) -> str:
-    from cachestorm.reports.html import INCIDENT_ROWS, recovery_text
+    from cachestorm.reports.html import INCIDENT_ROWS, recovery_text, run_names
 
     headlines = [a.get("headline") or {} for a in analyses]
     best = winners(headlines)
     runs = [a.get("run") or {} for a in analyses]
     labels = [str(r.get("label")) for r in runs]
     lines = [f"### cachestorm comparison ({len(analyses)} runs)", ""]
-    lines += [line for a, r in zip(analyses, runs, strict=True) for line in (verdict_line(a, str(r.get("strategy"))), "")]
+    lines += [line for a, name in zip(analyses, run_names(analyses), strict=True) for line in (verdict_line(a, name), "")]
     lines += ["best beyond noise in **bold** (docs/report-schema.md, \"Comparison\")", "",
               "| measure | " + " | ".join(f"{_cell(r.get('strategy'))} ({_cell(r.get('experiment'))})" for r in runs)
               + " |", "| --- |" + " ---: |" * len(runs)]

@@ -202,14 +202,12 @@ def _analysis(strategy="cache-aside", outcome="ok", **headline) -> dict:
 def test_verdict_is_red_on_failed_requests_though_the_promise_held():
     from cachestorm.reports.verdict import build_verdict
 
-    analysis = _analysis(error_rate=0.28, errors=420, pool_timeouts=716, timeouts=81,
-                                      db_loads_per_expiry=1.4, db_load_attempts_per_expiry=15.9,
-                                      db_ground_truth={"source": "pg", "pg_count": 235, "targets_count": 236,
-                                                       "agrees": True},
-                                      db_p99_ms_before_fault=700.0, db_p99_ms_during_fault=3600.0,
-                                      attempts_per_request_during_fault=1.86,
-                                      recovery={"recovered": True, "time_s": 4.1, "within_s": 8.0,
-                                                "last_signal": "p99_ms"})
+    analysis = _analysis(error_rate=0.28, errors=420, pool_timeouts=716, timeouts=81, db_loads_per_expiry=1.4,
+                         db_load_attempts_per_expiry=15.9,
+                         db_ground_truth={"source": "pg", "pg_count": 235, "targets_count": 236, "agrees": True},
+                         db_p99_ms_before_fault=700.0, db_p99_ms_during_fault=3600.0,
+                         attempts_per_request_during_fault=1.86,
+                         recovery={"recovered": True, "time_s": 4.1, "within_s": 8.0, "last_signal": "p99_ms"})
     # Locust counts every attempt (the rate's source); the histories (errors: 420) only the sampled keys
     analysis["errors"] = {"locust_failures_by_kind": {"pool_exhausted": 716, "timeout": 81}}
     verdict = build_verdict(analysis)
