@@ -467,7 +467,10 @@ def recovery_text(headline: dict) -> str:
     recovered = headline.get("recovered_on_its_own")
     if recovered is True:
         return f"recovered in {fmt(headline.get('time_to_recover_s'), 's')}"
-    return "not recovered" if recovered is False else "–"
+    if recovered is False:
+        return "not recovered"
+    # a fault but under 3 s of load after it (incident.metastability): as the verdict says
+    return "not judged" if headline.get("p99_ms_during_fault") is not None else "–"
 
 
 def _run_header(analysis: dict) -> str:
