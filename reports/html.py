@@ -473,6 +473,14 @@ def recovery_text(headline: dict) -> str:
     return "not judged" if headline.get("p99_ms_during_fault") is not None else "–"
 
 
+def incident_display(analysis: dict, name: str) -> str | None:
+    """As the report shows the figure, the error rate as a percentage."""
+    value = (analysis.get("headline") or {}).get(name)
+    if name == "error_rate" and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value * 100:.3g} %"
+    return display(analysis, name)
+
+
 def _run_header(analysis: dict) -> str:
     run = analysis.get("run") or {}
     headline = analysis.get("headline") or {}
@@ -494,7 +502,7 @@ def incident_table(analyses: list[dict]) -> str:
         if name == "recovery":
             cells = [f"<td>{escape(recovery_text(h))}</td>" for h in headlines]
         else:
-            shown = [display(a, name) for a in analyses]
+            shown = [incident_display(a, name) for a in analyses]
             if all(text in (None, "not measured") for text in shown):
                 continue  # no run measured it (e.g. attempts before the DB figures had them)
             cells = [f'<td{" class=winner" if n in best.get(name, []) else ""}>{escape(text or "–")}</td>'

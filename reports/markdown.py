@@ -86,7 +86,7 @@ def verdict_line(analysis: dict, label: str | None = None) -> str:
 
 
 def render_comparison_markdown(analyses: list[dict]) -> str:
-    from cachestorm.reports.html import INCIDENT_ROWS, recovery_text, run_names
+    from cachestorm.reports.html import INCIDENT_ROWS, incident_display, recovery_text, run_names
 
     headlines = [a.get("headline") or {} for a in analyses]
     best = winners(headlines)
@@ -101,7 +101,7 @@ def render_comparison_markdown(analyses: list[dict]) -> str:
         if name == "recovery":
             cells = [_cell(recovery_text(h)) for h in headlines]
         else:
-            shown = [display(a, name) for a in analyses]
+            shown = [incident_display(a, name) for a in analyses]
             if all(text in (None, "not measured") for text in shown):
                 continue
             cells = [f"**{_cell(t or '–')}**" if n in best.get(name, []) else _cell(t or "–")
