@@ -14,6 +14,7 @@ from cachestorm.reports.incident import analyze_incident
 from cachestorm.reports.latency import analyze_latency
 from cachestorm.reports.metrics import CounterSeries
 from cachestorm.reports.phases import failed_faults, fault_windows, load_window, split_phases
+from cachestorm.reports.verdict import build_verdict
 from cachestorm.reports.warnings import run_warnings
 
 from cachestorm.core.runfiles import damaged, first_failure
@@ -90,6 +91,7 @@ def _analyze_run(folder: RunFolder, within_s: tuple[float, ...], expiry_window_s
                                             t_begin + float(duration) if isinstance(duration, int | float) else None)
     analysis["headline"] = build_headline(analysis)
     analysis["headline_notes"] = headline_notes(analysis)
+    analysis["headline"]["verdict"] = build_verdict(analysis)  # one paragraph and a level (reports/verdict.py)
     return analysis
 
 

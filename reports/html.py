@@ -11,13 +11,13 @@ from html import escape
 
 from cachestorm.reports.compare import compare_runs, metric_names, winners
 from cachestorm.reports.headline import display, format_number, lead, metric_info, shown_metrics
-from cachestorm.reports.svg import Chart, Line, render
+from cachestorm.reports.svg import Chart, Line, render, share_x
 
 from cachestorm.core import plugins
 from cachestorm.core.runfiles import incomplete
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f23;max-width:1200px}
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f23;max-width:1352px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .meta{color:#586069;margin-bottom:12px}table{border-collapse:collapse;margin:6px 0 12px}
 th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:right;vertical-align:top}
@@ -27,7 +27,14 @@ td.improvement{background:#dafbe1}.bad{color:#a40e26;font-weight:600}.good{color
 .charts{display:flex;flex-wrap:wrap;gap:8px}svg.chart{background:#fff;border:1px solid #e1e4e8}
 svg .chart-title{font-weight:600;font-size:13px}svg .tick,svg .legend,svg .axis-label,svg .note{font-size:11px;fill:#444}
 svg .grid{stroke:#eee}svg .axis{stroke:#888}svg rect.fault{fill:#d62728;fill-opacity:.12}
-code{font-size:12px}details{margin:4px 0 10px}.note{color:#586069}
+code{font-size:12px}details{margin:4px 0 10px}.note{color:#586069}summary{cursor:pointer;font-weight:600}
+svg .fault-label{font-size:11px;fill:#a40e26}svg .chart-note{font-style:italic}
+.verdict{border-left:6px solid #888;padding:8px 12px;margin:10px 0 14px;font-size:15px;max-width:1100px}
+.verdict.red{border-color:#cf222e;background:#ffebe9}.verdict.amber{border-color:#bf8700;background:#fff8c5}
+.verdict.green{border-color:#1a7f37;background:#dafbe1}.verdict .level{font-weight:700;text-transform:uppercase;margin-right:6px}
+.verdicts .verdict{margin:6px 0;font-size:14px}
+table.incident{table-layout:fixed}table.incident th,table.incident td{overflow-wrap:anywhere}
+table.incident col.measure{width:300px}
 """
 
 _SCRIPT = """
@@ -90,9 +97,21 @@ def _table(headers: list[str], rows: list[list[str]], sortable: bool = True) -> 
             f"<tbody>{body}</tbody></table>")
 
 
+def load_start(analysis: dict) -> float:
+    """Seconds from run start to load start: every chart's x is seconds since load start."""
+    phases = analysis.get("phases") or []
+    return float(phases[0]["t_start"]) if phases else 0.0
+
+
+def _fault_name(phase: dict) -> str:
+    return str(phase.get("fault") or phase["name"]).removeprefix("fault ")
+
+
 def _shaded(analysis: dict) -> list[tuple[float, float, str]]:
-    """The "during" phases: a fault's effect window (an instantaneous expiry still gets its seconds)."""
-    return [(p["t_start"], p["t_end"], p["fault"] or p["name"]) for p in analysis.get("phases") or []
+    """The "during" phases: a fault's effect window (an instantaneous expiry still gets its seconds),
+    in seconds since load start, named after the fault."""
+    t0 = load_start(analysis)
+    return [(p["t_start"] - t0, p["t_end"] - t0, _fault_name(p)) for p in analysis.get("phases") or []
             if p.get("kind") == "during"]
 
 
@@ -100,50 +119,64 @@ def _shaded(analysis: dict) -> list[tuple[float, float, str]]:
 SECOND_CENTRE = 0.5
 
 
-def _series(points: list[dict], field: str) -> list[tuple[float, float | None]]:
-    return [(p["t"] + SECOND_CENTRE, p.get(field)) for p in points]
+def _series(points: list[dict], field: str, t0: float = 0.0) -> list[tuple[float, float | None]]:
+    return [(p["t"] + SECOND_CENTRE - t0, p.get(field)) for p in points]
+
+
+# a bound this many times above the data is written on the chart, not drawn (it would flatten the data)
+BOUND_DRAWN_UP_TO = 3.0
 
 
 # ---------------------------------------------------------------- one run
 
 def run_charts(analysis: dict) -> list[Chart]:
     shaded = _shaded(analysis)
+    t0 = load_start(analysis)
     latency = analysis.get("latency") or {}
     series = latency.get("series") or []
     source = latency.get("source") or "no latency data"
     charts = [Chart(f"Latency percentiles per second ({source})", "ms", [
-        Line("p50", _series(series, "p50_ms")), Line("p99", _series(series, "p99_ms")),
-        Line("p99.9", _series(series, "p999_ms"))], shaded, chart_id="latency")]
+        Line("p50", _series(series, "p50_ms", t0)), Line("p99", _series(series, "p99_ms", t0)),
+        Line("p99.9", _series(series, "p999_ms", t0))], shaded, chart_id="latency")]
     db = (analysis.get("db") or {}).get("series") or {}
     names = {"target_reads": "DB reads (targets)", "target_all": "all DB queries (targets)",
              "pg_calls": "statements (PostgreSQL)", "pg_xact_commit": "commits (PostgreSQL)"}
     charts.append(Chart("DB queries per second", "queries/s",
-                        [Line(label, _series(db.get(name) or [], "per_s"), dashed=name.startswith("pg"))
+                        [Line(label, _series(db.get(name) or [], "per_s", t0), dashed=name.startswith("pg"))
                          for name, label in names.items() if db.get(name)], shaded, chart_id="db"))
     cache = (analysis.get("cache") or {}).get("series") or []
-    charts.append(Chart("Cache hit ratio", "served from cache / lookups", [Line("hit ratio", _series(cache, "hit_ratio"))],
-                        shaded, y_max=1.0, chart_id="hit-ratio"))
+    charts.append(Chart("Cache hit ratio", "served from cache / lookups",
+                        [Line("hit ratio", _series(cache, "hit_ratio", t0))], shaded, y_max=1.0, chart_id="hit-ratio"))
     errors = (analysis.get("errors") or {}).get("series") or []
     kinds = sorted({kind for p in errors for kind in p.get("by_kind") or {}})
-    error_lines = [Line("errors", _series(errors, "errors"))]
-    error_lines += [Line(kind, [(p["t"] + SECOND_CENTRE, (p.get("by_kind") or {}).get(kind, 0)) for p in errors])
+    error_lines = [Line("errors", _series(errors, "errors", t0))]
+    error_lines += [Line(kind, [(p["t"] + SECOND_CENTRE - t0, (p.get("by_kind") or {}).get(kind, 0)) for p in errors])
                     for kind in kinds]
-    charts.append(Chart("Errors per second", "errors/s", error_lines, shaded, chart_id="errors"))
+    charts.append(Chart("Errors per second (histories: sampled keys)", "errors/s", error_lines, shaded,
+                        chart_id="errors"))
     consistency = analysis.get("consistency") or {}
     stale = (consistency.get("findings") or {}).get("stale_reads") or {}
-    stale_points = stale.get("series") or []
-    lines = [Line("worst staleness", _series(stale_points, "max_staleness_s"), color="#d62728")]
+    stale_points = _series(stale.get("series") or [], "max_staleness_s", t0)
+    lines = [Line("worst staleness", stale_points, color="#d62728")]
     bound = consistency.get("staleness_bound_s")
+    note = ""
     if bound is not None and stale_points:
-        span = [p["t"] for p in (latency.get("series") or errors or stale_points)]
-        lines.append(Line("declared bound", [(min(span), bound), (max(span), bound)], color="#555", dashed=True))
-    charts.append(Chart("Stale reads: staleness per second", "seconds", lines, shaded, chart_id="staleness"))
-    return charts
+        worst = max((y for _, y in stale_points if y is not None), default=0.0)
+        if bound <= BOUND_DRAWN_UP_TO * max(worst, 1.0):
+            span = [x for x, _ in _series(series or stale.get("series") or [], "t", t0)]
+            lines.append(Line("declared bound", [(min(span), bound), (max(span), bound)], color="#555", dashed=True))
+        else:
+            note = (f"declared staleness bound: {bound:,.0f} s, far above the data (worst {worst:.1f} s): "
+                    "written here, not drawn")
+    charts.append(Chart("Stale reads: staleness per second", "seconds", lines, shaded, chart_id="staleness",
+                        note=note))
+    return share_x(charts)
 
 
 # a run report's sections after its headline, in order: name -> "module:function", where
 # function(analysis) returns the section's HTML ("" leaves it out)
 SECTIONS: dict[str, str] = plugins.registry("report-section", {
+    "baseline": "cachestorm.reports.html:baseline_section",
     "latency": "cachestorm.reports.html:latency_section",
     "faults": "cachestorm.reports.html:faults_section",
     "errors": "cachestorm.reports.html:errors_section",
@@ -152,31 +185,69 @@ SECTIONS: dict[str, str] = plugins.registry("report-section", {
 })
 
 
+def verdict_html(analysis: dict, label: str | None = None) -> str:
+    """headline.verdict as the block a report opens with (a line per run on a comparison)."""
+    verdict = (analysis.get("headline") or {}).get("verdict") or {}
+    level = verdict.get("level") if verdict.get("level") in ("red", "amber", "green") else "amber"
+    text = verdict.get("text") or "no verdict: this run's report.json predates headline.verdict; re-render it"
+    who = f"<b>{escape(label)}</b>: " if label else ""
+    return (f'<div class="verdict {level}" data-level="{level}"><span class="level">{level}</span>'
+            f"{who}{escape(text)}</div>")
+
+
 def render_run_html(analysis: dict, capacity: dict | None = None) -> str:
     run = analysis.get("run") or {}
     title = f"cachestorm report: {run.get('label')}"
     parts = [f"<h1>{escape(title)}</h1>",
              f'<div class="meta">strategy <b>{escape(str(run.get("strategy")))}</b> · domain '
              f'{escape(str(run.get("domain")))} · experiment {escape(str(run.get("experiment")))} · '
-             f'{fmt(run.get("duration_s"), "s")} · run <code>{escape(str(run.get("run_id")))}</code></div>']
+             f'{fmt(run.get("duration_s"), "s")} · run <code>{escape(str(run.get("run_id")))}</code></div>',
+             f'<div id="verdict">{verdict_html(analysis)}</div>']
     if why := incomplete(run):
         parts.append(f'<p class="bad"><b>This run did not complete</b> ({escape(why)}): its numbers cover '
                      "only what was recorded before that.</p>")
     parts += [f'<p class="bad"><b>warning:</b> {escape(w)}</p>' for w in analysis.get("warnings") or []]
+    promise = (analysis.get("consistency") or {}).get("promise") or {}
+    # the promise is one finding among others: red when broken, never a green headline of its own
+    parts += [f'<p class="{"bad" if n or not promise.get("held") else "note"}">{escape(text)}</p>'
+              for n, text in enumerate(lead(analysis))]
     parts.append('<h2>Charts</h2><div class="charts">' + "".join(render(c) for c in run_charts(analysis)) + "</div>")
     headline = analysis.get("headline") or {}
     rows = [[escape(metric_info(name).label), f'<td data-sort="{_sort_key(headline.get(name))}">'
              f"{escape(display(analysis, name))}</td>"]
             for name in shown_metrics(analysis)]
-    promise = (analysis.get("consistency") or {}).get("promise") or {}
-    lead_lines = "".join(
-        f'<p class="{"good" if n == 0 and promise.get("held") else "bad" if n or not promise.get("held") else ""}">'
-        f"{escape(text)}</p>" for n, text in enumerate(lead(analysis)))
-    parts.append("<h2>Headline</h2>" + lead_lines + _table(["metric", "value"], rows))
+    parts.append("<h2>Headline</h2>" + _table(["metric", "value"], rows))
     parts += [plugins.load(spec, "report section")(analysis) for spec in SECTIONS.values()]
     if capacity:
         parts.append(capacity_section_html([capacity]))
     return _page(title, "".join(parts))
+
+
+_BASELINE_LIMITS = {"p99_ms": ("clients' p99", "ms"), "error_rate": ("error rate", ""),
+                    "pool_timeouts": ("pool timeouts", ""), "db_slot_utilisation": ("DB slot utilisation (PostgreSQL)", "")}
+
+
+def baseline_section(analysis: dict) -> str:
+    """headline.baseline: the steady state before the first fault against the limits it is judged by."""
+    headline = analysis.get("headline") or {}
+    baseline = headline.get("baseline")
+    if not isinstance(baseline, dict):
+        return ""
+    rows = []
+    for name, (label, unit) in _BASELINE_LIMITS.items():
+        entry = baseline.get(name)
+        if not isinstance(entry, dict):
+            continue
+        broke = bool(entry.get("broke"))
+        rows.append([escape(label), escape(fmt(entry.get("value"), unit)), escape(fmt(entry.get("limit"), unit)),
+                     f'<td class="{"bad" if broke else "good"}">{"broke the limit" if broke else "within"}</td>'])
+    healthy = headline.get("baseline_healthy")
+    verdict = ("healthy" if healthy else "UNHEALTHY before any fault" if healthy is False else "not judged")
+    settle = baseline.get("settle_s")
+    note = f"steady state before the first fault{f', after a {fmt(settle, chr(115))} settle' if settle else ''}"
+    return (f'<h2>Baseline: <span class="{"good" if healthy else "bad" if healthy is False else ""}">'
+            f"{escape(verdict)}</span></h2><p class=\"note\">{escape(note)}</p>"
+            + _table(["measure", "value", "limit", "verdict"], rows, False))
 
 
 def probes_section(analysis: dict) -> str:
@@ -220,26 +291,31 @@ def faults_section(analysis: dict) -> str:
     db = analysis.get("db") or {}
     latency = analysis.get("latency") or {}
     rows = []
+    recovery = (analysis.get("headline") or {}).get("recovery")
+    # headline.recovery is the run's one recovery: with a single fault, the table shows it too
+    t0 = load_start(analysis)  # windows in seconds since load start, as the charts
+    one_recovery = recovery_text(analysis.get("headline") or {}) if isinstance(recovery, dict) and len(
+        db.get("faults") or []) == 1 else ""
     for fault, phase in zip(db.get("faults") or [], [p for p in analysis.get("phases") or []
                                                      if p["kind"] == "during"], strict=False):
         hot = fault.get("hot_key_expiry") or {}
         during = (latency.get("by_phase") or {}).get(phase["name"]) or {}
         worst = (latency.get("worst_second_by_phase") or {}).get(phase["name"]) or {}
-        rows.append([escape(fault["fault"]), escape(f"{fault['t_start']:.1f}–{fault['t_end']:.1f} s"),
+        rows.append([escape(fault["fault"]), escape(f"{fault['t_start'] - t0:.1f}–{fault['t_end'] - t0:.1f} s"),
                      escape(fmt(during.get("p99_ms"), "ms")),
                      escape(f"{fmt(worst.get('p99_ms'), 'ms')} / {fmt(worst.get('p999_ms'), 'ms')}"),
                      escape(fmt(fault.get("peak_queries_per_s"), "q/s")),
                      escape(fmt(fault.get("amplification"), "x")), escape(fmt(_pg_amplification(fault), "x")),
                      escape(fmt(hot.get("db_reads_per_key"))), escape(fmt(hot.get("recomputes_per_key"))),
-                     escape((fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
-                             else "not recovered") + f" (last: {fmt(fault.get('recovered_last'))})")])
+                     escape(one_recovery or (fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
+                                             else "not recovered") + f" (last: {fmt(fault.get('recovered_last'))})")])
     steady = (f"steady state (median before the first fault): {fmt(db.get('steady_queries_per_s'), 'q/s')} "
               f"(amplification divides by at least {fmt(db.get('steady_floor_per_s'), 'q/s')}), "
               f"p99 {fmt(db.get('steady_p99_ms'), 'ms')}; DB source: {db.get('source')}")
     if not rows:
         return f"<h2>Faults</h2><p class=\"note\">no faults in this run; {escape(steady)}</p>"
     return ("<h2>Faults</h2>" + f"<p class=\"note\">{escape(steady)}</p>"
-            + _table(["fault", "window", "p99 (window)", "worst second p99 / p99.9", "DB peak",
+            + _table(["fault", "window (since load start)", "p99 (window)", "worst second p99 / p99.9", "DB peak",
                       "amplification", "amplification (PostgreSQL)",
                       "DB reads / expired key",
                       "recomputes / expired key", "recovery"], rows))
@@ -254,18 +330,25 @@ def _pg_amplification(fault: dict) -> float | None:
 
 
 def errors_section(analysis: dict) -> str:
+    """Error counts by kind, one column per source: the histories cover the sampled keys only, Locust
+    every request, so their counts differ; each is labelled with its source."""
     errors = analysis.get("errors") or {}
-    rows = [[escape(kind), escape(fmt(count))] for kind, count in (errors.get("by_kind") or {}).items()]
-    rows += [[escape(f"locust: {kind}"), escape(fmt(count))]
-             for kind, count in (errors.get("locust_failures_by_kind") or {}).items()]
-    rows.append(["pool timeouts (targets)", escape(fmt(errors.get("pool_timeouts_reported_by_targets")))])
+    history = errors.get("by_kind") or {}
+    locust = errors.get("locust_failures_by_kind") or {}
+    kinds = list(dict.fromkeys([*locust, *history]))
+    rows = [[escape(kind), escape(fmt(history.get(kind)) if kind in history else "–"),
+             escape(fmt(locust.get(kind)) if kind in locust else "–")] for kind in kinds]
+    rows.append(["<b>all errors</b>", escape(fmt(sum(history.values())) if history else "–"),
+                 escape(fmt(sum(locust.values())) if locust else "–")])
     attempts = errors.get("attempts")
     text = (f"error rate {fmt(errors.get('error_rate'))} (source: {errors.get('error_rate_source')}); "
-            f"the histories hold {fmt(errors.get('operations'))} operations of the sampled keys")
+            f"the histories hold {fmt(errors.get('operations'))} operations of the sampled keys; "
+            f"pool timeouts reported by the targets: {fmt(errors.get('pool_timeouts_reported_by_targets'))}")
     if attempts:
         text += (f"; {fmt(attempts['logical_requests'])} logical requests, {fmt(attempts['mean_attempts'])} "
                  f"attempts each on average, {fmt(attempts['retried_requests'])} retried")
-    return f"<h2>Errors</h2><p class=\"note\">{escape(text)}</p>" + _table(["kind", "count"], rows)
+    return (f"<h2>Errors</h2><p class=\"note\">{escape(text)}</p>"
+            + _table(["kind", "histories (sampled keys)", "Locust (every request)"], rows))
 
 
 _EXAMPLE_FIELDS = ("key", "op", "t_start", "t_end", "version", "source", "user", "request_id", "status")
@@ -343,58 +426,168 @@ def _count(count: int, bad: bool | None = None) -> str:
 
 # ---------------------------------------------------------------- several runs
 
-def render_comparison_html(analyses: list[dict]) -> str:
-    labels = [str((a.get("run") or {}).get("label")) for a in analyses]
+# the measures that tell the incident, in this order: a comparison page's first table (rows, one column
+# per run); every other figure is in its collapsed "all figures" table
+INCIDENT_ROWS: tuple[tuple[str, str], ...] = (
+    ("error_rate", "requests failed (error rate, Locust)"),
+    ("pool_timeouts", "pool ran dry (pool timeouts, targets)"),
+    ("timeouts", "client timeouts (every attempt)"),
+    ("db_loads_per_expiry", "DB loads per hot-key expiry"),
+    ("db_load_attempts_per_expiry", "DB load attempts per expiry (incl. refused at the pool)"),
+    ("attempts_per_request_during_fault", "attempts per request during the fault"),
+    ("p99_ms_fault_worst_second", "clients' p99, worst second of the fault"),
+    ("p99_ms_before_fault", "clients' p99 before the fault"),
+    ("db_p99_ms_before_fault", "DB query p99 before the fault"),
+    ("db_p99_ms_during_fault", "DB query p99 during the fault"),
+    ("db_amplification", "DB amplification"),
+    ("recovery", "recovery"),
+    ("hit_ratio", "hit ratio"),
+    ("stale_reads_over_bound", "stale reads beyond the promised bound"),
+)
+
+
+def run_names(analyses: list[dict]) -> list[str]:
+    """Each run by its strategy, and its experiment where the runs' experiments differ."""
+    runs = [a.get("run") or {} for a in analyses]
+    mixed = len({str(r.get("experiment")) for r in runs}) > 1
+    return [f"{r.get('strategy')} × {r.get('experiment') or 'no fault'}" if mixed else str(r.get("strategy"))
+            for r in runs]
+
+
+def recovery_text(headline: dict) -> str:
+    """One recovery (headline `recovery` when present, else the clients' view), as every table shows it."""
+    recovery = headline.get("recovery")
+    if isinstance(recovery, dict) and recovery.get("recovered") is not None:
+        if recovery["recovered"]:
+            return f"recovered in {fmt(recovery.get('time_s'), 's')}"
+        text = "not recovered"
+        if recovery.get("within_s") is not None:
+            text += f" within {fmt(recovery['within_s'], 's')}"
+        return text + (f" (last signal: {recovery['last_signal']})" if recovery.get("last_signal") else "")
+    recovered = headline.get("recovered_on_its_own")
+    if recovered is True:
+        return f"recovered in {fmt(headline.get('time_to_recover_s'), 's')}"
+    if recovered is False:
+        return "not recovered"
+    # a fault but under 3 s of load after it (incident.metastability): as the verdict says
+    return "not judged" if headline.get("p99_ms_during_fault") is not None else "–"
+
+
+def incident_display(analysis: dict, name: str) -> str | None:
+    """As the report shows the figure, the error rate as a percentage."""
+    value = (analysis.get("headline") or {}).get(name)
+    if name == "error_rate" and isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value * 100:.3g} %"
+    return display(analysis, name)
+
+
+def _run_header(analysis: dict) -> str:
+    run = analysis.get("run") or {}
+    headline = analysis.get("headline") or {}
+    unhealthy = '<br><span class="bad">unhealthy baseline</span>' if headline.get("baseline_healthy") is False else ""
+    return (f'<th title="{escape(str(run.get("label")))}">{escape(str(run.get("strategy")))}<br>'
+            f'<span class="note">{escape(str(run.get("experiment")))}</span>{unhealthy}</th>')
+
+
+def _incident_width(runs: int) -> str:
+    """300 px of measure names and ~210 px per run, never wider than the page (the cells wrap)."""
+    return f"width:min(100%,{300 + 210 * runs}px)"
+
+
+def incident_table(analyses: list[dict]) -> str:
+    headlines = [a.get("headline") or {} for a in analyses]
+    best = winners(headlines)
+    rows = []
+    for name, label in INCIDENT_ROWS:
+        if name == "recovery":
+            cells = [f"<td>{escape(recovery_text(h))}</td>" for h in headlines]
+        else:
+            shown = [incident_display(a, name) for a in analyses]
+            if all(text in (None, "not measured") for text in shown):
+                continue  # no run measured it (e.g. attempts before the DB figures had them)
+            cells = [f'<td{" class=winner" if n in best.get(name, []) else ""}>{escape(text or "–")}</td>'
+                     for n, text in enumerate(shown)]
+        rows.append(f'<tr data-measure="{escape(name)}"><td>{escape(label)}</td>{"".join(cells)}</tr>')
+    cols = '<col class="measure">' + "<col>" * len(analyses)
+    return (f'<table class="incident" style="{_incident_width(len(analyses))}"><colgroup>{cols}</colgroup><thead><tr><th>measure</th>'
+            f'{"".join(_run_header(a) for a in analyses)}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def all_figures_table(analyses: list[dict]) -> str:
     headlines = [a.get("headline") or {} for a in analyses]
     names = [n for n in metric_names(headlines) if any(display(a, n) is not None for a in analyses)]
     best = winners(headlines)
-    title = f"cachestorm comparison: {len(analyses)} runs"
-    parts = [f"<h1>{escape(title)}</h1>", '<div class="meta">best value per column highlighted '
-             "(lower p99 wins, fewer DB loads wins, higher hit ratio wins, …)</div>"]
-    header = ["run", "strategy", "experiment"] + [
-        f"{metric_info(n).label}" + (f" ({metric_info(n).unit})" if metric_info(n).unit else "") for n in names]
     rows = []
-    for index, (analysis, headline) in enumerate(zip(analyses, headlines, strict=True)):
-        run = analysis.get("run") or {}
-        row = [escape(labels[index]), escape(str(run.get("strategy"))), escape(str(run.get("experiment")))]
-        for name in names:
-            css = ' class="winner"' if index in best.get(name, []) else ""
-            row.append(f'<td{css} data-sort="{_sort_key(headline.get(name))}">'
-                       f"{escape(display(analysis, name) or '–')}</td>")
-        rows.append(row)
-    parts.append("<h2>Side by side</h2>" + _table(header, rows))
+    for name in names:
+        cells = [f'<td{" class=winner" if n in best.get(name, []) else ""}>{escape(display(a, name) or "–")}</td>'
+                 for n, a in enumerate(analyses)]
+        rows.append(f"<tr><td>{escape(metric_info(name).label)}</td>{''.join(cells)}</tr>")
+    cols = '<col class="measure">' + "<col>" * len(analyses)
+    return (f'<table class="incident all-figures" style="{_incident_width(len(analyses))}"><colgroup>{cols}</colgroup><thead><tr><th>figure</th>'
+            f'{"".join(_run_header(a) for a in analyses)}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+NOISE_NOTE = ("Highlighted (green) only where a run is better than another beyond noise, by the rule "
+              "`compare` and `--fail-on-regression` use: the difference must exceed both a relative and an "
+              "absolute threshold of its metric (docs/report-schema.md, \"Comparison\"); a tie within noise "
+              "shares the highlight.")
+
+
+def render_comparison_html(analyses: list[dict]) -> str:
+    labels = [str((a.get("run") or {}).get("label")) for a in analyses]
+    title = f"cachestorm comparison: {len(analyses)} runs"
+    parts = [f"<h1>{escape(title)}</h1>",
+             '<div id="verdict" class="verdicts">' + "".join(
+                 verdict_html(a, name) for a, name in zip(analyses, run_names(analyses), strict=True)) + "</div>",
+             "<h2>The incident, side by side</h2>", incident_table(analyses),
+             f'<p class="note">{escape(NOISE_NOTE)}</p>']
     parts.append('<h2>Charts</h2><div class="charts">' + "".join(
         render(c) for c in comparison_charts(analyses, labels)) + "</div>")
+    parts.append("<h2>Everything else</h2>")
+    parts.append(f"<details><summary>All figures ({len(metric_names([a.get('headline') or {} for a in analyses]))} "
+                 "measures)</summary>" + all_figures_table(analyses) + "</details>")
     for analysis, label in zip(analyses[1:], labels[1:], strict=True):
         parts.append(_delta_section(compare_runs(analyses[0], analysis), labels[0], label))
     return _page(title, "".join(parts))
+
+
+def _comparison_bands(analyses: list[dict]) -> list[tuple[float, float, str]]:
+    """Every run's fault windows (seconds since its load start), once each: runs of one experiment share them."""
+    bands: list[tuple[float, float, str]] = []
+    for analysis in analyses:
+        for start, end, name in _shaded(analysis):
+            if not any(n == name and abs(s - start) < 1.0 for s, _, n in bands):
+                bands.append((start, end, name))
+    return bands
 
 
 def comparison_charts(analyses: list[dict], labels: list[str]) -> list[Chart]:
     def lines(extract) -> list[Line]:
         return [Line(label, extract(a)) for a, label in zip(analyses, labels, strict=True)]
 
-    shaded = _shaded(analyses[0]) if analyses else []
+    def per_second(section, field: str, path=()):
+        def extract(a: dict):
+            data = a.get(section) or {}
+            for key in path:
+                data = (data or {}).get(key) or {}
+            return _series(data.get("series") or [] if isinstance(data, dict) else data, field, load_start(a))
+        return extract
+
+    shaded = _comparison_bands(analyses)
     db_source = lambda a: (a.get("db") or {}).get("source")  # noqa: E731 - tiny accessor
-    return [
-        Chart("p99 latency per second", "ms",
-              lines(lambda a: _series((a.get("latency") or {}).get("series") or [], "p99_ms")), shaded,
-              chart_id="cmp-p99"),
+    return share_x([
+        Chart("p99 latency per second", "ms", lines(per_second("latency", "p99_ms")), shaded, chart_id="cmp-p99"),
         Chart("DB queries per second (each run's headline source)", "queries/s",
               lines(lambda a: _series(((a.get("db") or {}).get("series") or {}).get(db_source(a) or "", []),
-                                      "per_s")), shaded,
-              chart_id="cmp-db"),
-        Chart("Cache hit ratio", "served from cache / lookups",
-              lines(lambda a: _series((a.get("cache") or {}).get("series") or [], "hit_ratio")), shaded,
+                                      "per_s", load_start(a))), shaded, chart_id="cmp-db"),
+        Chart("Cache hit ratio", "served from cache / lookups", lines(per_second("cache", "hit_ratio")), shaded,
               y_max=1.0, chart_id="cmp-hit"),
-        Chart("Errors per second", "errors/s",
-              lines(lambda a: _series((a.get("errors") or {}).get("series") or [], "errors")),
+        Chart("Errors per second (histories: sampled keys)", "errors/s", lines(per_second("errors", "errors")),
               shaded, chart_id="cmp-errors"),
         Chart("Worst staleness per second", "seconds",
-              lines(lambda a: _series((((a.get("consistency") or {}).get("findings") or {}).get("stale_reads")
-                                       or {}).get("series") or [], "max_staleness_s")), shaded,
+              lines(per_second("consistency", "max_staleness_s", ("findings", "stale_reads"))), shaded,
               chart_id="cmp-staleness"),
-    ]
+    ])
 
 
 def _delta_section(comparison: dict, baseline: str, candidate: str) -> str:
@@ -403,12 +596,15 @@ def _delta_section(comparison: dict, baseline: str, candidate: str) -> str:
         css = "regression" if row["regression"] else "improvement" if row["improvement"] else ""
         relative = "" if row["relative"] is None else f"{row['relative'] * 100:+.1f}%"
         delta = fmt(row["delta"], row["unit"]) if row["delta"] is not None else ""
+        verdict = ("regression" if row["regression"] else "better" if row["improvement"] else
+                   "" if row.get("judged", True) else "not judged")
         rows.append([escape(row["label"]), escape(fmt(row["baseline"], row["unit"])),
                      escape(fmt(row["candidate"], row["unit"])),
-                     f'<td class="{css}">{escape(delta)} {escape(relative)}</td>',
-                     escape("regression" if row["regression"] else "better" if row["improvement"] else "")])
-    return (f"<h2>{escape(candidate)} vs {escape(baseline)}</h2>"
-            + _table(["metric", baseline, candidate, "delta", "verdict"], rows))
+                     f'<td class="{css}">{escape(delta)} {escape(relative)}</td>', escape(verdict)])
+    worse, better = len(comparison["regressions"]), len(comparison["improvements"])
+    return (f"<details><summary>{escape(candidate)} vs {escape(baseline)}: {better} better, {worse} worse "
+            "beyond noise</summary>"
+            + _table(["metric", baseline, candidate, "delta", "verdict (beyond noise)"], rows) + "</details>")
 
 
 # ---------------------------------------------------------------- capacity (capacity.json, reports/capacity.py)

@@ -16,6 +16,10 @@ _RUN_METRICS = ("requests", "p99_ms", "p99_ms_before_fault", "p99_ms_during_faul
                 "target_permission_violations")
 
 
+def promise_held(analysis: dict) -> bool:
+    return bool(((analysis.get("consistency") or {}).get("promise") or {}).get("held"))
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -23,14 +27,16 @@ def _cell(text: str) -> str:
 def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None) -> str:
     run = analysis.get("run") or {}
     headline = analysis.get("headline") or {}
-    lines = [f"### cachestorm: {_cell(run.get('label'))}", ""]
+    lines = [f"### cachestorm: {_cell(run.get('label'))}", "", verdict_line(analysis), ""]
     if why := incomplete(run):
         lines += [f"**This run did not complete** ({_cell(why)}): its numbers cover only what was recorded "
                   "before that.", ""]
     lines += [line for warning in analysis.get("warnings") or [] for line in (f"**warning:** {_cell(warning)}", "")]
     lines += [f"strategy **{_cell(run.get('strategy'))}** · domain {_cell(run.get('domain'))} · experiment "
               f"{_cell(run.get('experiment'))} · {fmt(run.get('duration_s'), 's')}", "",
-              *(f"**{_cell(text)}**  " for text in lead(analysis)), "",
+              # the promise is one finding among others (bold only when broken), disagreements bold
+              *(f"{_cell(text)}  " if n == 0 and promise_held(analysis) else f"**{_cell(text)}**  "
+                for n, text in enumerate(lead(analysis))), "",
               "| metric | value |", "| --- | ---: |"]
     shown = set(shown_metrics(analysis))
     for name in _RUN_METRICS:
@@ -45,12 +51,18 @@ def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None)
     if faults:
         latency = analysis.get("latency") or {}
         during = [p["name"] for p in analysis.get("phases") or [] if p["kind"] == "during"]
-        lines += ["", "| fault | window | worst second p99 | DB peak | amplification | recovery | recovered last |",
+        lines += ["", "| fault | window (since load start) | worst second p99 | DB peak | amplification | recovery | recovered last |",
                   "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+        from cachestorm.reports.html import load_start, recovery_text
+
+        # headline.recovery is the run's one recovery: with a single fault, the table shows it too
+        one = recovery_text(headline) if isinstance(headline.get("recovery"), dict) and len(faults) == 1 else ""
+        t0 = load_start(analysis)  # seconds since load start, as the charts
         for fault, phase in zip(faults, during + [None] * len(faults), strict=False):
-            recovery = fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None else "not recovered"
+            recovery = one or (fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
+                               else "not recovered")
             worst = (latency.get("worst_second_by_phase") or {}).get(phase) or {}
-            lines.append(f"| {_cell(fault['fault'])} | {fault['t_start']:.1f}–{fault['t_end']:.1f} s | "
+            lines.append(f"| {_cell(fault['fault'])} | {fault['t_start'] - t0:.1f}–{fault['t_end'] - t0:.1f} s | "
                          f"{fmt(worst.get('p99_ms'), 'ms')} | "
                          f"{fmt(fault.get('peak_queries_per_s'), 'q/s')} | {fmt(fault.get('amplification'), 'x')} | "
                          f"{recovery} | {_cell(fmt(fault.get('recovered_last')))} |")
@@ -61,25 +73,44 @@ def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None)
     return "\n".join(lines) + "\n"
 
 
+LEVEL_MARK = {"red": "🔴", "amber": "🟠", "green": "🟢"}
+
+
+def verdict_line(analysis: dict, label: str | None = None) -> str:
+    """headline.verdict: the line a summary opens with."""
+    verdict = (analysis.get("headline") or {}).get("verdict") or {}
+    level = verdict.get("level") or "amber"
+    who = f"**{_cell(label)}**: " if label else ""
+    text = verdict.get("text") or "no verdict (report.json predates headline.verdict; re-render it)"
+    return f"{LEVEL_MARK.get(level, '')} **{level.upper()}** {who}{_cell(text)}"
+
+
 def render_comparison_markdown(analyses: list[dict]) -> str:
+    from cachestorm.reports.html import INCIDENT_ROWS, incident_display, recovery_text, run_names
+
     headlines = [a.get("headline") or {} for a in analyses]
-    names = [n for n in metric_names(headlines) if n in _RUN_METRICS
-             and any(display(a, n) is not None for a in analyses)]
     best = winners(headlines)
-    labels = [str((a.get("run") or {}).get("label")) for a in analyses]
-    lines = [f"### cachestorm comparison ({len(analyses)} runs)", "", "best value per column in **bold**", "",
-             "| run | " + " | ".join(metric_info(n).label for n in names) + " |",
-             "| --- |" + " ---: |" * len(names)]
-    for index in range(len(headlines)):
-        cells = []
-        for name in names:
-            text = _cell(display(analyses[index], name) or "–")
-            cells.append(f"**{text}**" if index in best.get(name, []) else text)
-        lines.append(f"| {_cell(labels[index])} | " + " | ".join(cells) + " |")
+    runs = [a.get("run") or {} for a in analyses]
+    labels = [str(r.get("label")) for r in runs]
+    lines = [f"### cachestorm comparison ({len(analyses)} runs)", ""]
+    lines += [line for a, name in zip(analyses, run_names(analyses), strict=True) for line in (verdict_line(a, name), "")]
+    lines += ["best beyond noise in **bold** (docs/report-schema.md, \"Comparison\")", "",
+              "| measure | " + " | ".join(f"{_cell(r.get('strategy'))} ({_cell(r.get('experiment'))})" for r in runs)
+              + " |", "| --- |" + " ---: |" * len(runs)]
+    for name, label in INCIDENT_ROWS:
+        if name == "recovery":
+            cells = [_cell(recovery_text(h)) for h in headlines]
+        else:
+            shown = [incident_display(a, name) for a in analyses]
+            if all(text in (None, "not measured") for text in shown):
+                continue
+            cells = [f"**{_cell(t or '–')}**" if n in best.get(name, []) else _cell(t or "–")
+                     for n, t in enumerate(shown)]
+        lines.append(f"| {_cell(label)} | " + " | ".join(cells) + " |")
     for analysis, label in zip(analyses[1:], labels[1:], strict=True):
         comparison = compare_runs(analyses[0], analysis)
         if comparison["regressions"]:
-            lines += ["", f"**Regressions of {_cell(label)} vs {_cell(labels[0])}:** " + ", ".join(
+            lines += ["", f"**Regressions of {_cell(label)} vs {_cell(labels[0])} (beyond noise):** " + ", ".join(
                 _delta_text(row) for row in comparison["metrics"] if row["regression"])]
     return "\n".join(lines) + "\n"
 

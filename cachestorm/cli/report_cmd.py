@@ -52,7 +52,9 @@ def compare(
     from cachestorm.reports import compare_runs
 
     result = compare_runs(*check_run_dirs([baseline, candidate]))
-    table = Table(title=f"{result['candidate']} vs {result['baseline']}")
+    table = Table(title=f"{result['candidate']} vs {result['baseline']}",
+                  caption="better / regression: only beyond noise (per metric, both a relative and an absolute "
+                          "threshold: docs/report-schema.md, \"Comparison\")")
     for column in ("metric", "baseline", "candidate", "delta", "verdict"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for row in result["metrics"]:
