@@ -68,8 +68,8 @@ class Step(Shape):
     name = "step"
 
     def __init__(self, steps: int = 5, hold: float = 20.0, start: float = 0.0):
-        if int(steps) < 1 or hold <= 0:
-            raise CachestormError(f"--shape-args step needs steps >= 1 and hold > 0 (got steps={steps}, hold={hold})")
+        if not 1 <= int(steps) <= 1000 or hold <= 0:
+            raise CachestormError(f"--shape-args step needs 1 <= steps <= 1000 and hold > 0 (got steps={steps:g}, hold={hold:g})")
         self.steps, self.hold = int(steps), float(hold)
         self.start = start if start else 1.0 / self.steps
 
