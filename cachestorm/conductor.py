@@ -152,8 +152,11 @@ def validate_workload(settings: RunSettings) -> None:
     if settings.ttl_s is not None and not 0 < settings.ttl_s <= LIMITS.max_ttl_s:
         raise CachestormError(f"--ttl must be more than 0s and at most {LIMITS.max_ttl_s / 86400:g} days "
                               f"(got {settings.ttl_s:g}s); leave it out for the domain's default")
-    if settings.keys < 1:
-        raise CachestormError(f"--keys must be at least 1 (got {settings.keys})")
+    for flag, value in (("--rows", settings.rows), ("--keys", settings.keys)):
+        if not 1 <= value <= LIMITS.max_rows:
+            raise CachestormError(f"{flag} must be between 1 and {LIMITS.max_rows:,} (got {value})")
+    if not 0 <= settings.db_capacity <= LIMITS.max_db_capacity:
+        raise CachestormError(f"--db-capacity must be between 0 (unlimited) and {LIMITS.max_db_capacity} (got {settings.db_capacity})")
     if not 1 <= settings.hot_keys <= settings.keys:
         raise CachestormError(f"--hot-keys must be between 1 and --keys ({settings.keys}) (got {settings.hot_keys})")
     if not 0 <= settings.recompute_ms <= LIMITS.max_recompute_ms:

@@ -108,6 +108,9 @@ class Experiment:
 
     def shifted(self, first_at_s: float) -> Experiment:
         """The same experiment with its timeline moved so the first fault starts at `first_at_s`."""
+        if not 0 <= first_at_s <= LIMITS.max_duration_s:
+            raise CachestormError(f"the first fault may start at most {LIMITS.max_duration_s / 3600:g}h in "
+                                  f"(got {first_at_s:g}s)")
         offset = first_at_s - min((s.at_s for s in self.method), default=0.0)
         steps = [replace(s, at_s=max(0.0, s.at_s + offset)) for s in self.method]
         return replace(self, method=steps)

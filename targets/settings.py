@@ -153,5 +153,7 @@ def validate(s: TargetSettings) -> None:
         raise CachestormError(f"--recompute-ms must be at most {LIMITS.max_recompute_ms:g} (a minute)")
     if not 0 < s.pool_timeout <= LIMITS.max_pool_timeout_s:
         raise CachestormError(f"--pool-timeout must be more than 0 and at most {LIMITS.max_pool_timeout_s:g} s")
+    if s.rows > LIMITS.max_rows or s.db_capacity > LIMITS.max_db_capacity:
+        raise CachestormError(f"--rows is at most {LIMITS.max_rows:,} and --db-capacity at most {LIMITS.max_db_capacity}")
     if s.pool_size > LIMITS.max_db_connections:
         raise CachestormError(f"--pool-size must be at most {LIMITS.max_db_connections} (PostgreSQL's connections)")

@@ -98,6 +98,8 @@ class Limits:
     max_pool_timeout_s: float = 600.0  # a wait for a DB connection of at most 10 minutes
     max_db_connections: int = 250      # --pool-size × --instances: our PostgreSQL has max_connections=300
     #                                    (stack/servers.py); the rest is the scraper's, the faults' and psql's
+    max_rows: int = 10_000_000         # rows seeded (and keys prefilled) before the load: minutes at 10M
+    max_db_capacity: int = 1024        # --db-capacity models database cores
     max_label_chars: int = 100         # a run folder's name is <stamp>-<label>: well inside a file name's 255 bytes
 
 
