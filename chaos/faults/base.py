@@ -55,8 +55,10 @@ def _coerce(name: str, kind: str, value: Any, fault: str) -> Any:
                 raise SettingError(f"{where}: expected a number, got {value!r}", name) from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SettingError(f"{where}: expected a number, got {value!r}", name)
-        if not math.isfinite(value) or value < 0:  # no setting of any fault is negative (a latency, a count)
-            raise SettingError(f"{where}: expected a finite number >= 0, got {value!r}", name)
+        if not math.isfinite(value):  # 1e400 is inf: int() of it raised OverflowError
+            raise SettingError(f"{where}: expected a finite number, got {value!r}", name)
+        if value < 0:  # no setting of any fault is negative (a latency, a count, a share)
+            raise SettingError(f"{where}: {name} must not be negative (got {value:g})", name)
         if value > MAX_SETTING:
             raise SettingError(f"{where}: at most {MAX_SETTING} (got {value!r})", name)
         if kind == "int":
