@@ -111,6 +111,21 @@ def test_locust_bad_experiment_fails_before_the_test(tmp_path, cli_env):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("args, words", [
+    (("--rate", "1e9"), "--rate 1e+09/s is more than one Locust process schedules on time"),  # never stopped
+    (("--hot-keys", "2000"), "--hot-keys must be between 0 and --keys (1000)"),
+    (("--alpha", "nan"), "--alpha must be a finite number"),
+])
+def test_plain_locust_refuses_bad_custom_arguments_before_the_test(args, words, tmp_path, cli_env):
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(REPO / "locustfiles" / "profiles.py"), "--headless",
+         "-u", "1", "-r", "1", "-t", "5s", "--host", "http://127.0.0.1:9", *args],
+        cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {words}"), result.stderr[-2000:]
+    assert "Aggregated" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_up_while_postgres_starts_leaves_nothing(sig, tmp_path, cli_env):
     """The signal lands while PostgreSQL is spawned but not yet ready: it used to stay running."""
