@@ -323,6 +323,7 @@ BAD_VALUES = [
     (("run",), ["--spawn-rate", "-1"], ["--spawn-rate"]),
     (("run",), ["--spawn-rate", "nan"], ["--spawn-rate", "finite"]),
     (("run", "capacity"), ["--pool-size", "100000"], ["--pool-size", "250"]),
+    (("run", "capacity"), ["--pool-size", "200", "--instances", "2"], ["--pool-size 200 x --instances 2"]),
     (("run", "capacity"), ["--pool-timeout", "0"], ["--pool-timeout"]),
     (("run", "matrix", "demo"), ["--duration", "99999999999999999999h"], ["--duration", "24h"]),
     (("run", "matrix"), ["--rate", "1e9", "--duration", "3s"], ["--rate", "20,000"]),  # ran 69 s
@@ -410,3 +411,15 @@ def test_no_path_argument_of_any_command_tracebacks(in_process, tmp_path):
             assert not (tmp_path / ".cachestorm" / "stack.json").exists() and seconds < 10, (argv, what)
             tried += 1
     assert tried == 6 * 5 + 10 * 6 + 2 * 6
+
+
+def test_report_checks_its_out_before_rendering(in_process, tmp_path):
+    """A bad --out of `report` failed only after every run's report was rendered."""
+    from cachestorm.reports.synthetic import write_synthetic_run
+
+    run_dir = tmp_path / "r1"
+    write_synthetic_run(run_dir)
+    (tmp_path / "a-file").write_text("x")
+    code, lines, _ = in_process("report", str(run_dir), str(run_dir), "--out", str(tmp_path / "a-file"))
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --out "), lines
+    assert not (run_dir / "report.html").exists()
