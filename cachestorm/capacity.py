@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cachestorm.conductor import RunSettings, run, validate_strategy
-from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.defaults import DEFAULTS, LIMITS
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.runfolder import RunFolder, make_folder
 from cachestorm.stack import StackState, guardian, start_stack, stop_stack
@@ -33,10 +33,14 @@ class CapacityPlan:
     def validate(self) -> None:
         if not self.strategies:
             raise CachestormError("--strategy: give at least one strategy, e.g. cache-aside")
-        if self.max_rate <= 0:
-            raise CachestormError("--max-rate must be a positive number of requests per second")
+        if not 0 < self.max_rate <= LIMITS.max_rate:  # NaN too
+            raise CachestormError(f"--max-rate must be a positive number of requests per second, at most "
+                                  f"{LIMITS.max_rate:,.0f} (what one Locust process schedules on time)")
         if not 1 <= self.steps <= 50:
             raise CachestormError("--steps must be between 1 and 50")
+        if self.steps * self.hold_s > LIMITS.max_duration_s:
+            raise CachestormError(f"--steps x --hold is the load's length: at most {LIMITS.max_duration_s / 3600:g}h "
+                                  f"(got {self.steps * self.hold_s:g}s)")
         if self.hold_s < 2:
             raise CachestormError("--hold must be at least 2s (the first second of each step is skipped)")
         if self.slo_p99_ms <= 0:
@@ -72,7 +76,7 @@ def run_capacity(base: RunSettings, plan: CapacityPlan,
 def _run_capacity(base: RunSettings, plan: CapacityPlan,
                   on_progress: Callable[[str, int, int], None] | None) -> CapacityResult:
     plan.validate()
-    dataclasses.replace(base, strategy=plan.strategies[0]).validate()
+    step_settings(base, plan, plan.strategies[0], base.out).validate()  # the runs' own settings, rate and length
     several = len(plan.strategies) > 1
     # absolute: Locust runs from the repository root and writes into the run folder by path
     base = dataclasses.replace(base, out=str(Path(base.out).resolve()))

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,7 @@ from cachestorm import __version__, reports
 from cachestorm.chaos.context import DEFAULT_LEDGER
 from cachestorm.chaos.ledger import refuse_active_faults
 from cachestorm.chaos.self_expiry import unguarded_warning
-from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.defaults import DEFAULTS, LIMITS
 from cachestorm.core.domains import DOMAINS, domain_spec
 from cachestorm.core.durations import parse_duration
 from cachestorm.core.errors import CachestormError
@@ -102,19 +103,91 @@ class RunSettings:
     def validate(self) -> None:
         if self.domain not in DOMAINS:
             raise CachestormError(f"unknown domain {self.domain!r}; choose one of {', '.join(DOMAINS)}")
-        if self.duration_s <= 0:
-            raise CachestormError("--duration must be positive, e.g. 30s")
-        if self.users < 1:
-            raise CachestormError("--users must be at least 1")
+        validate_numbers(self)
+        if not 0 < self.duration_s <= LIMITS.max_duration_s:
+            raise CachestormError(f"--duration must be positive and at most {LIMITS.max_duration_s / 3600:g}h, e.g. 30s "
+                                  f"(got {self.duration_s:g}s)")
+        if not 1 <= self.users <= LIMITS.max_users:
+            raise CachestormError(f"--users must be between 1 and {LIMITS.max_users:,} (one Locust process; got {self.users})")
+        if not 0 < self.spawn_rate <= LIMITS.max_spawn_rate:
+            raise CachestormError(f"--spawn-rate must be more than 0 and at most {LIMITS.max_spawn_rate:g} users/s "
+                                  f"(got {self.spawn_rate:g})")
         if self.instances < 1 or self.instances > 16:
             raise CachestormError("--instances must be between 1 and 16")
         if self.rate is not None and not (math.isfinite(self.rate) and self.rate > 0):
             raise CachestormError(f"--rate must be a positive, finite number of requests per second (got {self.rate})")
+        if self.rate is not None and self.rate > LIMITS.max_rate:
+            raise CachestormError(f"--rate {self.rate:g}/s is more than one Locust process schedules on time "
+                                  f"(at most {LIMITS.max_rate:,.0f} arrivals/s)")
+        validate_workload(self)
+        validate_label(self)
         validate_strategy(self.strategy)
         validate_stack_settings(self.stack)
         validate_traffic(self)
         validate_target_args(self)
 
+
+
+def _flag(name: str) -> str:
+    """A RunSettings field as its flag names it (recompute_ms -> --recompute)."""
+    if name == "lock_ms":  # the one flag that keeps its unit
+        return "--lock-ms"
+    return "--" + name.removesuffix("_ms").removesuffix("_s").replace("_", "-")
+
+
+def validate_numbers(settings: RunSettings) -> None:
+    """Every number finite (`--alpha nan`, `--spawn-rate inf` used to pass every range check)."""
+    for item in fields(settings):
+        value = getattr(settings, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CachestormError(f"{_flag(item.name)} must be a finite number (got {value})")
+
+
+def validate_workload(settings: RunSettings) -> None:
+    """The values whose range the parts would not refuse, or refuse only once the stack is up."""
+    if settings.experiment is not None and not settings.experiment.strip():
+        raise CachestormError("--experiment: give a ready experiment's name or a YAML file (got an empty string)")
+    if "experiment_at_s" in settings.explicit and settings.experiment_at_s is not None and not settings.experiment:
+        raise CachestormError("--experiment-at moves an experiment's first fault: give --experiment too")
+    if settings.ttl_s is not None and not 0 < settings.ttl_s <= LIMITS.max_ttl_s:
+        raise CachestormError(f"--ttl must be more than 0s and at most {LIMITS.max_ttl_s / 86400:g} days "
+                              f"(got {settings.ttl_s:g}s); leave it out for the domain's default")
+    for flag, value in (("--rows", settings.rows), ("--keys", settings.keys)):
+        if not 1 <= value <= LIMITS.max_rows:
+            raise CachestormError(f"{flag} must be between 1 and {LIMITS.max_rows:,} (got {value})")
+    if not 0 <= settings.db_capacity <= LIMITS.max_db_capacity:
+        raise CachestormError(f"--db-capacity must be between 0 (unlimited) and {LIMITS.max_db_capacity} (got {settings.db_capacity})")
+    if not 1 <= settings.hot_keys <= settings.keys:
+        raise CachestormError(f"--hot-keys must be between 1 and --keys ({settings.keys}) (got {settings.hot_keys})")
+    if not 0 <= settings.recompute_ms <= LIMITS.max_recompute_ms:
+        raise CachestormError(f"--recompute must be between 0 and {LIMITS.max_recompute_ms / 1000:g}s "
+                              f"(got {settings.recompute_ms / 1000:g}s)")
+    if not 0 < settings.pool_timeout_s <= LIMITS.max_pool_timeout_s:
+        raise CachestormError(f"--pool-timeout must be more than 0s and at most {LIMITS.max_pool_timeout_s:g}s "
+                              f"(got {settings.pool_timeout_s:g}s)")
+    if settings.pool_size * settings.instances > LIMITS.max_db_connections:
+        raise CachestormError(f"--pool-size {settings.pool_size} x --instances {settings.instances} is more than "
+                              f"{LIMITS.max_db_connections} PostgreSQL connections (its max_connections is 300)")
+
+
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@,-]*")
+_FOLDER_NAME_BYTES = 255 - len("20250101-000000--99")  # a run folder is <stamp>-<label>[-n]
+
+
+def validate_label(settings: RunSettings) -> None:
+    """A run folder is named <stamp>-<label>: a name the file system takes (not too long, no `/`)."""
+    if settings.label is not None and "label" in settings.explicit:  # typed: the user's own name
+        if not _LABEL.fullmatch(settings.label):
+            raise CachestormError(f"--label {settings.label[:40]!r}: use letters, digits and . _ + = @ , - "
+                                  "(starting with a letter or digit)")
+        if len(settings.label) > LIMITS.max_label_chars:
+            raise CachestormError(f"--label is at most {LIMITS.max_label_chars} characters (got {len(settings.label)})")
+        return
+    label = settings.label or f"{settings.domain}-{resolve_strategy(settings.strategy, settings.domain)}" + (
+        f"-{Path(settings.experiment).stem}" if settings.experiment else "")
+    if len(label.encode()) > _FOLDER_NAME_BYTES:
+        raise CachestormError(f"the run folder's name ({label[:40]}...) would be longer than a file name may be; "
+                              "give a shorter experiment file name (or --label)")
 
 
 def validate_traffic(settings: RunSettings) -> None:

@@ -21,6 +21,7 @@ do on deviation. Validated on load, with `file:line: field: problem` errors, bef
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -31,8 +32,10 @@ from cachestorm.chaos.faults import FAULTS, fault_class
 from cachestorm.chaos.faults.base import SettingError
 from cachestorm.chaos.probes import METRICS
 
+from cachestorm.core.defaults import LIMITS
 from cachestorm.core.durations import DurationError, parse_duration
 from cachestorm.core.errors import CachestormError
+from cachestorm.core.yamlload import safe_load_unique
 
 PHASES = ("before", "during", "after")
 # what an experiment's `run:` may recommend ("duration": a duration string such as 30s or 500ms)
@@ -105,6 +108,9 @@ class Experiment:
 
     def shifted(self, first_at_s: float) -> Experiment:
         """The same experiment with its timeline moved so the first fault starts at `first_at_s`."""
+        if not 0 <= first_at_s <= LIMITS.max_duration_s:
+            raise CachestormError(f"the first fault may start at most {LIMITS.max_duration_s / 3600:g}h in "
+                                  f"(got {first_at_s:g}s)")
         offset = first_at_s - min((s.at_s for s in self.method), default=0.0)
         steps = [replace(s, at_s=max(0.0, s.at_s + offset)) for s in self.method]
         return replace(self, method=steps)
@@ -113,6 +119,9 @@ class Experiment:
     def single(cls, fault: str, settings: dict, for_s: float | None, at_s: float = 0.0) -> Experiment:
         """A one-fault timeline (what `chaos apply` runs); settings are checked here."""
         fault_class(fault).from_settings(settings)
+        if for_s is not None and not 0 < for_s <= LIMITS.max_duration_s:
+            raise CachestormError(f"--for must be more than 0s and at most {LIMITS.max_duration_s / 3600:g}h "
+                                  f"(got {for_s:g}s)")
         return cls(name=f"apply {fault}", method=[Step(fault, at_s, for_s, dict(settings))], settle_s=0.0)
 
     def duration_s(self) -> float:
@@ -131,7 +140,13 @@ def ready_experiments() -> list[str]:
 def load_experiment(name_or_path: str | Path) -> Experiment:
     """A ready experiment by name (`hot-key-expiry`) or a YAML file by path."""
     path = Path(name_or_path)
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as exc:  # e.g. a name longer than the file system takes
+        raise ExperimentError(f"experiment file {str(path)[:60]}: cannot use it ({exc.strerror})") from None
+    if path.is_dir():
+        raise ExperimentError(f"experiment file {path}: is a folder; give a YAML file")
+    if is_file:
         try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError:
@@ -211,7 +226,7 @@ class _Checker:
 def parse_experiment(text: str, source: str = "<string>") -> Experiment:
     try:
         root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data = safe_load_unique(text)  # a key written twice is an error, with its line
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
@@ -269,13 +284,18 @@ def _steady_state(check: _Checker, block: Any) -> tuple[float | None, float | No
         bounds = {}
         for bound in ("min", "max"):
             value = item.get(bound)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                check.problem((*path, bound), f"must be a number, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not math.isfinite(value)):
+                check.problem((*path, bound), f"must be a finite number, got {value!r}")
                 value = None
             bounds[bound] = None if value is None else float(value)
         if bounds["min"] is None and bounds["max"] is None:
             check.problem(path, "a probe needs a tolerance: min, max or both")
+        elif bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
+            check.problem((*path, "min"), f"min {bounds['min']:g} is above max {bounds['max']:g}; no value could pass")
         window = check.duration((*path, "window"), item.get("window", 5))
+        if window is not None and window <= 0:
+            check.problem((*path, "window"), "must be more than 0 (the probe averages over it), e.g. 5s")
         phases = item.get("phases", list(PHASES))
         if isinstance(phases, str):
             phases = [phases]
@@ -309,6 +329,10 @@ def _method(check: _Checker, raw: Any) -> list[Step]:
             check.problem(path, "required: at (when the fault starts, e.g. 10s)")
         at = check.duration((*path, "at"), item.get("at", 0))
         for_s = None if item.get("for") is None else check.duration((*path, "for"), item["for"])
+        if for_s is not None and for_s <= 0:
+            check.problem((*path, "for"), "must be more than 0 (leave it out: until the run ends)")
+        if item.get("for") is not None and fault_class(fault).one_shot:
+            check.problem((*path, "for"), f"{fault} is one-shot (instant, nothing to undo): it takes no `for`")
         settings = item.get("settings") or {}
         if not isinstance(settings, dict):
             check.problem((*path, "settings"), "must be a mapping of setting: value")

@@ -20,7 +20,7 @@ from cachestorm.traffic.models.retry import build_retry
 from cachestorm.traffic.models.shapes import Shape, build_shape
 from cachestorm.traffic.models.sizes import build_value_size
 
-from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.defaults import DEFAULTS, LIMITS
 from cachestorm.core.errors import CachestormError
 
 # (flag, type, default, help). None defaults mean "from --preset, else the domain default".
@@ -133,14 +133,20 @@ def _fraction(flag: str, value: float) -> float:
 
 def build_settings(options, domain: str, salt: int = 0) -> Settings:
     """Validated settings; ``salt`` (the worker index) varies the seed so workers draw different keys."""
+    for flag, kind, _, _ in ARGUMENTS:  # a NaN passes every range check below
+        value = _get(options, flag) if kind is float else None
+        if value is not None and not math.isfinite(value):
+            raise CachestormError(f"{flag} must be a finite number (got {value})")
     preset_name = _get(options, "--preset") or ""
     preset = get_preset(preset_name) if preset_name else None
     seed = _get(options, "--seed")
     seed = None if seed is None or seed < 0 else seed + 1_000_003 * salt
     keys = _get(options, "--keys")
     hot_keys = _get(options, "--hot-keys")
-    if hot_keys < 0:
-        raise CachestormError(f"--hot-keys must be >= 0 (got {hot_keys})")
+    if keys < 1:
+        raise CachestormError(f"--keys must be >= 1 (got {keys})")
+    if not 0 <= hot_keys <= keys:
+        raise CachestormError(f"--hot-keys must be between 0 and --keys ({keys}) (got {hot_keys})")
     key_model_name = _get(options, "--key-model") or (preset.key_model if preset else DEFAULTS.key_model)
     alpha = _get(options, "--alpha")
     alpha = alpha if alpha is not None else (preset.alpha if preset else DEFAULTS.alpha)
@@ -164,6 +170,9 @@ def build_settings(options, domain: str, salt: int = 0) -> Settings:
     rate = _get(options, "--rate")
     if not math.isfinite(rate) or rate < 0:
         raise CachestormError(f"--rate must be a finite number >= 0 requests/s (got {rate}); 0 means the closed model")
+    if rate > LIMITS.max_rate:  # beyond it the schedule falls behind and never yields: Locust does not stop
+        raise CachestormError(f"--rate {rate:g}/s is more than one Locust process schedules on time "
+                              f"(at most {LIMITS.max_rate:,.0f} arrivals/s)")
     arrivals = _get(options, "--arrivals")
     if arrivals not in ("constant", "poisson"):
         raise CachestormError(f"--arrivals {arrivals!r} is unknown; use constant or poisson")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from cachestorm.reports.headline import CATALOG, comparable
 from cachestorm.core.domains import DOMAINS
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.runfiles import incomplete
+from cachestorm.core.yamlload import safe_load_unique
 
 WHERE_FIELDS = ("strategy", "experiment", "domain", "label", "run_id")
 # a `where` field -> the check of a value no gated run has: None if it names something known, else why not
@@ -76,7 +78,7 @@ def load_slos(config_path: str | Path) -> list[Slo]:
     if not path.exists():
         raise CachestormError(f"{path}: no such gate config; pass a YAML file with a `slos:` list")
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        data = safe_load_unique(path.read_bytes().decode("utf-8"))  # a key written twice is an error
     except UnicodeDecodeError:
         raise CachestormError(f"{path}: not a text file; a gate config is a UTF-8 YAML file") from None
     except OSError as exc:
@@ -105,6 +107,8 @@ def _parse_slo(path: Path, n: int, item) -> Slo:
         value = item.get(bound)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise CachestormError(f"{where}.{bound}: {value!r} is not a number")
+        if value is not None and not math.isfinite(value):  # NaN: every comparison false, so every value passed
+            raise CachestormError(f"{where}.{bound}: {value!r} is not a finite number")
         limits[bound] = None if value is None else float(value)
     if limits["max"] is None and limits["min"] is None:
         raise CachestormError(f"{where}: needs `max` or `min` (a number)")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass
 
-from cachestorm.core.defaults import DEFAULTS
+from cachestorm.core.defaults import DEFAULTS, LIMITS
 from cachestorm.core.domains import DOMAINS
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.urls import check_url
@@ -126,6 +127,9 @@ def validate(s: TargetSettings) -> None:
     check_url(s.postgres_url, ("postgresql", "postgres"), "--postgres-url")
     if not 0 < s.port < 65536:
         raise CachestormError(f"--port {s.port} is out of range 1..65535")
+    for name, value in vars(s).items():  # a NaN passes every range check below
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CachestormError(f"--{name.removesuffix('_s').replace('_', '-')} must be a finite number (got {value})")
     for name in ("rows", "pool_size", "hot_keys", "breaker_failures"):
         if getattr(s, name) < (0 if name == "hot_keys" else 1):
             raise CachestormError(f"--{name.replace('_', '-')} must be positive")
@@ -139,5 +143,17 @@ def validate(s: TargetSettings) -> None:
 
     if s.recompute_mode not in RECOMPUTE_MODES:
         raise CachestormError(f"--recompute-mode {s.recompute_mode!r} is unknown; use {' or '.join(RECOMPUTE_MODES)}")
-    if s.ttl is not None and s.ttl <= 0:
-        raise CachestormError("--ttl must be positive")
+    if s.ttl is not None and not 0 < s.ttl <= LIMITS.max_ttl_s:
+        raise CachestormError(f"--ttl must be positive and at most {LIMITS.max_ttl_s:g} s (30 days)")
+    if not 0 <= s.jitter < 1:
+        raise CachestormError(f"--jitter is a fraction of the TTL: at least 0 and below 1 (got {s.jitter:g})")
+    if s.xfetch_beta < 0:
+        raise CachestormError(f"--xfetch-beta must not be negative (got {s.xfetch_beta:g}; 1 is the paper's default)")
+    if s.recompute_ms > LIMITS.max_recompute_ms:
+        raise CachestormError(f"--recompute-ms must be at most {LIMITS.max_recompute_ms:g} (a minute)")
+    if not 0 < s.pool_timeout <= LIMITS.max_pool_timeout_s:
+        raise CachestormError(f"--pool-timeout must be more than 0 and at most {LIMITS.max_pool_timeout_s:g} s")
+    if s.rows > LIMITS.max_rows or s.db_capacity > LIMITS.max_db_capacity:
+        raise CachestormError(f"--rows is at most {LIMITS.max_rows:,} and --db-capacity at most {LIMITS.max_db_capacity}")
+    if s.pool_size > LIMITS.max_db_connections:
+        raise CachestormError(f"--pool-size must be at most {LIMITS.max_db_connections} (PostgreSQL's connections)")

@@ -57,6 +57,23 @@ def test_a_good_file_parses_durations_and_sorts_the_timeline(tmp_path):
      "x.yaml:11: method.1: required: at"),
     (GOOD.replace("interval: 500ms", "interval: [1]"), "x.yaml:3: steady_state.interval:"),
     ("name: x\nmethod: [\n", "x.yaml:3: not valid YAML"),
+    # issue 21: accepted silently, or refused only once the stack and targets had started
+    (GOOD.replace("max: 250, window: 3s", "min: 300, max: 250, window: 3s"),
+     "x.yaml:5: steady_state.probes.0.min: min 300 is above max 250"),
+    (GOOD.replace("window: 3s", "window: 0s"), "x.yaml:5: steady_state.probes.0.window: must be more than 0"),
+    (GOOD.replace("max: 250", "max: .nan"), "x.yaml:5: steady_state.probes.0.max: must be a finite number"),
+    (GOOD.replace("max: 250", "max: .inf"), "x.yaml:5: steady_state.probes.0.max: must be a finite number"),
+    (GOOD.replace("  interval: 500ms\n", "  interval: 500ms\n  interval: 2s\n"),
+     "x.yaml:4: not valid YAML: duplicate key 'interval' at line 4 (first at line 3)"),
+    (GOOD.replace("    for: 30s\n", "    for: 30s\n    for: 5s\n"), "x.yaml:10: not valid YAML: duplicate key 'for'"),
+    (GOOD.replace("{fault: hot-key-expiry, at: 10}", "{fault: hot-key-expiry, at: 10, for: 5s}"),
+     "x.yaml:11: method.1.for: hot-key-expiry is one-shot"),
+    (GOOD.replace("for: 30s", "for: 0s"), "x.yaml:9: method.0.for: must be more than 0"),
+    (GOOD.replace("latency_ms: 50", "latency_ms: -5"), "x.yaml:10: method.0.settings.latency_ms: "
+                                                       "setting 'latency_ms' of fault 'redis-latency': latency_ms must not be negative"),
+    (GOOD.replace("latency_ms: 50", "latency_ms: 1e400"), "method.0.settings.latency_ms: "),
+    (GOOD.replace("latency_ms: 50", "latency_ms: .inf"), "method.0.settings.latency_ms: "
+                                                         "setting 'latency_ms' of fault 'redis-latency': expected a finite number"),
 ])
 def test_malformed_files_name_file_line_and_field(text, expected):
     with pytest.raises(ExperimentError) as caught:
@@ -82,3 +99,22 @@ def test_one_shot_faults_end_the_timeline_at_their_start():
 
     assert Experiment.single("hot-key-expiry", {}, 30.0).duration_s() == 0.0
     assert Experiment.single("redis-latency", {}, 30.0).duration_s() == 30.0
+
+
+def test_a_one_fault_timeline_refuses_a_window_of_nothing_or_forever():
+    from cachestorm.chaos.experiment import Experiment
+
+    for window in (0.0, 1e30):
+        with pytest.raises(CachestormError, match="--for must be more than 0s and at most 24h"):
+            Experiment.single("redis-latency", {}, window)
+    with pytest.raises(CachestormError, match="latency_ms.*finite"):
+        Experiment.single("redis-latency", {"latency_ms": "1e400"}, 30.0)  # was OverflowError
+    with pytest.raises(CachestormError, match="at most 24h"):
+        load_experiment("hot-key-expiry").shifted(1e12)
+
+
+def test_an_experiment_path_the_file_system_cannot_take_is_one_line(tmp_path):
+    with pytest.raises(ExperimentError, match="cannot use it"):
+        load_experiment("x" * 300 + ".yaml")  # was OSError: File name too long
+    with pytest.raises(ExperimentError, match="is a folder"):
+        load_experiment(str(tmp_path))

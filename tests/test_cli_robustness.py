@@ -111,6 +111,21 @@ def test_locust_bad_experiment_fails_before_the_test(tmp_path, cli_env):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("args, words", [
+    (("--rate", "1e9"), "--rate 1e+09/s is more than one Locust process schedules on time"),  # never stopped
+    (("--hot-keys", "2000"), "--hot-keys must be between 0 and --keys (1000)"),
+    (("--alpha", "nan"), "--alpha must be a finite number"),
+])
+def test_plain_locust_refuses_bad_custom_arguments_before_the_test(args, words, tmp_path, cli_env):
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(REPO / "locustfiles" / "profiles.py"), "--headless",
+         "-u", "1", "-r", "1", "-t", "5s", "--host", "http://127.0.0.1:9", *args],
+        cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {words}"), result.stderr[-2000:]
+    assert "Aggregated" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_up_while_postgres_starts_leaves_nothing(sig, tmp_path, cli_env):
     """The signal lands while PostgreSQL is spawned but not yet ready: it used to stay running."""
@@ -263,3 +278,187 @@ def test_a_ledger_it_does_not_recognise_is_refused_and_untouched(kind, tmp_path)
     assert target.read_bytes() == b""
     if before is not None:
         assert path.read_bytes() == before
+# ---------------------------------------------------------------- values refused before anything starts
+# (issue 21, items 6 and 7). In-process, so hundreds of cases take a second: the CLI's main() exactly as
+# `cachestorm` runs it, with starting a stack replaced by a failure (a value that got through would start one).
+
+def _no_stack(*args, **kwargs):
+    raise AssertionError("a stack was started: the value was not refused up front")
+
+
+_CLI = []
+
+
+def _cli_once():
+    """The CLI's click command, built once (main() calls it exactly as it calls the Typer app)."""
+    import typer.main
+
+    from cachestorm.cli import main as cli_main
+
+    if not _CLI:
+        _CLI.append(typer.main.get_command(cli_main.build_app()))
+    return _CLI[0]
+
+
+@pytest.fixture
+def in_process(tmp_path, monkeypatch, capsys):
+    """Run `cachestorm ARGS` in this process from tmp_path; return (exit code, stderr lines, seconds)."""
+    from cachestorm import capacity, conductor, matrix
+    from cachestorm.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("cachestorm.core.interrupts.install", lambda: None)  # keep pytest's signal handlers
+    for module in (conductor, matrix, capacity):
+        monkeypatch.setattr(module, "start_stack", _no_stack)
+    monkeypatch.setattr(conductor, "_existing_stack", lambda settings: _no_stack())
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    _cli_once()
+    monkeypatch.setattr(cli_main, "build_app", _cli_once)  # each build registers every command again
+
+    def call(*args: str):
+        monkeypatch.setattr(sys, "argv", ["cachestorm", *args])
+        start = time.monotonic()
+        with pytest.raises(SystemExit) as exited:
+            cli_main.main()
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert "Traceback" not in captured.err + captured.out
+        return exited.value.code, lines, time.monotonic() - start
+
+    return call
+
+
+def refused_up_front(call, tmp_path: Path, args, words) -> str:
+    code, lines, seconds = call(*args)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, lines)
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert not (tmp_path / ".cachestorm" / "stack.json").exists()
+    assert not (tmp_path / "runs").exists()  # no run folder either: refused before it was made
+    assert seconds < 10, seconds  # no server was waited for
+    return lines[0]
+
+
+LOAD_COMMANDS = {"run": ["run"], "matrix": ["matrix", "--strategies", "cache-aside", "--experiments", "none"],
+                 "capacity": ["capacity", "-s", "cache-aside"], "demo": ["demo"]}
+# (commands, extra args, words the one line must hold)
+BAD_VALUES = [
+    (("run",), ["--label", "x" * 300], ["--label", "100 characters"]),       # was OSError: File name too long
+    (("run",), ["--label", "../escape"], ["--label", "letters, digits"]),
+    (("run", "matrix"), ["--users", "99999999999999999999"], ["--users", "10,000"]),  # ran, exit 0
+    (("run",), ["--users", "0"], ["--users"]),
+    (("run",), ["--ttl", "0"], ["--ttl", "domain's default"]),            # became the domain's default
+    (("run",), ["--ttl", "999999h"], ["--ttl", "30 days"]),
+    (("run", "capacity"), ["--keys", "0"], ["--keys"]),
+    (("run",), ["--hot-keys", "0"], ["--hot-keys", "between 1 and --keys"]),
+    (("run",), ["--hot-keys", "2000"], ["--hot-keys", "(1000)"]),            # more than --keys
+    (("run", "matrix", "capacity"), ["--jitter", "2"], ["--jitter", "below 1"]),
+    (("run", "matrix", "capacity"), ["--jitter", "nan"], ["--jitter", "finite"]),
+    (("run", "matrix", "capacity"), ["--xfetch-beta", "-1"], ["--xfetch-beta", "negative"]),
+    (("run", "matrix", "capacity"), ["--recompute", "999999h"], ["--recompute", "60s"]),
+    (("run",), ["--experiment", ""], ["--experiment", "empty"]),            # ran with no experiment
+    (("run",), ["--experiment-at", "5s"], ["--experiment-at", "--experiment"]),
+    (("run",), ["--spawn-rate", "0"], ["--spawn-rate"]),                   # refused after the stack (exit 1)
+    (("run",), ["--spawn-rate", "-1"], ["--spawn-rate"]),
+    (("run",), ["--spawn-rate", "nan"], ["--spawn-rate", "finite"]),
+    (("run", "capacity"), ["--pool-size", "100000"], ["--pool-size", "250"]),
+    (("run", "capacity"), ["--pool-size", "200", "--instances", "2"], ["--pool-size 200 x --instances 2"]),
+    (("run", "capacity"), ["--pool-timeout", "0"], ["--pool-timeout"]),
+    (("run", "matrix", "demo"), ["--duration", "99999999999999999999h"], ["--duration", "24h"]),
+    (("run", "matrix"), ["--rate", "1e9", "--duration", "3s"], ["--rate", "20,000"]),  # ran 69 s
+    (("run", "matrix"), ["--rate", "nan"], ["--rate", "finite"]),
+    (("run", "matrix", "capacity"), ["--db-capacity", "99999999999999999999"], ["--db-capacity", "1024"]),
+    (("run", "capacity"), ["--rows", "99999999999999999999"], ["--rows", "10,000,000"]),
+    (("run", "capacity"), ["--alpha", "nan"], ["--alpha", "finite"]),
+    (("run", "matrix", "capacity"), ["--celebrity-share", "inf"], ["--celebrity-share", "finite"]),
+    (("run",), ["--shape", "step", "--shape-args", "steps=1e30", "--rate", "10"], ["--shape-args", "1000"]),
+    (("capacity",), ["--max-rate", "nan"], ["--max-rate", "20,000"]),
+    (("capacity",), ["--max-rate", "1e9"], ["--max-rate", "20,000"]),
+    (("capacity",), ["--hold", "9999999h"], ["--steps x --hold", "24h"]),
+]
+
+
+@pytest.mark.parametrize("command, extra, words",
+                         [pytest.param(c, extra, words, id=f"{c} {' '.join(extra)[:50]}")
+                          for commands, extra, words in BAD_VALUES for c in commands])
+def test_bad_values_are_refused_before_anything_starts(command, extra, words, in_process, tmp_path):
+    refused_up_front(in_process, tmp_path, [*LOAD_COMMANDS[command], *extra], words)
+
+
+def test_an_experiment_whose_run_section_sets_a_bad_value_is_refused_up_front(in_process, tmp_path):
+    (tmp_path / "exp.yaml").write_text("name: x\nmethod:\n  - {fault: redis-latency, at: 1s, for: 2s}\n"
+                                       "run: {ttl: 0s, users: 99999999}\n")
+    refused_up_front(in_process, tmp_path, ["run", "--experiment", str(tmp_path / "exp.yaml")], ["--users"])
+
+
+@pytest.mark.parametrize("args, words", [
+    (("chaos", "apply", "redis-latency", "--set", "latency_ms=1e400"), ("latency_ms", "finite")),  # OverflowError
+    (("chaos", "apply", "redis-latency", "--set", "latency_ms=-5"), ("latency_ms", "negative")),
+    (("chaos", "apply", "redis-latency", "--for", "0"), ("--for", "more than 0s")),  # ran a fault of 0 s
+    (("chaos", "apply", "redis-latency", "--for", "99999999h"), ("--for", "24h")),
+    (("chaos", "run", "hot-key-expiry", "--at", "99999999h"), ("first fault", "24h")),
+])
+def test_chaos_values_are_refused_before_anything_is_touched(args, words, in_process, tmp_path):
+    # without a stack: the value must be refused first, not "no stack is up"
+    refused_up_front(in_process, tmp_path, list(args), words)
+
+
+# every path argument of every command, given what it cannot use
+LONG_NAME = "x" * 300
+LONG_PATH = "/tmp/" + "/".join(["y" * 200] * 25)
+
+
+def _bad_paths(tmp_path: Path) -> dict[str, dict[str, str]]:
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    file, folder = str(tmp_path / "a-file"), str(tmp_path / "a-folder")
+    return {
+        "output file": {"a folder": folder, "missing parent": "/nonexistent/dir/out.txt", "unwritable": "/proc/out.txt",
+                        "long name": LONG_NAME, "long path": LONG_PATH, "under a file": file + "/out.txt"},
+        "output folder": {"a file": file, "unwritable": "/proc/x/runs", "long name": LONG_NAME,
+                          "long path": LONG_PATH, "under a file": file + "/runs"},
+        "input": {"a folder": folder, "missing": "/nonexistent/x.yaml", "long name": LONG_NAME + ".yaml",
+                  "long path": LONG_PATH + ".yaml", "under a file": file + "/x.yaml", "not YAML": file},
+    }
+
+
+def _path_arguments(run_dir: str, config: str) -> list[tuple[str, list[str]]]:
+    """(kind, argv with {} for the path) of every path argument (chaos --ledger/--run-dir: test_chaos_cli)."""
+    outputs = [[*LOAD_COMMANDS[c], "--out", "{}"] for c in LOAD_COMMANDS] + [
+        ["report", run_dir, run_dir, "--out", "{}"], ["bench", "incident", "--out", "{}"]]
+    inputs = [["run", "--experiment", "{}"], ["matrix", "--strategies", "cache-aside", "--experiments", "{}"],
+              ["chaos", "run", "{}"], ["gate", run_dir, "-c", "{}"], ["gate", "{}", "-c", config], ["report", "{}"],
+              ["compare", "{}", run_dir], ["compare", run_dir, "{}"], ["proxy", "serve", "--config", "{}"],
+              ["run", "--rate", "10", "--shape", "{}"]]
+    files = [["gate", run_dir, "-c", config, "--junit", "{}"], ["gate", run_dir, "-c", config, "--markdown", "{}"]]
+    return ([("output folder", a) for a in outputs] + [("input", a) for a in inputs]
+            + [("output file", a) for a in files])
+
+
+def test_no_path_argument_of_any_command_tracebacks(in_process, tmp_path):
+    from cachestorm.reports.synthetic import write_synthetic_run
+
+    run_dir = str(write_synthetic_run(tmp_path / "r1") or tmp_path / "r1")
+    config = tmp_path / "gate.yaml"
+    config.write_text("slos:\n  - metric: p99_ms\n    max: 5000\n")
+    bad = _bad_paths(tmp_path)
+    tried = 0
+    for kind, argv in _path_arguments(run_dir, str(config)):
+        for what, path in bad[kind].items():
+            code, lines, seconds = in_process(*[path if part == "{}" else part for part in argv])
+            assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (argv, what, code, lines)
+            assert not (tmp_path / ".cachestorm" / "stack.json").exists() and seconds < 10, (argv, what)
+            tried += 1
+    assert tried == 6 * 5 + 10 * 6 + 2 * 6
+
+
+def test_report_checks_its_out_before_rendering(in_process, tmp_path):
+    """A bad --out of `report` failed only after every run's report was rendered."""
+    from cachestorm.reports.synthetic import write_synthetic_run
+
+    run_dir = tmp_path / "r1"
+    write_synthetic_run(run_dir)
+    (tmp_path / "a-file").write_text("x")
+    code, lines, _ = in_process("report", str(run_dir), str(run_dir), "--out", str(tmp_path / "a-file"))
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --out "), lines
+    assert not (run_dir / "report.html").exists()

@@ -208,3 +208,22 @@ def test_the_knob_flags_are_declared_once_and_reach_every_command():
     defaults = cli_defaults()
     for command in ("run", "matrix", "capacity"):
         assert set(options.KNOBS) <= set(defaults[command]), command
+
+
+def test_the_limits_are_the_tables_and_hold_at_their_edges():
+    """A value at a limit is accepted, just past it refused (core.defaults.LIMITS; docs/design.md, "Limits")."""
+    from cachestorm.conductor import RunSettings
+    from cachestorm.core.defaults import LIMITS
+
+    edges = {"users": (LIMITS.max_users, 1), "spawn_rate": (LIMITS.max_spawn_rate, 1.0),
+             "rate": (LIMITS.max_rate, 1.0), "duration_s": (LIMITS.max_duration_s, 1.0),
+             "recompute_ms": (LIMITS.max_recompute_ms, 1.0), "ttl_s": (LIMITS.max_ttl_s, 1.0),
+             "pool_timeout_s": (LIMITS.max_pool_timeout_s, 1.0), "pool_size": (LIMITS.max_db_connections, 1),
+             "db_capacity": (LIMITS.max_db_capacity, 1), "rows": (LIMITS.max_rows, 1)}
+    for name, (limit, step) in edges.items():
+        RunSettings(**{name: limit}).validate()
+        with pytest.raises(CachestormError, match="at most|between|more than"):
+            RunSettings(**{name: limit + step}).validate()
+    RunSettings(label="a" * LIMITS.max_label_chars, explicit=frozenset({"label"})).validate()
+    with pytest.raises(CachestormError, match="--label is at most"):
+        RunSettings(label="a" * (LIMITS.max_label_chars + 1), explicit=frozenset({"label"})).validate()

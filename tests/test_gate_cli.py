@@ -108,6 +108,11 @@ def test_tight_config_fails_with_exit_1_naming_the_slo_and_the_excess(tmp_path, 
     ("slos:\n  - metric: p99_ms\n    max: 5\n    where: {experiment: [hot-key-expiry, hot-key-expry]}\n",
      "slos[0].where.experiment"),
     ("slos:\n  - metric: p99_ms\n    min: 10\n    max: 5\n", "min 10 is above max 5"),
+    # issue 21: NaN passed every value (each comparison is false); a second `max:` replaced the first
+    ("slos:\n  - metric: p99_ms\n    max: .nan\n", "slos[0].max: nan is not a finite number"),
+    ("slos:\n  - metric: p99_ms\n    max: .inf\n", "slos[0].max: inf is not a finite number"),
+    ("slos:\n  - metric: p99_ms\n    min: -.inf\n", "slos[0].min: -inf is not a finite number"),
+    ("slos:\n  - metric: p99_ms\n    max: 5\n    max: 500\n", "duplicate key 'max' at line 4 (first at line 3)"),
 ])
 def test_malformed_config_exits_2_with_one_line_naming_file_and_field(tmp_path, matrix, config, field):
     result = gate(tmp_path, config, matrix)
@@ -231,3 +236,19 @@ def test_report_comparison_out_that_cannot_be_a_folder_is_one_line(tmp_path, mat
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: --out {tmp_path / where}") and (tmp_path / "a-file").read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("flag, where", [("--junit", "a folder"), ("--junit", "/proc/junit.xml"),
+                                         ("--markdown", "/nonexistent/dir/g.md"), ("--junit", "x" * 300)])
+def test_an_output_path_it_cannot_write_is_refused_before_the_verdict(tmp_path, matrix, flag, where):
+    """`--junit <a folder>` was an IsADirectoryError traceback after the verdict was printed."""
+    config = tmp_path / "gate.yaml"
+    config.write_text(GOOD)
+    path = str(tmp_path) if where == "a folder" else where
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(CLI + [str(matrix), "--config", str(config), flag, path], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr
+    assert lines[0].startswith(f"error: {flag} ") and "Traceback" not in result.stderr
+    assert "gate" not in result.stdout and "pass" not in result.stdout  # refused before any verdict

@@ -62,7 +62,10 @@ def test_an_unknown_run_recommendation_is_refused():
 
 BAD_KNOBS = [("--db-capacity", "-1", "--db-capacity"), ("--jitter", "-0.5", "--jitter"),
              ("--request-timeout", "soon", "--request-timeout"), ("--missing-share", "2", "--missing-share"),
-             ("--lease-ms", "-5", "--lock-ms"), ("--recompute-mode", "gpu", "--recompute-mode")]
+             ("--lease-ms", "-5", "--lock-ms"), ("--recompute-mode", "gpu", "--recompute-mode"),
+             # issue 21: these ran (exit 0), or were refused only by the started target (exit 1)
+             ("--jitter", "2", "--jitter"), ("--xfetch-beta", "-1", "--xfetch-beta"),
+             ("--db-capacity", "99999999999999999999", "--db-capacity")]
 
 
 @pytest.mark.parametrize("command, flag, value, words",
@@ -70,7 +73,9 @@ BAD_KNOBS = [("--db-capacity", "-1", "--db-capacity"), ("--jitter", "-0.5", "--j
                          + [(["matrix", "--strategies", "cache-aside"], *BAD_KNOBS[0]),
                             (["matrix", "--strategies", "cache-aside"], *BAD_KNOBS[4]),
                             (["capacity", "--strategy", "cache-aside"], *BAD_KNOBS[0]),
-                            (["capacity", "--strategy", "cache-aside"], *BAD_KNOBS[4])])
+                            (["capacity", "--strategy", "cache-aside"], *BAD_KNOBS[4]),
+                            (["matrix", "--strategies", "cache-aside"], *BAD_KNOBS[6]),
+                            (["capacity", "--strategy", "cache-aside"], *BAD_KNOBS[7])])
 def test_bad_knobs_are_one_line_exit_2_on_every_command(command, flag, value, words, tmp_path, cli_env):
     result = subprocess.run(CLI + command + [flag, value, "--out", str(tmp_path)], cwd=tmp_path, env=cli_env,
                             capture_output=True, text=True, timeout=60)

@@ -58,4 +58,7 @@ def incident(out: str = typer.Option("runs/bench-incident", "--out", help="Folde
              retry_storm: bool = typer.Option(True, "--retry-storm/--no-retry-storm",
                                               help="Also retry-storm, naive:3 vs budget:0.1 (~3 more minutes).")) -> None:
     """The incident on its defaults: unprotected vs protected ratios side by side, and the warm-up's time."""
+    from cachestorm.core.paths import check_output_folder
+
+    check_output_folder(out, "--out")  # before anything starts
     _call("cachestorm.bench.incident:main", out=out, retry_storm=retry_storm)

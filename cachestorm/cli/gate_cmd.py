@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from cachestorm.cli.report_cmd import check_run_dirs
+from cachestorm.core.errors import CachestormError
+from cachestorm.core.paths import check_input_path, check_output_file
 from cachestorm.core.runfolder import RunFolder
 
 console = Console()
@@ -24,19 +26,31 @@ def gate(
     """Evaluate SLOs per strategy and experiment; say which failed and by how much."""
     from cachestorm.reports import evaluate_gate, render_gate_markdown, write_junit
 
+    # every path checked before the verdict is computed: a bad output path used to fail after it
+    check_input_path(config, "--config")
+    for run in runs:
+        check_input_path(run, "RUNS")
+    for path, flag in ((junit, "--junit"), (markdown, "--markdown")):
+        if path is not None:
+            check_output_file(path, flag)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        check_output_file(summary, "$GITHUB_STEP_SUMMARY")
     result = evaluate_gate(config, check_run_dirs(expand_runs(runs)), known=known_names())
     for item in result.results:
         mark = "[yellow]skip[/]" if item.skipped else ("[green]pass[/]" if item.passed else "[red]FAIL[/]")
         console.print(f"{mark}  {escape(item.name)} \\[{escape(item.run or '-')}]: {escape(item.message)}")
     text = render_gate_markdown(result)
-    if junit:
-        write_junit(result, junit)
-    if markdown:
-        markdown.write_text(text)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with open(summary, "a") as handle:
-            handle.write(text + "\n")
+    try:
+        if junit:
+            write_junit(result, junit)
+        if markdown:
+            markdown.write_text(text)
+        if summary:
+            with open(summary, "a") as handle:
+                handle.write(text + "\n")
+    except OSError as exc:  # checked above; the file system changed since (full, removed)
+        raise CachestormError(f"cannot write {exc.filename}: {exc.strerror}") from None
     verdict = "passed" if result.passed else f"failed: {len(result.failures)} of {len(result.results)} SLO checks"
     console.print(f"gate {verdict}")
     raise typer.Exit(result.exit_code)
@@ -45,7 +59,6 @@ def gate(
 def known_names() -> dict:
     """The gate's checks of `where: {strategy, experiment}` values (the reports know neither)."""
     from cachestorm.chaos.experiment import ready_experiments
-    from cachestorm.core.errors import CachestormError
     from cachestorm.targets.strategies import parse_spec
 
     def strategy(value: str) -> str | None:

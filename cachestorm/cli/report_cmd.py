@@ -28,8 +28,11 @@ def report(
 ) -> None:
     """Render report.html, summary.md and report.json for each run (and a comparison of several).
     Exit 1 if a run did not complete (it is still rendered, marked as such)."""
+    from cachestorm.core.paths import check_output_folder
     from cachestorm.reports import render_comparison, render_run
 
+    if out is not None:  # before the reports are rendered: a bad --out used to fail after them
+        check_output_folder(out, "--out")
     incomplete = False
     for run_dir in check_run_dirs(runs):
         incomplete |= _warn_if_incomplete(run_dir)

@@ -82,3 +82,25 @@ class Defaults:
 
 
 DEFAULTS = Defaults()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The largest values a command accepts, each with its reason; refused before anything starts
+    (docs/design.md, "Limits"). A value past them used to run for hours or fail half-way."""
+
+    max_duration_s: float = 24 * 3600.0  # one run's load (and a fault's window): a day; longer is a soak of several runs
+    max_users: int = 10_000            # closed model: one Locust process (a run starts one) drives ~thousands of users
+    max_spawn_rate: float = 10_000.0   # users started per second (Locust warns above 100 per process)
+    max_rate: float = 20_000.0         # open model: arrivals/s one Locust process schedules on time (measured, design.md)
+    max_recompute_ms: float = 60_000.0  # one recompute holds a DB slot: a minute is an outage, not a cache miss
+    max_ttl_s: float = 30 * 24 * 3600.0  # a cache TTL of at most 30 days
+    max_pool_timeout_s: float = 600.0  # a wait for a DB connection of at most 10 minutes
+    max_db_connections: int = 250      # --pool-size × --instances: our PostgreSQL has max_connections=300
+    #                                    (stack/servers.py); the rest is the scraper's, the faults' and psql's
+    max_rows: int = 10_000_000         # rows seeded (and keys prefilled) before the load: minutes at 10M
+    max_db_capacity: int = 1024        # --db-capacity models database cores
+    max_label_chars: int = 100         # a run folder's name is <stamp>-<label>: well inside a file name's 255 bytes
+
+
+LIMITS = Limits()

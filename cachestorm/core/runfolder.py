@@ -225,7 +225,10 @@ class RunFolder:
 
     def is_run(self) -> bool:
         """Has this folder a run's record (run.json)?"""
-        return self.meta_path.exists()
+        try:
+            return self.meta_path.exists()
+        except OSError:  # a name the file system cannot look up (too long): not a run folder
+            return False
 
     # ------------------------------------------------------------ writers
 

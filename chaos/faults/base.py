@@ -16,6 +16,7 @@ unless `revert()` cancelled it first. So a SIGKILLed controller leaves nothing b
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import secrets
 from typing import Any, ClassVar
@@ -35,6 +36,9 @@ class SettingError(CachestormError):
 SELF_EXPIRY_GRACE_MS = 500   # our own revert normally comes first; the proxy's timer is the safety net
 
 
+MAX_SETTING = 2**31 - 1  # a Toxiproxy attribute is a 32-bit int; 24 days in ms
+
+
 def _coerce(name: str, kind: str, value: Any, fault: str) -> Any:
     where = f"setting {name!r} of fault {fault!r}"
     if kind == "bool":
@@ -51,6 +55,12 @@ def _coerce(name: str, kind: str, value: Any, fault: str) -> Any:
                 raise SettingError(f"{where}: expected a number, got {value!r}", name) from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SettingError(f"{where}: expected a number, got {value!r}", name)
+        if not math.isfinite(value):  # 1e400 is inf: int() of it raised OverflowError
+            raise SettingError(f"{where}: expected a finite number, got {value!r}", name)
+        if value < 0:  # no setting of any fault is negative (a latency, a count, a share)
+            raise SettingError(f"{where}: {name} must not be negative (got {value:g})", name)
+        if value > MAX_SETTING:
+            raise SettingError(f"{where}: at most {MAX_SETTING} (got {value!r})", name)
         if kind == "int":
             if float(value) != int(value):
                 raise SettingError(f"{where}: expected a whole number, got {value!r}", name)

@@ -68,8 +68,8 @@ class Step(Shape):
     name = "step"
 
     def __init__(self, steps: int = 5, hold: float = 20.0, start: float = 0.0):
-        if int(steps) < 1 or hold <= 0:
-            raise CachestormError(f"--shape-args step needs steps >= 1 and hold > 0 (got steps={steps}, hold={hold})")
+        if not 1 <= int(steps) <= 1000 or hold <= 0:
+            raise CachestormError(f"--shape-args step needs 1 <= steps <= 1000 and hold > 0 (got steps={steps:g}, hold={hold:g})")
         self.steps, self.hold = int(steps), float(hold)
         self.start = start if start else 1.0 / self.steps
 
@@ -150,6 +150,8 @@ def parse_shape_args(text: str | None) -> dict[str, float]:
             if not sep:
                 raise ValueError
             args[name.strip()] = float(value)
+            if not math.isfinite(args[name.strip()]):  # a NaN passes every range check
+                raise ValueError
         except ValueError:
             raise CachestormError(f"--shape-args {text!r}: {part!r} is not name=number (e.g. steps=5,hold=20)") from None
     return args
@@ -159,14 +161,14 @@ def load_shape_file(path: Path) -> Stages:
     try:
         text = path.read_text()
         if path.suffix in (".yaml", ".yml"):
-            import yaml
+            from cachestorm.core.yamlload import safe_load_unique
 
-            data = yaml.safe_load(text)
+            data = safe_load_unique(text)  # a key written twice is an error
         else:
             data = json.loads(text)
         stages = [(float(s["duration"]), float(s["level"])) for s in data["stages"]]
-        if not stages or any(d <= 0 or lv < 0 for d, lv in stages):
-            raise ValueError("each stage needs duration > 0 and level >= 0")
+        if not stages or any(not (0 < d < math.inf and 0 <= lv < math.inf) for d, lv in stages):
+            raise ValueError("each stage needs a finite duration > 0 and a finite level >= 0")
     except Exception as exc:  # noqa: BLE001 - any defect in the file is the user's to fix
         raise CachestormError(
             f"--shape file {path} is malformed ({type(exc).__name__}: {exc}); "
@@ -191,7 +193,11 @@ def build_shape(name: str | None, args: str | None = None) -> Shape:
         return shape
     path = Path(name)
     if path.suffix in (".json", ".yaml", ".yml"):
-        if not path.is_file():
-            raise CachestormError(f"--shape file {name} does not exist")
+        try:
+            exists = path.is_file()
+        except OSError as exc:  # e.g. a name longer than the file system takes
+            raise CachestormError(f"--shape file {name[:60]}: cannot use it ({exc.strerror})") from None
+        if not exists:
+            raise CachestormError(f"--shape file {name} does not exist (or is not a file)")
         return load_shape_file(path)
     raise CachestormError(f"--shape {name!r} is unknown; choose one of {', '.join(SHAPES)} or give a .json/.yaml stages file")
