@@ -222,17 +222,15 @@ def _stop_current() -> None:
     log.info("chaos: experiment %s rolled back; hypothesis %s%s", summary["experiment"], summary["hypothesis"],
              " (aborted)" if summary["aborted"] else "")
     environment = _current.get("environment")
-    failed = runner.failed_faults()
-    problem = ""
-    if failed:  # a fault refused, reverted badly, never applied or that touched nothing: not tested
-        problem = f"fault {failed[0]['what']} failed: {failed[0]['details'].get('error') or failed[0]['outcome']}"
-    elif summary["hypothesis"] == "not_verified":  # no data is not a pass
-        problem = (f"the steady-state hypothesis was not verified: no data for probe "
-                   f"{', '.join(summary['unknown_probes'])}")
-    if problem:
+    # a fault refused, reverted badly, never applied or that touched nothing tested nothing
+    problems = [f"{r['what']} failed: {r['details'].get('error') or r['outcome']}" for r in runner.failed_faults()]
+    if summary["hypothesis"] == "not_verified":  # no data is not a pass
+        problems.append(f"the steady-state hypothesis was not verified: no data for probe "
+                        f"{', '.join(summary['unknown_probes'])}")
+    for problem in problems:
         log.error("chaos: %s", problem)
-        if environment is not None:
-            environment.process_exit_code = 1
+    if problems and environment is not None:
+        environment.process_exit_code = 1
 
 
 @events.test_stop.add_listener
