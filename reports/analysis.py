@@ -118,7 +118,8 @@ def missing_data(folder: RunFolder, run: dict, journal: list[dict], metrics: Cou
         why = f"the run's experiment {experiment} left no fault record in {folder.journal_path.name}"
         missing.update({name: why for name in FAULT_FIGURES})
         missing["faults"] = why
-    if run.get("targets") and not metrics.span():
+    loaded = run.get("targets") or any(r.get("kind") == "load" for r in journal) or folder.latency_files()
+    if loaded and not metrics.span():  # targets served the load, yet no scrape of theirs was kept
         why = f"{folder.metrics_path.name} is missing or holds no scrape of the targets"
         missing.update({name: why for name in METRICS_FIGURES})
     return missing
