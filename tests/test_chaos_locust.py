@@ -164,5 +164,6 @@ def test_plain_locust_probes_have_data_and_the_run_defaults_apply(stack, workdir
     assert by_metric == {"p99_ms": {"ok"}, "error_rate": {"ok"}, "hit_ratio": {"ok"}}, probes
     faults = [r for r in records if r["kind"] == "fault"]
     assert faults[0]["outcome"] == "ok" and faults[0]["details"]["touched"]["count"] > 0
-    assert [r["outcome"] for r in records if r["kind"] == "hypothesis"] == ["held"]
+    assert [(r["outcome"], r["details"]["hypothesis"]) for r in records if r["kind"] == "hypothesis"] == [
+        ("ok", "held")]
     assert proxy_client.toxics("redis") == [] and Ledger(workdir / "ledger.jsonl").active() == []
