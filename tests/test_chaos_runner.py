@@ -62,6 +62,7 @@ class Traffic:
         while not self.done.is_set():
             try:
                 self.client.get("profiles:25")
+                self.client.set("hot:1", "v")
             except Exception:  # noqa: BLE001 - a fault may cut it
                 pass
             self.done.wait(0.02)
