@@ -133,8 +133,6 @@ def test_plain_locust_probes_have_data_and_the_run_defaults_apply(stack, workdir
     from cachestorm.targets.settings import TargetSettings
     from cachestorm.targets.testing import flush_redis, running_target
 
-    from cachestorm.traffic.settings import ARGUMENTS  # noqa: F401  (the options exist)
-
     (workdir / "exp.yaml").write_text(REAL)
     settings = TargetSettings(domain="profiles", strategy="cache-aside", redis_url=stack.redis_proxy_url,
                               postgres_url=stack.postgres_url, rows=500, ttl=3600, recompute_ms=5)
