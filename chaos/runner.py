@@ -274,6 +274,7 @@ class ExperimentRunner:
             return "ok"
         details["touched"] = touched
         if touched["count"] > 0:
+            touched.pop("why", None)  # why it would be 0: not for a fault that touched something
             return "ok"
         step = applied.step
         line = f"{step.fault} at {step.at_s:g} s {_nothing(touched['unit'])}" + (
