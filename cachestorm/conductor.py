@@ -475,6 +475,8 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
         _stop_quietly(runner, journal)
         if outcome == "ok" and runner is not None and runner.failed_faults():
             outcome = "failed"  # the load ran, the experiment did not: its journal records say which fault
+        elif outcome == "ok" and runner is not None and runner.summary()["hypothesis"] == "not_verified":
+            outcome = "not_verified"  # a probe had no data: no data is not a pass (journal: "hypothesis")
         if locust is not None and locust.poll() is None:
             _stop_locust(locust)
         if scraper is not None:

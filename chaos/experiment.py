@@ -61,7 +61,7 @@ class Probe:
 
     def verdict(self, value: float | None) -> str:
         if value is None:
-            return "no_data"
+            return "unknown"  # no samples in the window: not a pass (the hypothesis is then not verified)
         if self.min is not None and value < self.min:
             return "deviated"
         if self.max is not None and value > self.max:

@@ -171,3 +171,78 @@ class LiveNumbers:
         if percentile >= 100:
             return merged.get_max_value() / 1000.0
         return merged.get_value_at_percentile(percentile) / 1000.0
+
+
+class TargetSampler:
+    """Once a second, each target's /metrics -> the run folder's metrics.jsonl, in the scraper's record
+    format ({t, wall, instance, metrics: {name{labels}: value}}). For runs without cachestorm's scraper
+    (plain `locust -f ... --experiment`): the counter probes (error_rate, hit_ratio, requests_per_s,
+    db_queries_per_s) read what it writes, as they read the scraper's in `cachestorm run`."""
+
+    def __init__(self, run_dir: str | Path, t0_wall: float, targets: dict[str, str], interval_s: float = 1.0):
+        import threading
+
+        self.path = RunFolder(run_dir).metrics_path
+        self.t0_wall = t0_wall
+        self.targets = dict(targets)
+        self.interval_s = interval_s
+        self.samples = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cachestorm-chaos-sampler", daemon=True)
+
+    def start(self) -> TargetSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def sample_once(self, http, out) -> None:
+        import time
+
+        wall = time.time()
+        t = round(wall - self.t0_wall, 3)
+        for instance, base_url in self.targets.items():
+            try:
+                response = http.get(f"{base_url.rstrip('/')}/metrics")
+                response.raise_for_status()
+                record = {"t": t, "wall": wall, "instance": instance, "metrics": parse_metrics(response.text)}
+            except Exception as exc:  # noqa: BLE001 - a target down (a fault) is a failed sample, not a crash
+                self.errors += 1
+                record = {"t": t, "wall": wall, "instance": instance, "error": f"{type(exc).__name__}: {exc}"[:200]}
+            out.write(json.dumps(record) + "\n")
+        out.flush()
+        self.samples += 1
+
+    def _loop(self) -> None:
+        import time
+
+        import httpx
+
+        with httpx.Client(timeout=self.interval_s * 0.8) as http, open(self.path, "a") as out:
+            next_at = time.monotonic()
+            while not self._stop.is_set():
+                self.sample_once(http, out)
+                next_at += self.interval_s
+                self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """The exposition format's counters the probes read, keyed `name{labels}` (the scraper's spelling)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.startswith("cachestorm_") or sample.name.endswith(("_bucket", "_created")):
+                continue
+            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = float(sample.value)
+    return samples
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')

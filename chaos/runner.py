@@ -100,17 +100,27 @@ class ExperimentRunner:
             return [{"fault": a.step.fault, "at": a.step.at_s, "for": a.step.for_s,
                      "settings": a.step.settings, "self_expiry": a.fault.self_expiry} for a in self._active.values()]
 
+    def unknown_probes(self) -> list[str]:
+        """Each probe and phase none of whose checks had data ("p99 stays bounded (before)"): the
+        hypothesis was not checked there, so it is not verified."""
+        seen: dict[tuple[str, str], bool] = {}
+        for entry in self._probe_log:
+            key = (entry["what"].removeprefix("probe "), entry["details"]["phase"])
+            seen[key] = seen.get(key, False) or entry["outcome"] != "unknown"
+        return [f"{name} ({phase})" for (name, phase), had_data in seen.items() if not had_data]
+
     def summary(self) -> dict:
         deviations = [p for p in self._probe_log if p["outcome"] == "deviated"]
-        checked = [p for p in self._probe_log if p["outcome"] != "no_data"]
+        unknown = self.unknown_probes()
         if deviations:
             hypothesis = "deviated"
-        elif checked:
-            hypothesis = "held"
+        elif unknown:
+            hypothesis = "not_verified"  # no data is not a pass
         else:
-            hypothesis = "no_data" if self._probe_log else "not_checked"
+            hypothesis = "held" if self._probe_log else "not_checked"
         return {"experiment": self.experiment.name, "path": self.experiment.path,
                 "deviation_policy": self.experiment.deviation, "hypothesis": hypothesis,
+                "unknown_probes": unknown,
                 "aborted": self.abort_event.is_set(), "faults": list(self._faults_log),
                 "probes": list(self._probe_log), "deviations": deviations, "errors": list(self._errors),
                 "still_active": self.active_faults()}
@@ -134,7 +144,23 @@ class ExperimentRunner:
                 self._record_never_applied()
             if not self._after_checked and not self.abort_event.is_set():
                 self._check("after")
+            self._record_hypothesis()
             self._finished.set()
+
+    def _record_hypothesis(self) -> None:
+        """One journal record of the verdict; "not_verified" names the probes without data, and a
+        run whose hypothesis was not verified is marked so (core.runfiles.first_failure)."""
+        if not self._probe_log:
+            return
+        summary = self.summary()
+        details = {"experiment": self.experiment.name, "hypothesis": summary["hypothesis"],
+                   "deviations": len(summary["deviations"]), "unknown_probes": summary["unknown_probes"]}
+        if summary["hypothesis"] == "not_verified":
+            details["error"] = (f"no data for probe {', '.join(summary['unknown_probes'])}: "
+                                "the steady-state hypothesis was not verified")
+        wall, _t = self.journal.now()
+        outcome = "not_verified" if summary["hypothesis"] == "not_verified" else "ok"  # details say held/deviated
+        self.journal.record("hypothesis", "hypothesis", wall, wall, outcome, details)
 
     def failed_faults(self) -> list[dict]:
         """Journal records of faults that did not do what the timeline said (apply or revert failed, or
@@ -231,8 +257,31 @@ class ExperimentRunner:
             revert_details = {"error": f"{exc.__class__.__name__}: {exc}"}
             outcome = "revert_failed"
             self._errors.append(f"revert {applied.step.fault}: {revert_details['error']}")
-        self._finish_record(applied.step, applied.start_wall, outcome,
-                            {"applied": applied.details, "reverted": revert_details}, reason)
+        details = {"applied": applied.details, "reverted": revert_details}
+        if outcome == "ok":
+            outcome = self._judge_touched(applied, details)
+        self._finish_record(applied.step, applied.start_wall, outcome, details, reason)
+
+    def _judge_touched(self, applied: _Applied, details: dict) -> str:
+        """A fault that touched nothing (0 keys expired, 0 commands faulted, 0 connections cut) tested
+        nothing: its record fails, with one line saying why, and so does the run."""
+        try:
+            touched = applied.fault.touched(details["applied"], details["reverted"])
+        except Exception as exc:  # noqa: BLE001 - a count that cannot be read is said, not fatal
+            touched = None
+            details["touched_error"] = f"{exc.__class__.__name__}: {exc}"
+        if touched is None:
+            return "ok"
+        details["touched"] = touched
+        if touched["count"] > 0:
+            touched.pop("why", None)  # why it would be 0: not for a fault that touched something
+            return "ok"
+        step = applied.step
+        line = f"{step.fault} at {step.at_s:g} s {_nothing(touched['unit'])}" + (
+            f": {touched['why']}" if touched.get("why") else "")
+        details["error"] = line
+        self._errors.append(line)
+        return "failed"
 
     def _safe_revert(self, fault, ledger_id: str) -> dict:
         try:
@@ -290,3 +339,11 @@ class ExperimentRunner:
                     self.on_abort()
                 except Exception as exc:  # noqa: BLE001
                     self._errors.append(f"on_abort: {exc}")
+
+
+def _nothing(unit: str) -> str:
+    """"keys expired over 4 expiries" -> "expired 0 keys over 4 expiries": the count in words."""
+    words = unit.split(" ")
+    if len(words) >= 2 and "+" not in unit and words[0] in ("keys", "commands", "connections"):
+        return f"{words[1]} 0 {words[0]}" + (" " + " ".join(words[2:]) if words[2:] else "")
+    return f"touched 0 {unit}"

@@ -91,8 +91,40 @@ def _analyze_run(folder: RunFolder, within_s: tuple[float, ...], expiry_window_s
                                             t_begin + float(duration) if isinstance(duration, int | float) else None)
     analysis["headline"] = build_headline(analysis)
     analysis["headline_notes"] = headline_notes(analysis)
+    analysis["missing"] = missing_data(folder, run, journal, metrics, analysis)
     analysis["headline"]["verdict"] = build_verdict(analysis)  # one paragraph and a level (reports/verdict.py)
     return analysis
+
+
+# headline figures by the run-folder file they come from (docs/report-schema.md, `missing`)
+FAULT_FIGURES = ("p99_ms_before_fault", "p99_ms_during_fault", "p99_ms_fault_worst_second",
+                 "p999_ms_fault_worst_second", "timeouts_during_fault", "pool_timeouts_during_fault",
+                 "attempts_per_request_during_fault", "db_p99_ms_before_fault", "db_p99_ms_during_fault",
+                 "recovered_on_its_own", "time_to_recover_s", "db_second_wave_peak_reads_per_s",
+                 "db_amplification", "db_loads_per_expiry", "recovery_s")
+METRICS_FIGURES = ("db_loads_per_expiry", "pool_timeouts", "pool_timeouts_during_fault", "hit_ratio",
+                   "stale_serves", "lease_refused", "target_permission_violations", "db_p99_ms_before_fault",
+                   "db_p99_ms_during_fault", "db_second_wave_peak_reads_per_s")
+
+
+def missing_data(folder: RunFolder, run: dict, journal: list[dict], metrics: CounterSeries, analysis: dict) -> dict:
+    """{headline metric: why its data is missing} for figures whose source file is missing or empty in a
+    run that should have it: such a figure is no data (the gate fails it), never a 0 or an "n/a"."""
+    missing: dict[str, str] = {}
+    experiment = (analysis.get("run") or {}).get("experiment")
+    if not journal:
+        why = f"{folder.journal_path.name} is missing or empty"
+        missing.update({name: why for name in FAULT_FIGURES if experiment})
+        missing["faults"] = why
+    elif experiment and not any(r.get("kind") == "fault" for r in journal):
+        why = f"the run's experiment {experiment} left no fault record in {folder.journal_path.name}"
+        missing.update({name: why for name in FAULT_FIGURES})
+        missing["faults"] = why
+    loaded = run.get("targets") or any(r.get("kind") == "load" for r in journal) or folder.latency_files()
+    if loaded and not metrics.span():  # targets served the load, yet no scrape of theirs was kept
+        why = f"{folder.metrics_path.name} is missing or holds no scrape of the targets"
+        missing.update({name: why for name in METRICS_FIGURES})
+    return missing
 
 
 def _run_info(run_dir: Path, run: dict, run_end: float) -> dict:

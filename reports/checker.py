@@ -321,6 +321,7 @@ def _lost_writes(h: History, index: _Index, truth: Truth | None, domain: str | N
 def _counters(h: History, index: _Index, truth: Truth | None, domain: str | None, example) -> dict:
     # group attempts by request id: a retried increment is one logical increment
     acked: dict[str, int] = defaultdict(int)
+    acked_ops: dict[str, list[tuple[int, int]]] = defaultdict(list)  # key -> [(ack time, by)] per increment
     indeterminate: dict[str, int] = defaultdict(int)
     sample: dict[str, int] = {}
     logical: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -331,7 +332,9 @@ def _counters(h: History, index: _Index, truth: Truth | None, domain: str | None
         classes = [index.classes[h.status[i]] for i in attempts]
         sample.setdefault(key, attempts[0])
         if "ok" in classes:
-            acked[key] += h.value[attempts[classes.index("ok")]]
+            ok = attempts[classes.index("ok")]
+            acked[key] += h.value[ok]
+            acked_ops[key].append((h.end_ns[ok], h.value[ok]))
         elif "indeterminate" in classes:
             indeterminate[key] += h.value[attempts[classes.index("indeterminate")]]
     empty = {"count": 0, "amount": 0, "examples": []}
@@ -353,7 +356,7 @@ def _counters(h: History, index: _Index, truth: Truth | None, domain: str | None
         ack, maybe = acked.get(key, 0), indeterminate.get(key, 0)
         row = {"key": key, "acked": ack, "indeterminate": maybe, "db": db}
         if db < ack:
-            lost.append({**row, "difference": ack - db})
+            lost.append({**row, "difference": ack - db, "increments": _lost_increments(acked_ops[key], db)})
         elif db > ack + maybe:
             duplicated.append({**row, "difference": db - ack - maybe})
         elif db != ack:
@@ -364,11 +367,24 @@ def _counters(h: History, index: _Index, truth: Truth | None, domain: str | None
                 row["operation"] = example(sample[row["key"]])
     result.update(
         checked=True, db_total=db_total, indeterminate_keys=unsure,
-        lost={"count": len(lost), "amount": sum(r["difference"] for r in lost), "examples": lost[:example.limit]},
+        lost={"count": len(lost), "amount": sum(r["difference"] for r in lost),
+              "increments": sum(r["increments"] for r in lost), "examples": lost[:example.limit]},
         duplicated={"count": len(duplicated), "amount": sum(r["difference"] for r in duplicated),
                     "examples": duplicated[:example.limit]},
     )
     return result
+
+
+def _lost_increments(acknowledged: list[tuple[int, int]], db: int) -> int:
+    """How many acknowledged increments of one counter PostgreSQL does not hold: taken in the order they
+    were acknowledged, those past the point where their running sum reaches the database's value (a
+    write-behind loses the tail it had not flushed). Counts operations, not amounts (each adds 1..n)."""
+    total = 0
+    for n, (_end, by) in enumerate(sorted(acknowledged)):
+        total += by
+        if total > db:
+            return len(acknowledged) - n
+    return 0
 
 
 def _revoked_granted(h: History, index: _Index, bound_s: float | None, example) -> dict:

@@ -112,8 +112,9 @@ def _amplification(series: list[tuple[int, float]], before: list[Phase], start: 
 
 def _hot_key_expiry(metrics: CounterSeries, window: FaultWindow, start: float, end: float) -> dict:
     keys = window.expired_keys or 0
-    reads = metrics.increase(DB_QUERIES, start, end, kind="read", key_class="hot")
-    recomputes = metrics.increase(KEY_RECOMPUTES, start, end)
+    # no scrape of the targets (metrics.jsonl missing): no data, not 0 loads
+    reads = metrics.increase(DB_QUERIES, start, end, kind="read", key_class="hot") if metrics.has(DB_QUERIES) else None
+    recomputes = metrics.increase(KEY_RECOMPUTES, start, end) if metrics.has(KEY_RECOMPUTES) else None
     return {"keys_expired": keys, "window_s": end - start, "db_reads": reads, "recomputes": recomputes,
             "db_reads_per_key": _ratio(reads, keys), "recomputes_per_key": _ratio(recomputes, keys)}
 

@@ -144,9 +144,11 @@ def _completion(analyses: list[dict]) -> list[SloResult]:
     for analysis in analyses:
         run = analysis.get("run") or {}
         if why := incomplete(run):
+            verdict = ("the steady-state hypothesis was not verified" if run.get("outcome") == "not_verified"
+                       else "the run did not complete")
             results.append(SloResult("run completed", "outcome", run.get("label"), run.get("path"),
                                      run.get("outcome"), None, "max", False,
-                                     message=f"the run did not complete ({why})"))
+                                     message=f"{verdict} ({why})"))
     return results
 
 
@@ -188,6 +190,12 @@ def evaluate_slo(slo: Slo, analyses: list[dict]) -> list[SloResult]:
             value = float("inf")  # every read was consistent: no finite number of nines is violated
         base = {"name": slo.name, "metric": slo.metric, "run": run.get("label"), "run_dir": run.get("path"),
                 "value": raw}
+        absent = (analysis.get("missing") or {}).get(slo.metric)
+        if absent is not None:  # its source file is missing or empty: no data is not a pass, nor a skip
+            results.append(SloResult(**base, limit=slo.max if slo.max is not None else slo.min,
+                                     bound="max" if slo.max is not None else "min", passed=False,
+                                     message=f"{slo.metric}: no data ({absent})"))
+            continue
         na = (notes.get("not_applicable") or {}).get(slo.metric)
         if value is None and na is not None:  # e.g. counters in a profiles run: nothing to hold it to
             results.append(SloResult(**base, limit=slo.max if slo.max is not None else slo.min,

@@ -59,7 +59,7 @@ CATALOG: dict[str, MetricInfo] = {
     "p99_staleness_s": MetricInfo("p99 staleness", "s", "lower"),
     "ryw_violations_per_1k": MetricInfo("read-your-writes violations per 1,000 own reads", "/1k reads", "lower"),
     "ryw_violations": MetricInfo("read-your-writes violations", "", "lower", judged=False),
-    "lost_writes": MetricInfo("lost writes", "", "lower"),
+    "lost_writes": MetricInfo("lost writes", "", "lower"),  # acknowledged writes + counter increments
     "counter_lost": MetricInfo("counters with lost increments", "", "lower", domain="counters"),
     "counter_duplicated": MetricInfo("counters with duplicated increments", "", "lower", domain="counters"),
     "revoked_granted": MetricInfo("granted after revoke (checker)", "", "lower", domain="permissions"),
@@ -137,8 +137,7 @@ def build_headline(analysis: dict) -> dict:
         "p99_staleness_s": ((stale.get("staleness_s") or {}).get("p99") or 0.0) if consistency else None,
         "ryw_violations_per_1k": _per_1k(ryw.get("count"), ryw.get("reads_checked")),
         "ryw_violations": ryw.get("count"),
-        "lost_writes": (findings.get("lost_writes") or {}).get("count")
-        if (findings.get("lost_writes") or {}).get("checked") else None,
+        "lost_writes": lost_writes(findings),
         "counter_lost": (counters.get("lost") or {}).get("count") if counters.get("checked") else None,
         "counter_duplicated": (counters.get("duplicated") or {}).get("count") if counters.get("checked") else None,
         "revoked_granted": (findings.get("revoked_granted") or {}).get("count"),
@@ -152,6 +151,16 @@ def build_headline(analysis: dict) -> dict:
             headline[nines_metric(row["within_s"])] = (row["nines_lower_bound"] if row["all_consistent"]
                                                        else row["nines"])
     return headline
+
+
+def lost_writes(findings: dict) -> int | None:
+    """Every acknowledged write PostgreSQL does not hold, in operations: versioned writes above the final
+    version plus counter increments lost (`counters.lost.increments`); None when neither was checked."""
+    writes, counters = findings.get("lost_writes") or {}, findings.get("counters") or {}
+    parts = [writes.get("count", 0) if writes.get("checked") else None,
+             (counters.get("lost") or {}).get("increments", 0) if counters.get("checked") else None]
+    parts = [p for p in parts if p is not None]
+    return sum(parts) if parts else None
 
 
 def headline_notes(analysis: dict) -> dict:

@@ -118,9 +118,13 @@ def test_heal_after_sigkill_of_the_controller(fault, workdir, cli_env, redis_cli
     assert "nothing to heal" in again.stdout
 
 
-def test_apply_runs_out_its_window_and_run_reports_the_hypothesis(workdir, cli_env, redis_client, proxy_client):
-    done = subprocess.run(cli("chaos", "apply", "redis-latency", "--set", "latency_ms=10", "--for", "0.5s"),
-                          cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=30)
+def test_apply_runs_out_its_window_and_run_reports_the_hypothesis(workdir, cli_env, redis_client, proxy_client,
+                                                                  stack):
+    from test_chaos_runner import Traffic
+
+    with Traffic(stack):  # a toxic on a path without traffic touches nothing (see below)
+        done = subprocess.run(cli("chaos", "apply", "redis-latency", "--set", "latency_ms=10", "--for", "0.5s"),
+                              cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done
     assert "end of window" in done.stdout and proxy_client.toxics("redis") == []
     bad = subprocess.run(cli("chaos", "apply", "redis-latency", "--set", "latency=10", "--for", "1s"),
@@ -136,6 +140,26 @@ def test_apply_runs_out_its_window_and_run_reports_the_hypothesis(workdir, cli_e
     listed = subprocess.run(cli("chaos", "list"), cwd=workdir, env=cli_env, capture_output=True, text=True,
                             timeout=30)
     assert "hot-key-expiry" in listed.stdout and "invalidation-lost" in listed.stdout
+
+
+@pytest.mark.parametrize("step, says", [
+    # the proxy refuses it (no such proxy: 404 at prepare)
+    ("{fault: redis-latency, at: 0.2s, for: 0.5s, settings: {proxy: nope}}", "redis-latency at 0.2s: "),
+    # nothing to act on: no traffic through the proxy, no key of the domain
+    ("{fault: redis-latency, at: 0.2s, for: 0.5s}", "redis-latency at 0.2 s reached 0 connections"),
+    ("{fault: hot-key-expiry, at: 0.2s, settings: {domain: catalog}}",
+     "hot-key-expiry at 0.2 s expired 0 keys: domain catalog has no keys on a profiles run"),
+])
+def test_chaos_run_exits_1_when_a_fault_fails(step, says, workdir, cli_env, redis_client, proxy_client):
+    redis_client.flushdb()
+    experiment = workdir / "failing.yaml"
+    experiment.write_text(f"name: failing\nmethod:\n  - {step}\n")
+    ran = subprocess.run(cli("chaos", "run", str(experiment), "--run-dir", str(workdir / "run")),
+                         cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 1, ran
+    assert says in ran.stdout + ran.stderr
+    assert ran.stderr.startswith("error: 1 fault(s) of failing failed") and len(ran.stderr.splitlines()) == 1
+    assert proxy_client.toxics("redis") == []
 
 
 @pytest.mark.parametrize("fault", ["redis-down", "redis-oom", "redis-acl-readonly", "lfu-tracking"])

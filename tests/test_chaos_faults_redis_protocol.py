@@ -175,10 +175,14 @@ def test_experiment_yaml_names_the_bad_line(tmp_path):
 
 
 def test_chaos_apply_from_the_cli(stack, tmp_path, cli_env, redis_client, proxy_client):
+    from test_chaos_runner import Traffic
+
     save_state(stack, tmp_path)
     cli = [sys.executable, "-m", "cachestorm", "chaos", "apply"]
-    done = subprocess.run([*cli, "redis-error-reply", "--set", "error=LOADING", "--set", "keys=profiles:*",
-                           "--for", "0.5s"], cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+    with Traffic(stack):  # each fault must have something to act on, or it fails (touched nothing)
+        done = subprocess.run([*cli, "redis-error-reply", "--set", "error=LOADING", "--set", "keys=profiles:*",
+                               "--for", "0.5s"], cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                              timeout=60)
     assert done.returncode == 0, done
     assert "end of window" in done.stdout and proxy_client.toxics("redis") == []
     bad = subprocess.run([*cli, "redis-error-reply", "--set", "commands=DISCARD", "--for", "1s"], cwd=tmp_path,
@@ -189,7 +193,9 @@ def test_chaos_apply_from_the_cli(stack, tmp_path, cli_env, redis_client, proxy_
                           "  - {fault: redis-command-latency, at: 0s, for: 0.4s, settings: {commands: [SET], keys: ['hot:*']}}\n"
                           "  - {fault: redis-error-reply, at: 0.1s, for: 0.4s, settings: {error: BUSY, toxicity: 0.5}}\n"
                           "  - {fault: redis-failover, at: 0.2s, for: 0.5s, settings: {refuse_ms: 200}}\n")
-    ran = subprocess.run([sys.executable, "-m", "cachestorm", "chaos", "run", str(experiment), "--run-dir",
-                          str(tmp_path / "run")], cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+    with Traffic(stack):
+        ran = subprocess.run([sys.executable, "-m", "cachestorm", "chaos", "run", str(experiment), "--run-dir",
+                              str(tmp_path / "run")], cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                             timeout=60)
     assert ran.returncode == 0, ran
     assert proxy_client.toxics("redis") == []

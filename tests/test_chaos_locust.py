@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from cachestorm.chaos.ledger import Ledger
@@ -57,6 +58,8 @@ def fault_records(workdir) -> list[dict]:
 
 
 def test_experiment_runs_with_the_test_and_is_rolled_back_at_its_end(workdir, cli_env, proxy_client):
+    """An idle user and no target: the toxic had no traffic to act on and the probe no data, so the
+    run says so and exits 1 (no data is not a pass)."""
     process = locust(workdir, cli_env, "continue", "-u", "1", "-r", "1", "-t", "4s")
     try:
         deadline = time.monotonic() + 30
@@ -69,11 +72,13 @@ def test_experiment_runs_with_the_test_and_is_rolled_back_at_its_end(workdir, cl
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert process.returncode == 0, out
+    assert process.returncode == 1, out
+    assert "hypothesis not_verified" in out and "no data for probe db load bounded (before)" in out
+    assert "redis-latency at 0.5 s reached 0 connections (latency toxic): no data passed proxy redis" in out
     assert proxy_client.toxics("redis") == [] and Ledger(workdir / "ledger.jsonl").active() == []
     records = fault_records(workdir)
     assert [(r["details"]["fault"], r["details"]["ended_by"]) for r in records] == [("redis-latency", "end of run")]
-    assert records[0]["outcome"] == "ok"
+    assert records[0]["outcome"] == "failed" and records[0]["details"]["touched"]["count"] == 0
 
 
 def test_distributed_abort_runs_once_and_stops_the_load(workdir, cli_env, proxy_client):
@@ -102,3 +107,61 @@ def test_distributed_abort_runs_once_and_stops_the_load(workdir, cli_env, proxy_
     records = fault_records(workdir)                   # once, on the master: never per worker
     assert [(r["details"]["fault"], r["details"]["ended_by"]) for r in records] == [
         ("redis-latency", "hypothesis deviated (abort)")]
+
+
+REAL = """\
+name: plain-locust
+steady_state:
+  interval: 500ms
+  settle: 2s
+  probes:
+    - {name: p99 stays bounded, metric: p99_ms, max: 5000, window: 2s}
+    - {name: server errors stay rare, metric: error_rate, max: 0.5, window: 2s}
+    - {name: hit ratio, metric: hit_ratio, min: 0.05, window: 2s, phases: [before, after]}
+method:
+  - {fault: hot-key-expiry-repeated, at: 3s, for: 2s, settings: {count: 5, every_ms: 500}}
+run: {duration: 9s, rate: 60, ttl: 1h, retry: "naive:2"}
+"""
+
+
+@pytest.mark.slow
+def test_plain_locust_probes_have_data_and_the_run_defaults_apply(stack, workdir, cli_env, proxy_client):
+    """`locust -f locustfiles/profiles.py --experiment ...` on a real target: the counter probes read the
+    target's /metrics (sampled by the hooks), the p99 probe the locustfile's latency files; the
+    experiment's `run:` sets -t and --retry, what the user typed (--rate) wins, the target's
+    settings (ttl) are named as not applied."""
+    from cachestorm.targets.settings import TargetSettings
+    from cachestorm.targets.testing import flush_redis, running_target
+
+    (workdir / "exp.yaml").write_text(REAL)
+    settings = TargetSettings(domain="profiles", strategy="cache-aside", redis_url=stack.redis_proxy_url,
+                              postgres_url=stack.postgres_url, rows=500, ttl=3600, recompute_ms=5)
+    flush_redis(stack.redis_url)
+    locustfile = str(Path(__file__).resolve().parent.parent / "locustfiles" / "profiles.py")
+    with running_target(settings) as target:
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", locustfile, "--headless", "--host", target.base_url,
+             "--experiment", "exp.yaml", "--chaos-ledger", "ledger.jsonl", "--only-summary", "-u", "4", "-r", "4",
+             "--rate", "40", "--keys", "500", "--hot-keys", "5"],
+            cwd=workdir, env=cli_env, capture_output=True, text=True, timeout=90)
+        took = time.monotonic() - started
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "run: defaults applied: duration=9s, retry=naive:2; kept as typed: rate=40.0" in out
+    assert "not applied (the target's or the stack's settings: start the target with them): ttl=1h" in out
+    assert 9 <= took < 40, out          # -t came from run: duration
+    assert "hypothesis held" in out
+    folders = list((workdir / ".cachestorm" / "chaos").glob("*-locust-plain-locust"))
+    assert len(folders) == 1
+    records = RunFolder(folders[0]).journal_records()
+    probes = [r for r in records if r["kind"] == "probe"]
+    by_metric = {}
+    for record in probes:
+        by_metric.setdefault(record["details"]["metric"], set()).add(record["outcome"])
+    assert by_metric == {"p99_ms": {"ok"}, "error_rate": {"ok"}, "hit_ratio": {"ok"}}, probes
+    faults = [r for r in records if r["kind"] == "fault"]
+    assert faults[0]["outcome"] == "ok" and faults[0]["details"]["touched"]["count"] > 0
+    assert [(r["outcome"], r["details"]["hypothesis"]) for r in records if r["kind"] == "hypothesis"] == [
+        ("ok", "held")]
+    assert proxy_client.toxics("redis") == [] and Ledger(workdir / "ledger.jsonl").active() == []

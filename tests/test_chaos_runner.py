@@ -46,10 +46,48 @@ def make_runner(stack, tmp_path, deviation: str):
     return ExperimentRunner(experiment, ctx, journal), journal, ctx
 
 
+class Traffic:
+    """GETs through the Redis proxy until stopped, so a toxic has something to act on."""
+
+    def __init__(self, stack):
+        import threading
+
+        import redis
+
+        self.client = redis.Redis.from_url(stack.redis_proxy_url, socket_timeout=5, socket_connect_timeout=5)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self.done.is_set():
+            try:
+                self.client.get("profiles:25")
+                self.client.set("hot:1", "v")
+            except Exception:  # noqa: BLE001 - a fault may cut it
+                pass
+            self.done.wait(0.02)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join(5)
+        self.client.delete("hot:1")  # leave the keys as they were
+        self.client.close()
+
+
 def test_timeline_probes_and_journal(stack, tmp_path, redis_client, proxy_client):
     redis_client.mset({f"profiles:{i}": "v" for i in range(1, 31)})
     runner, journal, ctx = make_runner(stack, tmp_path, "continue")
     synthetic_metrics(tmp_path / "run", storm_from=0.5, storm_to=1.5)
+    with Traffic(stack):
+        _run_timeline(runner, proxy_client)
+    _check_timeline(runner, tmp_path, ctx, redis_client, proxy_client)
+
+
+def _run_timeline(runner, proxy_client):
     runner.start()
     try:
         deadline = time.monotonic() + 3
@@ -60,6 +98,9 @@ def test_timeline_probes_and_journal(stack, tmp_path, redis_client, proxy_client
     finally:
         runner.stop()                                        # no fault outlives a failed check
     runner.stop()                                            # idempotent
+
+
+def _check_timeline(runner, tmp_path, ctx, redis_client, proxy_client):
     assert proxy_client.toxics("redis") == [] and Ledger(ctx.ledger_path).active() == []
     assert redis_client.dbsize() == 20
     summary = runner.summary()
@@ -72,6 +113,9 @@ def test_timeline_probes_and_journal(stack, tmp_path, redis_client, proxy_client
     assert faults["hot-key-expiry"]["details"]["key_ids"] == [str(i) for i in range(1, 11)]
     latency = faults["redis-latency"]
     assert latency["outcome"] == "ok" and latency["details"]["ended_by"] == "end of window"
+    # what each fault touched, counted where it acted (Redis' answer, the proxy's counters)
+    assert faults["hot-key-expiry"]["details"]["touched"]["count"] == 10
+    assert latency["details"]["touched"]["count"] >= 1 and latency["details"]["reverted"]["counted"]["bytes"] > 0
     # never early nor short; late/long only by scheduling noise (generous for a loaded 2-core box)
     # the window is the timeline's (0.5 s + 1.5 s): a late start on a busy machine shortens it, the end holds
     assert 0.4 <= latency["t_start"] <= 1.5
@@ -138,3 +182,99 @@ def test_a_fault_the_run_ended_before_is_recorded_as_never_applied(stack, tmp_pa
     [failed] = runner.failed_faults()
     assert failed["outcome"] == "failed" and "never applied" in failed["details"]["error"]
     assert [r["outcome"] for r in RunFolder(tmp_path / "run").journal_records() if r["kind"] == "fault"] == ["failed"]
+
+
+NOTHING = """\
+name: nothing
+method:
+  - {fault: FAULT, at: 0.2s, for: 0.6s, settings: SETTINGS}
+"""
+
+
+def run_alone(stack, tmp_path, fault: str, settings: str, domain: str = "profiles"):
+    journal = Journal(tmp_path / "run", t0_wall=time.time())
+    ctx = context_from_stack(stack, ledger_path=str(tmp_path / "ledger.jsonl"), run_dir=str(tmp_path / "run"))
+    ctx.domain = domain
+    ctx.t0_monotonic = time.monotonic()
+    text = NOTHING.replace("FAULT", fault).replace("SETTINGS", settings)
+    runner = ExperimentRunner(parse_experiment(text, "nothing.yaml"), ctx, journal)
+    runner.start()
+    try:
+        assert runner.wait(timeout=15)
+    finally:
+        runner.stop()
+    return runner
+
+
+@pytest.mark.parametrize("fault, settings, says", [
+    ("hot-key-expiry", "{domain: catalog}",
+     "hot-key-expiry at 0.2 s expired 0 keys: domain catalog has no keys on a profiles run"),
+    ("key-pattern-expiry", "{pattern: 'nothing-here:*'}",
+     "key-pattern-expiry at 0.2 s deleted 0 keys: no key matched 'nothing-here:*'"),
+    ("redis-command-latency", "{latency_ms: 50, commands: [SET]}",
+     "redis-command-latency at 0.2 s faulted 0 commands: no SET command passed proxy redis during the window"),
+    ("redis-latency", "{latency_ms: 50}",
+     "redis-latency at 0.2 s reached 0 connections (latency toxic): no data passed proxy redis during the window"),
+])
+def test_a_fault_that_touched_nothing_fails_with_one_line(stack, tmp_path, redis_client, proxy_client,
+                                                          fault, settings, says):
+    redis_client.flushdb()
+    runner = run_alone(stack, tmp_path, fault, settings)
+    failed = runner.failed_faults()
+    assert [f["details"]["error"] for f in failed] == [says]
+    assert failed[0]["outcome"] == "failed" and failed[0]["details"]["touched"]["count"] == 0
+    assert says in runner.summary()["errors"]
+    assert proxy_client.toxics("redis") == [] and Ledger(str(tmp_path / "ledger.jsonl")).active() == []
+
+
+def test_a_fault_that_touched_something_passes_with_its_count(stack, tmp_path, redis_client, proxy_client):
+    redis_client.flushdb()
+    redis_client.mset({f"catalog:{i}": '{"x":1,"v":1}' for i in range(1, 4)})
+    runner = run_alone(stack, tmp_path, "hot-key-expiry", "{domain: catalog, count: 5}")
+    assert runner.failed_faults() == []
+    record = next(r for r in runner.summary()["faults"] if r["kind"] == "fault")
+    assert record["details"]["touched"] == {"count": 3, "unit": "keys expired",
+                                            "source": "Redis (keys found and changed)"}
+    redis_client.flushdb()
+    with Traffic(stack):
+        time.sleep(0.1)
+        runner = run_alone(stack, tmp_path / "b", "redis-command-latency", "{latency_ms: 5, commands: [GET]}")
+    assert runner.failed_faults() == []
+    record = next(r for r in runner.summary()["faults"] if r["kind"] == "fault")
+    assert record["details"]["reverted"]["commands_faulted"] >= 1
+
+
+PROBED = """\
+name: probed
+steady_state:
+  interval: 200ms
+  settle: 0.3s
+  probes:
+    - {name: errors stay rare, metric: error_rate, max: 0.5, window: 1s}
+method:
+  - {fault: flush-cache, at: 0.3s}
+"""
+
+
+def test_a_probe_without_data_is_unknown_and_the_hypothesis_not_verified(stack, tmp_path, redis_client):
+    redis_client.set("profiles:1", "v")
+    journal = Journal(tmp_path / "run", t0_wall=time.time())
+    ctx = context_from_stack(stack, ledger_path=str(tmp_path / "ledger.jsonl"), run_dir=str(tmp_path / "run"))
+    ctx.t0_monotonic = time.monotonic()
+    runner = ExperimentRunner(parse_experiment(PROBED, "probed.yaml"), ctx, journal)  # no metrics.jsonl: no data
+    runner.start()
+    try:
+        assert runner.wait(timeout=10)
+    finally:
+        runner.stop()
+    summary = runner.summary()
+    assert {p["outcome"] for p in summary["probes"]} == {"unknown"}
+    assert summary["hypothesis"] == "not_verified"
+    assert summary["unknown_probes"] == ["errors stay rare (before)", "errors stay rare (during)",
+                                         "errors stay rare (after)"]
+    records = RunFolder(tmp_path / "run").journal_records()
+    verdict = [r for r in records if r["kind"] == "hypothesis"]
+    assert [r["outcome"] for r in verdict] == ["not_verified"]
+    assert "no data for probe errors stay rare (before)" in verdict[0]["details"]["error"]
+    from cachestorm.core.runfiles import first_failure
+    assert first_failure(records)["outcome"] == "not_verified"

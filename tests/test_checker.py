@@ -243,3 +243,25 @@ def test_stale_reads_within_the_promise_are_no_anomaly(tmp_path):
     assert (promise["within"], promise["beyond"], promise["held"]) == (1, 1, False)
     assert promise["text"] == "50.00% of 2 reads within the 2 s staleness promise; 1 beyond it"
     assert result["findings"]["stale_reads"]["count"] == 2 and result["anomalies"] == 1
+
+
+def test_lost_writes_count_every_acknowledged_increment_lost(tmp_path):
+    """A write-behind that lost its unflushed tail: the headline's lost_writes counts the increments
+    (operations), not the counters (keys) nor their amounts, beside the versioned writes lost."""
+    from cachestorm.reports.headline import build_headline
+
+    ops = [op("a", "incr", 0, 0.1, rid="a1", value=2), op("a", "incr", 1, 1.1, rid="a2", value=5),
+           op("a", "incr", 2, 2.1, rid="a3", value=1), op("a", "incr", 3, 3.1, rid="a4", value=4),
+           op("b", "incr", 0, 0.1, rid="b1", value=3), op("b", "incr", 1, 1.1, rid="b2", value=3),
+           op("1", "write", 0, 0.1, 2, rid="w1")]
+    # a: 12 acknowledged, the DB holds 7 (the first two): the last 2 increments lost; b: all 6 lost
+    truth = Truth(versions={"1": 1}, counters={"a": 7, "b": 0})
+    findings = check(tmp_path, ops, truth)["findings"]
+    lost = findings["counters"]["lost"]
+    assert (lost["count"], lost["amount"], lost["increments"]) == (2, 11, 4)
+    assert findings["lost_writes"]["count"] == 1
+    assert build_headline({"consistency": {"findings": findings}})["lost_writes"] == 1 + 4
+    # a counter short by less than its last increment still lost that increment
+    findings = check(tmp_path, ops, Truth(versions={"1": 2}, counters={"a": 11, "b": 6}))["findings"]
+    assert findings["counters"]["lost"]["increments"] == 1
+    assert build_headline({"consistency": {"findings": findings}})["lost_writes"] == 1

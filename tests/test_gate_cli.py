@@ -252,3 +252,52 @@ def test_an_output_path_it_cannot_write_is_refused_before_the_verdict(tmp_path, 
     assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr
     assert lines[0].startswith(f"error: {flag} ") and "Traceback" not in result.stderr
     assert "gate" not in result.stdout and "pass" not in result.stdout  # refused before any verdict
+MISSING = """
+slos:
+  - name: p99 during the expiry
+    metric: p99_ms_during_fault
+    max: 250
+  - name: loads per expiry
+    metric: db_loads_per_expiry
+    max: 2
+  - name: error rate
+    metric: error_rate
+    max: 0.1
+"""
+
+
+@pytest.mark.parametrize("damage, failing, why", [
+    ("delete journal", {"p99 during the expiry", "loads per expiry"}, "journal.jsonl is missing or empty"),
+    ("empty journal", {"p99 during the expiry", "loads per expiry"}, "journal.jsonl is missing or empty"),
+    ("no fault record", {"p99 during the expiry", "loads per expiry"},
+     "the run's experiment hot-key-expiry left no fault record in journal.jsonl"),
+    ("delete metrics", {"loads per expiry"}, "metrics.jsonl is missing or holds no scrape of the targets"),
+])
+def test_missing_data_fails_the_slo_never_skips_it(tmp_path, damage, failing, why):
+    run_dir = tmp_path / "runs" / "damaged"
+    write_synthetic_run(run_dir, fault_db_per_s=12.0)  # ~1.2 loads per expiry: passes max 2 with its data
+    intact = gate(tmp_path, MISSING, run_dir)
+    assert intact.returncode == 0, intact.stdout
+    journal, metrics = run_dir / "journal.jsonl", run_dir / "metrics.jsonl"
+    if damage == "delete journal":
+        journal.unlink()
+    elif damage == "empty journal":
+        journal.write_text("")
+    elif damage == "no fault record":
+        journal.write_text("".join(line + "\n" for line in journal.read_text().splitlines()
+                                   if json.loads(line)["kind"] != "fault"))
+    else:
+        metrics.unlink()
+    for report in ("report.json",):  # a stale report must not answer for the damaged files
+        (run_dir / report).unlink(missing_ok=True)
+    result = gate(tmp_path, MISSING, run_dir)
+    assert result.returncode == 1, result.stdout
+    lines = result.stdout.splitlines()
+    assert not any(line.startswith("skip") for line in lines), result.stdout
+    failed = {c.get("name").split(" [")[0] for c in junit_cases(tmp_path / "junit.xml") if c.find("failure") is not None}
+    assert failed == failing, result.stdout
+    assert f"no data ({why})" in result.stdout
+    if damage == "delete metrics":  # without scrapes the figure is not measured, never 0 loads
+        from cachestorm.reports.analysis import analyze_run
+
+        assert analyze_run(run_dir)["headline"]["db_loads_per_expiry"] is None

@@ -33,6 +33,7 @@ def test_short_run_writes_a_complete_run_folder(tmp_path, cli_env):
     kinds = {r["kind"] for r in journal}
     assert {"stack", "target", "load", "fault", "report"} <= kinds
     assert all(r["outcome"] == "ok" for r in journal if r["kind"] != "probe")
+    assert [r["details"]["hypothesis"] for r in journal if r["kind"] == "hypothesis"] == ["held"]
     [fault] = [r for r in journal if r["kind"] == "fault"]
     assert fault["details"]["keys"] >= 1 and fault["what"].startswith("fault hot-key-expiry")
     load = next(r for r in journal if r["kind"] == "load")
@@ -230,6 +231,40 @@ def test_a_fault_that_fails_to_apply_fails_the_run_the_report_and_the_gate(tmp_p
         verdict = subprocess.run(CLI + command, cwd=tmp_path, env=cli_env, capture_output=True, text=True,
                                  timeout=120)
         assert verdict.returncode == 1, (command, verdict.stdout[-2000:], verdict.stderr[-2000:])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["touched nothing", "no data"])
+def test_a_fault_that_touched_nothing_or_a_probe_without_data_fails_run_report_and_gate(tmp_path, cli_env, case):
+    """hot-key-expiry on the catalog domain of a profiles run expires 0 keys; no-cache has no lookups, so
+    a hit-ratio probe has no data: neither is a pass."""
+    experiment = tmp_path / "e.yaml"
+    if case == "touched nothing":
+        experiment.write_text("name: wrong-domain\nmethod:\n  - {fault: hot-key-expiry, at: 1s, "
+                              "settings: {domain: catalog}}\n")
+        strategy, says = "cache-aside", "hot-key-expiry at 1 s expired 0 keys: domain catalog has no keys on a profiles run"
+    else:
+        experiment.write_text("name: no-lookups\nsteady_state:\n  settle: 0.5s\n  probes:\n"
+                              "    - {name: hit ratio, metric: hit_ratio, min: 0.1, window: 2s}\n"
+                              "method:\n  - {fault: db-latency, at: 2s, for: 0.5s, settings: {latency_ms: 1}}\n")
+        strategy, says = "no-cache", "no data for probe hit ratio (before)"
+    result = subprocess.run(CLI + ["run", "--strategy", strategy, "--duration", "4s", *SMALL,
+                                   "--experiment", str(experiment), "--out", str(tmp_path / "runs")],
+                            cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and says in result.stderr, result.stderr[-2000:]
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    outcome = json.loads((run_dir / "run.json").read_text())["outcome"]
+    assert outcome == ("failed" if case == "touched nothing" else "not_verified")
+    report = json.loads((run_dir / "report.json").read_text())
+    assert says in report["run"]["failure"]["error"]
+    gate_config = tmp_path / "gate.yaml"
+    gate_config.write_text("slos:\n  - {name: anything, metric: p99_ms, max: 1000000}\n")
+    for command in (["gate", str(run_dir), "-c", str(gate_config)], ["report", str(run_dir)]):
+        verdict = subprocess.run(CLI + command, cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                                 timeout=120)
+        assert verdict.returncode == 1, (command, verdict.stdout[-2000:], verdict.stderr[-2000:])
+        assert says in " ".join((verdict.stdout + verdict.stderr).split()), verdict.stdout[-2000:]  # rich wraps
 
 
 @pytest.mark.parametrize("case", ["binary experiment", "out is a file", "out under a file", "out unwritable"])

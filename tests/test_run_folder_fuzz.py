@@ -26,9 +26,9 @@ pytestmark = pytest.mark.slow
 def real_run(tmp_path_factory, cli_env_module) -> Path:
     base = tmp_path_factory.mktemp("fuzz")
     result = subprocess.run(
-        CLI + ["run", "--strategy", "cache-aside", "--duration", "4s", "--users", "5", "--spawn-rate", "5",
+        CLI + ["run", "--strategy", "cache-aside", "--duration", "6s", "--users", "5", "--spawn-rate", "5",
                "--keys", "100", "--rows", "200", "--recompute", "5ms", "--experiment", "hot-key-expiry",
-               "--experiment-at", "1s", "--out", str(base / "runs"), "--no-report"],
+               "--experiment-at", "3s", "--out", str(base / "runs"), "--no-report"],
         cwd=base, env=cli_env_module, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     [run_dir] = list((base / "runs").iterdir())

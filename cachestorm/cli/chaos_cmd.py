@@ -180,6 +180,14 @@ def run_cmd(
     if summary["hypothesis"] == "deviated":
         raise CachestormError(f"the steady-state hypothesis of {exp.name} deviated "
                               f"({len(summary['deviations'])} checks; see the journal)", exit_code=1)
+    failed = runner.failed_faults()
+    if failed:  # refused by the proxy, reverted badly, never applied, or touched nothing
+        first = failed[0]
+        raise CachestormError(f"{len(failed)} fault(s) of {exp.name} failed: {first['what']}: "
+                              f"{first['details'].get('error') or first['outcome']}", exit_code=1)
+    if summary["hypothesis"] == "not_verified":
+        raise CachestormError(f"the steady-state hypothesis of {exp.name} was not verified: no data for probe "
+                              f"{', '.join(summary['unknown_probes'])}", exit_code=1)
 
 
 def _print_outcome(summary: dict, folder: Path) -> None:

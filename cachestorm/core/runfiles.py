@@ -90,10 +90,11 @@ def read_csv(path: str | Path) -> list[dict]:
 
 
 def first_failure(journal: list[dict]) -> dict | None:
-    """The first step that did not end well (failed, interrupted, Locust's bad exit), or None."""
+    """The first step that did not end well (failed, interrupted, Locust's bad exit, a hypothesis not
+    verified for want of data), or None."""
     for record in journal:
         outcome = str(record.get("outcome"))
-        if outcome in ("failed", "interrupted", "revert_failed") or outcome.startswith("exit "):
+        if outcome in ("failed", "interrupted", "revert_failed", "not_verified") or outcome.startswith("exit "):
             return {"what": record.get("what"), "kind": record.get("kind"), "outcome": outcome,
                     "error": (record.get("details") or {}).get("error")}
     return None

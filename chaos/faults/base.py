@@ -242,6 +242,14 @@ class Fault:
         except ToxiproxyError:
             pass  # reverted already; the proxy's later run of the same revert changes nothing
 
+    # -- what it touched ------------------------------------------------------------
+    def touched(self, applied: dict, reverted: dict) -> dict | None:
+        """What the fault acted on, counted where it acted: {"count": n, "unit": "keys expired" ...,
+        "source": where the count comes from, "why": why n is 0}; None when it is not counted (a
+        fault healed from another process, a real Toxiproxy without counters). n == 0 fails the run:
+        a fault that touched nothing tested nothing."""
+        return None
+
     def _prepare(self) -> dict:
         return {}
 

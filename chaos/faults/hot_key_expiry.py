@@ -68,10 +68,31 @@ class HotKeyExpiry(Fault):
             else:
                 keys = [redis_key(domain, key_id) for key_id in range(1, count + 1)]
             changed = self._expire(client, keys)
+            why = "" if changed else self._why_nothing(client, domain, keys)
         finally:
             client.close()
-        return {"keys": changed, "key_ids": [k.split(":", 1)[1] for k in keys], "source": self.source,
-                "mode": self.mode}
+        details = {"keys": changed, "key_ids": [k.split(":", 1)[1] for k in keys], "source": self.source,
+                   "mode": self.mode}
+        if why:
+            details["why_nothing"] = why
+        return details
+
+    def _why_nothing(self, client, domain: str, keys: list[str]) -> str:
+        """Why no key was expired, in words: the domain has no key at all, or not these ones."""
+        run = getattr(self.context, "domain", "")
+        if not keys:
+            return f"no key of domain {domain} was found by {self.source}"
+        if next(iter(client.scan_iter(match=redis_key(domain, "*"), count=1000)), None) is None:
+            return f"domain {domain} has no keys" + (f" on a {run} run" if run and run != domain else " in Redis")
+        shown = keys[0] if len(keys) == 1 else f"{keys[0]} .. {keys[-1]}"
+        return f"none of its {len(keys)} hot keys ({shown}) was in the cache"
+
+    def touched(self, applied: dict, reverted: dict) -> dict | None:
+        keys = applied.get("keys")
+        if not isinstance(keys, int):
+            return None
+        return {"count": keys, "unit": "keys expired" if self.mode == "expire" else "keys evicted",
+                "source": "Redis (keys found and changed)", "why": applied.get("why_nothing", "")}
 
     def _expire(self, client, keys: list[str]) -> int:
         """Expire (or evict) these keys now; how many there were."""

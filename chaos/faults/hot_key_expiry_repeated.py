@@ -78,3 +78,12 @@ class HotKeyExpiryRepeated(HotKeyExpiry):
         if self._errors:
             raise CachestormError(f"{len(self._errors)} of the repeated expiries failed (last: {self._errors[-1]})")
         return {"expiries": len(self._expiries), "keys": sum(self._expiries)}
+
+    def touched(self, applied: dict, reverted: dict) -> dict | None:
+        keys, expiries = reverted.get("keys"), reverted.get("expiries")
+        if not isinstance(keys, int):
+            return None  # healed from the ledger: its repeats were not counted here
+        why = applied.get("why_nothing") or "none of its hot keys was in the cache at any expiry"
+        return {"count": keys, "unit": f"keys expired over {expiries} expiries" if self.mode == "expire"
+                else f"keys evicted over {expiries} expiries", "source": "Redis (keys found and changed)",
+                "why": why}

@@ -35,3 +35,7 @@ class KeyPatternExpiry(Fault):
         finally:
             client.close()
         return {"keys": int(deleted), "pattern": pattern}
+
+    def touched(self, applied: dict, reverted: dict) -> dict | None:
+        return {"count": applied["keys"], "unit": "keys deleted", "source": "Redis (UNLINK's count)",
+                "why": f"no key matched {applied['pattern']!r}"}

@@ -29,10 +29,22 @@ class ProxyDown(Fault):
     def _apply(self) -> dict:
         client = self.toxiproxy()
         try:
+            # the connections the disable cuts (cachestorm's proxy counts them; a real Toxiproxy does not)
+            stats = client.get_proxy(self.state["proxy"]).get("stats")
             client.update_proxy(self.state["proxy"], enabled=False)
         finally:
             client.close()
-        return {"proxy": self.state["proxy"]}
+        details = {"proxy": self.state["proxy"]}
+        if isinstance(stats, dict) and "connections_active" in stats and self.state.get("was_enabled", True):
+            details["connections_cut"] = int(stats["connections_active"])
+        return details
+
+    def touched(self, applied: dict, reverted: dict) -> dict | None:
+        cut = applied.get("connections_cut")
+        if not isinstance(cut, int):
+            return None
+        return {"count": cut, "unit": "connections cut", "source": "the proxy's connections_active at the disable",
+                "why": f"no connection was open through proxy {applied['proxy']} when it was disabled"}
 
     def expiry_actions(self) -> list[dict]:
         return [{"do": "enable-proxy", "proxy": self.state["proxy"]}] if self.state.get("was_enabled", True) else []

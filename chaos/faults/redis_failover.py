@@ -25,5 +25,16 @@ class RedisFailover(RedisProtocolFault):
             raise SettingError(f"fault {self.name!r}: down_ms + refuse_ms ({self.down_ms + self.refuse_ms} ms) "
                                f"is longer than the fault's window ({self.window_s:g} s)", "refuse_ms")
 
+    def touched(self, applied: dict, reverted: dict) -> dict | None:
+        counted = reverted.get("counted")
+        if not isinstance(counted, dict):
+            return None
+        proxy = self.state.get("proxy") if self.state else "?"
+        # connections reset (those open or opened in the window) or commands refused
+        return {"count": counted["connections"] + counted["commands_faulted"],
+                "unit": "connections failed over + commands refused",
+                "source": "the proxy's toxics_applied_by_type and commands_faulted[redis_failover] over the window",
+                "why": f"no connection of proxy {proxy} was open or opened during the window"}
+
     def attributes(self) -> dict:
         return {"down": self.down_ms, "refuse": self.refuse_ms, "error": self.error, **super().attributes()}

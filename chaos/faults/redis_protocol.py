@@ -44,24 +44,23 @@ class RedisProtocolFault(ToxicFault):
                                   "Toxiproxy toxic); use redis-oom or redis-acl-readonly instead")
         return state
 
-    def _faulted(self) -> int:
-        client = self.toxiproxy()
-        try:
-            return client.get_proxy(self.state["proxy"])["stats"]["commands_faulted"].get(self.toxic_type, 0)
-        finally:
-            client.close()
-
-    def _apply(self) -> dict:
-        self._faulted_before = self._faulted()
-        return super()._apply()
-
     def _revert(self) -> dict:
         details = super()._revert()
-        before = getattr(self, "_faulted_before", None)  # unknown when healed from another process
-        if before is not None:
+        if "counted" in details:
             # commands this toxic type acted on in the window: the journal shows whether it bit
-            details["commands_faulted"] = self._faulted() - before
+            details["commands_faulted"] = details["counted"]["commands_faulted"]
         return details
+
+    def touched(self, applied: dict, reverted: dict) -> dict | None:
+        faulted = reverted.get("commands_faulted")
+        if not isinstance(faulted, int):
+            return None
+        which = " ".join(c.upper() for c in self.commands) or "matching"
+        keys = f" on keys {', '.join(self.keys)}" if self.keys else ""
+        proxy = self.state.get("proxy") if self.state else "?"
+        return {"count": faulted, "unit": "commands faulted",
+                "source": f"the proxy's commands_faulted[{self.toxic_type}] over the window",
+                "why": f"no {which} command{keys} passed proxy {proxy} during the window"}
 
     def attributes(self) -> dict:
         attributes = {}

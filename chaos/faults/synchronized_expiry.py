@@ -62,3 +62,7 @@ class SynchronizedExpiry(Fault):
         finally:
             client.close()
         return {"keys": changed, "pattern": pattern, "expire_at_ms": expire_at, "wave_in_s": self.ttl_ms / 1000}
+
+    def touched(self, applied: dict, reverted: dict) -> dict | None:
+        return {"count": applied["keys"], "unit": "keys refilled to expire together",
+                "source": "Redis (keys found and changed)", "why": f"no key matched {applied['pattern']!r}"}

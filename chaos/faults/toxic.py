@@ -54,7 +54,21 @@ class ToxicFault(Fault):
         names = {stream: f"{TOXIC_PREFIX}{self.name}-{stream}-{tag}" for stream in self.streams()}
         return {"proxy": proxy, "toxics": names, "ours": ours}
 
+    def _counters(self) -> dict | None:
+        """This proxy's counters of our toxic type (cachestorm's proxy only; None on a real Toxiproxy)."""
+        if not self.state.get("ours"):
+            return None
+        client = self.toxiproxy()
+        try:
+            stats = client.get_proxy(self.state["proxy"]).get("stats") or {}
+        finally:
+            client.close()
+        return {"connections": int((stats.get("toxics_applied_by_type") or {}).get(self.toxic_type, 0)),
+                "commands_faulted": int((stats.get("commands_faulted") or {}).get(self.toxic_type, 0)),
+                "bytes": int(stats.get("bytes_upstream", 0)) + int(stats.get("bytes_downstream", 0))}
+
     def _apply(self) -> dict:
+        self._counters_before = self._counters()
         attributes = self.attributes()
         client = self.toxiproxy()
         try:
@@ -79,4 +93,24 @@ class ToxicFault(Fault):
                     removed.append(name)
         finally:
             client.close()
-        return {"removed": removed}
+        details = {"removed": removed}
+        before = getattr(self, "_counters_before", None)  # unknown when healed from another process
+        after = self._counters() if before is not None else None
+        if after is not None:
+            # what this toxic type acted on in the window, by the proxy's own counters
+            details["counted"] = {name: after[name] - before[name] for name in after}
+        return details
+
+    def touched(self, applied: dict, reverted: dict) -> dict | None:
+        """Connections the toxic applied to while data passed (the proxy's counters over the window)."""
+        counted = reverted.get("counted")
+        if not isinstance(counted, dict):
+            return None
+        proxy = self.state.get("proxy") if self.state else "?"
+        if not counted["bytes"]:
+            why = f"no data passed proxy {proxy} during the window"
+        else:
+            why = f"no connection of proxy {proxy} was open or opened during the window"
+        return {"count": counted["connections"] if counted["bytes"] else 0,
+                "unit": f"connections reached ({self.toxic_type} toxic)", "why": why,
+                "source": f"the proxy's toxics_applied_by_type[{self.toxic_type}] and bytes over the window"}

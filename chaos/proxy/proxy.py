@@ -139,6 +139,7 @@ class Proxy:
             "bytes_upstream": up,
             "bytes_downstream": down,
             "toxics_applied": sum(self.stats.toxics_applied.values()),
+            "toxics_applied_by_type": dict(sorted(self.stats.toxics_applied.items())),
             "writes_failed": self.stats.writes_failed,
             "commands_faulted": dict(sorted(self.stats.commands_faulted.items())),
         }
