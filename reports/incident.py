@@ -37,18 +37,12 @@ def bucket_quantile(metrics: CounterSeries, t_from: float, t_to: float, q: float
 
 
 def _seconds(*series: CounterSeries) -> list[int]:
-    times = [t for s in series for samples in s.samples.values() for t, _ in samples]
+    times = [t for s in series for t in s.times()]
     return list(range(int(min(times)), int(max(times)) + 1)) if times else []
 
 
 def _gauge(series: CounterSeries, name: str) -> list[tuple[int, float]]:
-    points = []
-    for samples in series.samples.values():
-        for t, metrics in samples:
-            values = metrics.get(name)
-            if values:
-                points.append((int(math.floor(t)), float(sum(v for _, v in values))))
-    return points
+    return series.gauge(name)
 
 
 def db_latency(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase]) -> dict:
