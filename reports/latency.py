@@ -8,9 +8,11 @@ which cannot be merged, so a phase's percentile there is the worst second's).
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from itertools import accumulate
+from ctypes import addressof, string_at
+from itertools import accumulate, compress
 from operator import mul
 from pathlib import Path
 
@@ -36,12 +38,13 @@ def summarize(histogram: HdrHistogram | None) -> dict | None:
     """Percentiles in milliseconds of a histogram of microseconds."""
     if histogram is None or histogram.get_total_count() == 0:
         return None
-    values = _percentiles(histogram)
+    indexes, counts = _nonzero(histogram)
+    values = _percentiles(histogram, indexes, counts)
     summary = {"count": histogram.get_total_count()}
     for name, q in PERCENTILES:
         summary[name] = round(values[q] / 1000.0, 3)
     summary["max_ms"] = round(histogram.get_max_value() / 1000.0, 3)
-    summary["mean_ms"] = round(_mean_us(histogram) / 1000.0, 3)
+    summary["mean_ms"] = round(_mean_us(histogram, indexes, counts) / 1000.0, 3)
     return summary
 
 
@@ -60,40 +63,50 @@ def _highest_values(histogram: HdrHistogram) -> list[int]:
     return table
 
 
-def _nonzero_range(histogram: HdrHistogram) -> tuple[int, list[int]]:
-    """(first index, counts from the first to the last non-zero count), read at C speed."""
-    raw = bytes(histogram.counts)
-    word = histogram.word_size
-    tail = len(raw.rstrip(b"\0"))
-    head = len(raw) - len(raw.lstrip(b"\0"))
-    first, last = head // word, (tail - 1) // word
-    if tail == 0:
-        return 0, []
-    return first, list(histogram.counts[first:last + 1])
+def _nonzero(histogram: HdrHistogram) -> tuple[list[int], list[int]]:
+    """The indexes of the non-zero counts, ascending, and those counts, found at C speed: up to the
+    index of the tracked maximum when the counts there add up to the total, else in the whole array."""
+    total = histogram.get_total_count()
+    top = histogram.get_max_value()
+    last = min(histogram.counts_len, len(histogram.counts)) - 1
+    if top and histogram.word_size == _WORDS.itemsize:
+        last = min(last, histogram._counts_index_for(top))
+    for end in (last, min(histogram.counts_len, len(histogram.counts)) - 1):
+        raw = string_at(addressof(histogram.counts), (end + 1) * histogram.word_size)
+        first = (len(raw) - len(raw.lstrip(b"\0"))) // histogram.word_size
+        words = array(_WORDS.typecode)
+        words.frombytes(raw[first * histogram.word_size:])
+        counts = list(filter(None, words))
+        if sum(counts) == total:
+            break
+    return list(compress(range(first, end + 1), words)), counts
 
 
-def _percentiles(histogram: HdrHistogram) -> dict[float, int]:
+_WORDS = array("Q")
+
+
+def _percentiles(histogram: HdrHistogram, indexes: list[int], counts: list[int]) -> dict[float, int]:
     """hdrh's get_percentile_to_value_dict (the first index whose running count reaches each percentile's
-    target count), from a running sum and bisection instead of a Python loop over every index."""
-    first, counts = _nonzero_range(histogram)
+    target count: always one with a non-zero count), by bisection of the running sum of the non-zero
+    counts instead of a Python loop over every index."""
     running = list(accumulate(counts))
     table = _highest_values(histogram)
     result = {}
     for _, q in PERCENTILES:
-        target = histogram.get_target_count_at_percentile(q)
-        index = bisect_left(running, target)
-        if index < len(running):
-            result[q] = table[first + index]
+        n = bisect_left(running, histogram.get_target_count_at_percentile(q))
+        if n < len(running):
+            result[q] = table[indexes[n]]
     if len(result) < len(PERCENTILES):  # counts and total disagree: hdrh's own walk decides
         return histogram.get_percentile_to_value_dict([q for _, q in PERCENTILES])
     return result
 
 
-def _mean_us(histogram: HdrHistogram) -> float:
+def _mean_us(histogram: HdrHistogram, indexes: list[int] | None = None, counts: list[int] | None = None) -> float:
     """The mean over non-empty buckets (hdrh's get_mean_value walks every bucket in Python: slow)."""
-    first, counts = _nonzero_range(histogram)
+    if counts is None:
+        indexes, counts = _nonzero(histogram)
     total = sum(counts)
-    weighted = sum(map(mul, counts, _highest_values(histogram)[first:first + len(counts)]))
+    weighted = sum(map(mul, counts, map(_highest_values(histogram).__getitem__, indexes)))
     return weighted / total if total else 0.0
 
 
@@ -149,10 +162,18 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
             per_kind = {}
             for kind, by_second in encoded_by_kind.items():
                 if second in by_second:
-                    histogram = per_kind[kind] = new_histogram()
-                    for path, encoded in by_second[second]:
-                        current = path
-                        histogram.add(HdrHistogram.decode(encoded))
+                    records = by_second[second]
+                    current = records[0][0]
+                    histogram = HdrHistogram.decode(records[0][1])
+                    if len(records) > 1 or _layout(histogram) != _layout(_REFERENCE):
+                        # several recorders' (or a foreign layout): merged into one of ours, as before
+                        merged = new_histogram()
+                        merged.add(histogram)
+                        for path, encoded in records[1:]:
+                            current = path
+                            merged.add(HdrHistogram.decode(encoded))
+                        histogram = merged
+                    per_kind[kind] = histogram
                     if kind != "all":
                         _fold(totals, "kind:" + kind, histogram)
             present = [per_kind[kind] for kind in overall_kinds if kind in per_kind]
@@ -199,6 +220,17 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
         "counts_during_fault": _sum_counts(c for s, c in counts_per_second.items()
                                            if any(p.kind == "during" and _sent_in(p, s, middles) for p in phases)),
     }
+
+
+_REFERENCE = new_histogram()
+
+
+def _layout(histogram: HdrHistogram) -> tuple:
+    """What makes two histograms' counts arrays the same: one decoded in our layout with its full counts
+    array is what adding it to a new histogram would give (same counts, total and maximum)."""
+    return (histogram.counts_len, len(histogram.counts), histogram.bucket_count, histogram.sub_bucket_count,
+            histogram.unit_magnitude, histogram.word_size, histogram.lowest_trackable_value,
+            histogram.highest_trackable_value, histogram.significant_figures)
 
 
 def _fold(totals: dict[str, HdrHistogram], name: str, histogram: HdrHistogram) -> None:

@@ -40,10 +40,11 @@ class _Instance:
     """One instance's samples: times (sorted) and, per metric name, [(labels, values)] in order of first
     appearance, each values array as long as times (NaN: not in that sample)."""
 
-    __slots__ = ("times", "columns", "_by_series", "_length")
+    __slots__ = ("times", "columns", "_by_series", "_length", "_step_times")
 
     def __init__(self):
         self.times = array("d")
+        self._step_times = None
         self.columns: dict[str, list[tuple[frozenset, array]]] = {}
         self._by_series: dict[str, array] = {}
         self._length = 0
@@ -51,7 +52,11 @@ class _Instance:
     def append(self, t: float, metrics: dict) -> None:
         n = self._length
         for series, value in metrics.items():
-            if not _number(value):
+            kind = value.__class__
+            if kind is float:
+                if value - value != 0.0:  # inf or NaN
+                    continue
+            elif kind is not int and not _number(value):
                 continue
             column = self._by_series.get(series)
             if column is None:
@@ -74,6 +79,20 @@ class _Instance:
         self.times = array("d", (times[i] for i in order))
         for column in self._by_series.values():
             column[:] = array("d", (column[i] for i in order))
+
+    def step_times(self) -> tuple[array, array, array]:
+        """(t_prev, t) of each step and, per step, the index of its sample: a step is a pair of
+        consecutive samples with t > t_prev; the same for every series of the instance."""
+        if self._step_times is None:
+            t0, t1, at = array("d"), array("d"), array("l")
+            times = self.times
+            for n in range(1, len(times)):
+                if times[n] > times[n - 1]:
+                    t0.append(times[n - 1])
+                    t1.append(times[n])
+                    at.append(n)
+            self._step_times = (t0, t1, at)
+        return self._step_times
 
     def matching(self, name: str, wanted: frozenset) -> list[array]:
         return [values for labels, values in self.columns.get(name, ()) if wanted <= labels]
@@ -98,21 +117,21 @@ class _Steps:
 
     __slots__ = ("t0", "t1", "inc")
 
-    def __init__(self, times: array, values: list[float | None]):
-        self.t0, self.t1, self.inc = array("d"), array("d"), array("d")
-        previous_t = previous_v = None
-        for t, value in zip(times, values, strict=True):
-            # a labelled series appears on first use: absent means zero so far
-            value = value or 0.0
-            if previous_t is not None and t > previous_t:
-                self.t0.append(previous_t)
-                self.t1.append(t)
-                self.inc.append(value - previous_v if value >= previous_v else value)
-            previous_t, previous_v = t, value
+    def __init__(self, store: _Instance, values: list[float | None]):
+        self.t0, self.t1, at = store.step_times()
+        # a labelled series appears on first use: absent means zero so far
+        self.inc = inc = array("d")
+        for n in at:
+            value, previous = values[n] or 0.0, values[n - 1] or 0.0
+            inc.append(value - previous if value >= previous else value)
+
+    def bounds(self, t_from: float, t_to: float) -> tuple[int, int]:
+        """The steps with t1 > t_from and t0 < t_to (t0 and t1 both ascend): [lo, hi)."""
+        return bisect_right(self.t1, t_from), bisect_left(self.t0, t_to)
 
     def overlapping(self, t_from: float, t_to: float) -> array:
-        """The increases of the intervals with t1 > t_from and t0 < t_to (t0 and t1 both ascend)."""
-        lo, hi = bisect_right(self.t1, t_from), bisect_left(self.t0, t_to)
+        """The increases of the intervals with t1 > t_from and t0 < t_to."""
+        lo, hi = self.bounds(t_from, t_to)
         return self.inc[lo:hi] if lo < hi else ()
 
     def inside(self, t_from: float, t_to: float) -> array:
@@ -189,7 +208,7 @@ class CounterSeries:
         key = (name, frozenset(labels.items()))
         steps = self._steps_cache.get(key)
         if steps is None:
-            steps = self._steps_cache[key] = [_Steps(store.times, store.values(name, key[1]))
+            steps = self._steps_cache[key] = [_Steps(store, store.values(name, key[1]))
                                               for store in self._instances.values()]
         return steps
 
@@ -208,6 +227,25 @@ class CounterSeries:
         parts = [steps.overlapping(t_from, t_to) for steps in self._steps(name, labels)]
         WORK["steps"] += sum(len(part) for part in parts)
         return sum(chain.from_iterable(parts))
+
+    def increases_by_label(self, name: str, label: str, windows: list[tuple[float, float]]) -> dict[str, list[float]]:
+        """For each value of `label`, the increase over each window: what increase(name, t_from, t_to,
+        label=value) gives for each (t_from, t_to), the windows' step ranges found once for all values."""
+        values = self.label_values(name, label)
+        if not values:
+            return {}
+        first = self._steps(name, {label: values[0]})
+        ranges = [[steps.bounds(t_from, t_to) for t_from, t_to in windows] for steps in first]
+        result = {}
+        for value in values:
+            incs = [steps.inc for steps in self._steps(name, {label: value})]
+            totals = []
+            for w in range(len(windows)):
+                parts = [inc[r[w][0]:r[w][1]] for inc, r in zip(incs, ranges, strict=True)]
+                WORK["steps"] += sum(len(part) for part in parts)
+                totals.append(sum(chain.from_iterable(parts)))
+            result[value] = totals
+        return result
 
     def increase_within(self, name: str, t_from: float, t_to: float, **labels: str) -> float:
         """Total increase over the sample intervals that lie entirely inside [t_from, t_to]."""
