@@ -26,6 +26,8 @@ LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS = 1, 60_000_000, 3
 PERCENTILES = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
 # a second with fewer responses than this is not a percentile worth reporting as "the worst second"
 MIN_SECOND_REQUESTS = 10
+# Work done, for the test that the report's cost grows linearly with the run: histograms decoded and added
+WORK = {"histograms": 0}
 _LOCUST_COLUMNS = (("p50_ms", "50%"), ("p90_ms", "90%"), ("p99_ms", "99%"), ("p999_ms", "99.9%"),
                    ("max_ms", "100%"))
 
@@ -163,6 +165,7 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
             for kind, by_second in encoded_by_kind.items():
                 if second in by_second:
                     records = by_second[second]
+                    WORK["histograms"] += len(records)
                     current = records[0][0]
                     histogram = HdrHistogram.decode(records[0][1])
                     if len(records) > 1 or _layout(histogram) != _layout(_REFERENCE):
@@ -234,6 +237,7 @@ def _layout(histogram: HdrHistogram) -> tuple:
 
 
 def _fold(totals: dict[str, HdrHistogram], name: str, histogram: HdrHistogram) -> None:
+    WORK["histograms"] += 1
     total = totals.get(name)
     if total is None:
         total = totals[name] = new_histogram()
