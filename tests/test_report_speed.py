@@ -61,6 +61,8 @@ def test_counter_series_equals_the_old_scan(seed):
     windows = [(-math.inf, math.inf), (5.0, 20.0), (30.0, 30.0)] + [
         tuple(sorted((rng.uniform(-5, 70), rng.uniform(-5, 70)))) for _ in range(15)] + [
         (s + 0.01, s + 0.99) for s in range(-2, 55)]
+    times = sorted(t for rows in samples.values() for t, _ in rows)
+    windows += [tuple(sorted(rng.sample(times, 2))) for _ in range(15)]  # bounds on sample times exactly
     queries = [("hits_total", {}), ("hits_total", {"kind": "read"}), ("hits_total", {"key_class": "hot"}),
                ("hits_total", {"kind": "write", "key_class": "hot"}), ("plain_total", {}), ("late_total", {}),
                ("late_total", {"key": "2"}), ("missing", {}), ("hits_total", {"kind": "none"}), ("q_bucket", {}),
