@@ -204,7 +204,13 @@ class CounterSeries:
         wanted = frozenset(labels.items())
         return any(store.matching(name, wanted) for store in self._instances.values())
 
-    def _steps(self, name: str, labels: dict[str, str]) -> list[_Steps]:
+    def _steps(self, name: str, labels: dict[str, str]):
+        """(t_prev, t, increase) per consecutive pair of samples of each instance."""
+        for steps in self._step_arrays(name, labels):
+            WORK["steps"] += len(steps.inc)
+            yield from zip(steps.t0, steps.t1, steps.inc, strict=True)
+
+    def _step_arrays(self, name: str, labels: dict[str, str]) -> list[_Steps]:
         key = (name, frozenset(labels.items()))
         steps = self._steps_cache.get(key)
         if steps is None:
@@ -216,7 +222,7 @@ class CounterSeries:
         """Per-second rate, summed over instances: [(second, per_s)], seconds as ints."""
         per_second: dict[int, float] = defaultdict(float)
         floor = math.floor
-        for steps in self._steps(name, labels):
+        for steps in self._step_arrays(name, labels):
             WORK["steps"] += len(steps.inc)
             for t0, t1, increase in zip(steps.t0, steps.t1, steps.inc, strict=True):
                 per_second[int(floor(t1 - 1e-9))] += increase / (t1 - t0)
@@ -224,7 +230,7 @@ class CounterSeries:
 
     def increase(self, name: str, t_from: float = -math.inf, t_to: float = math.inf, **labels: str) -> float:
         """Total increase over the sample intervals that overlap [t_from, t_to]."""
-        parts = [steps.overlapping(t_from, t_to) for steps in self._steps(name, labels)]
+        parts = [steps.overlapping(t_from, t_to) for steps in self._step_arrays(name, labels)]
         WORK["steps"] += sum(len(part) for part in parts)
         return sum(chain.from_iterable(parts))
 
@@ -234,11 +240,11 @@ class CounterSeries:
         values = self.label_values(name, label)
         if not values:
             return {}
-        first = self._steps(name, {label: values[0]})
+        first = self._step_arrays(name, {label: values[0]})
         ranges = [[steps.bounds(t_from, t_to) for t_from, t_to in windows] for steps in first]
         result = {}
         for value in values:
-            incs = [steps.inc for steps in self._steps(name, {label: value})]
+            incs = [steps.inc for steps in self._step_arrays(name, {label: value})]
             totals = []
             for w in range(len(windows)):
                 parts = [inc[r[w][0]:r[w][1]] for inc, r in zip(incs, ranges, strict=True)]
@@ -249,7 +255,7 @@ class CounterSeries:
 
     def increase_within(self, name: str, t_from: float, t_to: float, **labels: str) -> float:
         """Total increase over the sample intervals that lie entirely inside [t_from, t_to]."""
-        parts = [steps.inside(t_from, t_to) for steps in self._steps(name, labels)]
+        parts = [steps.inside(t_from, t_to) for steps in self._step_arrays(name, labels)]
         WORK["steps"] += sum(len(part) for part in parts)
         return sum(chain.from_iterable(parts))
 

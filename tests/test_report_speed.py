@@ -80,6 +80,7 @@ def test_counter_series_equals_the_old_scan(seed):
             assert series.has(name, **labels) == naive.has(name, **labels), (name, labels)
             assert series.rate(name, **labels) == naive.rate(name, **labels), (name, labels)
             assert series.at_first_sample(name, **labels) == naive.at_first_sample(name, **labels)
+            assert list(series._steps(name, labels)) == list(naive._steps(name, labels))  # capacity.py's
             for t_from, t_to in windows:
                 got, want = series.increase(name, t_from, t_to, **labels), naive.increase(name, t_from, t_to, **labels)
                 assert got == want and type(got) is type(want), (name, labels, t_from, t_to)
