@@ -172,3 +172,27 @@ def test_iter_jsonl_reads_as_read_jsonl(tmp_path):
     path.write_bytes(b'{"a": 1}\n\xff\xfe\n')
     with pytest.raises(CachestormError, match="not text"):
         list(iter_jsonl(path))
+
+
+def test_bench_report_runs_small(tmp_path, capsys):
+    from cachestorm.bench.report import growth_exponent, main
+
+    result = main(minutes=(0.5, 1.0), rate=10, instances=1, keep=str(tmp_path))
+    out = capsys.readouterr().out
+    assert [row["minutes"] for row in result["rows"]] == [0.5, 1.0]
+    assert all(row["peak_rss_mb"] > 0 and row["total_s"] > 0 for row in result["rows"])
+    assert "growth exponent" in out and (tmp_path / "synthetic-1min" / "report.json").exists()
+    assert growth_exponent([(1, 2), (2, 4), (4, 8)]) == pytest.approx(1.0)
+    assert growth_exponent([(1, 1), (2, 4), (4, 16)]) == pytest.approx(2.0)
+    assert growth_exponent([(1, 1)]) is None
+
+
+def test_bench_report_bad_input_is_one_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "cachestorm", "bench", "report", "--minutes", "0"],
+                          capture_output=True, text=True, timeout=60)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(lines) == 1 and "--minutes" in lines[0]
