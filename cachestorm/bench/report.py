@@ -26,9 +26,14 @@ wall, cpu = time.perf_counter(), time.process_time()
 analysis = analyze_run(sys.argv[1])
 analyzed_wall, analyzed_cpu = time.perf_counter() - wall, time.process_time() - cpu
 write_run_reports(analysis, sys.argv[1])
-print(json.dumps({"analysis_s": analyzed_wall, "analysis_cpu_s": analyzed_cpu,
-                  "total_s": time.perf_counter() - wall, "total_cpu_s": time.process_time() - cpu,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+total_wall, total_cpu = time.perf_counter() - wall, time.process_time() - cpu
+# VmHWM is this program's own peak; ru_maxrss may carry the parent's RSS at fork time (Linux keeps it across exec)
+try:
+    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+except (OSError, StopIteration, ValueError):
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"analysis_s": analyzed_wall, "analysis_cpu_s": analyzed_cpu, "total_s": total_wall,
+                  "total_cpu_s": total_cpu, "peak_rss_mb": peak_kb / 1024}))
 """
 
 
