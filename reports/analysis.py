@@ -37,7 +37,7 @@ def _analyze_run(folder: RunFolder, within_s: tuple[float, ...], expiry_window_s
     run = folder.meta()
     journal = folder.journal_records()
     with damaged(folder.metrics_path):
-        metrics = CounterSeries.from_metrics(folder.metrics())
+        metrics = CounterSeries.from_metrics(folder.iter_metrics())
     with damaged(folder.pg_stats_path):
         pg_records = folder.pg_stats()
         pg = CounterSeries.from_pg_stats(pg_records)
@@ -170,7 +170,7 @@ def _probe_summary(journal: list[dict]) -> list[dict]:
 
 def _data_end(*series: CounterSeries) -> float:
     """Without run times, the last scrape says how long the run lasted."""
-    return max((t for s in series for samples in s.samples.values() for t, _ in samples), default=0.0)
+    return max((t for s in series for t in s.times()), default=0.0)
 
 
 def _run_end(run: dict, journal: list[dict]) -> float:

@@ -48,7 +48,7 @@ def analyze_capacity(run_dir: str | Path, slo_p99_ms: float, max_error_rate: flo
     first_data = min(seconds, default=None)
     load_start = max(t for t in (journal_start, first_data, 0.0) if t is not None)
     errors = _error_counter(folder, run)
-    metrics = CounterSeries.from_metrics(folder.metrics())
+    metrics = CounterSeries.from_metrics(folder.iter_metrics())
     pg = CounterSeries.from_pg_stats(folder.pg_stats())
     steps = []
     for index, level in enumerate(levels):

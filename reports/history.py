@@ -23,7 +23,7 @@ COLUMNS = ("key", "op", "start_ns", "end_ns", "start_wall", "status", "version",
            "request_id", "value")
 NO_VERSION = -1  # the version column was empty
 NO_TIME = -1  # end_ns was empty (the outcome never arrived)
-_CHUNK_CHARS = 16 << 20
+_CHUNK_CHARS = 2 << 20  # a chunk is split into ~11 strings a line: 16 MB chunks peaked at ~250 MB
 
 READ_OPS = frozenset({"read", "check"})
 WRITE_OPS = frozenset({"write", "delete", "incr", "grant", "revoke"})

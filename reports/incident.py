@@ -22,6 +22,17 @@ def bucket_quantile(metrics: CounterSeries, t_from: float, t_to: float, q: float
     name = DB_QUERY_SECONDS + "_bucket"
     cumulative = sorted((float(le), metrics.increase(name, t_from, t_to, le=le))
                         for le in metrics.label_values(name, "le"))
+    return _quantile(cumulative, q)
+
+
+def bucket_quantiles(metrics: CounterSeries, windows: list[tuple[float, float]], q: float = 0.99) -> list[float | None]:
+    """bucket_quantile for each (t_from, t_to) window, the buckets' increases found in one pass."""
+    increases = metrics.increases_by_label(DB_QUERY_SECONDS + "_bucket", "le", windows)
+    return [_quantile(sorted((float(le), counts[w]) for le, counts in increases.items()), q)
+            for w in range(len(windows))]
+
+
+def _quantile(cumulative: list[tuple[float, float]], q: float) -> float | None:
     if not cumulative or not cumulative[-1][1]:
         return None
     rank = q * cumulative[-1][1]
@@ -37,18 +48,12 @@ def bucket_quantile(metrics: CounterSeries, t_from: float, t_to: float, q: float
 
 
 def _seconds(*series: CounterSeries) -> list[int]:
-    times = [t for s in series for samples in s.samples.values() for t, _ in samples]
+    times = [t for s in series for t in s.times()]
     return list(range(int(min(times)), int(max(times)) + 1)) if times else []
 
 
 def _gauge(series: CounterSeries, name: str) -> list[tuple[int, float]]:
-    points = []
-    for samples in series.samples.values():
-        for t, metrics in samples:
-            values = metrics.get(name)
-            if values:
-                points.append((int(math.floor(t)), float(sum(v for _, v in values))))
-    return points
+    return series.gauge(name)
 
 
 def db_latency(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase]) -> dict:
@@ -56,8 +61,8 @@ def db_latency(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase]) -
     and how many queries queued for a slot."""
     per_second = []
     if metrics.has(DB_QUERY_SECONDS + "_bucket"):
-        for second in _seconds(metrics):
-            p99 = bucket_quantile(metrics, second + 0.01, second + 0.99)
+        seconds = _seconds(metrics)
+        for second, p99 in zip(seconds, bucket_quantiles(metrics, [(s + 0.01, s + 0.99) for s in seconds]), strict=True):
             if p99 is not None:
                 per_second.append({"t": second, "p99_ms": p99})
     pg_mean = []

@@ -8,19 +8,26 @@ which cannot be merged, so a phase's percentile there is the worst second's).
 from __future__ import annotations
 
 import math
+from array import array
+from bisect import bisect_left
 from collections import defaultdict
+from ctypes import addressof, string_at
+from itertools import accumulate, compress
+from operator import mul
 from pathlib import Path
 
 from cachestorm.reports.phases import Phase
 from hdrh.histogram import HdrHistogram
 
-from cachestorm.core.runfiles import damaged, read_jsonl
+from cachestorm.core.runfiles import damaged, iter_jsonl
 from cachestorm.core.runfolder import RunFolder
 
 LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS = 1, 60_000_000, 3
 PERCENTILES = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
 # a second with fewer responses than this is not a percentile worth reporting as "the worst second"
 MIN_SECOND_REQUESTS = 10
+# Work done, for the test that the report's cost grows linearly with the run: histograms decoded and added
+WORK = {"histograms": 0}
 _LOCUST_COLUMNS = (("p50_ms", "50%"), ("p90_ms", "90%"), ("p99_ms", "99%"), ("p999_ms", "99.9%"),
                    ("max_ms", "100%"))
 
@@ -33,23 +40,75 @@ def summarize(histogram: HdrHistogram | None) -> dict | None:
     """Percentiles in milliseconds of a histogram of microseconds."""
     if histogram is None or histogram.get_total_count() == 0:
         return None
-    values = histogram.get_percentile_to_value_dict([q for _, q in PERCENTILES])
+    indexes, counts = _nonzero(histogram)
+    values = _percentiles(histogram, indexes, counts)
     summary = {"count": histogram.get_total_count()}
     for name, q in PERCENTILES:
         summary[name] = round(values[q] / 1000.0, 3)
     summary["max_ms"] = round(histogram.get_max_value() / 1000.0, 3)
-    summary["mean_ms"] = round(_mean_us(histogram) / 1000.0, 3)
+    summary["mean_ms"] = round(_mean_us(histogram, indexes, counts) / 1000.0, 3)
     return summary
 
 
-def _mean_us(histogram: HdrHistogram) -> float:
+_TABLES: dict[tuple, list[int]] = {}
+
+
+def _highest_values(histogram: HdrHistogram) -> list[int]:
+    """Per counts index, the highest value equivalent to it (what hdrh reports for a percentile that
+    lands there); computed once per histogram layout."""
+    layout = (histogram.counts_len, histogram.sub_bucket_half_count_magnitude, histogram.unit_magnitude,
+              histogram.sub_bucket_count)
+    table = _TABLES.get(layout)
+    if table is None:
+        table = _TABLES[layout] = [histogram.get_highest_equivalent_value(histogram.get_value_from_index(i))
+                                   for i in range(histogram.counts_len)]
+    return table
+
+
+def _nonzero(histogram: HdrHistogram) -> tuple[list[int], list[int]]:
+    """The indexes of the non-zero counts, ascending, and those counts, found at C speed: up to the
+    index of the tracked maximum when the counts there add up to the total, else in the whole array."""
+    total = histogram.get_total_count()
+    top = histogram.get_max_value()
+    last = min(histogram.counts_len, len(histogram.counts)) - 1
+    if top and histogram.word_size == _WORDS.itemsize:
+        last = min(last, histogram._counts_index_for(top))
+    for end in (last, min(histogram.counts_len, len(histogram.counts)) - 1):
+        raw = string_at(addressof(histogram.counts), (end + 1) * histogram.word_size)
+        first = (len(raw) - len(raw.lstrip(b"\0"))) // histogram.word_size
+        words = array(_WORDS.typecode)
+        words.frombytes(raw[first * histogram.word_size:])
+        counts = list(filter(None, words))
+        if sum(counts) == total:
+            break
+    return list(compress(range(first, end + 1), words)), counts
+
+
+_WORDS = array("Q")
+
+
+def _percentiles(histogram: HdrHistogram, indexes: list[int], counts: list[int]) -> dict[float, int]:
+    """hdrh's get_percentile_to_value_dict (the first index whose running count reaches each percentile's
+    target count: always one with a non-zero count), by bisection of the running sum of the non-zero
+    counts instead of a Python loop over every index."""
+    running = list(accumulate(counts))
+    table = _highest_values(histogram)
+    result = {}
+    for _, q in PERCENTILES:
+        n = bisect_left(running, histogram.get_target_count_at_percentile(q))
+        if n < len(running):
+            result[q] = table[indexes[n]]
+    if len(result) < len(PERCENTILES):  # counts and total disagree: hdrh's own walk decides
+        return histogram.get_percentile_to_value_dict([q for _, q in PERCENTILES])
+    return result
+
+
+def _mean_us(histogram: HdrHistogram, indexes: list[int] | None = None, counts: list[int] | None = None) -> float:
     """The mean over non-empty buckets (hdrh's get_mean_value walks every bucket in Python: slow)."""
-    counts = histogram.counts
-    total = weighted = 0
-    for index in [i for i, count in enumerate(counts[: histogram.counts_len]) if count]:
-        count = counts[index]
-        total += count
-        weighted += count * histogram.get_highest_equivalent_value(histogram.get_value_from_index(index))
+    if counts is None:
+        indexes, counts = _nonzero(histogram)
+    total = sum(counts)
+    weighted = sum(map(mul, counts, map(_highest_values(histogram).__getitem__, indexes)))
     return weighted / total if total else 0.0
 
 
@@ -65,14 +124,16 @@ def analyze_latency(run_dir: str | Path, phases: list[Phase], started_at: float 
 
 
 def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
-    per_second: dict[str, dict[int, HdrHistogram]] = defaultdict(dict)  # kind -> second -> merged
+    # kind -> second -> [(file, encoded histogram)]: the encodings are small, a decoded histogram is not
+    # (~140 kB), so a second's histograms are decoded, summarized and folded into the totals, then dropped
+    encoded_by_kind: dict[str, dict[int, list[tuple[Path, str]]]] = defaultdict(lambda: defaultdict(list))
     counts: dict[str, int] = defaultdict(int)  # requests, attempts, sent, late, dropped, timeouts... (locustfiles)
     counts_per_second: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     ends: dict[int, float] = {}  # second -> the true end of that interval (recorders start off the second)
     middles: dict[int, float] = {}  # second -> the middle of that interval: where its counted sends belong
     for path in files:
-        with damaged(path):  # a broken histogram encoding or a wrong type: one line naming the file
-            for record in read_jsonl(path):
+        with damaged(path):  # a wrong type: one line naming the file
+            for record in iter_jsonl(path):
                 t = record.get("t")
                 for name, n in (record.get("counts") or {}).items():
                     if isinstance(n, int | float):
@@ -87,35 +148,71 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
                 kind = str(record.get("kind") or "all")
                 second = int(math.floor(float(t)))
                 ends[second] = max(ends.get(second, 0.0), float(t) + float(record.get("interval_s") or 1.0))
-                decoded = HdrHistogram.decode(encoded)
-                bucket = per_second[kind].get(second)
-                if bucket is None:
-                    bucket = per_second[kind][second] = new_histogram()
-                bucket.add(decoded)
-    if not per_second:
+                encoded_by_kind[kind][second].append((path, encoded))
+    if not encoded_by_kind:
         return None
     # "all" records already contain reads and writes; merge kinds only when there are none.
     # send_lag (open model: actual minus intended send time) is not a response time.
-    overall_seconds = per_second.get("all") or _merge_kinds(
-        {kind: seconds for kind, seconds in per_second.items() if kind != "send_lag"})
+    overall_kinds = ["all"] if "all" in encoded_by_kind else [k for k in encoded_by_kind if k != "send_lag"]
+    in_phase = {phase.name: set() for phase in phases}
+    totals: dict[str, HdrHistogram] = {}  # "overall", "kind:<kind>", "phase:<name>", "during"
     series = []
-    for second in sorted(overall_seconds):
-        summary = summarize(overall_seconds[second])
-        if summary:
-            series.append({"t": second, **summary})
+    seconds = sorted({second for by_second in encoded_by_kind.values() for second in by_second})
+    current = files[0]
+    try:
+        for second in seconds:
+            per_kind = {}
+            for kind, by_second in encoded_by_kind.items():
+                if second in by_second:
+                    records = by_second[second]
+                    WORK["histograms"] += len(records)
+                    current = records[0][0]
+                    histogram = HdrHistogram.decode(records[0][1])
+                    if len(records) > 1 or _layout(histogram) != _layout(_REFERENCE):
+                        # several recorders' (or a foreign layout): merged into one of ours, as before
+                        merged = new_histogram()
+                        merged.add(histogram)
+                        for path, encoded in records[1:]:
+                            current = path
+                            merged.add(HdrHistogram.decode(encoded))
+                        histogram = merged
+                    per_kind[kind] = histogram
+                    if kind != "all":
+                        _fold(totals, "kind:" + kind, histogram)
+            present = [per_kind[kind] for kind in overall_kinds if kind in per_kind]
+            if not present:
+                continue
+            if overall_kinds == ["all"]:
+                overall = present[0]
+            else:
+                overall = new_histogram()
+                for histogram in present:
+                    overall.add(histogram)
+            summary = summarize(overall)
+            if summary:
+                series.append({"t": second, **summary})
+            _fold(totals, "overall", overall)
+            during = False
+            for phase in phases:
+                if _interval_in(phase, second, ends):
+                    in_phase[phase.name].add(second)
+                    _fold(totals, "phase:" + phase.name, overall)
+                    during |= phase.kind == "during"
+            if during:
+                _fold(totals, "during", overall)
+    except Exception as exc:  # a broken histogram encoding: one line naming its file
+        with damaged(current):
+            raise exc
     during = [p for p in phases if p.kind == "during"]
-    worst = {phase.name: worst_second(p for p in series if _interval_in(phase, p["t"], ends)) for phase in during}
+    worst = {phase.name: worst_second(p for p in series if p["t"] in in_phase[phase.name]) for phase in during}
     return {
         "source": "hdr",
         "approximate": False,
-        "overall": summarize(_merge(overall_seconds.values())),
-        "by_kind": {kind: summarize(_merge(seconds.values()))
-                    for kind, seconds in sorted(per_second.items()) if kind != "all"},
-        "by_phase": {phase.name: summarize(_merge(h for s, h in overall_seconds.items()
-                                                  if _interval_in(phase, s, ends)))
-                     for phase in phases},
-        "during_fault": summarize(_merge(h for s, h in overall_seconds.items()
-                                         if any(p.kind == "during" and _interval_in(p, s, ends) for p in phases))),
+        "overall": summarize(totals.get("overall")),
+        "by_kind": {kind: summarize(totals.get("kind:" + kind))
+                    for kind in sorted(encoded_by_kind) if kind != "all"},
+        "by_phase": {phase.name: summarize(totals.get("phase:" + phase.name)) for phase in phases},
+        "during_fault": summarize(totals.get("during")),
         "worst_second_by_phase": worst,
         "during_fault_worst_second": _worst_of(worst.values()),
         "series": series,
@@ -126,6 +223,25 @@ def _from_hdr(files: list[Path], phases: list[Phase]) -> dict | None:
         "counts_during_fault": _sum_counts(c for s, c in counts_per_second.items()
                                            if any(p.kind == "during" and _sent_in(p, s, middles) for p in phases)),
     }
+
+
+_REFERENCE = new_histogram()
+
+
+def _layout(histogram: HdrHistogram) -> tuple:
+    """What makes two histograms' counts arrays the same: one decoded in our layout with its full counts
+    array is what adding it to a new histogram would give (same counts, total and maximum)."""
+    return (histogram.counts_len, len(histogram.counts), histogram.bucket_count, histogram.sub_bucket_count,
+            histogram.unit_magnitude, histogram.word_size, histogram.lowest_trackable_value,
+            histogram.highest_trackable_value, histogram.significant_figures)
+
+
+def _fold(totals: dict[str, HdrHistogram], name: str, histogram: HdrHistogram) -> None:
+    WORK["histograms"] += 1
+    total = totals.get(name)
+    if total is None:
+        total = totals[name] = new_histogram()
+    total.add(histogram)
 
 
 def worst_second(points) -> dict | None:
@@ -170,23 +286,6 @@ def _sent_in(phase: Phase, second: int, middles: dict[int, float]) -> bool:
     the part of an interval sent before the fault started and leave out its last interval's part."""
     middle = middles.get(second)
     return phase.contains_second(second) if middle is None else phase.contains(middle)
-
-
-def _merge_kinds(per_second: dict[str, dict[int, HdrHistogram]]) -> dict[int, HdrHistogram]:
-    merged: dict[int, HdrHistogram] = {}
-    for seconds in per_second.values():
-        for second, histogram in seconds.items():
-            merged.setdefault(second, new_histogram()).add(histogram)
-    return merged
-
-
-def _merge(histograms) -> HdrHistogram | None:
-    total = None
-    for histogram in histograms:
-        if total is None:
-            total = new_histogram()
-        total.add(histogram)
-    return total
 
 
 def _from_locust(run_dir: Path, phases: list[Phase], started_at: float | None) -> dict:

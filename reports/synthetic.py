@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -180,3 +181,211 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- a realistic run folder, any length
+
+# the targets' DB query histogram buckets (targets/metrics.py DB_QUERY_BUCKETS; reports stand on the core
+# alone, so they are spelt out here) and the metrics a target exposes, as the scraper writes them
+REALISTIC_DB_BUCKETS = tuple(round(0.001 * 1.2 ** i, 6) for i in range(57))
+_ZERO_TOTALS = ("cachestorm_coalesced_waiters_total", "cachestorm_lock_waits_total", "cachestorm_lease_waits_total",
+                "cachestorm_lease_refused_total", "cachestorm_permission_violations_total")
+
+
+def write_realistic_run(run_dir: str | Path, *, duration_s: int = 300, rate: float = 200.0, instances: int = 2,
+                        hot_keys: int = 10, fault_at_s: float = 60.0, fault_for_s: float = 6.0,
+                        history_share: float = 0.7, seed: int = 42) -> Path:
+    """A run folder shaped like `cachestorm run --duration <duration_s> --rate <rate>` with a hot-key
+    expiry at `fault_at_s`: metrics.jsonl at 1/s per target with the targets' metric names and DB
+    histogram buckets, pg_stats.jsonl, latency/merged.jsonl (an HDR histogram per second and kind),
+    a journal with the fault and two probes a second, histories (the sampled keys' operations),
+    truth.json and Locust's CSVs. Deterministic for a seed; its numbers are plausible, not known answers
+    (for timing the report and comparing two implementations of it, see `cachestorm bench report`)."""
+    from hdrh.histogram import HdrHistogram
+
+    rng = random.Random(seed)
+    folder = RunFolder(run_dir)
+    run_dir = folder.path
+    folder.latency_dir.mkdir(parents=True, exist_ok=True)
+    started = SYNTHETIC_STARTED_AT
+    load_t0 = 0.64  # load starts once the targets are up and warm
+    load_t1 = load_t0 + duration_s
+    fault_t0, fault_t1 = load_t0 + fault_at_s, load_t0 + fault_at_s + fault_for_s
+    targets = {f"target-{n + 1}": f"http://127.0.0.1:{42000 + n}" for n in range(instances)}
+    folder.write_meta({
+        "cachestorm_version": "synthetic", "run_id": run_dir.name, "label": "cache-aside-hot-key-expiry",
+        "settings": {"strategy": "cache-aside", "domain": "profiles", "duration_s": float(duration_s),
+                     "rate": rate, "instances": instances, "experiment": "hot-key-expiry",
+                     "experiment_at_s": fault_at_s, "hot_keys": hot_keys, "keys": 1000, "rows": 10000,
+                     "retry": "naive:3", "declared_staleness_bound_s": 1.0},
+        "started_at": started, "t0_monotonic_ns": SYNTHETIC_T0_NS, "experiment": "hot-key-expiry",
+        "targets": targets, "load_started_at": started + load_t0, "ended_at": started + load_t1 + 1.5,
+        "outcome": "ok"})
+
+    def effect(t: float) -> float:
+        """0 in steady state, 1 inside the fault window, fading over 5 s after it."""
+        if fault_t0 <= t < fault_t1:
+            return 1.0
+        if fault_t1 <= t < fault_t1 + 5:
+            return 1.0 - (t - fault_t1) / 5
+        return 0.0
+
+    keys = [str(k) for k in range(1, hot_keys + 1)]
+    journal = [
+        {"what": "stack", "kind": "stack", "t_start": 0.001, "t_end": 0.001, "outcome": "ok", "details": {}},
+        {"what": "start targets", "kind": "target", "t_start": 0.027, "t_end": 0.5, "outcome": "ok",
+         "details": {"strategy": "cache-aside", "instances": instances, "targets": targets}},
+        {"what": "warm cache", "kind": "target", "t_start": 0.5, "t_end": 0.6, "outcome": "ok", "details": {}},
+        {"what": "load", "kind": "load", "t_start": load_t0, "t_end": load_t1, "outcome": "ok", "details": {}},
+        {"what": "fault hot-key-expiry-repeated", "kind": "fault", "t_start": fault_t0, "t_end": fault_t1,
+         "outcome": "ok", "details": {"fault": "hot-key-expiry-repeated", "at": fault_at_s, "for": fault_for_s,
+                                      "experiment": "hot-key-expiry", "ended_by": "end of window",
+                                      "applied": {"keys": hot_keys, "key_ids": keys, "mode": "expire"},
+                                      "keys": hot_keys, "key_ids": keys}},
+    ]
+    for second in range(int(duration_s)):
+        t = round(load_t0 + second + 0.02, 3)
+        phase = "before" if t < fault_t0 else "during" if t < fault_t1 + 5 else "after"
+        journal.append({"what": "probe p99 stays bounded", "kind": "probe", "t_start": t, "t_end": t,
+                        "outcome": "ok", "details": {"phase": phase, "metric": "p99_ms",
+                                                     "value": round(10 + 900 * effect(t), 3), "min": None,
+                                                     "max": 1000.0, "window_s": 3.0}})
+        journal.append({"what": "probe server errors stay rare", "kind": "probe", "t_start": t, "t_end": t,
+                        "outcome": "ok" if effect(t) < 0.1 else "deviated",
+                        "details": {"phase": phase, "metric": "error_rate", "value": round(0.3 * effect(t), 4),
+                                    "min": None, "max": 0.01, "window_s": 5.0}})
+    journal.sort(key=lambda r: r["t_start"])
+    for record in journal:
+        record["start"], record["end"] = started + record["t_start"], started + record["t_end"]
+
+    # ---- the targets' counters and PostgreSQL's, scraped once a second
+    totals = [dict.fromkeys(_ZERO_TOTALS, 0.0) | {"cachestorm_write_behind_backlog": 0.0,
+                                                   "cachestorm_write_behind_flush_lag_seconds": 0.0}
+              for _ in range(instances)]
+    buckets = [[0.0] * len(REALISTIC_DB_BUCKETS) for _ in range(instances)]
+    inf_counts = [0.0] * instances
+    pg = {"xact_commit": 1000, "xact_rollback": 0, "tup_returned": 50_000, "tup_fetched": 40_000, "calls": 200,
+          "exec_ms": 300.0}
+    history_ops: list[tuple] = []
+    versions = dict.fromkeys(keys, 1)
+    latency_records = []
+    samples = int(duration_s) + 3
+    with folder.metrics_path.open("w", encoding="utf-8") as metrics_out, \
+            folder.pg_stats_path.open("w", encoding="utf-8") as pg_out:
+        for n in range(samples):
+            t = round(0.694 + n * 1.0002, 3)
+            loaded = load_t0 <= t - 1 < load_t1  # the second before this scrape carried load
+            e = effect(t - 0.5)
+            for i, (instance, metrics) in enumerate(zip(targets, totals, strict=True)):
+                requests = rng.randint(int(rate * 0.9), int(rate * 1.1)) // instances if loaded else 0
+                hot = int(requests * 0.7)
+                failed = int(hot * 0.4 * e)
+                misses_hot = int(hot * (0.01 + 0.3 * e))
+                misses_rest = int((requests - hot) * 0.04)
+                writes = int(requests * 0.05)
+                _add(metrics, {
+                    'cachestorm_cache_results_total{key_class="hot",result="failed"}': failed,
+                    'cachestorm_cache_results_total{key_class="hot",result="hit"}': hot - failed - misses_hot,
+                    'cachestorm_cache_results_total{key_class="hot",result="miss"}': misses_hot,
+                    'cachestorm_cache_results_total{key_class="rest",result="hit"}': requests - hot - misses_rest,
+                    'cachestorm_cache_results_total{key_class="rest",result="miss"}': misses_rest,
+                    'cachestorm_db_queries_total{key_class="hot",kind="read"}': misses_hot,
+                    'cachestorm_db_queries_total{key_class="hot",kind="write"}': writes // 2,
+                    'cachestorm_db_queries_total{key_class="rest",kind="read"}': misses_rest,
+                    'cachestorm_db_queries_total{key_class="rest",kind="write"}': writes - writes // 2,
+                    "cachestorm_pool_waits_total": int(20 * e), "cachestorm_pool_timeouts_total": int(15 * e),
+                    'cachestorm_recomputes_total{key_class="hot"}': misses_hot,
+                    'cachestorm_recomputes_total{key_class="rest"}': misses_rest,
+                    "cachestorm_request_seconds_count": requests,
+                    "cachestorm_request_seconds_sum": requests * (0.002 + 0.5 * e),
+                    'cachestorm_requests_total{route="/profiles/{id:int}",status="200"}': requests - int(15 * e),
+                    'cachestorm_requests_total{route="/profiles/{id:int}",status="503"}': int(15 * e),
+                })
+                if n == 0:
+                    _add(metrics, {'cachestorm_requests_total{route="/prefill",status="200"}': 1,
+                                   'cachestorm_db_queries_total{key_class="rest",kind="prefill"}': 1})
+                for key in keys:
+                    _add(metrics, {f'cachestorm_key_recomputes_total{{key="{key}"}}': misses_hot // hot_keys})
+                queries = misses_hot + misses_rest
+                for _ in range(queries):
+                    seconds = rng.lognormvariate(math.log(0.002 + 0.8 * e), 0.5)
+                    for b, upper in enumerate(REALISTIC_DB_BUCKETS):
+                        if seconds <= upper:
+                            buckets[i][b] += 1
+                inf_counts[i] += queries
+                series = dict(metrics)
+                for upper, count in zip(REALISTIC_DB_BUCKETS, buckets[i], strict=True):
+                    series[f'cachestorm_db_query_seconds_bucket{{le="{upper}"}}'] = count
+                series['cachestorm_db_query_seconds_bucket{le="+Inf"}'] = inf_counts[i]
+                series["cachestorm_db_query_seconds_count"] = inf_counts[i]
+                series["cachestorm_db_query_seconds_sum"] = round(inf_counts[i] * (0.003 + 0.1 * e), 6)
+                metrics_out.write(json.dumps({"t": t, "wall": started + t, "instance": instance,
+                                              "metrics": series}) + "\n")
+                pg["xact_commit"] += queries + 1
+                pg["calls"] += queries + 1
+                pg["exec_ms"] = round(pg["exec_ms"] + queries * (2.0 + 800 * e) + 0.1, 3)
+                pg["tup_returned"] += queries * 12
+                pg["tup_fetched"] += queries * 10
+            pg_out.write(json.dumps({"t": t, "wall": started + t, **pg, "active": 1 + int(3 * e),
+                                     "slot_waits": int(5 * e)}) + "\n")
+
+            # ---- the clients' side of the same second: HDR histograms and counts, sampled histories
+            if not load_t0 <= t < load_t1:
+                continue
+            requests = rng.randint(int(rate * 0.95), int(rate * 1.05))
+            all_h, read_h, write_h, lag_h = (HdrHistogram(1, 60_000_000, 3) for _ in range(4))
+            timeouts = int(requests * 0.2 * e)
+            for r in range(requests):
+                write = r % 20 == 0
+                us = int(rng.lognormvariate(math.log(1500 + 600_000 * e), 0.6))
+                us = min(max(us, 1), 2_000_000)
+                all_h.record_value(us)
+                (write_h if write else read_h).record_value(us)
+                lag_h.record_value(int(rng.expovariate(1 / 300)) + 1)
+                if rng.random() < history_share:
+                    key = keys[r % hot_keys]
+                    start_ns = SYNTHETIC_T0_NS + int((t + r / requests) * 1e9)
+                    status = "timeout" if r < timeouts else 200
+                    if write:
+                        versions[key] += 1
+                    version = versions[key] if status == 200 else None
+                    history_ops.append((key, "write" if write else "read", start_ns, start_ns + us * 1000,
+                                        f"{started + t + r / requests:.6f}", status, version,
+                                        "" if write or status != 200 else "hit", "", f"w0-{n}-{r}", None))
+            counts = {"attempts_started": requests + timeouts, "requests_started": requests, "sent": requests,
+                      "requests": requests, "attempts": requests + timeouts, "timeouts": timeouts}
+            t_rec = round(t - 0.6, 6)
+            for kind, histogram in (("all", all_h), ("read", read_h), ("send_lag", lag_h), ("write", write_h)):
+                record = {"t": t_rec, "wall": int(started + t_rec), "interval_s": 1.0, "worker": "merged",
+                          "kind": kind, "hist": histogram.encode().decode()}
+                if kind == "all":
+                    record["counts"] = counts
+                latency_records.append(record)
+    _write_jsonl(folder.latency_dir / "merged.jsonl", latency_records)
+    _write_jsonl(folder.journal_path, journal)
+    write_history(folder.history_path("w0-9917"), history_ops)
+    folder.write_truth({"domain": "profiles", "versions": {f"profiles:{k}": v for k, v in versions.items()},
+                        "counters": {}, "declared_staleness_bound_s": 1.0})
+    folder.locust_dir.mkdir(exist_ok=True)
+    total = sum(r["counts"]["requests"] for r in latency_records if "counts" in r)
+    (folder.locust_dir / "stats_stats.csv").write_text(
+        "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,"
+        "Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,"
+        "99.99%,100%\n"
+        f",Aggregated,{total},{total // 100},2,8.1,0.5,2004.9,161.7,{rate},2.0,2,3,4,9,25,40,250,2000,2000,2000,2000\n")
+    history_rows = ["Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,"
+                    "99.9%,99.99%,100%,Total Request Count,Total Failure Count"]
+    for second in range(int(duration_s)):
+        e = effect(load_t0 + second)
+        history_rows.append(f"{int(started + load_t0 + second)},50,,Aggregated,{rate:.6f},0.000000,2,3,3,4,6,9,"
+                            f"12,{int(20 + 1500 * e)},{int(40 + 2000 * e)},2000,2000,{int(rate * second)},0")
+    (folder.locust_dir / "stats_stats_history.csv").write_text("\n".join(history_rows) + "\n")
+    (folder.locust_dir / "stats_failures.csv").write_text(
+        'Method,Name,Error,Occurrences\nGET,/profiles/[id],"HTTPError(\'503: {""error"": ""pool_timeout""}\')",'
+        f"{total // 100}\n")
+    return run_dir
+
+
+def _add(totals: dict[str, float], increments: dict[str, float]) -> None:
+    for name, value in increments.items():
+        totals[name] = totals.get(name, 0.0) + float(value)

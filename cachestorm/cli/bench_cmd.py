@@ -62,3 +62,16 @@ def incident(out: str = typer.Option("runs/bench-incident", "--out", help="Folde
 
     check_output_folder(out, "--out")  # before anything starts
     _call("cachestorm.bench.incident:main", out=out, retry_storm=retry_storm)
+
+
+@app.command("report")
+def report(minutes: list[float] = typer.Option([5.0, 15.0, 60.0], "--minutes", min=0.5,
+                                               help="Run lengths to report on (repeatable)."),
+           rate: float = typer.Option(200.0, min=1.0, help="Requests/s of the synthetic runs."),
+           instances: int = typer.Option(2, min=1, help="Targets scraped (metrics.jsonl records per second)."),
+           keep: str = typer.Option(None, "--keep", help="Write the run folders here and keep them "
+                                                          "(reused on the next call) instead of a temporary folder.")) -> None:
+    """Analysis + rendering time and peak RSS of reports on synthetic run folders of 5, 15 and 60 minutes
+    (metrics at 1/s per target, PostgreSQL stats, HDR latency per second, a fault, histories), and the
+    growth exponent: 1 is linear in the run's length."""
+    _call("cachestorm.bench.report:main", minutes=tuple(minutes), rate=rate, instances=instances, keep=keep)

@@ -81,6 +81,44 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return records
 
 
+def iter_jsonl(path: str | Path):
+    """read_jsonl's records one at a time, the file read line by line (a long run's metrics are never all
+    in memory as text or as dicts); the same torn-last-line rule and the same damage messages."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        number, pending = 0, None
+        for raw in handle:
+            number += 1
+            if pending is not None:
+                yield _jsonl_record(path, *pending, last=False)
+                pending = None
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CachestormError(f"{path}: not text (binary data where UTF-8 was expected); "
+                                      "the file is damaged") from None
+            if line.strip():
+                pending = (number, line)
+        if pending is not None:
+            record = _jsonl_record(path, *pending, last=True)
+            if record is not None:
+                yield record
+
+
+def _jsonl_record(path: Path, number: int, line: str, *, last: bool) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        if last:
+            return None
+        raise CachestormError(f"{path}: line {number} is not JSON; the file is damaged") from None
+    if not isinstance(record, dict):
+        raise CachestormError(f"{path}: line {number} is not a JSON object; the file is damaged")
+    return record
+
+
 def read_csv(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from cachestorm.core.errors import CachestormError
-from cachestorm.core.runfiles import damaged, first_failure, incomplete, read_csv, read_json, read_jsonl
+from cachestorm.core.runfiles import (
+    damaged,
+    first_failure,
+    incomplete,
+    iter_jsonl,
+    read_csv,
+    read_json,
+    read_jsonl,
+)
 from cachestorm.core.urls import redact
 
 
@@ -281,6 +289,10 @@ class RunFolder:
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_path)
+
+    def iter_metrics(self):
+        """metrics.jsonl's records one at a time (a long run's scrapes need not all be in memory)."""
+        return iter_jsonl(self.metrics_path)
 
     def pg_stats(self) -> list[dict]:
         return read_jsonl(self.pg_stats_path)
