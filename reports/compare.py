@@ -25,7 +25,9 @@ def as_analysis(run) -> dict:
 def metric_names(headlines: list[dict]) -> list[str]:
     """Catalog order first, then the nines rows, keeping only metrics some run measured."""
     names = [name for name in CATALOG if any(h.get(name) is not None for h in headlines)]
-    extra = sorted({name for h in headlines for name in h if name not in CATALOG and h.get(name) is not None},
+    # objects (db_ground_truth, baseline, recovery) are not figures: their numbers have rows of their own
+    extra = sorted({name for h in headlines for name in h
+                    if name not in CATALOG and h.get(name) is not None and not isinstance(h[name], dict)},
                    key=lambda n: (not n.startswith("nines_within_"), _nines_order(n), n))
     return names + extra
 

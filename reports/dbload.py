@@ -33,7 +33,10 @@ GROUND_TRUTH_SLACK = 20  # transactions
 
 def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], windows: list[FaultWindow],
                p99_series: list[tuple[int, float]], min_window_s: float = 5.0,
-               error_series: list[tuple[int, float]] | None = None) -> dict:
+               error_series: list[tuple[int, float]] | None = None, load_end_s: float | None = None,
+               client_series: list[tuple[int, float]] | None = None) -> dict:
+    """`load_end_s`: when the load was meant to end (what clients do while Locust stops is not judged);
+    `client_series`: the clients' view per second, 0 healthy / 1 not (reports/incident.client_health)."""
     sources = {
         "target_reads": metrics.rate(DB_QUERIES, kind="read") if metrics.has(DB_QUERIES) else [],
         "target_read_attempts": metrics.rate(DB_ATTEMPTS, kind="read") if metrics.has(DB_ATTEMPTS) else [],
@@ -56,6 +59,8 @@ def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], w
     steady_p99 = _median(_in(p99_series, before))
     signals = {"p99_ms": p99_series, "errors_per_s": error_series or [], "db_queries_per_s": main}
     normal = {name: normal_limit(_in(series, before), RECOVERY_FLOOR[name]) for name, series in signals.items()}
+    if client_series:  # healthy (0) or not (1): its limit is healthy, not the steady phase's spread
+        signals["clients"], normal["clients"] = client_series, 0.0
     faults = []
     for window in windows:
         start, end = window.t_start, effect_end(window, min_window_s)
@@ -64,7 +69,8 @@ def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], w
         idle = bool(p99_series) and not any(start - 1 < t < end for t, _ in p99_series)
         if idle:  # no request answered in the window (traffic not yet started): nothing was measured
             peak = peak_attempts = None
-        recovery = recovery_by_signal(window.t_end, signals, normal, until=_next_start(windows, window))
+        until = min(_next_start(windows, window), math.inf if load_end_s is None else load_end_s)
+        recovery = recovery_by_signal(window.t_end, signals, normal, until=until)
         entry = {
             "fault": window.name, "t_start": window.t_start, "t_end": window.t_end,
             "peak_queries_per_s": peak,
@@ -74,6 +80,7 @@ def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], w
             "recovery_s": recovery["recovery_s"],
             "recovered_last": recovery["recovered_last"],
             "recovery_by_signal": recovery["by_signal"],
+            "recovery": recovery_summary(window.t_end, until, recovery, _data_end(signals)),
             # the same fault seen by every source: PostgreSQL's own counters are the ground truth
             "by_source": {name: _amplification(series, before, start, end)
                           for name, series in sources.items() if series},
@@ -86,9 +93,8 @@ def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], w
                   if f.get("hot_key_expiry") and f["hot_key_expiry"]["db_reads_per_key"] is not None]
     attempts_per_expiry = [f["hot_key_expiry"]["db_read_attempts_per_key"] for f in faults
                            if f.get("hot_key_expiry") and f["hot_key_expiry"]["db_read_attempts_per_key"] is not None]
-    recoveries = [f["recovery_s"] for f in faults]
-    slowest = max((f for f in faults if f["recovery_s"] is not None), key=lambda f: f["recovery_s"], default=None)
-    never = next((f for f in faults if f["recovery_s"] is None), None)
+    # the run's one recovery: after its last fault (docs/report-schema.md, "Recovery")
+    run_recovery = faults[-1]["recovery"] if faults else None
     return {
         "source": headline,
         "steady_queries_per_s": steady,
@@ -103,8 +109,9 @@ def analyze_db(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase], w
         "amplification": max(amplifications) if amplifications else None,
         "db_loads_per_expiry": max(per_expiry) if per_expiry else None,
         "db_load_attempts_per_expiry": max(attempts_per_expiry) if attempts_per_expiry else None,
-        "recovery_s": None if not recoveries or None in recoveries else max(recoveries),
-        "recovered_last": (never or slowest or {}).get("recovered_last"),
+        "recovery": run_recovery,
+        "recovery_s": (run_recovery or {}).get("time_s"),
+        "recovered_last": (run_recovery or {}).get("last_signal"),
         "faults": faults,
         "ground_truth": truth,
         "series": {name: [{"t": t, "per_s": round(v, 3)} for t, v in values] for name, values in sources.items()},
@@ -176,6 +183,25 @@ def recovery_by_signal(t_end: float, signals: dict[str, list[tuple[int, float]]]
         return {"recovery_s": None, "recovered_last": never[0], "by_signal": by_signal}
     last = max(by_signal, key=lambda name: by_signal[name])
     return {"recovery_s": by_signal[last], "recovered_last": last, "by_signal": by_signal}
+
+
+def recovery_summary(t_end: float, until: float, recovery: dict, data_end: float | None) -> dict:
+    """The one recovery of a fault, as every report shows it: {recovered (null: not judged - fewer than
+    RECOVERY_HOLD_S seconds left, or no signal with steady data), time_s (from the fault's end; null
+    unless recovered), within_s (how long was judged: to the next fault, else the planned load end,
+    else the data's end), last_signal (the signal that recovered last, or the first that never did),
+    from_s (the fault's end)}."""
+    end = until if math.isfinite(until) else (data_end if data_end is not None else t_end)
+    within = round(max(0.0, end - t_end), 3)
+    judged = bool(recovery["by_signal"]) and within >= RECOVERY_HOLD_S
+    recovered = None if not judged else recovery["recovery_s"] is not None
+    return {"recovered": recovered, "time_s": recovery["recovery_s"] if recovered else None,
+            "within_s": within, "last_signal": recovery["recovered_last"], "from_s": round(t_end, 3)}
+
+
+def _data_end(signals: dict[str, list[tuple[int, float]]]) -> float | None:
+    ends = [t + 1 for series in signals.values() for t, _ in series[-1:]]
+    return float(max(ends)) if ends else None
 
 
 def recovery_time(t_end: float, series: list[tuple[int, float]], limit: float, until: float = math.inf) -> float | None:

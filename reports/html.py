@@ -10,7 +10,14 @@ import math
 from html import escape
 
 from cachestorm.reports.compare import compare_runs, metric_names, winners
-from cachestorm.reports.headline import display, format_number, lead, metric_info, shown_metrics
+from cachestorm.reports.headline import (
+    display,
+    format_number,
+    lead,
+    metric_info,
+    recovery_text,
+    shown_metrics,
+)
 from cachestorm.reports.svg import Chart, Line, render
 
 from cachestorm.core import plugins
@@ -115,7 +122,8 @@ def run_charts(analysis: dict) -> list[Chart]:
         Line("p50", _series(series, "p50_ms")), Line("p99", _series(series, "p99_ms")),
         Line("p99.9", _series(series, "p999_ms"))], shaded, chart_id="latency")]
     db = (analysis.get("db") or {}).get("series") or {}
-    names = {"target_reads": "DB reads (targets)", "target_all": "all DB queries (targets)",
+    names = {"target_reads": "DB reads that ran (targets)", "target_read_attempts": "DB read attempts (targets)",
+             "target_all": "all DB queries (targets)", "pg_reads": "reads (PostgreSQL)",
              "pg_calls": "statements (PostgreSQL)", "pg_xact_commit": "commits (PostgreSQL)"}
     charts.append(Chart("DB queries per second", "queries/s",
                         [Line(label, _series(db.get(name) or [], "per_s"), dashed=name.startswith("pg"))
@@ -230,9 +238,9 @@ def faults_section(analysis: dict) -> str:
                      escape(f"{fmt(worst.get('p99_ms'), 'ms')} / {fmt(worst.get('p999_ms'), 'ms')}"),
                      escape(fmt(fault.get("peak_queries_per_s"), "q/s")),
                      escape(fmt(fault.get("amplification"), "x")), escape(fmt(_pg_amplification(fault), "x")),
-                     escape(fmt(hot.get("db_reads_per_key"))), escape(fmt(hot.get("recomputes_per_key"))),
-                     escape((fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
-                             else "not recovered") + f" (last: {fmt(fault.get('recovered_last'))})")])
+                     escape(f"{fmt(hot.get('db_reads_per_key'))} ran / {fmt(hot.get('db_read_attempts_per_key'))} "
+                            "attempted"), escape(fmt(hot.get("recomputes_per_key"))),
+                     escape(recovery_text(fault.get("recovery")))])
     steady = (f"steady state (median before the first fault): {fmt(db.get('steady_queries_per_s'), 'q/s')} "
               f"(amplification divides by at least {fmt(db.get('steady_floor_per_s'), 'q/s')}), "
               f"p99 {fmt(db.get('steady_p99_ms'), 'ms')}; DB source: {db.get('source')}")
@@ -247,7 +255,7 @@ def faults_section(analysis: dict) -> str:
 
 def _pg_amplification(fault: dict) -> float | None:
     by_source = fault.get("by_source") or {}
-    for name in ("pg_calls", "pg_xact_commit"):
+    for name in ("pg_reads", "pg_calls", "pg_xact_commit"):
         if name in by_source:
             return by_source[name]["amplification"]
     return None

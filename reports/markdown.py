@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cachestorm.reports.compare import compare_runs, metric_names, winners
-from cachestorm.reports.headline import display, lead, metric_info, shown_metrics
+from cachestorm.reports.headline import display, lead, metric_info, recovery_text, shown_metrics
 from cachestorm.reports.html import fmt
 
 from cachestorm.core.runfiles import incomplete
@@ -48,7 +48,7 @@ def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None)
         lines += ["", "| fault | window | worst second p99 | DB peak | amplification | recovery | recovered last |",
                   "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
         for fault, phase in zip(faults, during + [None] * len(faults), strict=False):
-            recovery = fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None else "not recovered"
+            recovery = recovery_text(fault.get("recovery"))
             worst = (latency.get("worst_second_by_phase") or {}).get(phase) or {}
             lines.append(f"| {_cell(fault['fault'])} | {fault['t_start']:.1f}–{fault['t_end']:.1f} s | "
                          f"{fmt(worst.get('p99_ms'), 'ms')} | "
