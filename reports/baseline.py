@@ -57,10 +57,13 @@ def judge_baseline(analysis: dict, metrics: CounterSeries, pg: CounterSeries, ph
 
 
 def _error_rate(analysis: dict, before: Phase) -> tuple[float | None, str]:
-    counts = ((analysis.get("latency") or {}).get("counts_by_phase") or {}).get(before.name) or {}
-    attempts = counts.get("attempts_started") or counts.get("attempts") or counts.get("requests")
+    """Failed attempts ÷ attempts over the clients' 1 s intervals that lie wholly in the phase: an
+    interval the fault starts in (its middle may still be before it) is not the baseline's."""
+    seconds = [c for c in (analysis.get("latency") or {}).get("counts_by_second") or []
+               if before.t_start <= c["t"] and c["t"] + 1 <= before.t_end]
+    attempts = sum(c.get("attempts_started", c.get("attempts", c.get("requests", 0))) for c in seconds)
     if attempts:
-        failed = counts.get("timeouts", 0) + counts.get("conn_errors", 0) + counts.get("server_errors", 0)
+        failed = sum(c.get("timeouts", 0) + c.get("conn_errors", 0) + c.get("server_errors", 0) for c in seconds)
         return failed / attempts, "latency counts (failed attempts ÷ attempts, every request)"
     series = [p for p in (analysis.get("errors") or {}).get("series") or [] if before.contains_second(p["t"])]
     operations = sum(p.get("operations", 0) for p in series)

@@ -133,6 +133,7 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
         state = phase(second)
         increments = {
             'cachestorm_db_queries_total{kind="read",key_class="other"}': db_rate[state] / 2,
+            'cachestorm_db_attempts_total{kind="read",key_class="other"}': db_rate[state] / 2,
             'cachestorm_db_queries_total{kind="write",key_class="other"}': 1.0,
             'cachestorm_cache_results_total{result="hit",key_class="other"}': 45.0 if state == "steady" else 5.0,
             'cachestorm_cache_results_total{result="miss",key_class="other"}': 5.0 if state == "steady" else 45.0,
@@ -140,6 +141,8 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
         }
         if second == fault_start:
             increments['cachestorm_db_queries_total{kind="read",key_class="hot"}'] = 1.5 * expired_keys / 2
+            # the herd: 6 reads per key fell through to the DB, 1.5 of them got a connection and ran
+            increments['cachestorm_db_attempts_total{kind="read",key_class="hot"}'] = 6.0 * expired_keys / 2
             for key in range(1, expired_keys + 1):
                 increments[f'cachestorm_key_recomputes_total{{key="{key}"}}'] = 0.5
         for name, value in increments.items():

@@ -22,9 +22,10 @@ def test_report_is_strict_json_with_run_metadata(run_dir):
     json.dumps(analysis, allow_nan=False)
     assert analysis["schema"] == "cachestorm-report/2"
     assert analysis["run"]["strategy"] == "cache-aside" and analysis["run"]["duration_s"] == 30
-    assert [p["kind"] for p in analysis["phases"]] == ["before", "during", "after"]
-    # a 2 s fault is "during" for its 5 s effect window
-    assert analysis["phases"][1]["t_start"] == 10 and analysis["phases"][1]["t_end"] == 15
+    # the load's first 2 s settle (not "before"); a 2 s fault is "during" for its 5 s effect window
+    assert [p["kind"] for p in analysis["phases"]] == ["settle", "before", "during", "after"]
+    assert analysis["phases"][0]["t_end"] == 2 and analysis["phases"][1]["t_start"] == 2
+    assert analysis["phases"][2]["t_start"] == 10 and analysis["phases"][2]["t_end"] == 15
 
 
 def test_latency_is_merged_losslessly_from_hdr(run_dir):
@@ -32,8 +33,8 @@ def test_latency_is_merged_losslessly_from_hdr(run_dir):
     assert latency["source"] == "hdr" and not latency["approximate"]
     # 2 workers x 100 values x 30 s
     assert latency["overall"]["count"] == 6000
-    assert latency["by_phase"]["before"] == pytest.approx(
-        {"count": 2000, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "p999_ms": 1.0, "max_ms": 1.0, "mean_ms": 1.0})
+    assert latency["by_phase"]["before"] == pytest.approx(  # 2 s to 10 s: the settle period is not in it
+        {"count": 1600, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "p999_ms": 1.0, "max_ms": 1.0, "mean_ms": 1.0})
     assert latency["during_fault"]["p99_ms"] == pytest.approx(100.0, rel=1e-3)
     assert len(latency["series"]) == 30 and latency["series"][12]["p99_ms"] == pytest.approx(50.5, rel=1e-3)
 
@@ -67,9 +68,13 @@ def test_db_amplification_hot_key_loads_and_recovery(run_dir):
     # 200 q/s of other keys plus 15 hot-key reads in the fault's first second
     assert db["amplification"] == pytest.approx(21.5)
     fault = db["faults"][0]
-    assert fault["hot_key_expiry"] == pytest.approx({"keys_expired": 10, "window_s": 5.0, "db_reads": 15.0,
-                                                     "recomputes": 10.0, "db_reads_per_key": 1.5,
-                                                     "recomputes_per_key": 1.0})
+    hot = dict(fault["hot_key_expiry"])
+    assert hot.pop("db_reads_source") == "targets"
+    # 60 reads fell through to the DB path (attempts), 15 ran (loads): the headline's loads are executed
+    assert hot == pytest.approx({"keys_expired": 10, "window_s": 5.0, "db_reads": 15.0, "db_read_attempts": 60.0,
+                                 "recomputes": 10.0, "db_reads_per_key": 1.5, "db_read_attempts_per_key": 6.0,
+                                 "recomputes_per_key": 1.0})
+    assert db["db_loads_per_expiry"] == 1.5 and db["db_load_attempts_per_expiry"] == 6.0
     assert fault["recovery_s"] == 2.0
     pg = {p["t"]: p["per_s"] for p in db["series"]["pg_xact_commit"]}
     assert pg[5] == 12.0 and pg[10] == 202.0
