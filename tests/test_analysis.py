@@ -263,3 +263,82 @@ def test_a_fault_without_traffic_measures_no_amplification():
     assert db["faults"][0]["no_traffic"] and db["amplification"] is None
     db = analyze_db(metrics, CounterSeries({}), phases, windows, [(t, 5.0) for t in range(30)])
     assert not db["faults"][0]["no_traffic"] and db["amplification"] == 0.0
+
+
+def _add_pool_timeouts(run_dir, per_second: dict[int, float]) -> None:
+    """Doctor the synthetic scrapes: `cachestorm_pool_timeouts_total` grows by per_second[s] over [s, s+1)."""
+    lines, total = [], {}
+    path = run_dir / "metrics.jsonl"
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        t = int(record["t"])
+        total[record["instance"]] = sum(v / 2 for s, v in per_second.items() if s < t)
+        record["metrics"]["cachestorm_pool_timeouts_total"] = total[record["instance"]]
+        lines.append(json.dumps(record))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _without_failures(run_dir):
+    """The synthetic histories fail 2 of their 19 sampled reads before the fault (a timeout, a 503): drop them."""
+    [path] = (run_dir / "histories").glob("*.tsv")
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(line for line in lines if "\ttimeout\t" not in line and "\t503\t" not in line) + "\n")
+
+
+def test_the_synthetic_baseline_fails_on_its_own_errors(run_dir):
+    baseline = analyze_run(run_dir)["baseline"]
+    assert baseline["healthy"] is False and baseline["broke"] == ["error_rate"]
+    assert baseline["figures"]["error_rate"]["value"] == pytest.approx(2 / 19)
+    assert baseline["figures"]["error_rate"]["source"] == "histories (sampled keys)"
+
+
+def test_a_healthy_baseline_is_judged_against_stated_limits(run_dir):
+    _without_failures(run_dir)
+    analysis = analyze_run(run_dir)
+    assert analysis["headline"]["baseline_healthy"] is True
+    baseline = analysis["headline"]["baseline"]
+    assert baseline["settle_s"] == 2.0 and baseline["p99_ms"] == {"value": pytest.approx(1.0, rel=1e-3),
+                                                                 "limit": 1000.0, "broke": False}
+    assert analysis["baseline"]["window"] == [2.0, 10.0] and analysis["baseline"]["sentence"] is None
+
+
+def test_an_unhealthy_baseline_leads_the_report_and_fails_the_gate(run_dir, tmp_path):
+    from cachestorm.reports.gate import evaluate_gate
+    from cachestorm.reports.headline import lead
+    from cachestorm.reports.render import render_run
+
+    _without_failures(run_dir)
+    _add_pool_timeouts(run_dir, {5: 40.0, 6: 40.0})  # the pool ran dry 80 times, before any fault
+    render_run(run_dir)
+    analysis = json.loads((run_dir / "report.json").read_text())
+    headline = analysis["headline"]
+    assert headline["baseline_healthy"] is False
+    assert headline["baseline"]["pool_timeouts"] == {"value": 80.0, "limit": 0, "broke": True}
+    sentence = analysis["baseline"]["sentence"]
+    assert "80 pool timeouts" in sentence and "--rate" in sentence and "cachestorm capacity" in sentence
+    assert lead(analysis)[0] == sentence  # the report leads with it
+    assert sentence in (run_dir / "summary.md").read_text()
+    from rich.console import Console
+
+    from cachestorm.summary import print_summary
+
+    console = Console(record=True, width=400)
+    print_summary(run_dir, console)
+    assert console.export_text().startswith("Unhealthy baseline: ")  # the CLI summary too, first
+    config = tmp_path / "gate.yaml"
+    config.write_text("slos:\n  - {metric: lost_writes, max: 0}\n")
+    gate = evaluate_gate(config, [run_dir])
+    [refused] = [r for r in gate.results if r.metric == "baseline_healthy"]
+    assert not refused.passed and refused.message == sentence and gate.exit_code == 1
+    config.write_text("allow_unhealthy_baseline: true\nslos:\n  - {metric: lost_writes, max: 0}\n")
+    assert evaluate_gate(config, [run_dir]).exit_code == 0
+
+
+def test_no_second_of_the_fault_counts_as_before(run_dir):
+    """Pool timeouts in the scrape interval the fault starts in ([10, 11)) are the fault's."""
+    _without_failures(run_dir)
+    _add_pool_timeouts(run_dir, {10: 40.0})
+    analysis = analyze_run(run_dir)
+    assert analysis["headline"]["baseline"]["pool_timeouts"]["value"] == 0
+    assert analysis["headline"]["baseline_healthy"] is True
+    assert analysis["headline"]["pool_timeouts"] == 40
