@@ -265,8 +265,9 @@ def test_a_fault_without_traffic_measures_no_amplification():
     assert not db["faults"][0]["no_traffic"] and db["amplification"] == 0.0
 
 
-def _add_pool_timeouts(run_dir, per_second: dict[int, float]) -> None:
-    """Doctor the synthetic scrapes: `cachestorm_pool_timeouts_total` grows by per_second[s] over [s, s+1)."""
+def _add_pool_timeouts(run_dir, per_second: dict[int, float], shift: float = 0.0) -> None:
+    """Doctor the synthetic scrapes: `cachestorm_pool_timeouts_total` grows by per_second[s] between the
+    scrapes at s and s + 1, each scrape taken `shift` seconds later than the synthetic one."""
     lines, total = [], {}
     path = run_dir / "metrics.jsonl"
     for line in path.read_text().splitlines():
@@ -274,6 +275,7 @@ def _add_pool_timeouts(run_dir, per_second: dict[int, float]) -> None:
         t = int(record["t"])
         total[record["instance"]] = sum(v / 2 for s, v in per_second.items() if s < t)
         record["metrics"]["cachestorm_pool_timeouts_total"] = total[record["instance"]]
+        record["t"] += shift
         lines.append(json.dumps(record))
     path.write_text("\n".join(lines) + "\n")
 
@@ -335,9 +337,9 @@ def test_an_unhealthy_baseline_leads_the_report_and_fails_the_gate(run_dir, tmp_
 
 
 def test_no_second_of_the_fault_counts_as_before(run_dir):
-    """Pool timeouts in the scrape interval the fault starts in ([10, 11)) are the fault's."""
+    """Pool timeouts in the scrape interval the fault starts in ([9.5, 10.5), the fault at 10 s) are the fault's."""
     _without_failures(run_dir)
-    _add_pool_timeouts(run_dir, {10: 40.0})
+    _add_pool_timeouts(run_dir, {9: 40.0}, shift=0.5)
     analysis = analyze_run(run_dir)
     assert analysis["headline"]["baseline"]["pool_timeouts"]["value"] == 0
     assert analysis["headline"]["baseline_healthy"] is True
