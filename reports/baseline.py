@@ -21,6 +21,7 @@ BASELINE_LIMITS = {
     "pool_timeouts": 0,          # "no free DB connection" answers: the pool must not run dry unprovoked
     "db_slot_utilisation": 0.8,  # recompute time asked of the DB ÷ its slot time (--db-capacity × seconds)
 }
+MIN_SAMPLED_OPERATIONS = 100  # without the clients' counts: fewer sampled operations judge nothing
 ADVICE = ("lower --rate, use a longer --ttl, give the DB more --db-capacity, or run `cachestorm capacity` "
           "to find the load where it breaks")
 
@@ -65,11 +66,12 @@ def _error_rate(analysis: dict, before: Phase) -> tuple[float | None, str]:
     if attempts:
         failed = sum(c.get("timeouts", 0) + c.get("conn_errors", 0) + c.get("server_errors", 0) for c in seconds)
         return failed / attempts, "latency counts (failed attempts ÷ attempts, every request)"
-    series = [p for p in (analysis.get("errors") or {}).get("series") or [] if before.contains_second(p["t"])]
+    series = [p for p in (analysis.get("errors") or {}).get("series") or []
+              if before.t_start <= p["t"] and p["t"] + 1 <= before.t_end]
     operations = sum(p.get("operations", 0) for p in series)
-    if operations:
+    if operations >= MIN_SAMPLED_OPERATIONS:
         return sum(p.get("errors", 0) for p in series) / operations, "histories (sampled keys)"
-    return None, "not measured"
+    return None, f"not measured (no latency counts; {operations} sampled operations, fewer than {MIN_SAMPLED_OPERATIONS})"
 
 
 def _slot_utilisation(metrics: CounterSeries, pg: CounterSeries, before: Phase,

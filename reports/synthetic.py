@@ -126,6 +126,8 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
     metrics_records, pg_records = [], []
     xact = 1000.0
     for second in range(duration_s + 1):
+        # pg_stat_statements' calls of the read query: every read both instances ran so far
+        read_calls = 2 * sum(v for k, v in totals.items() if k.startswith('cachestorm_db_queries_total{kind="read"'))
         for instance in ("t1", "t2"):
             metrics_records.append({"t": float(second), "wall": SYNTHETIC_STARTED_AT + second, "instance": instance,
                                     "metrics": dict(totals)})
@@ -148,7 +150,7 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
         for name, value in increments.items():
             totals[name] = totals.get(name, 0.0) + value
         pg_records.append({"t": float(second), "wall": SYNTHETIC_STARTED_AT + second, "xact_commit": xact,
-                           "tup_returned": 0, "tup_fetched": 0, "calls": None})
+                           "tup_returned": 0, "tup_fetched": 0, "calls": None, "read_calls": read_calls})
         xact += db_rate[state] + 2.0
     _write_jsonl(folder.metrics_path, metrics_records)
     _write_jsonl(folder.pg_stats_path, pg_records)

@@ -287,11 +287,13 @@ def _without_failures(run_dir):
     path.write_text("\n".join(line for line in lines if "\ttimeout\t" not in line and "\t503\t" not in line) + "\n")
 
 
-def test_the_synthetic_baseline_fails_on_its_own_errors(run_dir):
+def test_a_baseline_error_rate_needs_enough_operations(run_dir):
+    """Without the clients' counts, the histories' 2 failures in 19 sampled operations before the fault are
+    no error rate (one failure more or less would move it by 6 points)."""
     baseline = analyze_run(run_dir)["baseline"]
-    assert baseline["healthy"] is False and baseline["broke"] == ["error_rate"]
-    assert baseline["figures"]["error_rate"]["value"] == pytest.approx(2 / 19)
-    assert baseline["figures"]["error_rate"]["source"] == "histories (sampled keys)"
+    assert baseline["figures"]["error_rate"]["value"] is None
+    assert "19 sampled operations, fewer than 100" in baseline["figures"]["error_rate"]["source"]
+    assert baseline["healthy"] is True  # judged on what was measured: p99
 
 
 def test_a_healthy_baseline_is_judged_against_stated_limits(run_dir):
