@@ -122,16 +122,9 @@ def client_recovery(by_second: list[dict], after_s: float, until_s: float, stead
     row: requests sent, almost no failed attempts, retries back to steady. None if not before `until_s`.
     A second without any request sent is not healthy (a stalled client proves nothing)."""
     limit = (steady_attempts or 1.0) * HEALTHY_AMPLIFICATION
-
-    def healthy(counts: dict) -> bool:
-        started = counts.get("requests_started", 0)
-        attempts = counts.get("attempts_started", started)
-        failed = counts.get("timeouts", 0) + counts.get("conn_errors", 0) + counts.get("server_errors", 0)
-        return started > 0 and failed <= max(1, HEALTHY_FAILED_SHARE * attempts) and attempts <= limit * started
-
     seconds = {int(c["t"]): c for c in by_second}
     for second in range(math.ceil(after_s), int(until_s) - RECOVERY_HOLD_S + 1):
-        if all(healthy(seconds.get(s, {})) for s in range(second, second + RECOVERY_HOLD_S)):
+        if all(_healthy(seconds.get(s, {}), limit) for s in range(second, second + RECOVERY_HOLD_S)):
             return float(second - after_s) if second > after_s else 0.0
     return None
 
@@ -141,14 +134,16 @@ def client_health(by_second: list[dict], steady_attempts: float | None) -> list[
     `client_recovery` judges a second (requests sent, almost no failed attempts, retries back to
     steady), else 1."""
     limit = (steady_attempts or 1.0) * HEALTHY_AMPLIFICATION
+    return [(int(c["t"]), 0.0 if _healthy(c, limit) else 1.0) for c in sorted(by_second, key=lambda c: c["t"])]
 
-    def healthy(counts: dict) -> bool:
-        started = counts.get("requests_started", 0)
-        attempts = counts.get("attempts_started", started)
-        failed = counts.get("timeouts", 0) + counts.get("conn_errors", 0) + counts.get("server_errors", 0)
-        return started > 0 and failed <= max(1, HEALTHY_FAILED_SHARE * attempts) and attempts <= limit * started
 
-    return [(int(c["t"]), 0.0 if healthy(c) else 1.0) for c in sorted(by_second, key=lambda c: c["t"])]
+def _healthy(counts: dict, attempts_limit: float) -> bool:
+    """One second of the clients' counts: requests sent, failed attempts <= max(1, 1 %), attempts per
+    request <= attempts_limit."""
+    started = counts.get("requests_started", 0)
+    attempts = counts.get("attempts_started", started)
+    failed = counts.get("timeouts", 0) + counts.get("conn_errors", 0) + counts.get("server_errors", 0)
+    return started > 0 and failed <= max(1, HEALTHY_FAILED_SHARE * attempts) and attempts <= attempts_limit * started
 
 
 def steady_attempts_per_request(latency: dict, phases: list[Phase]) -> float | None:
@@ -177,7 +172,7 @@ def metastability(metrics: CounterSeries, latency: dict, db: dict, phases: list[
     after_reads = [v for t, v in reads if trigger_end <= t + 0.5 < until]
     steady_db = db.get("steady_queries_per_s")
     return {
-        "trigger_ended_at_s": round(trigger_end, 3),
+        "trigger_ended_at_s": run_recovery.get("from_s", round(trigger_end, 3)),  # where the recovery is measured from
         "judged_until_s": round(until, 3),
         "recovered_on_its_own": run_recovery.get("recovered"),
         "recovery_s": run_recovery.get("time_s"),
