@@ -24,6 +24,10 @@ PG_STATS_SQL = """
 SELECT d.xact_commit, d.xact_rollback, d.tup_returned, d.tup_fetched,
        (SELECT sum(calls) FROM pg_stat_statements) AS calls,
        (SELECT sum(total_exec_time) FROM pg_stat_statements) AS exec_ms,
+       -- the targets' read queries alone (top-level, this database): counted when each one ends,
+       -- with no reporting delay, and without the scraper's own statements
+       (SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+         WHERE toplevel AND dbid = d.datid AND query LIKE '%(SELECT cachestorm_recompute(%') AS read_calls,
        (SELECT count(*) FROM pg_stat_activity WHERE state = 'active') AS active,
        -- queries queued for a DB slot (--db-capacity's advisory locks)
        (SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory') AS slot_waits
@@ -120,8 +124,8 @@ class Scraper:
             if conn is None or conn.closed:
                 conn = psycopg.connect(self.postgres_url, autocommit=True, connect_timeout=2)
             row = conn.execute(PG_STATS_SQL).fetchone()
-            names = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched", "calls", "exec_ms", "active",
-                     "slot_waits")
+            names = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched", "calls", "exec_ms", "read_calls",
+                     "active", "slot_waits")
             record = {"t": t, "wall": wall, **{k: (None if v is None else int(v)) for k, v in zip(names, row, strict=True)}}
         except Exception as exc:  # noqa: BLE001 - the DB may be down on purpose (a fault)
             self.errors += 1

@@ -7,9 +7,41 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cachestorm.core.runfolder import RunFolder
+
+
+def baseline_warning(run_dir: str | Path) -> str | None:
+    """The plain-words verdict of an unhealthy baseline (report.json `baseline.sentence`), else None."""
+    report = RunFolder(run_dir).report_json_path
+    if not report.exists():
+        return None
+    return ((json.loads(report.read_text()).get("baseline") or {}).get("sentence")) or None
+
+
+def unhealthy_baselines(run_dirs: list) -> list[tuple[str, str]]:
+    """(run folder name, plain-words verdict) of each run whose baseline was unhealthy: from report.json,
+    else analysed from the run folder."""
+    found = []
+    for run_dir in run_dirs:
+        report = RunFolder(run_dir).report_json_path
+        if report.exists():
+            baseline = json.loads(report.read_text()).get("baseline") or {}
+        else:
+            from cachestorm.reports.analysis import analyze_run
+
+            baseline = analyze_run(run_dir).get("baseline") or {}
+        if baseline.get("healthy") is False:
+            found.append((Path(run_dir).name, baseline.get("sentence") or "unhealthy baseline"))
+    return found
+
+
+def print_unhealthy_baselines(run_dirs: list, console: Console) -> None:
+    """compare, matrix and demo mark each run measured on an unhealthy baseline."""
+    for name, sentence in unhealthy_baselines(run_dirs):
+        console.print(f"[bold red]unhealthy baseline[/] {escape(name)}: {escape(sentence)}")
 
 
 def headline(run_dir: str | Path) -> dict:
@@ -38,6 +70,9 @@ def headline(run_dir: str | Path) -> dict:
 
 def print_summary(run_dir: str | Path, console: Console | None = None) -> None:
     console = console or Console()
+    warning = baseline_warning(run_dir)
+    if warning:  # before any figure: the fault's figures of an overloaded run mean little
+        console.print(f"[bold red]{escape(warning)}[/]")
     numbers = headline(run_dir)
     table = Table(title=f"run {Path(run_dir).name}")
     table.add_column("measure")

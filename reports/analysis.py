@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cachestorm.reports.baseline import judge_baseline
 from cachestorm.reports.cachestats import analyze_cache
 from cachestorm.reports.checker import DEFAULT_WITHIN_S, check_history, declared_bound
 from cachestorm.reports.dbload import analyze_db
 from cachestorm.reports.error_kinds import analyze_errors
 from cachestorm.reports.headline import build_headline, headline_notes
 from cachestorm.reports.history import read_run_history
-from cachestorm.reports.incident import analyze_incident
+from cachestorm.reports.incident import analyze_incident, client_health, steady_attempts_per_request
 from cachestorm.reports.latency import analyze_latency
 from cachestorm.reports.metrics import CounterSeries
-from cachestorm.reports.phases import failed_faults, fault_windows, load_window, split_phases
+from cachestorm.reports.phases import (
+    BASELINE_SETTLE_S,
+    failed_faults,
+    fault_windows,
+    load_window,
+    split_phases,
+)
 from cachestorm.reports.verdict import build_verdict
 from cachestorm.reports.warnings import run_warnings
 
@@ -45,7 +52,7 @@ def _analyze_run(folder: RunFolder, within_s: tuple[float, ...], expiry_window_s
     run_end = _run_end(run, journal) or _data_end(metrics, pg)
     windows = fault_windows(journal, run_end)
     t_begin, t_finish = load_window(journal, (0.0, run_end))
-    phases = split_phases(windows, t_begin, t_finish, expiry_window_s)
+    phases = split_phases(windows, t_begin, t_finish, expiry_window_s, BASELINE_SETTLE_S)
 
     latency = analyze_latency(run_dir, phases, started_at)
     p99_series = [(p["t"], p["p99_ms"]) for p in latency["series"] if p.get("p99_ms") is not None]
@@ -63,6 +70,9 @@ def _analyze_run(folder: RunFolder, within_s: tuple[float, ...], expiry_window_s
         consistency["torn_lines"] = history.torn_lines
     errors = analyze_errors(history, t0_ns, folder.locust_csv("failures"), metrics, locust_totals)
     error_series = [(p["t"], p["errors"]) for p in errors.get("series") or []]
+    duration = settings.get("duration_s")
+    load_end = t_begin + float(duration) if isinstance(duration, int | float) else None
+    client_series = client_health(latency.get("counts_by_second") or [], steady_attempts_per_request(latency, phases))
     analysis = {
         "schema": SCHEMA,
         "run": _run_info(run_dir, run, run_end) | {"outcome": run.get("outcome"),
@@ -73,7 +83,8 @@ def _analyze_run(folder: RunFolder, within_s: tuple[float, ...], expiry_window_s
         "probes": _probe_summary(journal),
         "latency": latency,
         "errors": errors,
-        "db": analyze_db(metrics, pg, phases, windows, p99_series, expiry_window_s, error_series),
+        "db": analyze_db(metrics, pg, phases, windows, p99_series, expiry_window_s, error_series, load_end,
+                         client_series),
         "cache": analyze_cache(metrics, phases),
         "consistency": consistency,
         "warnings": run_warnings(pg_records),
@@ -86,9 +97,9 @@ def _analyze_run(folder: RunFolder, within_s: tuple[float, ...], expiry_window_s
         analysis["errors"]["attempts_per_request"] = analysis["errors"]["attempts"]["mean_attempts"]
     else:
         analysis["errors"]["attempts_per_request"] = None
-    duration = settings.get("duration_s")
     analysis["incident"] = analyze_incident(metrics, pg, phases, windows, latency, analysis["db"], expiry_window_s,
-                                            t_begin + float(duration) if isinstance(duration, int | float) else None)
+                                            load_end)
+    analysis["baseline"] = judge_baseline(analysis, metrics, pg, phases, settings)
     analysis["headline"] = build_headline(analysis)
     analysis["headline_notes"] = headline_notes(analysis)
     analysis["missing"] = missing_data(folder, run, journal, metrics, analysis)

@@ -5,6 +5,7 @@
         metric: p99_ms_during_fault        # any headline metric (docs/report-schema.md)
         max: 250                           # and/or min:
         where: {strategy: xfetch, experiment: hot-key-expiry}   # optional filter on the run
+    allow_unhealthy_baseline: false        # default: a run whose baseline was unhealthy fails the gate
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ class GateResult:
 
 
 def load_slos(config_path: str | Path) -> list[Slo]:
+    return _load(config_path)[0]
+
+
+def _load(config_path: str | Path) -> tuple[list[Slo], bool]:
+    """The SLOs and `allow_unhealthy_baseline` (default false)."""
     path = Path(config_path)
     if not path.exists():
         raise CachestormError(f"{path}: no such gate config; pass a YAML file with a `slos:` list")
@@ -87,7 +93,10 @@ def load_slos(config_path: str | Path) -> list[Slo]:
         raise CachestormError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("slos"), list) or not data["slos"]:
         raise CachestormError(f"{path}: field `slos` must be a non-empty list of {{name, metric, max|min, where}}")
-    return [_parse_slo(path, n, item) for n, item in enumerate(data["slos"])]
+    allow = data.get("allow_unhealthy_baseline", False)
+    if not isinstance(allow, bool):
+        raise CachestormError(f"{path}: field `allow_unhealthy_baseline` must be true or false, not {allow!r}")
+    return [_parse_slo(path, n, item) for n, item in enumerate(data["slos"])], allow
 
 
 def _parse_slo(path: Path, n: int, item) -> Slo:
@@ -128,14 +137,30 @@ def evaluate_gate(config_path: str | Path, run_dirs: list, known: dict[str, Know
 
     `known`: checks of `where` values by field (see KnownCheck), from a caller that knows the strategies
     and experiments (the reports read run folders only); domains are checked by default."""
-    slos = load_slos(config_path)
+    slos, allow_unhealthy = _load(config_path)
     if not run_dirs:
         raise CachestormError("no runs to gate; pass one or more run folders")
     analyses = [as_analysis(run) for run in run_dirs]
     checks = {"domain": _known_domain, **(known or {})}
     for n, slo in enumerate(slos):
         _check_where(f"{config_path}: slos[{n}].where", slo.where, analyses, checks)
-    return GateResult(str(config_path), [*_completion(analyses), *(r for slo in slos for r in evaluate_slo(slo, analyses))])
+    return GateResult(str(config_path), [*_completion(analyses), *_baselines(analyses, allow_unhealthy),
+                                         *(r for slo in slos for r in evaluate_slo(slo, analyses))])
+
+
+def _baselines(analyses: list[dict], allow: bool) -> list[SloResult]:
+    """A run whose baseline was unhealthy (headline `baseline_healthy` false: overloaded before any
+    fault) fails the gate with that reason, whatever its numbers say, unless the config allows it."""
+    results = []
+    for analysis in analyses:
+        if (analysis.get("headline") or {}).get("baseline_healthy") is not False:
+            continue
+        run = analysis.get("run") or {}
+        why = (analysis.get("baseline") or {}).get("sentence") or "unhealthy baseline"
+        results.append(SloResult("healthy baseline", "baseline_healthy", run.get("label"), run.get("path"),
+                                 False, None, "min", allow, skipped=allow,
+                                 message=(why + " (allowed: allow_unhealthy_baseline)") if allow else why))
+    return results
 
 
 def _completion(analyses: list[dict]) -> list[SloResult]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cachestorm.reports.baseline import headline_baseline
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -21,6 +23,7 @@ class MetricInfo:
 
 
 CATALOG: dict[str, MetricInfo] = {
+    "baseline_healthy": MetricInfo("baseline healthy (before any fault)", "", "higher"),
     "requests": MetricInfo("requests", "", "higher", judged=False),
     "p50_ms": MetricInfo("p50", "ms", "lower"),
     "p99_ms": MetricInfo("p99", "ms", "lower"),
@@ -40,13 +43,17 @@ CATALOG: dict[str, MetricInfo] = {
     "db_p99_ms_before_fault": MetricInfo("DB query p99 before fault", "ms", "lower"),
     "db_p99_ms_during_fault": MetricInfo("DB query p99 during fault", "ms", "lower"),
     "recovered_on_its_own": MetricInfo("recovered on its own", "", "higher"),
-    "time_to_recover_s": MetricInfo("time to recover (clients' view)", "s", "lower"),
+    "time_to_recover_s": MetricInfo("time to recover", "s", "lower"),
     "db_second_wave_peak_reads_per_s": MetricInfo("DB peak of the second expiry wave", "q/s", "lower"),
     "attempts_per_request": MetricInfo("attempts per request", "", "lower"),
     "db_amplification": MetricInfo("DB amplification (peak ÷ max(steady, 1 q/s))", "x", "lower"),
-    "db_peak_queries_per_s": MetricInfo("DB peak", "q/s", "lower"),
+    "db_peak_queries_per_s": MetricInfo("DB peak (executed)", "q/s", "lower"),
+    "db_peak_attempts_per_s": MetricInfo("DB peak of attempts (refused at the pool too)", "q/s", "lower",
+                                         judged=False),
     "db_steady_queries_per_s": MetricInfo("DB steady", "q/s", "lower"),
-    "db_loads_per_expiry": MetricInfo("DB loads per hot-key expiry", "", "lower"),
+    "db_loads_per_expiry": MetricInfo("DB loads per hot-key expiry (executed)", "", "lower"),
+    "db_load_attempts_per_expiry": MetricInfo("DB load attempts per hot-key expiry (refused at the pool too)", "",
+                                              "lower", judged=False),
     "recovery_s": MetricInfo("recovery", "s", "lower"),
     "hit_ratio": MetricInfo("hit ratio", "", "higher"),
     "stale_serves": MetricInfo("stale serves", "", "lower", judged=False),
@@ -94,7 +101,11 @@ def build_headline(analysis: dict) -> dict:
     ryw = findings.get("read_your_writes") or {}
     counters = findings.get("counters") or {}
     promise = consistency.get("promise") or {}
+    recovery = db.get("recovery")
+    baseline = analysis.get("baseline") or {}
+    truth = db.get("ground_truth")
     headline = {
+        "baseline_healthy": baseline.get("healthy"),
         # every logical request (latency counts), else the HDR count, else the (sampled) histories
         "requests": (latency.get("counts") or {}).get("requests") or overall.get("count") or errors.get("operations"),
         "p50_ms": overall.get("p50_ms"),
@@ -116,16 +127,19 @@ def build_headline(analysis: dict) -> dict:
         "attempts_per_request_during_fault": window.get("attempts_per_request_during_fault"),
         "db_p99_ms_before_fault": db_latency.get("p99_ms_before_fault"),
         "db_p99_ms_during_fault": db_latency.get("p99_ms_during_fault"),
-        "recovered_on_its_own": (incident.get("metastability") or {}).get("recovered_on_its_own"),
-        "time_to_recover_s": (incident.get("metastability") or {}).get("recovery_s"),
+        # the run's one recovery (db.recovery, docs/report-schema.md "Recovery"): the same value in all three
+        "recovered_on_its_own": (recovery or {}).get("recovered"),
+        "time_to_recover_s": (recovery or {}).get("time_s"),
         "db_second_wave_peak_reads_per_s": max((w["second_wave_peak_reads_per_s"] for w in incident.get("expiry_waves") or []
                                                  if w["second_wave_peak_reads_per_s"] is not None), default=None),
         "attempts_per_request": errors.get("attempts_per_request"),
         "db_amplification": db.get("amplification"),
         "db_peak_queries_per_s": db.get("peak_queries_per_s"),
+        "db_peak_attempts_per_s": db.get("peak_attempts_per_s"),
         "db_steady_queries_per_s": db.get("steady_queries_per_s"),
         "db_loads_per_expiry": db.get("db_loads_per_expiry"),
-        "recovery_s": db.get("recovery_s"),
+        "db_load_attempts_per_expiry": db.get("db_load_attempts_per_expiry"),
+        "recovery_s": (recovery or {}).get("time_s"),
         "hit_ratio": cache.get("hit_ratio"),
         "stale_serves": cache.get("stale_serves") if cache.get("available") else None,
         "reads_within_bound": promise.get("fraction_within"),
@@ -145,6 +159,14 @@ def build_headline(analysis: dict) -> dict:
         "lease_refused": cache.get("lease_refused"),
         "anomalies": consistency.get("anomalies"),
     }
+    # objects, not figures (compare and the tables skip them): PostgreSQL's word on the DB figures,
+    # the baseline's verdict figure by figure, and the one recovery
+    headline["db_ground_truth"] = None if not truth else {
+        "source": truth.get("source"), "pg_count": truth.get("pg_count"),
+        "targets_count": truth.get("target_queries"), "agrees": bool(truth.get("agree"))}
+    headline["baseline"] = headline_baseline(baseline)
+    headline["recovery"] = None if recovery is None else {
+        name: recovery.get(name) for name in ("recovered", "time_s", "within_s", "last_signal")}
     for row in findings.get("consistency_nines") or []:
         if row.get("total"):
             # a number of nines; all consistent: the most this many reads can show (an "at least")
@@ -176,10 +198,12 @@ def headline_notes(analysis: dict) -> dict:
             not_applicable[name] = {"why": f"{info.domain} domain only", "shown": False}
     if not faults:
         for name in ("p99_ms_before_fault", "p99_ms_during_fault", "p99_ms_fault_worst_second",
-                     "p999_ms_fault_worst_second", "db_amplification", "db_loads_per_expiry", "recovery_s"):
+                     "p999_ms_fault_worst_second", "db_amplification", "db_loads_per_expiry",
+                     "db_load_attempts_per_expiry", "recovery_s"):
             not_applicable[name] = {"why": "no fault in this run", "shown": True}
     elif not any((f.get("hot_key_expiry") or {}) for f in (analysis.get("db") or {}).get("faults") or []):
         not_applicable["db_loads_per_expiry"] = {"why": "no hot-key expiry in this run", "shown": True}
+        not_applicable["db_load_attempts_per_expiry"] = {"why": "no hot-key expiry in this run", "shown": True}
     at_least = [nines_metric(row["within_s"]) for row in
                 ((analysis.get("consistency") or {}).get("findings") or {}).get("consistency_nines") or []
                 if row.get("total") and row.get("all_consistent")]
@@ -221,9 +245,12 @@ def _catalog_order(name: str) -> tuple[int, float]:
 
 
 def lead(analysis: dict) -> list[str]:
-    """The sentences a report starts with: the promise and whether it held, then any disagreement."""
+    """The sentences a report starts with: an unhealthy baseline first, then the promise and whether it
+    held, then any disagreement."""
     promise = (analysis.get("consistency") or {}).get("promise") or {}
-    lines = [promise["text"]] if promise.get("text") else []
+    unhealthy = (analysis.get("baseline") or {}).get("sentence")
+    lines = [unhealthy] if unhealthy else []
+    lines += [promise["text"]] if promise.get("text") else []
     return lines + list((analysis.get("headline_notes") or {}).get("disagreements") or [])
 
 
@@ -234,6 +261,12 @@ def display(analysis: dict, name: str) -> str | None:
     if na is not None:
         return f"n/a ({na['why']})" if na["shown"] else None
     value = (analysis.get("headline") or {}).get(name)
+    if name in RECOVERY_METRICS and (analysis.get("headline") or {}).get("recovery") is not None:
+        return recovery_text((analysis.get("headline") or {})["recovery"], name)
+    if name == "baseline_healthy" and value is not None:
+        return "yes" if value else "no: " + ", ".join(
+            n for n, f in ((analysis.get("headline") or {}).get("baseline") or {}).items()
+            if isinstance(f, dict) and f.get("broke"))
     if value is None:
         return "not measured"
     info = metric_info(name)
@@ -243,6 +276,22 @@ def display(analysis: dict, name: str) -> str | None:
     if name == "reads_within_bound":
         return f"{value * 100:.2f}%"
     return format_number(value, info.unit)
+
+
+RECOVERY_METRICS = ("recovered_on_its_own", "time_to_recover_s", "recovery_s")
+
+
+def recovery_text(recovery: dict | None, name: str = "time_to_recover_s") -> str:
+    """The run's one recovery in words, the same wherever it is shown: "4.1 s" (a yes/no row:
+    "yes, 4.1 s"), "not recovered within 9 s (last signal: p99_ms)", or "not judged"."""
+    if not recovery or recovery.get("recovered") is None:
+        left = (recovery or {}).get("within_s")
+        return "not judged" + (f" (only {left:g} s left)" if left is not None else "")
+    if recovery["recovered"]:
+        time = f"{recovery['time_s']:.3g} s"
+        return f"yes, {time}" if name == "recovered_on_its_own" else time
+    return (f"not recovered within {recovery['within_s']:g} s"
+            f" (last signal: {recovery.get('last_signal') or 'none'})")
 
 
 def format_number(value, unit: str = "") -> str:

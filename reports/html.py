@@ -10,7 +10,14 @@ import math
 from html import escape
 
 from cachestorm.reports.compare import compare_runs, metric_names, winners
-from cachestorm.reports.headline import display, format_number, lead, metric_info, shown_metrics
+from cachestorm.reports.headline import (
+    display,
+    format_number,
+    lead,
+    metric_info,
+    recovery_text,
+    shown_metrics,
+)
 from cachestorm.reports.svg import Chart, Line, render, share_x
 
 from cachestorm.core import plugins
@@ -139,7 +146,8 @@ def run_charts(analysis: dict) -> list[Chart]:
         Line("p50", _series(series, "p50_ms", t0)), Line("p99", _series(series, "p99_ms", t0)),
         Line("p99.9", _series(series, "p999_ms", t0))], shaded, chart_id="latency")]
     db = (analysis.get("db") or {}).get("series") or {}
-    names = {"target_reads": "DB reads (targets)", "target_all": "all DB queries (targets)",
+    names = {"target_reads": "DB reads that ran (targets)", "target_read_attempts": "DB read attempts (targets)",
+             "target_all": "all DB queries (targets)", "pg_reads": "reads (PostgreSQL)",
              "pg_calls": "statements (PostgreSQL)", "pg_xact_commit": "commits (PostgreSQL)"}
     charts.append(Chart("DB queries per second", "queries/s",
                         [Line(label, _series(db.get(name) or [], "per_s", t0), dashed=name.startswith("pg"))
@@ -291,11 +299,7 @@ def faults_section(analysis: dict) -> str:
     db = analysis.get("db") or {}
     latency = analysis.get("latency") or {}
     rows = []
-    recovery = (analysis.get("headline") or {}).get("recovery")
-    # headline.recovery is the run's one recovery: with a single fault, the table shows it too
     t0 = load_start(analysis)  # windows in seconds since load start, as the charts
-    one_recovery = recovery_text(analysis.get("headline") or {}) if isinstance(recovery, dict) and len(
-        db.get("faults") or []) == 1 else ""
     for fault, phase in zip(db.get("faults") or [], [p for p in analysis.get("phases") or []
                                                      if p["kind"] == "during"], strict=False):
         hot = fault.get("hot_key_expiry") or {}
@@ -306,9 +310,9 @@ def faults_section(analysis: dict) -> str:
                      escape(f"{fmt(worst.get('p99_ms'), 'ms')} / {fmt(worst.get('p999_ms'), 'ms')}"),
                      escape(fmt(fault.get("peak_queries_per_s"), "q/s")),
                      escape(fmt(fault.get("amplification"), "x")), escape(fmt(_pg_amplification(fault), "x")),
-                     escape(fmt(hot.get("db_reads_per_key"))), escape(fmt(hot.get("recomputes_per_key"))),
-                     escape(one_recovery or (fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
-                                             else "not recovered") + f" (last: {fmt(fault.get('recovered_last'))})")])
+                     escape(f"{fmt(hot.get('db_reads_per_key'))} ran / {fmt(hot.get('db_read_attempts_per_key'))} "
+                            "attempted"), escape(fmt(hot.get("recomputes_per_key"))),
+                     escape(recovery_text(fault.get("recovery")))])
     steady = (f"steady state (median before the first fault): {fmt(db.get('steady_queries_per_s'), 'q/s')} "
               f"(amplification divides by at least {fmt(db.get('steady_floor_per_s'), 'q/s')}), "
               f"p99 {fmt(db.get('steady_p99_ms'), 'ms')}; DB source: {db.get('source')}")
@@ -323,7 +327,7 @@ def faults_section(analysis: dict) -> str:
 
 def _pg_amplification(fault: dict) -> float | None:
     by_source = fault.get("by_source") or {}
-    for name in ("pg_calls", "pg_xact_commit"):
+    for name in ("pg_reads", "pg_calls", "pg_xact_commit"):
         if name in by_source:
             return by_source[name]["amplification"]
     return None
@@ -454,16 +458,11 @@ def run_names(analyses: list[dict]) -> list[str]:
             for r in runs]
 
 
-def recovery_text(headline: dict) -> str:
-    """One recovery (headline `recovery` when present, else the clients' view), as every table shows it."""
-    recovery = headline.get("recovery")
-    if isinstance(recovery, dict) and recovery.get("recovered") is not None:
-        if recovery["recovered"]:
-            return f"recovered in {fmt(recovery.get('time_s'), 's')}"
-        text = "not recovered"
-        if recovery.get("within_s") is not None:
-            text += f" within {fmt(recovery['within_s'], 's')}"
-        return text + (f" (last signal: {recovery['last_signal']})" if recovery.get("last_signal") else "")
+def run_recovery_text(headline: dict) -> str:
+    """The run's one recovery (headline `recovery`, in headline.recovery_text's words); a run folder
+    rendered before that object existed: the clients' view."""
+    if isinstance(headline.get("recovery"), dict):
+        return recovery_text(headline["recovery"])
     recovered = headline.get("recovered_on_its_own")
     if recovered is True:
         return f"recovered in {fmt(headline.get('time_to_recover_s'), 's')}"
@@ -500,7 +499,7 @@ def incident_table(analyses: list[dict]) -> str:
     rows = []
     for name, label in INCIDENT_ROWS:
         if name == "recovery":
-            cells = [f"<td>{escape(recovery_text(h))}</td>" for h in headlines]
+            cells = [f"<td>{escape(run_recovery_text(h))}</td>" for h in headlines]
         else:
             shown = [incident_display(a, name) for a in analyses]
             if all(text in (None, "not measured") for text in shown):

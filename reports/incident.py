@@ -69,7 +69,11 @@ def db_latency(metrics: CounterSeries, pg: CounterSeries, phases: list[Phase]) -
     if pg.has("exec_ms") and pg.has("calls"):
         calls = dict(pg.rate("calls"))
         pg_mean = [{"t": t, "mean_ms": round(v / calls[t], 3)} for t, v in pg.rate("exec_ms") if calls.get(t)]
-    by_phase = {phase.name: bucket_quantile(metrics, phase.t_start, phase.t_end) for phase in phases}
+    # "before" ends with the last scrape interval that ends by the fault's start (an interval overlapping
+    # the fault would bring its first second in); the other phases take every interval they overlap
+    by_phase = {phase.name: bucket_quantile(metrics, phase.t_start,
+                                            phase.t_end - 1.0 if phase.kind == "before" else phase.t_end)
+                for phase in phases}
     before = [p for p in phases if p.kind == "before"]
     during = [by_phase[p.name] for p in phases if p.kind == "during" and by_phase[p.name] is not None]
     after = [by_phase[p.name] for p in phases if p.kind == "after" and by_phase[p.name] is not None]
@@ -123,46 +127,60 @@ def client_recovery(by_second: list[dict], after_s: float, until_s: float, stead
     row: requests sent, almost no failed attempts, retries back to steady. None if not before `until_s`.
     A second without any request sent is not healthy (a stalled client proves nothing)."""
     limit = (steady_attempts or 1.0) * HEALTHY_AMPLIFICATION
-
-    def healthy(counts: dict) -> bool:
-        started = counts.get("requests_started", 0)
-        attempts = counts.get("attempts_started", started)
-        failed = counts.get("timeouts", 0) + counts.get("conn_errors", 0) + counts.get("server_errors", 0)
-        return started > 0 and failed <= max(1, HEALTHY_FAILED_SHARE * attempts) and attempts <= limit * started
-
     seconds = {int(c["t"]): c for c in by_second}
     for second in range(math.ceil(after_s), int(until_s) - RECOVERY_HOLD_S + 1):
-        if all(healthy(seconds.get(s, {})) for s in range(second, second + RECOVERY_HOLD_S)):
+        if all(_healthy(seconds.get(s, {}), limit) for s in range(second, second + RECOVERY_HOLD_S)):
             return float(second - after_s) if second > after_s else 0.0
     return None
 
 
+def client_health(by_second: list[dict], steady_attempts: float | None) -> list[tuple[int, float]]:
+    """The clients' view per second as a recovery signal (reports/dbload.py): 0 when healthy as
+    `client_recovery` judges a second (requests sent, almost no failed attempts, retries back to
+    steady), else 1."""
+    limit = (steady_attempts or 1.0) * HEALTHY_AMPLIFICATION
+    return [(int(c["t"]), 0.0 if _healthy(c, limit) else 1.0) for c in sorted(by_second, key=lambda c: c["t"])]
+
+
+def _healthy(counts: dict, attempts_limit: float) -> bool:
+    """One second of the clients' counts: requests sent, failed attempts <= max(1, 1 %), attempts per
+    request <= attempts_limit."""
+    started = counts.get("requests_started", 0)
+    attempts = counts.get("attempts_started", started)
+    failed = counts.get("timeouts", 0) + counts.get("conn_errors", 0) + counts.get("server_errors", 0)
+    return started > 0 and failed <= max(1, HEALTHY_FAILED_SHARE * attempts) and attempts <= attempts_limit * started
+
+
+def steady_attempts_per_request(latency: dict, phases: list[Phase]) -> float | None:
+    by_phase = latency.get("counts_by_phase") or {}
+    before = next((by_phase.get(p.name) for p in phases if p.kind == "before"), None) or {}
+    return _per_request(before)
+
+
 def metastability(metrics: CounterSeries, latency: dict, db: dict, phases: list[Phase],
                   windows: list[FaultWindow], min_window_s: float, load_end_s: float | None) -> dict | None:
-    """Once the last trigger's effect window is over: did the clients' view come back to healthy by
-    itself before the load ended (a retry storm can keep a system down after its cause is gone), how
-    long it took, and the work amplification meanwhile (attempts and DB reads relative to steady)."""
+    """Once the last trigger is over: did the system come back to normal by itself before the load
+    ended (a retry storm can keep a system down after its cause is gone) and how long it took - the
+    run's one recovery, `db.recovery` (reports/dbload.py), read here, never judged again - and the
+    work amplification meanwhile (attempts and DB reads relative to steady)."""
     if not windows:
         return None
     by_phase = latency.get("counts_by_phase") or {}
-    before = next((by_phase.get(p.name) for p in phases if p.kind == "before"), None) or {}
     after_phases = [p for p in phases if p.kind == "after"]
     after = by_phase.get(after_phases[-1].name) if after_phases else None
-    steady_attempts = _per_request(before)
+    steady_attempts = steady_attempts_per_request(latency, phases)
     after_attempts = _per_request(after or {})
     trigger_end = effect_end(windows[-1], min_window_s)
     until = load_end_s if load_end_s is not None else max((p.t_end for p in phases), default=trigger_end)
-    by_second = latency.get("counts_by_second") or []
-    judged = bool(by_second) and until - trigger_end >= RECOVERY_HOLD_S  # else too short to tell
-    recovery = client_recovery(by_second, trigger_end, until, steady_attempts) if judged else None
+    run_recovery = db.get("recovery") or {}
     reads = metrics.rate(DB_READS, kind="read") if metrics.has(DB_READS) else []
     after_reads = [v for t, v in reads if trigger_end <= t + 0.5 < until]
     steady_db = db.get("steady_queries_per_s")
     return {
-        "trigger_ended_at_s": round(trigger_end, 3),
+        "trigger_ended_at_s": run_recovery.get("from_s", round(trigger_end, 3)),  # where the recovery is measured from
         "judged_until_s": round(until, 3),
-        "recovered_on_its_own": recovery is not None if judged else None,
-        "recovery_s": recovery,
+        "recovered_on_its_own": run_recovery.get("recovered"),
+        "recovery_s": run_recovery.get("time_s"),
         "attempts_per_request_steady": steady_attempts,
         "attempts_per_request_after": after_attempts,
         "attempts_amplification_after": round(after_attempts / steady_attempts, 3)

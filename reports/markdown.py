@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cachestorm.reports.compare import compare_runs, metric_names, winners
-from cachestorm.reports.headline import display, lead, metric_info, shown_metrics
+from cachestorm.reports.headline import display, lead, metric_info, recovery_text, shown_metrics
 from cachestorm.reports.html import fmt
 
 from cachestorm.core.runfiles import incomplete
@@ -53,14 +53,11 @@ def render_run_markdown(analysis: dict, gate=None, capacity: dict | None = None)
         during = [p["name"] for p in analysis.get("phases") or [] if p["kind"] == "during"]
         lines += ["", "| fault | window (since load start) | worst second p99 | DB peak | amplification | recovery | recovered last |",
                   "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
-        from cachestorm.reports.html import load_start, recovery_text
+        from cachestorm.reports.html import load_start
 
-        # headline.recovery is the run's one recovery: with a single fault, the table shows it too
-        one = recovery_text(headline) if isinstance(headline.get("recovery"), dict) and len(faults) == 1 else ""
         t0 = load_start(analysis)  # seconds since load start, as the charts
         for fault, phase in zip(faults, during + [None] * len(faults), strict=False):
-            recovery = one or (fmt(fault.get("recovery_s"), "s") if fault.get("recovery_s") is not None
-                               else "not recovered")
+            recovery = recovery_text(fault.get("recovery"))
             worst = (latency.get("worst_second_by_phase") or {}).get(phase) or {}
             lines.append(f"| {_cell(fault['fault'])} | {fault['t_start'] - t0:.1f}–{fault['t_end'] - t0:.1f} s | "
                          f"{fmt(worst.get('p99_ms'), 'ms')} | "
@@ -86,7 +83,7 @@ def verdict_line(analysis: dict, label: str | None = None) -> str:
 
 
 def render_comparison_markdown(analyses: list[dict]) -> str:
-    from cachestorm.reports.html import INCIDENT_ROWS, incident_display, recovery_text, run_names
+    from cachestorm.reports.html import INCIDENT_ROWS, incident_display, run_names, run_recovery_text
 
     headlines = [a.get("headline") or {} for a in analyses]
     best = winners(headlines)
@@ -99,7 +96,7 @@ def render_comparison_markdown(analyses: list[dict]) -> str:
               + " |", "| --- |" + " ---: |" * len(runs)]
     for name, label in INCIDENT_ROWS:
         if name == "recovery":
-            cells = [_cell(recovery_text(h)) for h in headlines]
+            cells = [_cell(run_recovery_text(h)) for h in headlines]
         else:
             shown = [incident_display(a, name) for a in analyses]
             if all(text in (None, "not measured") for text in shown):

@@ -1,4 +1,4 @@
-"""Fault windows from the journal, and the phases of a run around them: before / during / after."""
+"""Fault windows from the journal, and the phases of a run around them: settle / before / during / after."""
 
 from __future__ import annotations
 
@@ -81,6 +81,11 @@ def load_window(journal: list[dict], default: tuple[float, float]) -> tuple[floa
 
 
 MIN_EFFECT_S = 5.0
+# The load's first seconds are not its steady state: Locust starts its users and their connections in
+# the first second (a partial second of requests), the targets' first requests open their pools' use.
+# They form the `settle` phase (kind "settle"), which no figure of "before" or the baseline counts.
+# At most half of the time before the first fault.
+BASELINE_SETTLE_S = 2.0
 
 
 def effect_end(window: FaultWindow, min_effect_s: float = MIN_EFFECT_S) -> float:
@@ -88,13 +93,23 @@ def effect_end(window: FaultWindow, min_effect_s: float = MIN_EFFECT_S) -> float
     return max(window.t_end, window.t_start + min_effect_s)
 
 
+def settle_end(windows: list[FaultWindow], t_begin: float, t_finish: float, settle_s: float) -> float:
+    """Where the settle period ends: `settle_s` after load start, at most half way to the first fault
+    (or to the end of load without faults)."""
+    first = windows[0].t_start if windows else t_finish
+    return t_begin + max(0.0, min(settle_s, (first - t_begin) / 2))
+
+
 def split_phases(windows: list[FaultWindow], t_begin: float, t_finish: float,
-                 min_effect_s: float = MIN_EFFECT_S) -> list[Phase]:
-    """before (until the first fault), then per fault: during its effect window, and after it until the
-    next one. A fault shorter than `min_effect_s` (an expiry, a kill) is "during" for that long."""
+                 min_effect_s: float = MIN_EFFECT_S, settle_s: float = 0.0) -> list[Phase]:
+    """settle (the load's first `settle_s`, see BASELINE_SETTLE_S), before (until the first fault),
+    then per fault: during its effect window, and after it until the next one. A fault shorter than
+    `min_effect_s` (an expiry, a kill) is "during" for that long."""
+    settled = settle_end(windows, t_begin, t_finish, settle_s)
+    phases = [Phase("settle", "settle", t_begin, settled)] if settled > t_begin else []
+    t_begin = settled
     if not windows:
-        return [Phase("steady", "before", t_begin, t_finish)]
-    phases = []
+        return phases + [Phase("steady", "before", t_begin, t_finish)]
     if windows[0].t_start > t_begin:
         phases.append(Phase("before", "before", t_begin, windows[0].t_start))
     for n, window in enumerate(windows):

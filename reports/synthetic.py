@@ -127,6 +127,8 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
     metrics_records, pg_records = [], []
     xact = 1000.0
     for second in range(duration_s + 1):
+        # pg_stat_statements' calls of the read query: every read both instances ran so far
+        read_calls = 2 * sum(v for k, v in totals.items() if k.startswith('cachestorm_db_queries_total{kind="read"'))
         for instance in ("t1", "t2"):
             metrics_records.append({"t": float(second), "wall": SYNTHETIC_STARTED_AT + second, "instance": instance,
                                     "metrics": dict(totals)})
@@ -134,6 +136,7 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
         state = phase(second)
         increments = {
             'cachestorm_db_queries_total{kind="read",key_class="other"}': db_rate[state] / 2,
+            'cachestorm_db_attempts_total{kind="read",key_class="other"}': db_rate[state] / 2,
             'cachestorm_db_queries_total{kind="write",key_class="other"}': 1.0,
             'cachestorm_cache_results_total{result="hit",key_class="other"}': 45.0 if state == "steady" else 5.0,
             'cachestorm_cache_results_total{result="miss",key_class="other"}': 5.0 if state == "steady" else 45.0,
@@ -141,12 +144,14 @@ def write_synthetic_run(run_dir: str | Path, *, strategy: str = "cache-aside", d
         }
         if second == fault_start:
             increments['cachestorm_db_queries_total{kind="read",key_class="hot"}'] = 1.5 * expired_keys / 2
+            # the herd: 6 reads per key fell through to the DB, 1.5 of them got a connection and ran
+            increments['cachestorm_db_attempts_total{kind="read",key_class="hot"}'] = 6.0 * expired_keys / 2
             for key in range(1, expired_keys + 1):
                 increments[f'cachestorm_key_recomputes_total{{key="{key}"}}'] = 0.5
         for name, value in increments.items():
             totals[name] = totals.get(name, 0.0) + value
         pg_records.append({"t": float(second), "wall": SYNTHETIC_STARTED_AT + second, "xact_commit": xact,
-                           "tup_returned": 0, "tup_fetched": 0, "calls": None})
+                           "tup_returned": 0, "tup_fetched": 0, "calls": None, "read_calls": read_calls})
         xact += db_rate[state] + 2.0
     _write_jsonl(folder.metrics_path, metrics_records)
     _write_jsonl(folder.pg_stats_path, pg_records)

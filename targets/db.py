@@ -119,13 +119,19 @@ class Database:
         await self.pool.close(timeout=2)
 
     @asynccontextmanager
-    async def connection(self):
-        """A pooled connection; pool exhaustion -> 503 pool_timeout, DB errors -> 503 db_unavailable."""
+    async def connection(self, counted: tuple[str, str, int] | None = None):
+        """A pooled connection; pool exhaustion -> 503 pool_timeout, DB errors -> 503 db_unavailable.
+        counted (kind, key_class, n): n attempts of that kind now, and n queries once a connection is
+        held (what runs is counted, not what was refused at the pool)."""
         started = time.monotonic()
+        if counted is not None:
+            self.metrics.db_attempts.labels(counted[0], counted[1]).inc(counted[2])
         try:
             async with self.pool.connection() as conn:
                 if time.monotonic() - started > WAIT_THRESHOLD_S:
                     self.metrics.pool_waits.inc()
+                if counted is not None:
+                    self.metrics.db_queries.labels(counted[0], counted[1]).inc(counted[2])
                 yield conn
         except PoolTimeout as exc:
             self.metrics.pool_waits.inc()
@@ -139,10 +145,10 @@ class Database:
 
     async def read(self, table: str, key_id: int, recompute: bool = True) -> dict | None:
         """The expensive read: the recompute (a slot, then its cost) then the row (also for ids that
-        do not exist). Its latency, connection wait excluded, is cachestorm_db_query_seconds."""
-        self.metrics.db_queries.labels("read", self.metrics.key_class(key_id)).inc()
+        do not exist). Its latency, connection wait excluded, is cachestorm_db_query_seconds; it counts in
+        cachestorm_db_attempts_total, and in cachestorm_db_queries_total once it has a connection."""
         cost_s, loops = (self.recompute_s, self.recompute_loops) if recompute else (0.0, 0)
-        async with self.connection() as conn:
+        async with self.connection(("read", self.metrics.key_class(key_id), 1)) as conn:
             started = time.perf_counter()
             cur = await conn.execute(
                 f"SELECT t.id, t.version, t.data FROM (SELECT cachestorm_recompute(%s, %s, %s)) AS cost "
@@ -154,8 +160,7 @@ class Database:
     async def read_many(self, warm_sql: str, last_id: int) -> list[dict]:
         """Rows 1..last_id in one query (the domain's warm_sql), without the recompute cost: the
         warm-up's bulk prefill."""
-        self.metrics.db_queries.labels("prefill", "rest").inc()
-        async with self.connection() as conn:
+        async with self.connection(("prefill", "rest", 1)) as conn:
             cur = await conn.execute(warm_sql, (last_id,))
             return await cur.fetchall()
 
@@ -164,8 +169,7 @@ class Database:
         """One write transaction (`UPDATE table SET <set_sql>, version+1`) returning the committed row,
         None if the id does not exist. A repeated X-Request-Id is applied once: the id is recorded
         in the same transaction, and a repeat answers with the current row."""
-        self.metrics.db_queries.labels("write", self.metrics.key_class(key_id)).inc()
-        async with self.connection() as conn, conn.transaction():
+        async with self.connection(("write", self.metrics.key_class(key_id), 1)) as conn, conn.transaction():
             if request_id:
                 cur = await conn.execute("INSERT INTO cachestorm_requests (request_id) VALUES (%s) "
                                          "ON CONFLICT DO NOTHING RETURNING 1", (request_id,))
@@ -180,8 +184,7 @@ class Database:
     async def delete(self, table: str, key_id: int, request_id: str | None = None) -> dict | None:
         """Delete the row; returns it with the delete's version (one above its last, as a write would),
         None if it does not exist. A repeated X-Request-Id finds the row gone: None."""
-        self.metrics.db_queries.labels("write", self.metrics.key_class(key_id)).inc()
-        async with self.connection() as conn, conn.transaction():
+        async with self.connection(("write", self.metrics.key_class(key_id), 1)) as conn, conn.transaction():
             if request_id:
                 cur = await conn.execute("INSERT INTO cachestorm_requests (request_id) VALUES (%s) "
                                          "ON CONFLICT DO NOTHING RETURNING 1", (request_id,))

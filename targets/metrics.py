@@ -19,7 +19,12 @@ class Metrics:
         self.requests = Counter("cachestorm_requests", "HTTP requests", ["route", "status"], registry=r)
         self.cache_results = Counter("cachestorm_cache_results", "Where reads were answered from",
                                      ["result", "key_class"], registry=r)
-        self.db_queries = Counter("cachestorm_db_queries", "PostgreSQL queries", ["kind", "key_class"], registry=r)
+        # a query counts when it ran (it had a connection; PostgreSQL answered or failed it); an attempt
+        # when a request fell through to the DB path, also those refused at the pool (the herd)
+        self.db_queries = Counter("cachestorm_db_queries", "PostgreSQL queries that ran", ["kind", "key_class"],
+                                  registry=r)
+        self.db_attempts = Counter("cachestorm_db_attempts", "DB queries asked for, refused at the pool too",
+                                   ["kind", "key_class"], registry=r)
         self.recomputes = Counter("cachestorm_recomputes", "DB loads for the cache", ["key_class"], registry=r)
         self.key_recomputes = Counter("cachestorm_key_recomputes", "DB loads per hot key", ["key"], registry=r)
         self.coalesced_waiters = Counter("cachestorm_coalesced_waiters", "Reads that joined another's load",

@@ -22,9 +22,10 @@ def test_report_is_strict_json_with_run_metadata(run_dir):
     json.dumps(analysis, allow_nan=False)
     assert analysis["schema"] == "cachestorm-report/2"
     assert analysis["run"]["strategy"] == "cache-aside" and analysis["run"]["duration_s"] == 30
-    assert [p["kind"] for p in analysis["phases"]] == ["before", "during", "after"]
-    # a 2 s fault is "during" for its 5 s effect window
-    assert analysis["phases"][1]["t_start"] == 10 and analysis["phases"][1]["t_end"] == 15
+    # the load's first 2 s settle (not "before"); a 2 s fault is "during" for its 5 s effect window
+    assert [p["kind"] for p in analysis["phases"]] == ["settle", "before", "during", "after"]
+    assert analysis["phases"][0]["t_end"] == 2 and analysis["phases"][1]["t_start"] == 2
+    assert analysis["phases"][2]["t_start"] == 10 and analysis["phases"][2]["t_end"] == 15
 
 
 def test_latency_is_merged_losslessly_from_hdr(run_dir):
@@ -32,8 +33,8 @@ def test_latency_is_merged_losslessly_from_hdr(run_dir):
     assert latency["source"] == "hdr" and not latency["approximate"]
     # 2 workers x 100 values x 30 s
     assert latency["overall"]["count"] == 6000
-    assert latency["by_phase"]["before"] == pytest.approx(
-        {"count": 2000, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "p999_ms": 1.0, "max_ms": 1.0, "mean_ms": 1.0})
+    assert latency["by_phase"]["before"] == pytest.approx(  # 2 s to 10 s: the settle period is not in it
+        {"count": 1600, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "p999_ms": 1.0, "max_ms": 1.0, "mean_ms": 1.0})
     assert latency["during_fault"]["p99_ms"] == pytest.approx(100.0, rel=1e-3)
     assert len(latency["series"]) == 30 and latency["series"][12]["p99_ms"] == pytest.approx(50.5, rel=1e-3)
 
@@ -67,9 +68,13 @@ def test_db_amplification_hot_key_loads_and_recovery(run_dir):
     # 200 q/s of other keys plus 15 hot-key reads in the fault's first second
     assert db["amplification"] == pytest.approx(21.5)
     fault = db["faults"][0]
-    assert fault["hot_key_expiry"] == pytest.approx({"keys_expired": 10, "window_s": 5.0, "db_reads": 15.0,
-                                                     "recomputes": 10.0, "db_reads_per_key": 1.5,
-                                                     "recomputes_per_key": 1.0})
+    hot = dict(fault["hot_key_expiry"])
+    assert hot.pop("db_reads_source") == "targets"
+    # 60 reads fell through to the DB path (attempts), 15 ran (loads): the headline's loads are executed
+    assert hot == pytest.approx({"keys_expired": 10, "window_s": 5.0, "db_reads": 15.0, "db_read_attempts": 60.0,
+                                 "recomputes": 10.0, "db_reads_per_key": 1.5, "db_read_attempts_per_key": 6.0,
+                                 "recomputes_per_key": 1.0})
+    assert db["db_loads_per_expiry"] == 1.5 and db["db_load_attempts_per_expiry"] == 6.0
     assert fault["recovery_s"] == 2.0
     pg = {p["t"]: p["per_s"] for p in db["series"]["pg_xact_commit"]}
     assert pg[5] == 12.0 and pg[10] == 202.0
@@ -258,3 +263,101 @@ def test_a_fault_without_traffic_measures_no_amplification():
     assert db["faults"][0]["no_traffic"] and db["amplification"] is None
     db = analyze_db(metrics, CounterSeries({}), phases, windows, [(t, 5.0) for t in range(30)])
     assert not db["faults"][0]["no_traffic"] and db["amplification"] == 0.0
+
+
+def _add_pool_timeouts(run_dir, per_second: dict[int, float], shift: float = 0.0) -> None:
+    """Doctor the synthetic scrapes: `cachestorm_pool_timeouts_total` grows by per_second[s] between the
+    scrapes at s and s + 1, each scrape taken `shift` seconds later than the synthetic one."""
+    lines, total = [], {}
+    path = run_dir / "metrics.jsonl"
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        t = int(record["t"])
+        total[record["instance"]] = sum(v / 2 for s, v in per_second.items() if s < t)
+        record["metrics"]["cachestorm_pool_timeouts_total"] = total[record["instance"]]
+        record["t"] += shift
+        lines.append(json.dumps(record))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _without_failures(run_dir):
+    """The synthetic histories fail 2 of their 19 sampled reads before the fault (a timeout, a 503): drop them."""
+    [path] = (run_dir / "histories").glob("*.tsv")
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(line for line in lines if "\ttimeout\t" not in line and "\t503\t" not in line) + "\n")
+
+
+def test_a_baseline_error_rate_needs_enough_operations(run_dir):
+    """Without the clients' counts, the histories' 2 failures in 19 sampled operations before the fault are
+    no error rate (one failure more or less would move it by 6 points)."""
+    baseline = analyze_run(run_dir)["baseline"]
+    assert baseline["figures"]["error_rate"]["value"] is None
+    assert "19 sampled operations, fewer than 100" in baseline["figures"]["error_rate"]["source"]
+    assert baseline["healthy"] is True  # judged on what was measured: p99
+
+
+def test_a_healthy_baseline_is_judged_against_stated_limits(run_dir):
+    _without_failures(run_dir)
+    analysis = analyze_run(run_dir)
+    assert analysis["headline"]["baseline_healthy"] is True
+    baseline = analysis["headline"]["baseline"]
+    assert baseline["settle_s"] == 2.0 and baseline["p99_ms"] == {"value": pytest.approx(1.0, rel=1e-3),
+                                                                 "limit": 1000.0, "broke": False}
+    assert analysis["baseline"]["window"] == [2.0, 10.0] and analysis["baseline"]["sentence"] is None
+
+
+def test_an_unhealthy_baseline_leads_the_report_and_fails_the_gate(run_dir, tmp_path):
+    from cachestorm.reports.gate import evaluate_gate
+    from cachestorm.reports.headline import lead
+    from cachestorm.reports.render import render_run
+
+    _without_failures(run_dir)
+    _add_pool_timeouts(run_dir, {5: 40.0, 6: 40.0})  # the pool ran dry 80 times, before any fault
+    render_run(run_dir)
+    analysis = json.loads((run_dir / "report.json").read_text())
+    headline = analysis["headline"]
+    assert headline["baseline_healthy"] is False
+    assert headline["baseline"]["pool_timeouts"] == {"value": 80.0, "limit": 0, "broke": True}
+    sentence = analysis["baseline"]["sentence"]
+    assert "80 pool timeouts" in sentence and "--rate" in sentence and "cachestorm capacity" in sentence
+    assert lead(analysis)[0] == sentence  # the report leads with it
+    assert sentence in (run_dir / "summary.md").read_text()
+    from rich.console import Console
+
+    from cachestorm.summary import print_summary
+
+    console = Console(record=True, width=400)
+    print_summary(run_dir, console)
+    assert console.export_text().startswith("Unhealthy baseline: ")  # the CLI summary too, first
+    config = tmp_path / "gate.yaml"
+    config.write_text("slos:\n  - {metric: lost_writes, max: 0}\n")
+    gate = evaluate_gate(config, [run_dir])
+    [refused] = [r for r in gate.results if r.metric == "baseline_healthy"]
+    assert not refused.passed and refused.message == sentence and gate.exit_code == 1
+    config.write_text("allow_unhealthy_baseline: true\nslos:\n  - {metric: lost_writes, max: 0}\n")
+    assert evaluate_gate(config, [run_dir]).exit_code == 0
+
+
+def test_no_second_of_the_fault_counts_as_before(run_dir):
+    """Pool timeouts in the scrape interval the fault starts in ([9.5, 10.5), the fault at 10 s) are the fault's."""
+    _without_failures(run_dir)
+    _add_pool_timeouts(run_dir, {9: 40.0}, shift=0.5)
+    analysis = analyze_run(run_dir)
+    assert analysis["headline"]["baseline"]["pool_timeouts"]["value"] == 0
+    assert analysis["headline"]["baseline_healthy"] is True
+    assert analysis["headline"]["pool_timeouts"] == 40
+
+
+def test_the_baseline_error_rate_takes_only_the_clients_seconds_wholly_before_the_fault():
+    """The fault at 10.6 s: the clients' interval [10, 11) sent mostly before it, but its attempts
+    time out because of it (the demo's unprotected run: 7 timeouts there made its baseline 1.1 % errors)."""
+    from cachestorm.reports.baseline import judge_baseline
+    from cachestorm.reports.phases import Phase
+
+    seconds = [{"t": s, "attempts_started": 100, "requests_started": 100} for s in range(2, 10)]
+    seconds.append({"t": 10, "attempts_started": 100, "requests_started": 100, "timeouts": 30})
+    analysis = {"latency": {"by_phase": {"before": {"p99_ms": 5.0}}, "counts_by_second": seconds}}
+    phases = [Phase("settle", "settle", 0.0, 2.0), Phase("before", "before", 2.0, 10.6),
+              Phase("during x", "during", 10.6, 15.6, "x")]
+    baseline = judge_baseline(analysis, CounterSeries({}), CounterSeries({}), phases, {})
+    assert baseline["figures"]["error_rate"]["value"] == 0.0 and baseline["healthy"] is True

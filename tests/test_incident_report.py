@@ -72,3 +72,16 @@ def test_a_repeated_expiry_counts_every_key_of_every_expiry():
     details = {"keys": 10, "applied": {"keys": 10}, "reverted": {"expiries": 4, "keys": 40}}
     assert FaultWindow("fault hot-key-expiry-repeated", 10.0, 16.0, details).expired_keys == 40
     assert FaultWindow("fault hot-key-expiry", 10.0, 10.1, {"keys": 10, "reverted": {}}).expired_keys == 10
+
+
+def test_the_db_p99_before_the_fault_takes_none_of_its_seconds():
+    """Scrapes at whole seconds, the fault at 5.5 s: the interval [5, 6) holds its first slow queries
+    and belongs to the fault, not to "before" (it had lifted the DB's p99 before from 284 to 829 ms)."""
+    from cachestorm.reports.incident import db_latency
+    from cachestorm.reports.phases import Phase
+
+    series = scrapes([{0.1: 20}] * 5 + [{0.1: 5, 2.0: 30}, {2.0: 40}])
+    phases = [Phase("before", "before", 0.0, 5.5), Phase("during x", "during", 5.5, 7.0, "x")]
+    latency = db_latency(series, CounterSeries({}), phases)
+    assert latency["p99_ms_before_fault"] <= 100
+    assert latency["p99_ms_during_fault"] >= 1000

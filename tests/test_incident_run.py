@@ -75,6 +75,10 @@ def test_the_incident_on_defaults_unprotected(tmp_path_factory):
     """Issue 14's bar for the story on defaults: the pool runs dry or clients time out, retries
     amplify in the fault window, the DB's own latency climbs, and it is over within seconds."""
     headline = _default_run(tmp_path_factory, "cache-aside")
+    assert headline["baseline_healthy"] is True, headline["baseline"]  # the fault did it, not the load
+    assert headline["db_ground_truth"]["agrees"], headline["db_ground_truth"]  # PostgreSQL confirms
+    # the herd: far more reads fell through to the DB path than got a connection and ran
+    assert headline["db_load_attempts_per_expiry"] >= 3 * headline["db_loads_per_expiry"], headline
     assert headline["pool_timeouts"] + headline["timeouts"] > 0
     assert headline["attempts_per_request_during_fault"] >= 1.5, headline
     assert headline["db_p99_ms_during_fault"] >= 3 * headline["db_p99_ms_before_fault"], headline
@@ -83,5 +87,8 @@ def test_the_incident_on_defaults_unprotected(tmp_path_factory):
 
 def test_the_incident_on_defaults_with_a_lock(tmp_path_factory):
     headline = _default_run(tmp_path_factory, "cache-aside+lock")
+    assert headline["baseline_healthy"] is True, headline["baseline"]
+    assert headline["db_ground_truth"]["agrees"], headline["db_ground_truth"]
     assert headline["db_loads_per_expiry"] <= 1.5, headline
+    assert headline["db_load_attempts_per_expiry"] <= 1.5, headline  # nothing refused at the pool either
     assert headline["pool_timeouts"] + headline["timeouts"] == 0, headline

@@ -200,7 +200,7 @@ def test_worst_second_of_the_fault_is_not_diluted(expiry):
 @pytest.mark.slow
 def test_recovery_says_which_signal_recovered_last(expiry):
     [fault] = expiry["db"]["faults"]
-    assert set(fault["recovery_by_signal"]) == {"p99_ms", "errors_per_s", "db_queries_per_s"}
+    assert set(fault["recovery_by_signal"]) == {"p99_ms", "errors_per_s", "db_queries_per_s", "clients"}
     assert fault["recovery_s"] is not None and fault["recovery_s"] < 5  # a clean coalescing run settles fast
     assert fault["recovered_last"] in fault["recovery_by_signal"]
     assert fault["recovery_s"] == max(fault["recovery_by_signal"].values())
@@ -247,8 +247,9 @@ def test_the_report_leads_with_the_promise(runs, expiry):
     assert promise["text"].endswith("within the 3600 s staleness promise; 0 beyond it")  # the experiment's TTL
     assert expiry["headline"]["anomalies"] == 0  # stale reads within the bound are no anomaly
     assert expiry["headline"]["stale_reads"] > 0  # ... though there were some
-    # flat numbers, but for the structured entries (the verdict: reports/verdict.py)
-    assert all(isinstance(v, int | float) or v is None for v in expiry["headline"].values() if not isinstance(v, dict))
+    objects = {"db_ground_truth", "baseline", "recovery", "verdict"}  # the objects beside the flat figures
+    assert all(isinstance(v, int | float) or v is None for k, v in expiry["headline"].items() if k not in objects)
+    assert all(isinstance(expiry["headline"][k], dict) for k in objects)
     summary = (runs["expiry"] / "summary.md").read_text()
     assert expiry["headline"]["verdict"]["text"] in summary.splitlines()[2]  # the verdict first
     assert f"{promise['text']}  " in summary.splitlines()  # then the promise, not bold: it held
@@ -274,4 +275,55 @@ def test_disagreeing_db_counts_are_reported(runs, expiry, tmp_path):
     render_run(doctored)
     report = json.loads((doctored / "report.json").read_text())
     assert not report["db"]["ground_truth"]["agree"]
-    assert "the targets' DB figures may be wrong" in (doctored / "summary.md").read_text()
+    assert report["headline"]["db_ground_truth"] == {
+        "source": "pg_stat_statements", "pg_count": expiry["db"]["ground_truth"]["pg_count"],
+        "targets_count": 3 * expiry["db"]["ground_truth"]["target_queries"], "agrees": False}
+    assert "the DB figures shown are PostgreSQL's" in (doctored / "summary.md").read_text()
+    # ... and the headline's DB figures are PostgreSQL's own, not the targets' threefold ones
+    assert report["db"]["source"] == "pg_reads"
+    assert report["headline"]["db_loads_per_expiry"] == pytest.approx(expiry["headline"]["db_loads_per_expiry"],
+                                                                      rel=0.05, abs=0.1)
+    assert report["headline"]["db_peak_queries_per_s"] == pytest.approx(
+        max(p["per_s"] for p in expiry["db"]["series"]["pg_reads"]
+            if report["faults"][0]["t_start"] - 0.5 <= p["t"] < report["phases"][-1]["t_start"] - 0.5), abs=0.01)
+
+
+# ---------------------------------------------------------------- 10. one recovery, shown alike everywhere
+
+@pytest.mark.slow
+def test_every_place_shows_the_one_recovery(runs, expiry, tmp_path):
+    """CLI summary, report.html and summary.md (faults tables and headline rows), report.json's
+    headline and incident section, the comparison and the gate: one value, one wording."""
+    from cachestorm.reports.headline import recovery_text
+
+    from cachestorm.summary import headline as cli_headline
+
+    recovery = expiry["db"]["recovery"]
+    assert recovery == expiry["db"]["faults"][-1]["recovery"] and recovery["recovered"] is not None
+    headline = expiry["headline"]
+    assert headline["recovery"] == {k: recovery[k] for k in ("recovered", "time_s", "within_s", "last_signal")}
+    assert headline["recovered_on_its_own"] == recovery["recovered"]
+    assert headline["time_to_recover_s"] == headline["recovery_s"] == recovery["time_s"]
+    meta = expiry["incident"]["metastability"]
+    assert (meta["recovered_on_its_own"], meta["recovery_s"]) == (recovery["recovered"], recovery["time_s"])
+    text = recovery_text(recovery)
+    printed = cli_headline(runs["expiry"])
+    assert printed["recovered_on_its_own"] == recovery_text(recovery, "recovered_on_its_own")
+    for name in ("time_to_recover_s", "recovery_s"):
+        assert printed.get(name, text) == text  # shown as the same words (left out when there is no time)
+    html = (runs["expiry"] / "report.html").read_text()
+    summary = (runs["expiry"] / "summary.md").read_text()
+    from html import escape
+
+    assert f"<td>{escape(text)}</td>" in html and f"| {text} |" in summary
+    comparison = compare_runs(expiry, expiry)
+    rows = {row["metric"]: row for row in comparison["metrics"]}
+    assert rows["recovered_on_its_own"]["candidate"] == recovery["recovered"]
+    if recovery["time_s"] is not None:
+        assert rows["time_to_recover_s"]["candidate"] == rows["recovery_s"]["candidate"] == recovery["time_s"]
+    config = tmp_path / "gate.yaml"
+    config.write_text("slos:\n  - {metric: recovered_on_its_own, min: 1}\n  - {metric: time_to_recover_s, max: 60}\n"
+                      "  - {metric: recovery_s, max: 60}\n")
+    gate = {r.metric: r for r in evaluate_gate(config, [expiry]).results}
+    assert gate["recovered_on_its_own"].value == recovery["recovered"]
+    assert gate["time_to_recover_s"].value == gate["recovery_s"].value == recovery["time_s"]

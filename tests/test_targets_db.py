@@ -165,3 +165,32 @@ def test_db_query_latency_is_exported_with_buckets(settings):
     series = CounterSeries.from_metrics([{"t": 0.0, "instance": "a", "metrics": {}},
                                          {"t": 1.0, "instance": "a", "metrics": samples}])
     assert 18 <= bucket_quantile(series, 0, 1, 0.5) <= 40  # a 20 ms recompute, within a bucket's 20%
+
+
+def test_a_read_refused_at_the_pool_is_an_attempt_not_a_query(settings, stack):
+    """8 concurrent misses of 400 ms on a pool of 2 with a 100 ms acquire timeout: 2 get a connection
+    and run, 6 are refused at the pool. The targets count 8 attempts and 2 queries, and PostgreSQL's
+    own count of the read statement (what the scraper reads as `read_calls`) grows by the 2 that ran."""
+    from cachestorm.scrape import PG_STATS_SQL
+
+    settings.recompute_ms, settings.pool_size, settings.pool_timeout = 400, 2, 0.1
+
+    def pg_reads() -> int:
+        with psycopg.connect(stack.postgres_url, autocommit=True) as conn:
+            row = conn.execute(PG_STATS_SQL).fetchone()
+            return int(row[6])  # read_calls: the column after exec_ms
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, service):
+            before = pg_reads()
+            answers = await asyncio.gather(*(client.get(f"/profiles/{k}") for k in range(200, 208)))
+            attempts = sum(service.metrics.value("cachestorm_db_attempts_total", {"kind": "read", "key_class": c})
+                           for c in ("hot", "rest"))
+            timeouts = service.metrics.value("cachestorm_pool_timeouts_total")
+            return [a.status_code for a in answers], attempts, db_reads(service), timeouts, pg_reads() - before
+
+    statuses, attempts, queries, timeouts, pg = run(scenario())
+    assert sorted(statuses) == [200, 200] + [503] * 6, statuses
+    assert timeouts == 6
+    assert attempts == 8 and queries == 2
+    assert pg == queries  # PostgreSQL ran exactly the queries the targets counted

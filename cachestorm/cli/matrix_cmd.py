@@ -19,6 +19,7 @@ from cachestorm.core.defaults import DEFAULTS
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.runfolder import RunFolder
 from cachestorm.matrix import run_matrix
+from cachestorm.summary import print_unhealthy_baselines
 
 console = Console()
 
@@ -61,6 +62,7 @@ def matrix(
         result = run_matrix(base, _split(strategies), names, out, name="matrix", on_progress=on_progress)
     for path in result.report_paths:
         console.print(f"[bold]report:[/] {path}")
+    print_unhealthy_baselines(result.run_dirs, console)
     failed = [(run_dir.name, why) for run_dir in result.run_dirs if (why := RunFolder(run_dir).incomplete())]
     if failed:  # e.g. a fault that failed to apply: reported, but the matrix did not test what it says
         raise CachestormError(f"{len(failed)} of {len(result.run_dirs)} runs are marked failed; first: "

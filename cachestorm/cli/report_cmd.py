@@ -68,6 +68,9 @@ def compare(
         style = "red" if row["regression"] else None
         table.add_row(row["label"], _show(row["baseline"]), _show(row["candidate"]), delta, verdict, style=style)
     console.print(table)
+    from cachestorm.summary import print_unhealthy_baselines
+
+    print_unhealthy_baselines([baseline, candidate], console)
     if result["regressions"]:
         console.print(f"[red]{len(result['regressions'])} regression(s):[/] {', '.join(result['regressions'])}")
         if fail_on_regression:

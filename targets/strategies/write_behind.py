@@ -191,10 +191,13 @@ class WriteBehind(CachedStrategy):
     async def _apply_in_db(self, flush_id: str, items: dict[int, dict]) -> bool:
         """One transaction: record the flush id, then apply; False if this id was applied before."""
         db, table = self.service.db, self.service.domain.table
-        for key_id in items:
-            self.metrics.db_queries.labels("flush", self.metrics.key_class(key_id)).inc()
+        classes = [self.metrics.key_class(key_id) for key_id in items]
+        for key_class in classes:  # one per key (attempts), executed ones once a connection is held
+            self.metrics.db_attempts.labels("flush", key_class).inc()
         ids = list(items)
         async with db.connection() as conn, conn.transaction():
+            for key_class in classes:
+                self.metrics.db_queries.labels("flush", key_class).inc()
             cur = await conn.execute("INSERT INTO cachestorm_flushes (flush_id, domain, items) VALUES (%s, %s, %s) "
                                      "ON CONFLICT DO NOTHING RETURNING 1", (flush_id, self.namespace, len(items)))
             if await cur.fetchone() is None:
