@@ -216,7 +216,7 @@ def check_prefilled_values(settings, redis_client, expires: bool, high: float) -
     replies = pipe.execute()
     now = time.time()
     checked = 0
-    for row, raw, pttl in zip(rows, replies[::2], replies[1::2]):
+    for row, raw, pttl in zip(rows, replies[::2], replies[1::2], strict=True):
         if raw is None:  # its random age was its whole TTL
             continue
         entry = Entry.decode(raw)

@@ -34,6 +34,7 @@ from pathlib import Path
 SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
 SAMPLE_S = 0.1
 PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
 SEEDED = re.compile(r"seeded (\d+) rows? .*?in ([0-9.]+) s")
 
 
@@ -43,6 +44,15 @@ def _rss(pid: int) -> int:
             return int(handle.read().split()[1]) * PAGE
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _children() -> dict[int, list[int]]:
@@ -84,6 +94,8 @@ class Sampler:
         self.run_pid = run_pid
         self.servers = servers
         self.peak: dict[str, int] = {}
+        self._cpu: dict[tuple[str, int], float] = {}  # CPU seconds of each process, as last seen
+        self.server_cpu_start: dict[int, float] = {}  # servers outlive the run: count from the start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -95,6 +107,18 @@ class Sampler:
         self._stop.set()
         self._thread.join()
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds each role used during the run (a figure the machine's load hardly moves)."""
+        total: dict[str, float] = {}
+        for (role, _), seconds in self._cpu.items():
+            total[role] = total.get(role, 0.0) + seconds
+        return total
+
+    def _note_cpu(self, role: str, pid: int, start: float = 0.0) -> None:
+        seconds = _cpu_s(pid) - start
+        if seconds > self._cpu.get((role, pid), 0.0):
+            self._cpu[(role, pid)] = seconds
+
     def _note(self, role: str, value: int) -> None:
         if value > self.peak.get(role, 0):
             self.peak[role] = value
@@ -103,14 +127,18 @@ class Sampler:
         while not self._stop.is_set():
             tree = _children()
             self._note("run", _rss(self.run_pid))
+            self._note_cpu("run", self.run_pid)
             for pid in _descendants(self.run_pid, tree)[1:]:
                 line = _cmdline(pid)
                 role = "locust" if "locust" in line else "targets" if "targets" in line else None
                 if role:
                     self._note(role, _rss(pid))
+                    self._note_cpu(role, pid)
             for role, pid in self.servers.items():
                 pids = _descendants(pid, tree)
                 self._note(role, max((_rss(p) for p in pids), default=0))
+                for one in pids:
+                    self._note_cpu(role, one, self.server_cpu_start.setdefault(one, _cpu_s(one)))
                 if role == "postgres":
                     self._note("postgres (sum)", sum(_rss(p) for p in pids))
             self._stop.wait(SAMPLE_S)
@@ -175,7 +203,9 @@ def one_round(python: str, workdir: Path, keys: int, duration: str, rate: int, s
     ended = time.time()
     made = sorted(set(out.glob("*")) - before)
     if code != 0 or not made:
-        raise SystemExit(f"cachestorm run --keys {keys} failed (exit {code}); see {workdir / 'bench.log'}")
+        return {"keys": keys, "error": f"cachestorm run exited {code} (see {workdir / 'bench.log'})",
+                "wall_s": ended - started, "peak_rss": sampler.peak, "cpu_s": sampler.cpu(),
+                "load_average": os.getloadavg()[0]}
     run_dir = made[-1]
     meta = json.loads((run_dir / "run.json").read_text())
     steps = _steps(run_dir)
@@ -189,7 +219,7 @@ def one_round(python: str, workdir: Path, keys: int, duration: str, rate: int, s
         "to_load_start_s": meta.get("load_started_at", started) - started,
         "seed_s": seed, "warm_s": warm, "truth_s": steps.get("truth from postgres"),
         "startup_s": None if to_first is None else to_first - sum(before_first),
-        "peak_rss": sampler.peak, "run_dir": str(run_dir),
+        "peak_rss": sampler.peak, "cpu_s": sampler.cpu(), "run_dir": str(run_dir),
         "truth_bytes": (run_dir / "truth.json").stat().st_size if (run_dir / "truth.json").exists() else None,
         "load_average": os.getloadavg()[0],
     }
@@ -211,11 +241,18 @@ def print_table(rounds: list[dict]) -> None:
           + " ".join(f"{r + ' MB':>12}" for r in ROLES) + f" {'truth.json':>10} {'load':>5}")
     for one in rounds:
         rss = one["peak_rss"]
+        if one.get("error"):
+            print(f"{one['keys']:>10,} {one['round']:>6} failed after {one['wall_s']:.0f} s: {one['error']}; peak RSS "
+                  + ", ".join(f"{r} {_mb(v)} MB" for r, v in rss.items()) + f"; load {one['load_average']:.1f}")
+            continue
         print(f"{one['keys']:>10,} {one['round']:>6} {_s(one['to_first_request_s']):>10} {_s(one['seed_s']):>6} "
               f"{_s(one['warm_s']):>6} {_s(one['startup_s']):>8} {_s(one['truth_s']):>6} "
               + " ".join(f"{_mb(rss.get(r)):>12}" for r in ROLES)
               + f" {_mb(one['truth_bytes']):>9}M {one['load_average']:>5.1f}")
-    firsts = [r for r in rounds if r["round"] == "seeded"] or rounds
+    print("CPU seconds during each run (load-independent): "
+          + "; ".join(f"{one['keys']:,} {one['round']}: " + ", ".join(f"{r} {v:.1f}" for r, v in sorted(one["cpu_s"].items()))
+                      for one in rounds))
+    firsts = [r for r in rounds if r["round"] == "seeded" and not r.get("error")]
     if len(firsts) >= 2:
         small, big = firsts[0], firsts[-1]
         extra = big["keys"] - small["keys"]
@@ -261,8 +298,12 @@ def main(max_keys: int = 1_000_000, duration: str = "5s", rate: int = 200, repea
                 one = one_round(python, folder, keys, duration, rate, servers)
                 one["round"] = "seeded" if index == 0 else "reused"
                 rounds.append(one)
-                print(f"  {keys:,} keys ({one['round']}): first request after {_s(one['to_first_request_s'])} s, "
-                      f"load {one['load_average']:.1f}", flush=True)
+                print(f"  {keys:,} keys ({one['round']}): first request after {_s(one.get('to_first_request_s'))} s, "
+                      f"load {one['load_average']:.1f}{'; ' + one['error'] if one.get('error') else ''}", flush=True)
+                if one.get("error"):
+                    break
+            if rounds[-1].get("error"):
+                break
     finally:
         _cli(python, "down", cwd=folder, log=log).wait()
     print_table(rounds)

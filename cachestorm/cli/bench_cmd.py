@@ -59,3 +59,16 @@ def incident(out: str = typer.Option("runs/bench-incident", "--out", help="Folde
                                               help="Also retry-storm, naive:3 vs budget:0.1 (~3 more minutes).")) -> None:
     """The incident on its defaults: unprotected vs protected ratios side by side, and the warm-up's time."""
     _call("cachestorm.bench.incident:main", out=out, retry_storm=retry_storm)
+
+
+@app.command("keyspace")
+def keyspace(max_keys: int = typer.Option(1_000_000, "--max", min=10_000, help="Largest key space (10000000 for 10 M)."),
+             duration: str = typer.Option("5s", help="Load per run."),
+             rate: int = typer.Option(200, min=1, help="Requests/s per run."),
+             repeat: int = typer.Option(1, min=0, help="Runs per size after the seeding one (rows already there)."),
+             workdir: str = typer.Option(None, help="Folder for the stack and the runs (default: a new temporary one)."),
+             json_out: str = typer.Option(None, "--json", help="Also write every figure to this file.")) -> None:
+    """Seconds from `run` to the first request by key space (seed, warm, start-up; truth after the
+    load) and the peak RSS of every process (run, targets, Locust, Valkey, PostgreSQL), per key."""
+    _call("cachestorm.bench.keyspace:main", max_keys=max_keys, duration=duration, rate=rate, repeat=repeat,
+          workdir=workdir, json_out=json_out)
