@@ -151,9 +151,11 @@ class RawPipe:
         await self.conn.disconnect()
 
 
-async def prefill(service: Service, keys: int, seed: int | None, timeout_s: float = 600.0) -> dict:
-    """Fill rows 1..keys (at most --rows); returns entries set, rows read, and how (sql or python)."""
+async def prefill(service: Service, keys: int, seed: int | None, timeout_s: float | None = None) -> dict:
+    """Fill rows 1..keys (at most --rows); returns entries set, rows read, and how (sql or python).
+    Given up after 60 s + 100 µs per key (Redis or PostgreSQL stuck), as the conductor's wait is sized."""
     last = min(keys, service.settings.rows)
+    timeout_s = 60.0 + 100e-6 * last if timeout_s is None else timeout_s
     plan = sql_plan(service)
     started = time.perf_counter()
     try:
