@@ -277,9 +277,10 @@ def _servers(workdir: Path) -> dict[str, int]:
 
 
 def main(max_keys: int = 1_000_000, duration: str = "5s", rate: int = 200, repeat: int = 1,
-         python: str | None = None, workdir: str | None = None, json_out: str | None = None) -> list[dict]:
+         python: str | None = None, workdir: str | None = None, json_out: str | None = None,
+         min_keys: int = 0) -> list[dict]:
     python = python or sys.executable
-    sizes = [k for k in SIZES if k <= max_keys] or [max_keys]
+    sizes = [k for k in SIZES if min_keys <= k <= max_keys] or [max_keys]
     if max_keys not in sizes:
         sizes.append(max_keys)
     folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cachestorm-bench-keyspace-"))
@@ -315,6 +316,7 @@ def main(max_keys: int = 1_000_000, duration: str = "5s", rate: int = 200, repea
 def _cli_main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max", type=int, default=1_000_000, dest="max_keys")
+    parser.add_argument("--min", type=int, default=0, dest="min_keys")
     parser.add_argument("--duration", default="5s")
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=1, help="rounds per size after the seeding one")

@@ -67,8 +67,9 @@ def keyspace(max_keys: int = typer.Option(1_000_000, "--max", min=10_000, help="
              rate: int = typer.Option(200, min=1, help="Requests/s per run."),
              repeat: int = typer.Option(1, min=0, help="Runs per size after the seeding one (rows already there)."),
              workdir: str = typer.Option(None, help="Folder for the stack and the runs (default: a new temporary one)."),
-             json_out: str = typer.Option(None, "--json", help="Also write every figure to this file.")) -> None:
+             json_out: str = typer.Option(None, "--json", help="Also write every figure to this file."),
+             min_keys: int = typer.Option(0, "--min", min=0, help="Skip the key spaces below this.")) -> None:
     """Seconds from `run` to the first request by key space (seed, warm, start-up; truth after the
     load) and the peak RSS of every process (run, targets, Locust, Valkey, PostgreSQL), per key."""
     _call("cachestorm.bench.keyspace:main", max_keys=max_keys, duration=duration, rate=rate, repeat=repeat,
-          workdir=workdir, json_out=json_out)
+          workdir=workdir, json_out=json_out, min_keys=min_keys)
