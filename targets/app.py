@@ -65,8 +65,8 @@ def build_app(settings: TargetSettings) -> Starlette:
         if not isinstance(keys, int) or keys < 0 or not (seed is None or isinstance(seed, int)):
             raise BadRequest('body must be {"keys": N >= 0, "seed": int or null}')
         started = time.perf_counter()
-        filled = await service.prefill(keys, seed)
-        return json_response({"filled": filled, "seconds": round(time.perf_counter() - started, 3)})
+        done = await service.prefill(keys, seed)
+        return json_response({**done, "seconds": round(time.perf_counter() - started, 3)})
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

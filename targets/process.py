@@ -16,6 +16,7 @@ from cachestorm.core.processes import child_env, spawn, stop_pid, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET_MODULE = "cachestorm.targets"  # `python -m` it; its command line names "targets", which stop_pid checks
+SEED_S_PER_ROW = 25e-6  # start-up allowance per --rows row: seeding 1 M rows took 22 s on 2 loaded cores
 
 
 @dataclass
@@ -35,7 +36,7 @@ class TargetProcess:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self, timeout_s: float = 60.0) -> TargetProcess:
+    def start(self, timeout_s: float | None = None) -> TargetProcess:
         return self.launch().wait_ready(timeout_s)
 
     def launch(self) -> TargetProcess:
@@ -43,13 +44,25 @@ class TargetProcess:
         self.process = spawn(self.argv, self.log_path, cwd=str(REPO_ROOT), env={**child_env(), **self.env})
         return self
 
-    def wait_ready(self, timeout_s: float = 60.0) -> TargetProcess:
+    def wait_ready(self, timeout_s: float | None = None) -> TargetProcess:
+        """Until /healthz answers: 60 s, plus what seeding --rows may take (10 M rows: 4 more minutes)."""
+        if timeout_s is None:
+            timeout_s = 60.0 + SEED_S_PER_ROW * self._rows()
         try:
             wait_until(self._healthy, self.process, f"target {self.name}", self.log_path, timeout_s=timeout_s)
         except BaseException:  # Ctrl-C while it starts: the caller does not track it yet, so stop it here
             self.stop()
             raise
         return self
+
+    def _rows(self) -> int:
+        argv = [str(arg) for arg in self.argv]
+        for index, arg in enumerate(argv):
+            if arg == "--rows" and index + 1 < len(argv) and argv[index + 1].isdigit():
+                return int(argv[index + 1])
+            if arg.startswith("--rows=") and arg[7:].isdigit():
+                return int(arg[7:])
+        return 0
 
     def restart(self) -> None:
         self.stop()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 from cachestorm.targets.breaker import CircuitBreaker
 from cachestorm.targets.cache import Cache
 from cachestorm.targets.db import Database
@@ -36,12 +34,12 @@ class Service:
         await self.cache.close()
         await self.db.close()
 
-    async def prefill(self, keys: int, seed: int | None = None) -> int:
-        """Warm the cache as steady state would have it: rows 1..keys in one query, one entry each
-        (spread expiries, see CachedStrategy.prefill_entry) in pipelined SETs. Returns entries set."""
-        entry_for = getattr(self.strategy, "prefill_entry", None)
-        if entry_for is None or not self.domain.spec.prefillable:
-            return 0
-        rows = await self.db.read_many(self.domain.spec.warm_sql, min(keys, self.settings.rows))
-        rng = random.Random(seed)
-        return await self.cache.fill_many([(self.domain.key(row["id"]).redis, *entry_for(row, rng)) for row in rows])
+    async def prefill(self, keys: int, seed: int | None = None) -> dict:
+        """Warm the cache as steady state would have it: rows 1..keys, one entry each (spread
+        expiries, see CachedStrategy.prefill_entry), streamed range by range with the values and
+        the SETs built by PostgreSQL (targets/prefill.py). Returns {"filled": entries set, ...}."""
+        from cachestorm.targets.prefill import prefill
+
+        if getattr(self.strategy, "prefill_entry", None) is None or not self.domain.spec.prefillable:
+            return {"filled": 0, "rows": 0}
+        return await prefill(self, keys, seed)

@@ -59,3 +59,23 @@ def recv_exactly(sock: socket.socket, n: int, timeout=5.0) -> bytes:
         assert chunk, f"EOF after {len(out)} of {n} bytes"
         out += chunk
     return bytes(out)
+
+
+def dead_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def how_it_closes(port: int, send: bytes = b"", wait: float = 0.0) -> str:
+    """Connect to a proxy's port, send `send`, wait, read: "eof" (a FIN), "reset" (a RST) or
+    "data"."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        try:
+            if send:
+                sock.sendall(send)
+            time.sleep(wait)
+            return "data" if sock.recv(100) else "eof"
+        except (ConnectionResetError, BrokenPipeError):
+            return "reset"

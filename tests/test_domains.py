@@ -99,7 +99,7 @@ def test_each_domain_is_served_requested_and_read_back_as_its_spec_says(stack, r
         assert keys & {spec.key(i) for i in range(1, ROWS + 1)}, (spec.name, sorted(keys)[:10])
         strays = {key for key in keys if not key.startswith(spec.key("")) and not key.startswith("wb:")}
         assert not strays, (spec.name, strays)  # wb: is write-behind's own bookkeeping
-        truth = read_truth(stack.postgres_url, spec.name)
+        truth = read_truth(stack.postgres_url, spec.name, out)  # the rows the histories in `out` name
         assert truth["versions"] and all(item.split(":")[0] == spec.name for item in truth["versions"])
         assert all(len(item.split(":")) == (3 if spec.per_field else 2) for item in truth["versions"])
         assert bool(truth["counters"]) == spec.counter

@@ -19,7 +19,7 @@ import pytest
 from cachestorm.chaos import toxiproxy_server
 from cachestorm.chaos.proxy.proxy import MAX_NAME_BYTES
 
-from tests.net_servers import recv_exactly, wait_for
+from tests.net_servers import dead_port, how_it_closes, recv_exactly, wait_for
 
 BINARY = toxiproxy_server.find_binary()
 pytestmark = pytest.mark.skipif(BINARY is None, reason=toxiproxy_server.missing_reason())
@@ -347,6 +347,14 @@ def test_disabled_and_deleted_proxies_refuse_alike(pair, echo):
     for proxy in proxies:
         with pytest.raises(ConnectionRefusedError):
             connect(port_of(proxy))
+
+
+def test_unreachable_upstream_closes_the_client_with_a_fin_alike(pair):
+    """Nobody at the upstream: accepted, then closed cleanly (Toxiproxy's `client.Close()`); the
+    client reads EOF, not a reset (Go clients took our RST for a connect error, issue 25)."""
+    proxies = pair.same("POST", "/proxies", {"name": "dead", "listen": "127.0.0.1:0", "upstream": f"localhost:{dead_port()}"})
+    for proxy in (p.json() for p in proxies):
+        assert [how_it_closes(port_of(proxy)) for _ in range(10)] == ["eof"] * 10
 
 
 # -- deliberate differences (docs/design.md, "Where the proxy differs from Toxiproxy") --------------

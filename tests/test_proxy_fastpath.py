@@ -18,7 +18,7 @@ _fastpath = pytest.importorskip("cachestorm.chaos.proxy._fastpath", reason="nati
 from cachestorm.chaos.proxy.process import spawn  # noqa: E402
 from cachestorm.chaos.toxiproxy import ToxiproxyClient  # noqa: E402
 
-from tests.net_servers import recv_exactly, wait_for  # noqa: E402
+from tests.net_servers import dead_port, how_it_closes, recv_exactly, wait_for  # noqa: E402
 
 # -- the engine alone, on socket pairs ------------------------------------------------------------
 
@@ -171,6 +171,14 @@ def redis_via(port) -> redis.Redis:
 
 def test_info_reports_the_fast_path(proxy_process):
     assert ToxiproxyClient(proxy_process.api_url).info()["fastpath"] is True
+
+
+def test_unreachable_upstream_closes_a_native_connection_with_a_fin(api):
+    """The engine never gets a pair whose upstream refused: its client socket is closed plainly,
+    as Toxiproxy does (EOF for the client, no RST)."""
+    port = int(api.create_proxy("dead", "127.0.0.1:0", f"localhost:{dead_port()}")["listen"].rsplit(":", 1)[1])
+    assert [how_it_closes(port) for _ in range(10)] == ["eof"] * 10
+    assert api.get_proxy("dead")["stats"]["connections_total"] == 10
 
 
 def test_many_round_trips_and_big_values(api, proxy_port):

@@ -264,25 +264,37 @@ def test_a_refused_command_inside_multi_aborts_the_transaction(setup, protocol):
     assert r.get("cold:2") == b"x"
 
 
-def test_execabort_says_why_on_the_wire(setup):
-    client, _, _ = setup
-    client.add_toxic("redis", "redis_error", {"error": "READONLY"})
-    port = int(client.get_proxy("redis")["listen"].rsplit(":", 1)[1])
-    wire = (b"*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$1\r\n1\r\n*2\r\n$3\r\nGET\r\n$1\r\nx\r\n"
-            b"*1\r\n$4\r\nEXEC\r\n*1\r\n$4\r\nPING\r\n")
-    expected = (b"+OK\r\n-READONLY You can't write against a read only replica.\r\n+QUEUED\r\n"
-                b"-EXECABORT Transaction discarded because of: READONLY You can't write against a read only "
-                b"replica.\r\n+PONG\r\n")
+def wire_replies(port: int, wire: bytes, replies: int, step: int = 0) -> bytes:
+    """Send raw RESP (in `step`-byte writes when set) and read until `replies` complete lines came
+    (every reply here is one line)."""
     with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
-        for index in range(0, len(wire), 7):  # commands split across TCP writes
-            sock.sendall(wire[index : index + 7])
-            time.sleep(0.002)
+        for index in range(0, len(wire), step or len(wire)):
+            sock.sendall(wire[index : index + (step or len(wire))])
+            if step:
+                time.sleep(0.002)
         got = b""
-        while len(got) < len(expected):
+        while got.count(b"\r\n") < replies:
             chunk = sock.recv(4096)
             assert chunk, f"connection closed after {got!r}"
             got += chunk
-    assert got == expected
+    return got
+
+
+def test_execabort_in_the_servers_words(setup, valkey):
+    """A command refused inside MULTI aborts the EXEC with the server's own -EXECABORT, word for
+    word what Valkey answers after a command it refused at queue time itself."""
+    client, _, _ = setup
+    valkey_port = int(valkey.url.split("//")[1].split("/")[0].rsplit(":", 1)[1])
+    queued_get = b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n*1\r\n$4\r\nEXEC\r\n*1\r\n$4\r\nPING\r\n"
+    real = wire_replies(valkey_port, b"*1\r\n$5\r\nMULTI\r\n*1\r\n$9\r\nNOSUCHCMD\r\n" + queued_get, 5)
+    real_execabort = real.split(b"\r\n")[3] + b"\r\n"
+    assert real_execabort.startswith(b"-EXECABORT ") and real.endswith(b"+PONG\r\n"), real
+    client.add_toxic("redis", "redis_error", {"error": "READONLY"})
+    port = int(client.get_proxy("redis")["listen"].rsplit(":", 1)[1])
+    wire = b"*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$1\r\n1\r\n" + queued_get
+    expected = (b"+OK\r\n-READONLY You can't write against a read only replica.\r\n+QUEUED\r\n"
+                + real_execabort + b"+PONG\r\n")
+    assert wire_replies(port, wire, 5, step=7) == expected  # commands split across TCP writes
 
 
 def test_two_replying_toxics_on_one_connection_stay_in_order(setup):

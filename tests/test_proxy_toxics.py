@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tests.net_servers import dead_port, how_it_closes
+
 
 class OneShotServer:
     """Accepts, sends `payload`, then closes: to watch how the close travels."""
@@ -278,6 +280,18 @@ def test_bytes_and_fin_sent_before_the_upstream_connects_are_delivered(client, t
         thread.join(5)
     server.close()
     assert received == [200_000]
+
+
+def test_unreachable_upstream_on_the_python_path_closes_like_toxiproxy(client):
+    """A toxic at accept keeps the connection in Python. Nobody at the upstream: a FIN when the
+    client sent nothing; a RST when its bytes had arrived (what the kernel does to Toxiproxy's
+    close of a socket with unread bytes), here made certain by slow_open's wait."""
+    port = new_proxy(client, dead_port())
+    client.add_toxic("t", "noop", {})
+    assert [how_it_closes(port) for _ in range(5)] == ["eof"] * 5
+    client.add_toxic("t", "slow_open", {"delay": 150})
+    assert how_it_closes(port) == "eof"
+    assert how_it_closes(port, send=b"PING\r\n", wait=0.3) == "reset"
 
 
 def test_duration_removes_the_toxic_by_itself(client, echo):

@@ -194,3 +194,86 @@ def test_a_read_refused_at_the_pool_is_an_attempt_not_a_query(settings, stack):
     assert timeouts == 6
     assert attempts == 8 and queries == 2
     assert pg == queries  # PostgreSQL ran exactly the queries the targets counted
+# Rows PostgreSQL cannot print exactly as Python's json.dumps (each must come back by id and be
+# written by Python), and rows it can, tricky ones included.
+TRICKY_ROWS = {
+    11: ({"name": "Zoë", "bio": "non-ASCII"}, True),
+    12: ('{"price": 1.50, "n": 1e5}', True),  # PostgreSQL prints 1.50 and 100000, Python 1.5 and 100000.0
+    13: ({"name": "key: value, more", "bio": "separators inside a string"}, True),
+    14: ({"nested": {"a": [1, 2, {"b": True}], "c": None}, "n": -3}, False),
+    15: ({"quote": 'say "hi" \\ back', "tab": "a\tb\nc", "ctl": "\x01"}, False),
+    16: ({}, False),
+    17: ({"big": 12345678901234567890, "e": "1e5 is a string"}, True),  # a digit then e: decided conservatively
+    18: ({"big": 12345678901234567890, "word": "exact"}, False),
+}
+
+
+@pytest.mark.parametrize("strategy", ["cache-aside", "cache-aside+jitter", "invalidate-on-write"])
+def test_prefill_built_by_postgresql_is_byte_for_byte_what_python_writes(settings, redis_client, strategy):
+    """Every value PostgreSQL builds equals Entry.encode of the row as psycopg reads it; the rows it
+    cannot print exactly are written by Python; expiries stay within the strategy's TTL range."""
+    settings.strategy, settings.jitter = strategy, 0.5
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, service):
+            with psycopg.connect(settings.postgres_url, autocommit=True) as conn:
+                for key_id, (data, _) in TRICKY_ROWS.items():
+                    conn.execute("UPDATE profiles SET data = %s::jsonb, version = 3 WHERE id = %s",
+                                 (data if isinstance(data, str) else json.dumps(data), key_id))
+            answer = await client.post("/prefill", json={"keys": 3000, "seed": 5})
+            return answer.json(), service.strategy.expires
+
+    done, expires = run(scenario())
+    assert "filled" in done, done
+    assert done["filled"] == 3000 and done["built_by"] == "postgresql"
+    check_prefilled_values(settings, redis_client, expires, high=settings.ttl * (1.5 if "jitter" in strategy else 1))
+    assert done["rows_built_by_python"] == sum(1 for _, python in TRICKY_ROWS.values() if python)
+
+
+def check_prefilled_values(settings, redis_client, expires: bool, high: float) -> None:
+    from cachestorm.targets.cache import Entry
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(settings.postgres_url, row_factory=dict_row) as conn:
+        rows = conn.execute("SELECT id, version, data FROM profiles WHERE id <= 3000 ORDER BY id").fetchall()
+    pipe = redis_client.pipeline(transaction=False)
+    for row in rows:
+        pipe.get(f"profiles:{row['id']}")
+        pipe.pttl(f"profiles:{row['id']}")
+    replies = pipe.execute()
+    now = time.time()
+    checked = 0
+    for row, raw, pttl in zip(rows, replies[::2], replies[1::2], strict=True):
+        if raw is None:  # its random age was its whole TTL
+            continue
+        entry = Entry.decode(raw)
+        assert raw.decode() == Entry(row, entry.expires_at, entry.delta).encode(), row["id"]
+        if expires:
+            remaining = entry.expires_at - now
+            assert -1 < remaining <= high + 1 and abs(pttl / 1000.0 - remaining) < 2, (row["id"], remaining, pttl)
+        else:
+            assert entry.expires_at == 0 and pttl == -1
+        checked += 1
+    assert checked > 2900 and all(f"profiles:{key_id}" for key_id in TRICKY_ROWS)
+
+
+def test_prefill_of_a_ttl_sql_cannot_draw_is_python_range_by_range(settings, redis_client, monkeypatch):
+    """A protection with a fill_ttl of its own and no fill_ttl_range: every row is written by Python,
+    still in bounded ranges."""
+    from cachestorm.targets import prefill
+    from cachestorm.targets.protections.base import Protection
+    from cachestorm.targets.protections.jitter import Jitter
+
+    monkeypatch.setattr(Jitter, "fill_ttl_range", Protection.fill_ttl_range)
+    monkeypatch.setattr(prefill, "CHUNK", 700)
+    settings.strategy = "cache-aside+jitter"
+
+    async def scenario():
+        async with in_process(settings, reset=True) as (client, service):
+            answer = await client.post("/prefill", json={"keys": 3000, "seed": 5})
+            return answer.json(), service.metrics.value("cachestorm_db_queries_total", {"kind": "prefill", "key_class": "rest"})
+
+    done, queries = run(scenario())
+    assert done["filled"] == 3000 and done["built_by"] == "python"
+    assert queries == 5  # 3000 rows in ranges of 700
+    check_prefilled_values(settings, redis_client, True, high=settings.ttl * 1.1)

@@ -75,3 +75,17 @@ def report(minutes: list[float] = typer.Option([5.0, 15.0, 60.0], "--minutes", m
     (metrics at 1/s per target, PostgreSQL stats, HDR latency per second, a fault, histories), and the
     growth exponent: 1 is linear in the run's length."""
     _call("cachestorm.bench.report:main", minutes=tuple(minutes), rate=rate, instances=instances, keep=keep)
+
+
+@app.command("keyspace")
+def keyspace(max_keys: int = typer.Option(1_000_000, "--max", min=10_000, help="Largest key space (10000000 for 10 M)."),
+             duration: str = typer.Option("5s", help="Load per run."),
+             rate: int = typer.Option(200, min=1, help="Requests/s per run."),
+             repeat: int = typer.Option(1, min=0, help="Runs per size after the seeding one (rows already there)."),
+             workdir: str = typer.Option(None, help="Folder for the stack and the runs (default: a new temporary one)."),
+             json_out: str = typer.Option(None, "--json", help="Also write every figure to this file."),
+             min_keys: int = typer.Option(0, "--min", min=0, help="Skip the key spaces below this.")) -> None:
+    """Seconds from `run` to the first request by key space (seed, warm, start-up; truth after the
+    load) and the peak RSS of every process (run, targets, Locust, Valkey, PostgreSQL), per key."""
+    _call("cachestorm.bench.keyspace:main", max_keys=max_keys, duration=duration, rate=rate, repeat=repeat,
+          workdir=workdir, json_out=json_out, min_keys=min_keys)

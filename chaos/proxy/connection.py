@@ -100,7 +100,7 @@ class Connection:
             else:
                 transport, _ = await self.loop.create_connection(lambda: server, *address)
         except (OSError, ValueError):
-            self.reset()  # like Toxiproxy: accept, then reset the client
+            self.upstream_unreachable()
             return
         except asyncio.CancelledError:
             return
@@ -127,7 +127,7 @@ class Connection:
         try:
             upstream = await open_upstream(self.loop, self.proxy.upstream_address())
         except (OSError, ValueError):
-            self.reset()  # like Toxiproxy: accept, then reset the client
+            self.upstream_unreachable()
             return
         if self.closed:
             upstream.close()
@@ -335,6 +335,17 @@ class Connection:
             task.add_done_callback(lambda _task: self.reset())
         else:
             self.reset()
+
+    def upstream_unreachable(self) -> None:
+        """The upstream refused or could not be resolved: like Toxiproxy (`client.Close()`), close
+        the client's socket cleanly, a FIN it reads as EOF. Toxiproxy never read what the client had
+        sent meanwhile, and the kernel answers the close of a socket with unread bytes with RST: so
+        does this when the client's bytes arrived. (A native connection's socket was never read:
+        the kernel decides alike on its plain close.)"""
+        if self.up.pending or (self.client is not None and self.client.nbytes):
+            self.reset()
+        else:
+            self.close()
 
     def reset(self) -> None:
         """Close both sockets with TCP RST (SO_LINGER 0)."""

@@ -29,6 +29,12 @@ class Protection:
     def fill_ttl(self, ttl: float) -> float:
         return ttl
 
+    def fill_ttl_range(self, low: float, high: float) -> tuple[float, float] | None:
+        """Where fill_ttl takes TTLs drawn uniformly from [low, high], as a uniform range again: the
+        bulk prefill draws each key's TTL inside PostgreSQL from it (targets/prefill.py). None: a
+        fill_ttl this cannot describe; the prefill then calls fill_ttl per key."""
+        return (low, high) if type(self).fill_ttl is Protection.fill_ttl else None
+
     def keep_extra_s(self) -> float:
         """Seconds an entry stays in Redis past its logical expiry."""
         return 0.0

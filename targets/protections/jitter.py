@@ -14,3 +14,7 @@ class Jitter(Protection):
     def fill_ttl(self, ttl: float) -> float:
         j = self.settings.jitter
         return ttl * random.uniform(1.0 - j, 1.0 + j)
+
+    def fill_ttl_range(self, low: float, high: float) -> tuple[float, float]:
+        j = self.settings.jitter
+        return low * (1.0 - j), high * (1.0 + j)

@@ -19,17 +19,16 @@ from cachestorm.chaos.proxy.resp import parse_command
 from cachestorm.chaos.proxy.toxics.base import Toxic
 
 # Sent in place of a command refused inside MULTI: the server rejects an unknown command at queue
-# time and so aborts the EXEC, as it would for a real -OOM/-READONLY/-LOADING at queue time.
+# time and so aborts the EXEC, as it would for a real -OOM/-READONLY/-LOADING at queue time; its
+# -EXECABORT reply reaches the client as the server words it.
 POISON_NAME = b"CACHESTORM-INJECTED-FAULT"
 POISON = b"*1\r\n$%d\r\n%s\r\n" % (len(POISON_NAME), POISON_NAME)
-EXECABORT = b"-EXECABORT Transaction discarded because of: "
 
 
 class CommandStream:
     def __init__(self):
         self.buf = bytearray()
         self.in_multi = False  # between MULTI and EXEC/DISCARD
-        self.refused_in_multi = b""  # the first error we answered inside this MULTI
         self.passthrough = False  # subscribed or not RESP: replies no longer pair with commands
 
 
@@ -151,22 +150,17 @@ class RedisReplyToxic(RedisCommandToxic):
                     if reply is not None:
                         break
             if reply is None:
-                if name == b"EXEC" and state.refused_in_multi:
-                    # the server aborts it (POISON); the client learns why in Valkey's words
-                    sequencer.substitute(EXECABORT + state.refused_in_multi[1:])
-                else:
-                    sequencer.expect_server()
+                sequencer.expect_server()  # an EXEC after a refusal: the server's own -EXECABORT
                 forward.append(command)
             elif state.in_multi:
                 forward.append(POISON)
                 sequencer.substitute(reply)
-                state.refused_in_multi = state.refused_in_multi or reply
             else:
                 sequencer.inject(reply)
             if name == b"MULTI":
                 state.in_multi = True
             elif name in (b"EXEC", b"DISCARD", b"RESET"):
-                state.in_multi, state.refused_in_multi = False, b""
+                state.in_multi = False
             elif name in SUBSCRIBING:
                 state.passthrough = True
         if forward:
