@@ -44,6 +44,18 @@ def print_unhealthy_baselines(run_dirs: list, console: Console) -> None:
         console.print(f"[bold red]unhealthy baseline[/] {escape(name)}: {escape(sentence)}")
 
 
+def verdict(run_dir: str | Path) -> dict | None:
+    """report.json's headline.verdict ({level, text, reasons}: reports/verdict.py), else None."""
+    report = RunFolder(run_dir).report_json_path
+    if not report.exists():
+        return None
+    found = (json.loads(report.read_text()).get("headline") or {}).get("verdict")
+    return found if isinstance(found, dict) and found.get("text") else None
+
+
+VERDICT_STYLE = {"red": "bold red", "amber": "bold yellow", "green": "bold green"}
+
+
 def headline(run_dir: str | Path) -> dict:
     """The numbers a person looks at first; from report.json when rendered, else Locust's CSV."""
     folder = RunFolder(run_dir)
@@ -84,3 +96,7 @@ def print_summary(run_dir: str | Path, console: Console | None = None) -> None:
     console.print(table)
     if numbers.get("source"):
         console.print(f"[dim]from {numbers['source']}; run folder: {run_dir}[/]")
+    said = verdict(run_dir)
+    if said:  # what happened, in plain words, where the eye lands after the table
+        style = VERDICT_STYLE.get(said.get("level"), "bold")
+        console.print(f"[{style}]{escape(str(said.get('level')))}:[/] {escape(said['text'])}")
