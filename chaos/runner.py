@@ -140,8 +140,7 @@ class ExperimentRunner:
             self._errors.append(reason)
         finally:
             self._revert_all(reason)
-            if not self.abort_event.is_set():
-                self._record_never_applied()
+            self._record_never_applied()
             if not self._after_checked and not self.abort_event.is_set():
                 self._check("after")
             self._record_hypothesis()
@@ -170,10 +169,16 @@ class ExperimentRunner:
     def _record_never_applied(self) -> None:
         attempted = {(entry["details"].get("fault"), entry["details"].get("at")) for entry in self._faults_log}
         now = time.time()
+        aborted = self.abort_event.is_set()
         for step in self.experiment.method:
             if (step.fault, step.at_s) not in attempted:
-                self._finish_record(step, now, "failed", {"error": f"never applied: the run ended before "
-                                                                   f"{step.at_s:g}s"}, "run ended")
+                # an abort before a fault's time is the policy working, but the run did not do what it
+                # said: the fault is recorded as never applied, so the run, report and gate say so
+                why = (f"never applied: the steady-state hypothesis deviated before {step.at_s:g}s and the "
+                       "experiment aborted (deviation: abort)") if aborted else \
+                    f"never applied: the run ended before {step.at_s:g}s"
+                self._finish_record(step, now, "failed", {"error": why},
+                                    "hypothesis deviated (abort)" if aborted else "run ended")
 
     def _timeline(self) -> None:
         exp = self.experiment

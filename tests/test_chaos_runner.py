@@ -139,8 +139,10 @@ def test_deviation_abort_rolls_back_early_and_sets_the_event(stack, tmp_path, re
     # the abort can land before the fault's window opens (the storm is on from the start): then the
     # fault must never have been applied; else it must have been cut short by the abort
     assert any(r["kind"] == "probe" and r["outcome"] == "deviated" for r in records)
-    if latency:
-        assert latency[0]["details"]["ended_by"] == "hypothesis deviated (abort)"
+    assert latency and latency[0]["details"]["ended_by"] == "hypothesis deviated (abort)"
+    if latency[0]["outcome"] == "failed":  # aborted before its window: said so, so the run fails loudly
+        assert latency[0]["details"]["error"].startswith("never applied: the steady-state hypothesis deviated")
+    else:
         assert latency[0]["t_end"] < 1.9
     assert Ledger(ctx.ledger_path).active() == []
 
