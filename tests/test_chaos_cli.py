@@ -266,6 +266,8 @@ def test_run_refuses_to_start_on_top_of_a_leftover_fault(workdir, cli_env, redis
 
 def test_apply_writes_only_to_a_ledger_it_made_or_recognises(workdir, cli_env, proxy_client, stack):
     """`--ledger <some file>` used to append entries (the PostgreSQL password among them) to any file."""
+    from test_chaos_runner import Traffic
+
     notes = workdir / "notes.txt"
     notes.write_bytes(b"my notes\n")
     refused = subprocess.run(cli("chaos", "apply", "redis-latency", "--for", "5s", "--ledger", str(notes)),
@@ -286,13 +288,15 @@ def test_apply_writes_only_to_a_ledger_it_made_or_recognises(workdir, cli_env, p
                 seen["text"], seen["mode"] = text, path.stat().st_mode & 0o777
             return bool(seen)
 
-        process = subprocess.Popen(cli("chaos", "apply", "redis-latency", "--for", "1s", "--ledger", str(ledger),
-                                       "--run-dir", str(workdir / run_dir)),
-                                   cwd=workdir, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            wait_for(watch, process=process)
-        finally:
-            out, err = process.communicate(timeout=30)
+        with Traffic(stack):  # a toxic on a path without traffic touches nothing, and fails
+            process = subprocess.Popen(cli("chaos", "apply", "redis-latency", "--for", "1s", "--ledger", str(ledger),
+                                           "--run-dir", str(workdir / run_dir)),
+                                       cwd=workdir, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+            try:
+                wait_for(watch, process=process)
+            finally:
+                out, err = process.communicate(timeout=30)
         assert process.returncode == 0, (out, err)
         assert seen["mode"] == 0o600, oct(seen["mode"])
         assert urlsplit(stack.postgres_url).password not in seen["text"]   # no revert needs it
