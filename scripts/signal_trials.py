@@ -147,8 +147,13 @@ def trial(folder: Path, rng: random.Random, proxy_api: str | None, first_at: flo
                 problems.append("no 'interrupted:' line")
             if not (new[-1] / "report.html").exists():
                 problems.append("interrupted run not rendered")
-    if code not in (0, 130):
+    if code < 0 and not new and not seen:
+        pass  # killed before main() installed its handlers (Python's own start-up): nothing had started
+    elif code not in (0, 130):
         problems.append(f"exit {code}: {stderr.strip()[-300:]}")
+    if problems:
+        with open(folder / "failed-trials.log", "a") as log:
+            log.write(f"--- exit {code} signals {sent}\n{stderr}\n")
     print(f"  exit {code} signals {' '.join(sent) or '-'}: {'clean' if not problems else '; '.join(problems)}",
           flush=True)
     return problems

@@ -50,6 +50,8 @@ def _load(name: str, spec: str):
     except plugins.PluginSettingError:
         raise  # the user's CACHESTORM_PLUGINS is wrong: a usage error, its own one line
     except Exception as exc:
+        if interrupts.caused_by_interrupt(exc):  # interrupted while it imported: nothing had started
+            raise KeyboardInterrupt from exc
         reason = str(exc).splitlines()[0] if str(exc) else ""
         raise CachestormError(f"command {name!r} cannot be loaded from {spec}: {type(exc).__name__}: {reason} "
                               "(a broken installation or a bug; reinstall cachestorm or report it)",

@@ -16,6 +16,7 @@ outermost `armed()` ends; a caller that was interrupted ends the program right a
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -47,6 +48,23 @@ def install() -> None:
     for signum in SIGNALS:
         signal.signal(signum, on_interrupt)
     _installed.append(True)
+    previous_hook = sys.unraisablehook
+
+    def quiet_interrupts(unraisable) -> None:  # a KeyboardInterrupt lost in a `__del__`: no traceback
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):  # (check()/raise_if_swallowed raise it again)
+            previous_hook(unraisable)
+
+    sys.unraisablehook = quiet_interrupts
+
+
+def caused_by_interrupt(exc: BaseException | None) -> bool:
+    """Whether `exc` wraps a KeyboardInterrupt (an import interrupted inside `__set_name__` is a RuntimeError)."""
+    depth = 0
+    while exc is not None and depth < 20:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc, depth = exc.__cause__ or exc.__context__, depth + 1
+    return False
 
 
 def _main_thread() -> bool:
