@@ -6,6 +6,7 @@ blocks revert faults first, then stop load, targets and the stack, in that order
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -224,10 +226,13 @@ def target_argv(settings: RunSettings, port: int, instance: str) -> list[str]:
             *settings.target_args]
 
 
-def target_url_env(stack: StackState) -> dict[str, str]:
+def target_url_env(stack: StackState, instance: str | None = None) -> dict[str, str]:
     from cachestorm.targets.settings import URL_ENV
 
-    return {URL_ENV["redis_url"]: stack.redis_proxy_url, URL_ENV["postgres_url"]: stack.postgres_proxy_url}
+    env = {URL_ENV["redis_url"]: stack.redis_proxy_url, URL_ENV["postgres_url"]: stack.postgres_proxy_url}
+    if instance is not None:  # libpq's application_name: which run's target a backend serves
+        env["PGAPPNAME"] = target_app_name(instance)
+    return env
 
 
 def start_targets(settings: RunSettings, stack: StackState, run_dir: Path,
@@ -243,7 +248,7 @@ def start_targets(settings: RunSettings, stack: StackState, run_dir: Path,
             for attempt in range(5):  # a port taken between probe and bind: try another
                 port = free_port()
                 target = TargetProcess(name, port, target_argv(settings, port, name), logs / f"{name}.log",
-                                       target_url_env(stack))
+                                       target_url_env(stack, name))
                 targets.append(target)
                 try:
                     target.start()
@@ -260,6 +265,66 @@ def start_targets(settings: RunSettings, stack: StackState, run_dir: Path,
                 target.stop()
         raise
     return targets
+
+
+# ---------------------------------------------------------------- PostgreSQL: what stopped targets leave
+
+TARGET_APP_PREFIX = "cachestorm-target"
+
+
+def target_app_name(instance: str) -> str:
+    """The targets' application_name in PostgreSQL (libpq's PGAPPNAME): names the run that owns them, by
+    PID and start time, so a later run can tell a stopped run's leftovers from a live run's queries."""
+    return f"{TARGET_APP_PREFIX} {_owner_token()} {instance}"
+
+
+def _owner_token(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{guardian.start_time(pid)}"
+
+
+def cancel_target_queries(postgres_url: str, leftovers: bool = False) -> list[dict]:
+    """Terminate the PostgreSQL backends of this process's targets (their queries, a 60 s recompute's
+    pg_sleep, would keep the DB's slots after the targets stopped), or with `leftovers`, those of runs
+    whose process is gone. Never the scraper's, ours, or a live run's. Returns what was terminated."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT pid, application_name, state, left(query, 80) FROM pg_stat_activity "
+            "WHERE application_name LIKE %s AND pid <> pg_backend_pid()", (TARGET_APP_PREFIX + " %",)).fetchall()
+        mine = f"{TARGET_APP_PREFIX} {_owner_token()} "
+        chosen = []
+        for pid, name, state, query in rows:
+            parts = name.split(" ")
+            owner = parts[1] if len(parts) > 2 else ""
+            if leftovers:
+                if name.startswith(mine) or _owner_alive(owner):
+                    continue
+            elif not name.startswith(mine):
+                continue
+            chosen.append({"pid": pid, "application_name": name, "state": state, "query": query})
+        for backend in chosen:
+            conn.execute("SELECT pg_terminate_backend(%s)", (backend["pid"],))
+    return chosen
+
+
+def _cancel_quietly(postgres_url: str) -> list[dict]:
+    """cancel_target_queries for a clean-up: PostgreSQL gone (a lost dependency) leaves nothing to cancel."""
+    import psycopg
+
+    try:
+        return cancel_target_queries(postgres_url)
+    except psycopg.OperationalError:
+        return []
+
+
+def _owner_alive(owner: str) -> bool:
+    try:
+        pid, start = owner.split(":")
+        return guardian.start_time(int(pid)) == int(start)
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------- Locust
@@ -441,6 +506,12 @@ class TargetsStep(Step):
 
     def start(self, run: Run) -> None:
         settings = run.settings
+        with run.journal.step("cancel leftover queries", "stack") as info:  # an earlier run's, still holding slots
+            left = cancel_target_queries(run.stack.postgres_url, leftovers=True)
+            info.update(terminated=len(left), backends=left)
+        if left:
+            print(f"note: cancelled {len(left)} queries in PostgreSQL that an earlier run's targets left "
+                  f"(e.g. {left[0]['application_name']!r}: {left[0]['query']!r})", file=sys.stderr)
         with run.journal.step("start targets", "target", strategy=settings.strategy,
                               instances=settings.instances) as info:
             start_targets(settings, run.stack, run.run_dir, into=run.targets)
@@ -453,8 +524,20 @@ class TargetsStep(Step):
         run.notify("targets", targets=run.targets)
 
     def stop(self, run: Run) -> None:
-        for target in run.targets:
-            target.stop()
+        if not run.targets:
+            return
+        with run.journal.step("cancel target queries", "target") as info:
+            # before they stop (a target waits for its requests, a 60 s recompute too) and after (what
+            # they began meanwhile): their queries would keep the DB's slots for the next run
+            terminated: list[dict] = []
+            try:
+                terminated += _cancel_quietly(run.stack.postgres_url)
+            finally:  # whatever PostgreSQL answered, the targets stop
+                for target in run.targets:
+                    target.stop()
+            terminated += _cancel_quietly(run.stack.postgres_url)
+            info["terminated"] = len(terminated)
+            info["backends"] = terminated[:20]
 
 
 class FinaliseStep(Step):
@@ -555,6 +638,46 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
     settings.validate()
     settings.strategy = resolve_strategy(settings.strategy, settings.domain)
     _check_locust_args(settings)
+    with run_lock():
+        return _run_locked(settings, experiment, applied, on_event, stack)
+
+
+RUN_LOCK = Path(".cachestorm") / "run.lock"
+_locks_held: list[int] = []
+
+
+@contextmanager
+def run_lock(path: Path = RUN_LOCK):
+    """One run at a time in this folder (on `up`'s stack of this folder): an exclusive flock on
+    .cachestorm/run.lock, released by the kernel however this process ends (SIGKILL too). A second
+    run refuses with one line (exit 2). Re-entrant within a process (a matrix's runs)."""
+    if _locks_held:
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise CachestormError(f"cannot take the run lock {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise CachestormError(f"another run is going on in this folder ({holder}); runs here share "
+                              f"{path.parent}/ and its stack: wait for it to end, or stop it", exit_code=2) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, started {time.strftime('%H:%M:%S')}".encode(), 0)
+        _locks_held.append(fd)
+        yield
+    finally:
+        if fd in _locks_held:
+            _locks_held.remove(fd)
+        os.close(fd)  # (closing the last descriptor releases the lock)
+
+
+def _run_locked(settings: RunSettings, experiment, applied: dict, on_event, stack: StackState | None) -> Path:
     refuse_active_faults(DEFAULT_LEDGER)
     run = Run(settings, experiment, applied, on_event or (lambda *a, **k: None), stack)
     started: list[Step] = []
