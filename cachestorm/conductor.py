@@ -648,12 +648,20 @@ _locks_held: list[int] = []
 
 @contextmanager
 def run_lock(path: Path = RUN_LOCK):
-    """One run at a time in this folder (on `up`'s stack of this folder): an exclusive flock on
-    .cachestorm/run.lock, released by the kernel however this process ends (SIGKILL too). A second
-    run refuses with one line (exit 2). Re-entrant within a process (a matrix's runs)."""
-    if _locks_held:
+    """One run at a time in this folder (on `up`'s stack of this folder): `acquire_run_lock` for a `with`."""
+    release = acquire_run_lock(path)
+    try:
         yield
-        return
+    finally:
+        release()
+
+
+def acquire_run_lock(path: Path = RUN_LOCK):
+    """An exclusive flock on .cachestorm/run.lock, released by the kernel however this process ends
+    (SIGKILL too); a second run refuses with one line (exit 2). Re-entrant within a process (a matrix
+    holds it, its runs too). Returns the function that releases it."""
+    if _locks_held:
+        return lambda: None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -666,15 +674,16 @@ def run_lock(path: Path = RUN_LOCK):
         os.close(fd)
         raise CachestormError(f"another run is going on in this folder ({holder}); runs here share "
                               f"{path.parent}/ and its stack: wait for it to end, or stop it", exit_code=2) from None
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, started {time.strftime('%H:%M:%S')}".encode(), 0)
-        _locks_held.append(fd)
-        yield
-    finally:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}, started {time.strftime('%H:%M:%S')}".encode(), 0)
+    _locks_held.append(fd)
+
+    def release() -> None:
         if fd in _locks_held:
             _locks_held.remove(fd)
-        os.close(fd)  # (closing the last descriptor releases the lock)
+            os.close(fd)  # (closing the last descriptor releases the lock)
+
+    return release
 
 
 def _run_locked(settings: RunSettings, experiment, applied: dict, on_event, stack: StackState | None) -> Path:
