@@ -461,6 +461,8 @@ class ReportStep(Step):
             return
         if run.failure is not None:
             run.meta["error"] = _one_line(run.failure)
+        if run.outcome == "ok" and interrupts.held():  # a signal during the clean-up: asked to stop, it is
+            run.outcome = "interrupted"                # interrupted, even if nothing was left to cut short
         run.meta["ended_at"] = time.time()
         run.meta["outcome"] = run.outcome
         run.folder.write_meta(run.meta)
@@ -471,6 +473,10 @@ class ReportStep(Step):
                     render_run(run.run_dir, run.journal)
             except Exception as exc:  # noqa: BLE001 - raised once everything is stopped
                 run.report_error = exc
+            if run.outcome == "ok" and interrupts.held():  # one came while it rendered: marked and rendered so
+                run.outcome = run.meta["outcome"] = "interrupted"
+                run.folder.write_meta(run.meta)
+                _report_failed_run(run.run_dir, run.journal, run.settings)
         else:
             _report_failed_run(run.run_dir, run.journal, run.settings)
 

@@ -141,7 +141,7 @@ def trial(folder: Path, rng: random.Random, proxy_api: str | None, first_at: flo
         if outcome is None:
             problems.append("run.json not marked")
         if code == 130:
-            if outcome != "interrupted":
+            if outcome not in ("interrupted", "failed"):  # (failed: a run that failed for its own reason first)
                 problems.append(f"exit 130 but outcome {outcome}")
             if "interrupted:" not in stderr:
                 problems.append("no 'interrupted:' line")
