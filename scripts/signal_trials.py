@@ -49,6 +49,19 @@ def _start_time(pid: int) -> int | None:
         return None
 
 
+def _targets_of(owner: int) -> set[int]:
+    found = set()
+    needle = f"PGAPPNAME=cachestorm-target {owner}:".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes():
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def up(folder: Path) -> str:
     result = subprocess.run(CLI + ["up", "--json"], cwd=folder, env=env(), capture_output=True, text=True,
                             timeout=180)
@@ -109,6 +122,14 @@ def trial(folder: Path, rng: random.Random, proxy_api: str | None, first_at: flo
         for pid in left:
             try:
                 os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    unrecorded = _targets_of(run.pid) - set(left)  # a target the record never named (PGAPPNAME says whose)
+    if unrecorded:
+        problems.append(f"unrecorded targets left: {sorted(unrecorded)}")
+        for pid in unrecorded:
+            try:
+                os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
     problems += [f"temp folder left: {d}" for d in dirs if Path(d).exists()]
