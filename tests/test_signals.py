@@ -31,6 +31,14 @@ def _trials_module():
     return module
 
 
+@pytest.fixture(autouse=True)
+def _fresh_interrupt_records(monkeypatch):
+    """The signals these tests send stay theirs: a later test's stack start must not see them
+    (`raise_if_swallowed`)."""
+    monkeypatch.setattr(interrupts, "_seen", [])
+    monkeypatch.setattr(interrupts, "_held", [])
+
+
 def test_the_first_signal_raises_and_the_next_are_held_until_the_clean_up_ends():
     steps = []
     with pytest.raises(KeyboardInterrupt):
