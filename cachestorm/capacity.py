@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cachestorm.conductor import RunSettings, run, validate_strategy
+from cachestorm.conductor import RunSettings, acquire_run_lock, run, validate_strategy
+from cachestorm.core import interrupts
 from cachestorm.core.defaults import DEFAULTS, LIMITS
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.runfolder import RunFolder, make_folder
@@ -69,7 +70,7 @@ def step_settings(base: RunSettings, plan: CapacityPlan, strategy: str, out: str
 
 def run_capacity(base: RunSettings, plan: CapacityPlan,
                  on_progress: Callable[[str, int, int], None] | None = None) -> CapacityResult:
-    with guardian.guarded("capacity"):  # its shared stack goes with it, even if this process is SIGKILLed
+    with interrupts.armed(), guardian.guarded("capacity", orphans=True):  # its shared stack goes with it, even if this process is SIGKILLed
         return _run_capacity(base, plan, on_progress)
 
 
@@ -86,6 +87,7 @@ def _run_capacity(base: RunSettings, plan: CapacityPlan,
     owned = False
     run_dirs: list[Path] = []
     capacities: list[dict] = []
+    release_lock = acquire_run_lock()  # one run at a time in this folder: the sweep's runs are one
     try:
         from cachestorm.conductor import _existing_stack
 
@@ -106,6 +108,7 @@ def _run_capacity(base: RunSettings, plan: CapacityPlan,
     finally:
         if owned and stack is not None:
             stop_stack(stack)
+        release_lock()
     reports = _render(run_dirs, capacities, out_dir if several else None, base.render)
     return CapacityResult(out_dir if several else run_dirs[0], run_dirs, capacities, reports)
 

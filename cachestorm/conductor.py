@@ -6,6 +6,7 @@ blocks revert faults first, then stop load, targets and the stack, in that order
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -24,11 +26,12 @@ from cachestorm import __version__, reports
 from cachestorm.chaos.context import DEFAULT_LEDGER
 from cachestorm.chaos.ledger import refuse_active_faults
 from cachestorm.chaos.self_expiry import unguarded_warning
+from cachestorm.core import interrupts
 from cachestorm.core.defaults import DEFAULTS, LIMITS
 from cachestorm.core.domains import DOMAINS, domain_spec
 from cachestorm.core.durations import parse_duration
 from cachestorm.core.errors import CachestormError
-from cachestorm.core.processes import child_env, free_port
+from cachestorm.core.processes import child_env, free_port, spawn
 from cachestorm.core.runfolder import Journal, RunFolder
 from cachestorm.scrape import Scraper
 from cachestorm.stack import (
@@ -296,14 +299,20 @@ def target_argv(settings: RunSettings, port: int, instance: str) -> list[str]:
             *settings.target_args]
 
 
-def target_url_env(stack: StackState) -> dict[str, str]:
+def target_url_env(stack: StackState, instance: str | None = None) -> dict[str, str]:
     from cachestorm.targets.settings import URL_ENV
 
-    return {URL_ENV["redis_url"]: stack.redis_proxy_url, URL_ENV["postgres_url"]: stack.postgres_proxy_url}
+    env = {URL_ENV["redis_url"]: stack.redis_proxy_url, URL_ENV["postgres_url"]: stack.postgres_proxy_url}
+    if instance is not None:  # libpq's application_name: which run's target a backend serves
+        env["PGAPPNAME"] = target_app_name(instance)
+    return env
 
 
-def start_targets(settings: RunSettings, stack: StackState, run_dir: Path) -> list[TargetProcess]:
-    targets: list[TargetProcess] = []
+def start_targets(settings: RunSettings, stack: StackState, run_dir: Path,
+                  into: list[TargetProcess] | None = None) -> list[TargetProcess]:
+    """Start the instances; `into`: the list to add each to before it starts (the caller stops them, even
+    after an interrupt between a start and its return). Without `into`, a failure stops those started."""
+    targets: list[TargetProcess] = [] if into is None else into
     logs = RunFolder(run_dir).logs_dir
     logs.mkdir(exist_ok=True)
     try:
@@ -312,21 +321,83 @@ def start_targets(settings: RunSettings, stack: StackState, run_dir: Path) -> li
             for attempt in range(5):  # a port taken between probe and bind: try another
                 port = free_port()
                 target = TargetProcess(name, port, target_argv(settings, port, name), logs / f"{name}.log",
-                                       target_url_env(stack))
+                                       target_url_env(stack, name))
+                targets.append(target)
                 try:
                     target.start()
                     break
                 except CachestormError:
                     target.stop()
+                    targets.remove(target)
                     if attempt < 4 and "address already in use" in target.log_path.read_text(errors="replace").lower():
                         continue
                     raise
-            targets.append(target)
     except BaseException:
-        for target in targets:
-            target.stop()
+        if into is None:
+            for target in targets:
+                target.stop()
         raise
     return targets
+
+
+# ---------------------------------------------------------------- PostgreSQL: what stopped targets leave
+
+TARGET_APP_PREFIX = "cachestorm-target"
+
+
+def target_app_name(instance: str) -> str:
+    """The targets' application_name in PostgreSQL (libpq's PGAPPNAME): names the run that owns them, by
+    PID and start time, so a later run can tell a stopped run's leftovers from a live run's queries."""
+    return f"{TARGET_APP_PREFIX} {_owner_token()} {instance}"
+
+
+def _owner_token(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{guardian.start_time(pid)}"
+
+
+def cancel_target_queries(postgres_url: str, leftovers: bool = False) -> list[dict]:
+    """Terminate the PostgreSQL backends of this process's targets (their queries, a 60 s recompute's
+    pg_sleep, would keep the DB's slots after the targets stopped), or with `leftovers`, those of runs
+    whose process is gone. Never the scraper's, ours, or a live run's. Returns what was terminated."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT pid, application_name, state, left(query, 80) FROM pg_stat_activity "
+            "WHERE application_name LIKE %s AND pid <> pg_backend_pid()", (TARGET_APP_PREFIX + " %",)).fetchall()
+        mine = f"{TARGET_APP_PREFIX} {_owner_token()} "
+        chosen = []
+        for pid, name, state, query in rows:
+            parts = name.split(" ")
+            owner = parts[1] if len(parts) > 2 else ""
+            if leftovers:
+                if name.startswith(mine) or _owner_alive(owner):
+                    continue
+            elif not name.startswith(mine):
+                continue
+            chosen.append({"pid": pid, "application_name": name, "state": state, "query": query})
+        for backend in chosen:
+            conn.execute("SELECT pg_terminate_backend(%s)", (backend["pid"],))
+    return chosen
+
+
+def _cancel_quietly(postgres_url: str) -> list[dict]:
+    """cancel_target_queries for a clean-up: PostgreSQL gone (a lost dependency) leaves nothing to cancel."""
+    import psycopg
+
+    try:
+        return cancel_target_queries(postgres_url)
+    except psycopg.OperationalError:
+        return []
+
+
+def _owner_alive(owner: str) -> bool:
+    try:
+        pid, start = owner.split(":")
+        return guardian.start_time(int(pid)) == int(start)
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------- Locust
@@ -372,17 +443,275 @@ def locust_traffic_args(settings: RunSettings) -> list[str]:
     return traffic_argv(traffic_options(settings))
 
 
-# ---------------------------------------------------------------- the run
+# ---------------------------------------------------------------- the run: a list of steps
 
 def run(settings: RunSettings, on_event=None, stack: StackState | None = None) -> Path:
     """Run once and return the run folder. `on_event(name, **kw)` reports progress (optional).
 
     `stack`: a stack the caller owns (a matrix shares one); else `up`'s, else one for this run.
     A run that failed (a step failed, a dependency was lost) is marked and reported, then its error
-    is raised; whatever it started is stopped, even if this process is SIGKILLed (the guardian).
+    is raised; one interrupted (SIGINT, SIGTERM, SIGHUP) is marked and reported too, then
+    KeyboardInterrupt is raised. Whatever it started is stopped, shielded from any further signal,
+    and even if this process is SIGKILLed (the guardian).
     """
-    with guardian.guarded("run"):
+    with interrupts.armed(), guardian.guarded("run", orphans=True):
         return _run(settings, on_event, stack)
+
+
+class Run:
+    """One run's state, shared by its steps: what each started, and the outcome so far."""
+
+    def __init__(self, settings: RunSettings, experiment, applied: dict, notify, stack: StackState | None):
+        self.settings = settings
+        self.experiment = experiment
+        self.applied = applied
+        self.notify = notify
+        self.folder: RunFolder | None = None   # the report step's
+        self.journal: Journal | None = None
+        self.meta: dict = {}
+        self.t0_wall = 0.0
+        self.stack = stack                     # the caller's, up's, or the run's own (owned_stack)
+        self.owned_stack: StackState | None = None
+        self.targets: list[TargetProcess] = []
+        self.counters_start: dict[str, int] = {}
+        self.scraper: Scraper | None = None
+        self.locust: subprocess.Popen | None = None
+        self.load_start: float | None = None
+        self.runner = None
+        self.outcome = "failed"                # ok once the load ran to its end; interrupted; failed
+        self.failure: Exception | None = None
+        self.load_done = False
+        self.report_error: Exception | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.folder.path
+
+
+class Step:
+    """One part of a run. `start` starts what it owns and records it in the journal; `stop` stops it.
+    The steps start in order (`STEPS`), then each `wait`s (the load: until it ends); their `stop`s run
+    in reverse order whatever happened, shielded from signals, so a `stop` must be safe when its
+    `start` never ran or stopped half-way (it stops what the run holds)."""
+
+    name = "step"
+    kind = "run"   # the journal's kind for a failure of its stop
+
+    def start(self, run: Run) -> None:
+        pass
+
+    def wait(self, run: Run) -> None:
+        pass
+
+    def stop(self, run: Run) -> None:
+        pass
+
+
+class ReportStep(Step):
+    """The run folder and run.json; at the end (stopped last) run.json is marked and the report rendered,
+    for an interrupted or failed run too."""
+
+    name, kind = "report", "report"
+
+    def start(self, run: Run) -> None:
+        settings = run.settings
+        label = settings.label or f"{settings.domain}-{settings.strategy}" + (
+            f"-{Path(settings.experiment).stem}" if settings.experiment else "")
+        run.folder = RunFolder.new(Path(settings.out).resolve(), label)  # Locust runs from the repo root
+        run.t0_wall = time.time()
+        t0_mono = time.monotonic_ns()
+        run.journal = run.folder.journal(run.t0_wall)
+        run.meta.update({"cachestorm_version": __version__, "run_id": run.run_dir.name, "label": label,
+                         "settings": _jsonable(settings), "started_at": run.t0_wall, "t0_monotonic_ns": t0_mono,
+                         "experiment": getattr(run.experiment, "name", settings.experiment),
+                         # the settings the experiment's `run:` section set (the user typed the rest: settings.explicit)
+                         "recommended_settings_applied": run.applied})
+        run.folder.write_meta(run.meta)
+        _record_step_plan(run.folder, settings)
+
+    def stop(self, run: Run) -> None:
+        if run.folder is None:
+            return
+        if run.failure is not None:
+            run.meta["error"] = _one_line(run.failure)
+        if run.outcome == "ok" and interrupts.held():  # a signal during the clean-up: asked to stop, it is
+            run.outcome = "interrupted"                # interrupted, even if nothing was left to cut short
+        run.meta["ended_at"] = time.time()
+        run.meta["outcome"] = run.outcome
+        run.folder.write_meta(run.meta)
+        if run.failure is None and run.outcome != "interrupted":
+            try:
+                _merge_recordings(run.run_dir, run.journal)
+                if run.settings.render:
+                    render_run(run.run_dir, run.journal)
+            except Exception as exc:  # noqa: BLE001 - raised once everything is stopped
+                run.report_error = exc
+            if run.outcome == "ok" and interrupts.held():  # one came while it rendered: marked and rendered so
+                run.outcome = run.meta["outcome"] = "interrupted"
+                run.folder.write_meta(run.meta)
+                _report_failed_run(run.run_dir, run.journal, run.settings)
+        else:
+            _report_failed_run(run.run_dir, run.journal, run.settings)
+
+
+class StackStep(Step):
+    """The caller's stack, `up`'s, or one for this run (stopped at the end); reset to cold and fault-free."""
+
+    name, kind = "stack", "stack"
+
+    def start(self, run: Run) -> None:
+        with run.journal.step("stack", "stack") as info:
+            run.stack = run.stack or _existing_stack(run.settings.stack)
+            if run.stack is None:
+                run.stack = run.owned_stack = start_stack(run.settings.stack)
+            info.update(owned=run.owned_stack is not None, endpoints=run.stack.endpoints(),
+                        pids=[s["pid"] for s in run.owned_stack.servers] if run.owned_stack else [])
+        run.meta["stack"] = run.stack.endpoints()
+        run.notify("stack", stack=run.stack)
+        with run.journal.step("reset cache and faults", "stack"):
+            _reset_between_runs(run.stack)
+
+    def stop(self, run: Run) -> None:
+        if run.owned_stack is not None:
+            with run.journal.step("stop stack", "stack"):
+                stop_stack(run.owned_stack)
+            run.owned_stack = None
+
+
+class TargetsStep(Step):
+    """The target instances, on the stack's proxied URLs."""
+
+    name, kind = "targets", "target"
+
+    def start(self, run: Run) -> None:
+        settings = run.settings
+        with run.journal.step("cancel leftover queries", "stack") as info:  # an earlier run's, still holding slots
+            left = cancel_target_queries(run.stack.postgres_url, leftovers=True)
+            info.update(terminated=len(left), backends=left)
+        if left:
+            print(f"note: cancelled {len(left)} queries in PostgreSQL that an earlier run's targets left "
+                  f"(e.g. {left[0]['application_name']!r}: {left[0]['query']!r})", file=sys.stderr)
+        with run.journal.step("start targets", "target", strategy=settings.strategy,
+                              instances=settings.instances) as info:
+            start_targets(settings, run.stack, run.run_dir, into=run.targets)
+            info["targets"] = {t.name: t.base_url for t in run.targets}
+            info["pids"] = [t.pid for t in run.targets]
+        run.meta["targets"] = {t.name: t.base_url for t in run.targets}
+        run.folder.write_meta(run.meta)
+        if DOMAINS[settings.domain].counter:  # a reused stack carries earlier counts: reconcile the difference
+            run.counters_start = read_truth(run.stack.postgres_url, settings.domain)["counters"]
+        run.notify("targets", targets=run.targets)
+
+    def stop(self, run: Run) -> None:
+        if not run.targets:
+            return
+        with run.journal.step("cancel target queries", "target") as info:
+            # before they stop (a target waits for its requests, a 60 s recompute too) and after (what
+            # they began meanwhile): their queries would keep the DB's slots for the next run
+            terminated: list[dict] = []
+            try:
+                terminated += _cancel_quietly(run.stack.postgres_url)
+            finally:  # whatever PostgreSQL answered, the targets stop
+                for target in run.targets:
+                    target.stop()
+            terminated += _cancel_quietly(run.stack.postgres_url)
+            info["terminated"] = len(terminated)
+            info["backends"] = terminated[:20]
+
+
+class FinaliseStep(Step):
+    """Once the load ran to its end (and the load, the faults and the scraper are stopped): the final
+    flush and the truth from PostgreSQL, before the targets stop."""
+
+    name, kind = "finalise", "target"
+
+    def stop(self, run: Run) -> None:
+        if run.targets and run.load_done:
+            try:
+                _finalise(run.settings, run.targets, run.stack, run.run_dir, run.journal, run.counters_start)
+            except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL gone at the very end
+                run.outcome, run.failure = "failed", exc
+
+
+class WarmStep(Step):
+    """Prefill every key (--warm): the load starts on a cache in steady state."""
+
+    name, kind = "warm", "target"
+
+    def start(self, run: Run) -> None:
+        if run.settings.warm:
+            with run.journal.step("warm cache", "target", keys=run.settings.keys) as info:
+                info.update(warm_cache(run.targets[0].base_url, run.settings))
+
+
+class ScrapeStep(Step):
+    """The targets' /metrics and PostgreSQL's counters, every second, into the run folder."""
+
+    name, kind = "scrape", "stack"
+
+    def start(self, run: Run) -> None:
+        run.scraper = Scraper(run.run_dir, run.t0_wall, {t.name: t.base_url for t in run.targets},
+                              run.stack.postgres_url).start()
+
+    def stop(self, run: Run) -> None:
+        if run.scraper is not None:
+            run.scraper.stop()
+
+
+class LoadStep(Step):
+    """Locust, headless, for --duration; its end is the run's."""
+
+    name, kind = "load", "load"
+
+    def start(self, run: Run) -> None:
+        run.load_start = time.time()
+        # spawn(): its own session (a terminal's Ctrl-C is ours), recorded for the guardian with no
+        # interrupt between its fork and its registration
+        run.locust = spawn(locust_argv(run.settings, run.targets, run.run_dir), run.folder.locust_log_path,
+                           cwd=str(REPO_ROOT), env=child_env())
+        run.meta["load_started_at"] = run.load_start
+        run.folder.write_meta(run.meta)
+        run.notify("load", duration_s=run.settings.duration_s)
+
+    def wait(self, run: Run) -> None:
+        settings = run.settings
+        returncode = _wait_for_locust(run.locust, settings, run.runner, DependencyWatch(run.stack), run.journal)
+        run.journal.record("load", "load", run.load_start, time.time(),
+                           "ok" if returncode == 0 else f"exit {returncode}",
+                           {"users": settings.users, "rate": settings.rate, "returncode": returncode,
+                            "pid": run.locust.pid})
+        if returncode != 0:  # failed requests exit 0 (--exit-code-on-error 0): they are what we measure
+            raise CachestormError(f"Locust exited with code {returncode}; see {run.folder.locust_log_path}")
+        run.outcome = "ok"
+        run.load_done = True
+
+    def stop(self, run: Run) -> None:
+        if run.locust is not None and run.locust.poll() is None:
+            _stop_locust(run.locust)
+
+
+class ExperimentStep(Step):
+    """The experiment's faults on their timeline from the load's start; all reverted when it stops."""
+
+    name, kind = "experiment", "fault"
+
+    def start(self, run: Run) -> None:
+        if run.experiment is not None:
+            run.runner = _start_experiment(run.experiment, run.settings, run.stack, run.targets, run.run_dir,
+                                           run.journal, run.load_start)
+
+    def stop(self, run: Run) -> None:
+        _stop_quietly(run.runner, run.journal)
+        if run.outcome == "ok" and run.runner is not None and run.runner.failed_faults():
+            run.outcome = "failed"  # the load ran, the experiment did not: its journal records say which fault
+        elif run.outcome == "ok" and run.runner is not None and run.runner.summary()["hypothesis"] == "not_verified":
+            run.outcome = "not_verified"  # a probe had no data: no data is not a pass (journal: "hypothesis")
+
+
+# started in this order, stopped in reverse: faults reverted first, then Locust, the scraper, the final
+# flush, the targets, the stack; last of all run.json is marked and the report rendered
+STEPS: tuple[type[Step], ...] = (ReportStep, StackStep, TargetsStep, FinaliseStep, WarmStep, ScrapeStep,
+                                 LoadStep, ExperimentStep)
 
 
 def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
@@ -390,122 +719,108 @@ def _run(settings: RunSettings, on_event, stack: StackState | None) -> Path:
     settings.validate()
     settings.strategy = resolve_strategy(settings.strategy, settings.domain)
     _check_locust_args(settings)
-    refuse_active_faults(DEFAULT_LEDGER)
-    label = settings.label or f"{settings.domain}-{settings.strategy}" + (
-        f"-{Path(settings.experiment).stem}" if settings.experiment else "")
-    folder = RunFolder.new(Path(settings.out).resolve(), label)  # Locust runs from the repo root
-    run_dir = folder.path
-    t0_wall = time.time()
-    t0_mono = time.monotonic_ns()
-    journal = folder.journal(t0_wall)
-    meta = {"cachestorm_version": __version__, "run_id": run_dir.name, "label": label,
-            "settings": _jsonable(settings), "started_at": t0_wall, "t0_monotonic_ns": t0_mono,
-            "experiment": getattr(experiment, "name", settings.experiment),
-            # the settings the experiment's `run:` section set (the user typed the rest: settings.explicit)
-            "recommended_settings_applied": applied}
-    folder.write_meta(meta)
-    _record_step_plan(folder, settings)
-    notify = on_event or (lambda *a, **k: None)
+    with run_lock():
+        return _run_locked(settings, experiment, applied, on_event, stack)
 
-    owned_stack: StackState | None = None
-    targets: list[TargetProcess] = []
-    scraper: Scraper | None = None
-    runner = None
-    locust: subprocess.Popen | None = None
-    counters_start: dict[str, int] = {}
-    outcome = "failed"
-    failure: Exception | None = None
-    load_done = False
+
+RUN_LOCK = Path(".cachestorm") / "run.lock"
+_locks_held: list[int] = []
+
+
+@contextmanager
+def run_lock(path: Path = RUN_LOCK):
+    """One run at a time in this folder (on `up`'s stack of this folder): `acquire_run_lock` for a `with`."""
+    release = acquire_run_lock(path)
     try:
-        with journal.step("stack", "stack") as info:
-            stack = stack or _existing_stack(settings.stack)
-            if stack is None:
-                stack = owned_stack = start_stack(settings.stack)
-            info.update(owned=owned_stack is not None, endpoints=stack.endpoints(),
-                        pids=[s["pid"] for s in owned_stack.servers] if owned_stack else [])
-        meta["stack"] = stack.endpoints()
-        notify("stack", stack=stack)
-        with journal.step("reset cache and faults", "stack"):
-            _reset_between_runs(stack)
-        with journal.step("start targets", "target", strategy=settings.strategy,
-                          instances=settings.instances) as info:
-            targets = start_targets(settings, stack, run_dir)
-            info["targets"] = {t.name: t.base_url for t in targets}
-            info["pids"] = [t.pid for t in targets]
-        meta["targets"] = {t.name: t.base_url for t in targets}
-        folder.write_meta(meta)
-        if DOMAINS[settings.domain].counter:  # a reused stack carries earlier counts: reconcile the difference
-            counters_start = read_truth(stack.postgres_url, settings.domain)["counters"]
-        notify("targets", targets=targets)
-
-        if settings.warm:
-            with journal.step("warm cache", "target", keys=settings.keys) as info:
-                info.update(warm_cache(targets[0].base_url, settings))
-        scraper = Scraper(run_dir, t0_wall, {t.name: t.base_url for t in targets}, stack.postgres_url).start()
-        load_start = time.time()
-        log = open(folder.locust_log_path, "ab")  # noqa: SIM115
-        try:
-            locust = subprocess.Popen(locust_argv(settings, targets, run_dir), stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=child_env(),
-                                      start_new_session=True)
-            guardian.track_process(locust.pid)
-        finally:
-            log.close()
-        meta["load_started_at"] = load_start
-        folder.write_meta(meta)
-        notify("load", duration_s=settings.duration_s)
-        if experiment is not None:
-            runner = _start_experiment(experiment, settings, stack, targets, run_dir, journal, load_start)
-        returncode = _wait_for_locust(locust, settings, runner, DependencyWatch(stack), journal)
-        journal.record("load", "load", load_start, time.time(),
-                       "ok" if returncode == 0 else f"exit {returncode}",
-                       {"users": settings.users, "rate": settings.rate, "returncode": returncode,
-                        "pid": locust.pid})
-        if returncode != 0:  # failed requests exit 0 (--exit-code-on-error 0): they are what we measure
-            raise CachestormError(f"Locust exited with code {returncode}; see {folder.locust_log_path}")
-        outcome = "ok"
-        load_done = True
-    except KeyboardInterrupt:
-        outcome = "interrupted"
-        raise
-    except Exception as exc:  # noqa: BLE001 - marked, reported, then raised again below
-        failure = exc
+        yield
     finally:
-        previous_handler = _ignore_sigint()  # a second Ctrl-C must not cut the clean-up short
-        _stop_quietly(runner, journal)
-        if outcome == "ok" and runner is not None and runner.failed_faults():
-            outcome = "failed"  # the load ran, the experiment did not: its journal records say which fault
-        elif outcome == "ok" and runner is not None and runner.summary()["hypothesis"] == "not_verified":
-            outcome = "not_verified"  # a probe had no data: no data is not a pass (journal: "hypothesis")
-        if locust is not None and locust.poll() is None:
-            _stop_locust(locust)
-        if scraper is not None:
-            scraper.stop()
-        if targets and load_done:
-            try:
-                _finalise(settings, targets, stack, run_dir, journal, counters_start)
-            except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL gone at the very end
-                outcome, failure = "failed", exc
-        if failure is not None:
-            meta["error"] = _one_line(failure)
-        for target in targets:
-            target.stop()
-        if owned_stack is not None:
-            with journal.step("stop stack", "stack"):
-                stop_stack(owned_stack)
-        meta["ended_at"] = time.time()
-        meta["outcome"] = outcome
-        folder.write_meta(meta)
-        _restore_sigint(previous_handler)
+        release()
+
+
+def acquire_run_lock(path: Path = RUN_LOCK):
+    """An exclusive flock on .cachestorm/run.lock, released by the kernel however this process ends
+    (SIGKILL too); a second run refuses with one line (exit 2). Re-entrant within a process (a matrix
+    holds it, its runs too). Returns the function that releases it."""
+    if _locks_held:
+        return lambda: None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise CachestormError(f"cannot take the run lock {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise CachestormError(f"another run is going on in this folder ({holder}); runs here share "
+                              f"{path.parent}/ and its stack: wait for it to end, or stop it", exit_code=2) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}, started {time.strftime('%H:%M:%S')}".encode(), 0)
+    _locks_held.append(fd)
+
+    def release() -> None:
+        if fd in _locks_held:
+            _locks_held.remove(fd)
+            os.close(fd)  # (closing the last descriptor releases the lock)
+
+    return release
+
+
+def _run_locked(settings: RunSettings, experiment, applied: dict, on_event, stack: StackState | None) -> Path:
+    refuse_active_faults(DEFAULT_LEDGER)
+    run = Run(settings, experiment, applied, on_event or (lambda *a, **k: None), stack)
+    started: list[Step] = []
+    try:
+        try:
+            for step_class in STEPS:
+                step = step_class()
+                started.append(step)  # its stop runs even if its start stops half-way
+                step.start(run)
+            for step in started:
+                step.wait(run)
+        except KeyboardInterrupt:
+            run.outcome = "interrupted"
+        except Exception as exc:  # noqa: BLE001 - marked, reported, then raised again below
+            run.failure = exc
+    except KeyboardInterrupt:  # the first signal landed in an except clause above (the next ones are held)
+        run.outcome = "interrupted"
+    _unwind(run, started)
+    if run.folder is None:  # stopped before its folder existed: nothing was started
+        if run.failure is not None:
+            raise run.failure
+        raise KeyboardInterrupt
+    if interrupts.interrupted():  # a signal cut a step short, or came during the clean-up: stop here
+        interrupts.note(f"the run is marked {run.outcome} and reported: {run.run_dir}")
+        raise KeyboardInterrupt
+    failure = run.failure
     if failure is None:
-        _merge_recordings(run_dir, journal)
-        if settings.render:
-            render_run(run_dir, journal)
-        return run_dir
-    _report_failed_run(run_dir, journal, settings)
+        if run.report_error is not None:
+            raise run.report_error
+        return run.run_dir
     if isinstance(failure, CachestormError):
-        raise CachestormError(f"{failure} — the run is marked failed: {run_dir}", exit_code=1) from failure
+        raise CachestormError(f"{failure} — the run is marked failed: {run.run_dir}", exit_code=1) from failure
     raise failure
+
+
+def _unwind(run: Run, started: list[Step]) -> None:
+    """Each started step's stop, last first, shielded from signals (held: `interrupts.held()`); a stop
+    that fails is recorded in the journal and the others still run."""
+    while True:
+        try:
+            with interrupts.shielded():
+                while started:
+                    step = started.pop()
+                    try:
+                        step.stop(run)
+                    except Exception as exc:  # noqa: BLE001 - keep stopping the rest; the journal says what failed
+                        if run.journal is not None:
+                            now = time.time()
+                            run.journal.record(f"stop {step.name}", step.kind, now, now, "failed",
+                                               {"error": _one_line(exc)})
+            return
+        except KeyboardInterrupt:  # the run's first signal landed just before the shield: it cut nothing short
+            continue
 
 
 def _record_step_plan(folder: RunFolder, settings: RunSettings) -> None:
@@ -532,18 +847,6 @@ def _report_failed_run(run_dir: Path, journal: Journal, settings: RunSettings) -
             render_run(run_dir, journal)
     except Exception as exc:  # noqa: BLE001
         journal.record("report of a failed run", "report", start, time.time(), "failed", {"error": _one_line(exc)})
-
-
-def _ignore_sigint():
-    try:
-        return signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: nothing to shield
-        return None
-
-
-def _restore_sigint(previous) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGINT, previous)
 
 
 def warm_cache(base_url: str, settings: RunSettings) -> dict:
@@ -641,6 +944,7 @@ def _wait_for_locust(locust: subprocess.Popen, settings: RunSettings, runner, wa
             return locust.wait(timeout=0.2)
         except subprocess.TimeoutExpired:
             pass
+        interrupts.check()  # an interrupt whose KeyboardInterrupt was swallowed (a `__del__`) still ends the load
         try:
             watch.check()
         except CachestormError as exc:

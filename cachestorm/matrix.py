@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cachestorm.conductor import RunSettings, plan_experiment, run, validate_strategy
+from cachestorm.conductor import RunSettings, acquire_run_lock, plan_experiment, run, validate_strategy
+from cachestorm.core import interrupts
 from cachestorm.core.errors import CachestormError
 from cachestorm.core.runfolder import make_folder
 from cachestorm.stack import StackState, guardian, start_stack, stop_stack
@@ -22,7 +23,7 @@ class MatrixResult:
 
 def run_matrix(base: RunSettings, strategies: list[str], experiments: list[str | None], out: str,
                name: str = "matrix", on_progress: Callable[[str, int, int], None] | None = None) -> MatrixResult:
-    with guardian.guarded("matrix"):  # its shared stack goes with it, even if this process is SIGKILLed
+    with interrupts.armed(), guardian.guarded("matrix", orphans=True):  # its shared stack goes with it, even if this process is SIGKILLed
         return _run_matrix(base, strategies, experiments, out, name, on_progress)
 
 
@@ -40,6 +41,7 @@ def _run_matrix(base: RunSettings, strategies: list[str], experiments: list[str 
     combos = [(s, e) for e in experiments for s in strategies]
     stack: StackState | None = None
     run_dirs: list[Path] = []
+    release_lock = acquire_run_lock()  # one run at a time in this folder: the matrix's runs are one
     try:
         from cachestorm.conductor import _existing_stack
 
@@ -59,6 +61,7 @@ def _run_matrix(base: RunSettings, strategies: list[str], experiments: list[str 
     finally:
         if stack is not None and owned:
             stop_stack(stack)
+        release_lock()
     return MatrixResult(out_dir, run_dirs, render_comparison(run_dirs, out_dir))
 
 

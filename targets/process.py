@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from cachestorm.core.processes import child_env, spawn, stop_pid, wait_until
+from cachestorm.core.processes import child_env, spawn, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TARGET_MODULE = "cachestorm.targets"  # `python -m` it; its command line names "targets", which stop_pid checks
+TARGET_MODULE = "cachestorm.targets"  # `python -m` it; its command line names "targets", as `ps` shows it
 SEED_S_PER_ROW = 25e-6  # start-up allowance per --rows row: seeding 1 M rows took 22 s on 2 loaded cores
 
 
@@ -73,11 +73,17 @@ class TargetProcess:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            stop_pid(self.process.pid, "targets", graceful=signal.SIGTERM, timeout_s=10)
+            # our own child, not reaped yet: its PID cannot be someone else's, so no command-line check
+            # (stop_pid's would miss a child stopped between its fork and its exec: an interrupt there)
+            self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                pass
+                self.process.kill()
+                try:
+                    self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -50,6 +50,8 @@ def _load(name: str, spec: str):
     except plugins.PluginSettingError:
         raise  # the user's CACHESTORM_PLUGINS is wrong: a usage error, its own one line
     except Exception as exc:
+        if interrupts.caused_by_interrupt(exc):  # interrupted while it imported: nothing had started
+            raise KeyboardInterrupt from exc
         reason = str(exc).splitlines()[0] if str(exc) else ""
         raise CachestormError(f"command {name!r} cannot be loaded from {spec}: {type(exc).__name__}: {reason} "
                               "(a broken installation or a bug; reinstall cachestorm or report it)",
@@ -64,18 +66,30 @@ def build_app() -> typer.Typer:
     return app
 
 
+INTERRUPTED = "interrupted: everything started was stopped and every fault reverted"
+
+
+def _interrupted() -> None:
+    interrupts.ignore_from_now()  # the command is over: a further signal must not change the exit code
+    typer.echo("; ".join([INTERRUPTED, *interrupts.notes()]), err=True)
+    sys.exit(130)
+
+
 def main() -> None:
-    # SIGTERM (a CI job cancelled, `kill`) cleans up exactly as Ctrl-C does: faults reverted, children stopped
+    # SIGTERM (a CI job cancelled, `kill`) and SIGHUP (the terminal closed) clean up exactly as Ctrl-C
+    # does: faults reverted, children stopped, the run marked and reported
     interrupts.install()
     try:
         # standalone_mode=False: Typer returns an exit code (Exit(n), Ctrl-C as 130) instead of exiting
         code = build_app()(standalone_mode=False)
+        if code == 130 and interrupts.seen():  # Typer's answer to our KeyboardInterrupt: say so
+            _interrupted()
+        interrupts.ignore_from_now()
+    except KeyboardInterrupt:
+        _interrupted()
     except CachestormError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: everything started was stopped and every fault reverted", err=True)
-        sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -87,6 +101,8 @@ def main() -> None:
             typer.echo(f"error: {_one_line_usage_error(exc)}", err=True)
             sys.exit(exc.exit_code)
         raise
+    finally:
+        interrupts.ignore_from_now()  # (Python restores the default action, death, of handled signals at exit)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -73,17 +73,21 @@ class Guardian:
             self.record["dirs"].append(str(Path(path).resolve()))
             self._write()
 
-    def close(self) -> None:
-        """The owner cleaned up itself: drop the record, let the guardian go. Safe twice."""
+    def close(self, orphans: bool = False) -> None:
+        """The owner cleaned up itself: drop the record, let the guardian go. Safe twice.
+        `orphans`: first check that every recorded process is gone; if one is not (its owner lost it,
+        e.g. an interrupt between its start and its registration), keep the record, so the guardian
+        stops it (and deletes the recorded folders) as for a SIGKILLed owner."""
         with self._lock:
-            self._close()
+            self._close(keep=orphans and any(_alive(entry) for entry in self.record["processes"]))
 
-    def _close(self) -> None:
-        self.path.unlink(missing_ok=True)
+    def _close(self, keep: bool = False) -> None:
+        if not keep:
+            self.path.unlink(missing_ok=True)
         if self._process is not None:
             try:
                 self._process.stdin.close()
-                self._process.wait(timeout=5)
+                self._process.wait(timeout=30 if keep else 5)  # keep: it stops what still runs first
             except (OSError, subprocess.TimeoutExpired):
                 self._process.kill()
             self._process = None
@@ -99,8 +103,10 @@ class Guardian:
 
 
 @contextmanager
-def guarded(what: str = "run", workdir: str | Path = "."):
-    """Everything spawned (any thread) while this is active is the guardian's to stop if we die."""
+def guarded(what: str = "run", workdir: str | Path = ".", orphans: bool = False):
+    """Everything spawned (any thread) while this is active is the guardian's to stop if we die.
+    `orphans`: everything spawned is ours to stop before the end; what still runs then is stopped by
+    the guardian (`Guardian.close`). Not for `up`, whose stack outlives it."""
     global _current
     if _current is not None:  # nested (a matrix's runs): the outer guardian already covers us
         yield _current
@@ -111,7 +117,7 @@ def guarded(what: str = "run", workdir: str | Path = "."):
         yield guardian
     finally:
         _current = None
-        guardian.close()
+        guardian.close(orphans)
 
 
 @contextmanager
