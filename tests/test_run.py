@@ -211,21 +211,22 @@ def test_a_fault_scheduled_after_the_load_is_refused_before_anything_starts(tmp_
 
 @pytest.mark.slow
 def test_a_fault_that_fails_to_apply_fails_the_run_the_report_and_the_gate(tmp_path, cli_env):
-    """latency_ms: -100 passes our checks; only the proxy refuses it, mid-run."""
+    """A toxic on a proxy that does not exist passes our checks (a proxy may be added by hand); only the
+    proxy's API refuses it, mid-run."""
     experiment = tmp_path / "negative.yaml"
     experiment.write_text("name: negative-latency\nmethod:\n  - {fault: redis-latency, at: 1s, for: 2s, "
-                          "settings: {latency_ms: -100}}\n")
+                          "settings: {proxy: no-such-proxy}}\n")
     result = subprocess.run(CLI + ["run", "--strategy", "cache-aside", "--duration", "4s", *SMALL,
                                    "--experiment", str(experiment), "--out", str(tmp_path / "runs")],
                             cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "error: the run is marked failed" in result.stderr
-    assert "must not be negative" in result.stderr
+    assert "proxy not found" in result.stderr
     [run_dir] = list((tmp_path / "runs").iterdir())
     assert json.loads((run_dir / "run.json").read_text())["outcome"] == "failed"
     report = json.loads((run_dir / "report.json").read_text())
     [fault] = report["faults"]
-    assert fault["outcome"] == "failed" and "must not be negative" in fault["error"]
+    assert fault["outcome"] == "failed" and "proxy not found" in fault["error"]
     assert report["headline"]["requests"] > 10  # the load itself ran and is reported
     gate_config = tmp_path / "gate.yaml"
     gate_config.write_text("slos:\n  - {name: anything, metric: p99_ms, max: 1000000}\n")
@@ -289,7 +290,7 @@ def test_unusable_files_and_folders_are_one_line_exit_2(tmp_path, cli_env, case)
 def test_a_matrix_with_a_failed_fault_exits_1_after_running_everything(tmp_path, cli_env):
     experiment = tmp_path / "negative.yaml"
     experiment.write_text("name: negative-latency\nmethod:\n  - {fault: redis-latency, at: 1s, for: 1s, "
-                          "settings: {latency_ms: -100}}\n")
+                          "settings: {proxy: no-such-proxy}}\n")
     result = subprocess.run(CLI + ["matrix", "--strategies", "cache-aside", "--experiments", f"none,{experiment}",
                                    "--duration", "3s", "--users", "5", "--out", str(tmp_path / "runs")],
                             cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=240)
