@@ -507,9 +507,7 @@ def incident_table(analyses: list[dict]) -> str:
             cells = [f'<td{" class=winner" if n in best.get(name, []) else ""}>{escape(text or "–")}</td>'
                      for n, text in enumerate(shown)]
         rows.append(f'<tr data-measure="{escape(name)}"><td>{escape(label)}</td>{"".join(cells)}</tr>')
-    cols = '<col class="measure">' + "<col>" * len(analyses)
-    return (f'<table class="incident" style="{_incident_width(len(analyses))}"><colgroup>{cols}</colgroup><thead><tr><th>measure</th>'
-            f'{"".join(_run_header(a) for a in analyses)}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    return _runs_table(analyses, "incident", "measure", rows)
 
 
 def all_figures_table(analyses: list[dict]) -> str:
@@ -521,9 +519,15 @@ def all_figures_table(analyses: list[dict]) -> str:
         cells = [f'<td{" class=winner" if n in best.get(name, []) else ""}>{escape(display(a, name) or "–")}</td>'
                  for n, a in enumerate(analyses)]
         rows.append(f"<tr><td>{escape(metric_info(name).label)}</td>{''.join(cells)}</tr>")
+    return _runs_table(analyses, "incident all-figures", "figure", rows)
+
+
+def _runs_table(analyses: list[dict], css_class: str, first_header: str, rows: list[str]) -> str:
+    """A table of figures as rows, one column per run, as wide as the runs need and never wider than the page."""
     cols = '<col class="measure">' + "<col>" * len(analyses)
-    return (f'<table class="incident all-figures" style="{_incident_width(len(analyses))}"><colgroup>{cols}</colgroup><thead><tr><th>figure</th>'
-            f'{"".join(_run_header(a) for a in analyses)}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    return (f'<table class="{css_class}" style="{_incident_width(len(analyses))}"><colgroup>{cols}</colgroup>'
+            f'<thead><tr><th>{first_header}</th>{"".join(_run_header(a) for a in analyses)}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
 
 
 NOISE_NOTE = ("Highlighted (green) only where a run is better than another beyond noise, by the rule "
