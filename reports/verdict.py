@@ -20,6 +20,8 @@ Times are seconds since the load started (the report's charts use the same axis)
 
 from __future__ import annotations
 
+from cachestorm.reports.headline import recovery_text
+
 from cachestorm.core.runfiles import incomplete
 
 RED_ERROR_RATE = 0.01
@@ -214,10 +216,7 @@ def _recovery(headline: dict) -> tuple[str, bool] | None:
     if isinstance(recovery, dict) and recovery.get("recovered") is not None:
         if recovery["recovered"]:
             return (_healthy_again(_number(recovery.get("time_s"))), True)
-        within = recovery.get("within_s")
-        last = recovery.get("last_signal")
-        return ("not recovered" + (f" within {_seconds(float(within))}" if within is not None else "")
-                + (f" (last signal: {last})" if last else ""), False)
+        return (recovery_text(recovery), False)  # the words every other place shows
     recovered, seconds = headline.get("recovered_on_its_own"), _number(headline.get("time_to_recover_s"))
     if recovered is True:
         return (_healthy_again(seconds), True)
