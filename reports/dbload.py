@@ -142,16 +142,12 @@ def _hot_key_expiry(metrics: CounterSeries, pg: CounterSeries, truth: dict | Non
     the loads are PostgreSQL's: the targets' hot reads scaled by PostgreSQL's count over theirs in the window."""
     keys = window.expired_keys or 0
     # no scrape of the targets (metrics.jsonl missing): no data, not 0 loads
-    if not metrics.has(DB_QUERIES):
-        return {"keys_expired": keys, "window_s": end - start, "db_reads": None, "db_reads_source": None,
-                "db_read_attempts": None, "recomputes": None, "db_reads_per_key": None,
-                "db_read_attempts_per_key": None, "recomputes_per_key": None}
-    reads = metrics.increase(DB_QUERIES, start, end, kind="read", key_class="hot")
-    attempts = metrics.increase(DB_ATTEMPTS, start, end, kind="read", key_class="hot") \
-        if metrics.has(DB_ATTEMPTS) else None
-    recomputes = metrics.increase(KEY_RECOMPUTES, start, end) if metrics.has(KEY_RECOMPUTES) else None
-    source = "targets"
-    if truth and not truth["agree"]:
+    has = metrics.has
+    reads = metrics.increase(DB_QUERIES, start, end, kind="read", key_class="hot") if has(DB_QUERIES) else None
+    attempts = metrics.increase(DB_ATTEMPTS, start, end, kind="read", key_class="hot") if has(DB_ATTEMPTS) else None
+    recomputes = metrics.increase(KEY_RECOMPUTES, start, end) if has(KEY_RECOMPUTES) else None
+    source = "targets" if reads is not None else None
+    if reads is not None and truth and not truth["agree"]:
         theirs = metrics.increase(DB_QUERIES, start, end, **truth["target_labels"])
         ours = pg.increase(truth["pg_counter"], start, end)
         if truth["pg_counter"] == "xact_commit":
